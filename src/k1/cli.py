@@ -1,0 +1,151 @@
+"""The `k1` command line: one verb per job; every verb runs on built-in defaults and writes a run directory.
+
+Errors caused by user input (`K1Error`) are caught here, in one place: one line on stderr, exit code 2;
+the full traceback only with `--debug`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from k1.errors import ConfigError, K1Error
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="K-1: agent trees trained by attributed sparse updates.")
+console = Console()
+_debug = {"on": False}
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+          verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at INFO level.")):
+    _debug["on"] = debug
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _data_app():
+    from k1.data.cli import data_app
+    return data_app
+
+
+app.add_typer(_data_app(), name="data", help="Build and inspect the built-in corpora.")
+
+
+@app.command()
+def train(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config file."),
+    preset: Optional[str] = typer.Option(None, help="Named preset: tiny, small, default."),
+    policy: Optional[str] = typer.Option(None, help="Update policy: dense, attribution, hybrid, trust, random."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config key: --set train.steps=50 (repeatable)."),
+    steps: Optional[int] = typer.Option(None, help="Number of training steps."),
+    seed: Optional[int] = typer.Option(None, help="Random seed."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 or auto."),
+    out: Optional[Path] = typer.Option(None, help="Run directory (default runs/<name>)."),
+    checkpoint_every: Optional[int] = typer.Option(None, help="Write a checkpoint every N steps."),
+    resume: Optional[Path] = typer.Option(None, help="Continue the run in this directory from its last checkpoint."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; print only the summary JSON."),
+):
+    """Train one model and write runs/<name>/ (config, metrics, attribution log, checkpoints)."""
+    from k1.config import load_config
+    from k1.engine.train import Trainer
+
+    extra: dict = {}
+    if policy:
+        extra["policy"] = {"name": policy}
+    for key, val in (("steps", steps), ("seed", seed), ("device", device), ("checkpoint_every", checkpoint_every)):
+        if val is not None:
+            extra.setdefault("train", {})[key] = val
+    if resume is not None:
+        if config or preset or policy or set_:
+            raise ConfigError("--resume continues a run exactly as configured; only --steps may change")
+        cfg_file = resume / "config.toml"
+        if not cfg_file.is_file():
+            raise ConfigError(f"--resume {resume}: no config.toml there; is it a k1 run directory?")
+        cfg = load_config(cfg_file, extra=extra)
+        trainer = Trainer(cfg, resume, quiet=quiet)
+        trainer.restore()
+        if steps is not None:
+            from k1.config import save_config
+            save_config(cfg, resume / "config.toml")
+    else:
+        cfg = load_config(config, preset=preset, overrides=set_, extra=extra)
+        run_dir = out or Path("runs") / cfg.name
+        if (run_dir / "checkpoints").exists():
+            raise ConfigError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")
+        trainer = Trainer(cfg, run_dir, quiet=quiet)
+    summary = trainer.fit()
+    if quiet:
+        print(json.dumps(summary))
+    else:
+        console.print(f"[bold]done[/]: val loss {summary['val_loss']:.4f}, bpb {summary['val_bpb']:.3f}, "
+                      f"{summary['frac_params_changed']:.1%} of parameters changed per step → {trainer.out_dir}")
+
+
+@app.command()
+def compare(
+    quick: bool = typer.Option(False, "--quick", help="A smaller model and budget (about a minute on 2 CPU cores)."),
+    out: Path = typer.Option(Path("runs/compare"), help="Output directory."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config applied on top of the preset."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config key (repeatable)."),
+    policies: Optional[str] = typer.Option(None, help="Comma-separated subset of policies to run."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+):
+    """The main job: DenseGPT vs the tree under every policy, same data/seed/budget; prints the table."""
+    from k1.config import load_config
+    from k1.experiments.compare import run_compare
+
+    cfg = load_config(config, preset="small" if quick else "default", overrides=set_)
+    names = [p.strip() for p in policies.split(",")] if policies else None
+    run_compare(cfg, out, names, quiet=quiet, console=console)
+
+
+@app.command()
+def explain(
+    run: Path = typer.Option(..., "--run", help="A run directory."),
+    step: Optional[int] = typer.Option(None, help="Which logged step (default: the last)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of the text tree."),
+):
+    """The attribution tree of one step: RMS grad, scale, culprit / path / untouched, the blame path."""
+    from k1.explain.step_tree import render_text, step_tree
+
+    tree = step_tree(run, step)
+    print(json.dumps(tree, indent=1) if as_json else render_text(tree))
+
+
+@app.command()
+def generate(
+    run: Path = typer.Option(..., "--run", help="A run directory with a checkpoint."),
+    prompt: str = typer.Option("The ", help="Text to continue."),
+    tokens: int = typer.Option(200, help="How many tokens to sample."),
+    temperature: float = typer.Option(0.8, help="Sampling temperature."),
+    top_k: Optional[int] = typer.Option(None, help="Sample only from the k most likely tokens."),
+    seed: int = typer.Option(0, help="Sampling seed."),
+):
+    """Sample a continuation of --prompt from the run's latest checkpoint."""
+    from k1.engine.generate import generate_text
+
+    print(generate_text(run, prompt, tokens, temperature, top_k, seed))
+
+
+def main() -> None:
+    try:
+        app()
+    except K1Error as e:
+        if _debug["on"]:
+            raise
+        print(f"k1: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("k1: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

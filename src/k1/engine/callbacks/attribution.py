@@ -1,0 +1,69 @@
+"""`attribution`: one JSON object per step in `attribution.jsonl` — who was blamed, who moved, how much.
+
+Records are buffered on the device and written at each log interval with one host sync, so logging every
+step costs no per-step synchronisation.
+"""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from k1.engine.callbacks.base import CALLBACKS, Callback
+
+
+@CALLBACKS.register("attribution")
+class AttributionCallback(Callback):
+    def on_train_start(self, info):
+        self.names, self.total = info.agent_names, info.total_params
+        self.policy = info.policy
+        self.file = open(info.out_dir / "attribution.jsonl", "a")
+        self.buffer = []
+
+    def on_step_end(self, r):
+        self.buffer.append(r)
+        if r.log_due:
+            self.flush()
+
+    def flush(self):
+        if not self.buffer:
+            return
+        rs = self.buffer
+        # host sync (log interval): one transfer per field for the whole buffer
+        scales = torch.stack([r.plan.scale for r in rs]).tolist()
+        grads = torch.stack([r.signals.grad_rms for r in rs]).tolist()
+        gates = torch.stack([r.signals.gate_mass for r in rs]).tolist()
+        scalars = torch.stack([torch.stack([r.loss.float(), r.stats.params_changed.float(),
+                                            r.stats.update_norm.float(), r.finite.float()]) for r in rs]).tolist()
+        paths = [None if r.plan.path is None else r.plan.path.tolist() for r in rs]
+        for r, sc, gr, gm, (loss, changed, unorm, finite), path in zip(rs, scales, grads, gates, scalars, paths):
+            row = {
+                "step": r.step, "policy": self.policy, "loss": loss, "finite": bool(finite),
+                "selected": [n for n, s in zip(self.names, sc) if s > 0],
+                "blame_path": None if path is None else _dedupe([self.names[i] for i in path]),
+                "scale": {n: s for n, s in zip(self.names, sc) if s > 0},
+                "grad_rms": [round(g, 8) for g in gr],
+                "gate_mass": [round(g, 6) for g in gm],
+                "params_changed": int(changed),
+                "frac_params_changed": changed / self.total,
+                "update_norm": unorm,
+            }
+            self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+        self.buffer = []
+
+    def on_checkpoint(self, step, path):
+        self.flush()  # a checkpoint's step must be on disk before anything can resume from it
+
+    def on_train_end(self, summary):
+        self.flush()
+        self.file.close()
+
+
+def _dedupe(path: list[str]) -> list[str]:
+    out = []
+    for n in path:
+        if not out or out[-1] != n:
+            out.append(n)
+    return out

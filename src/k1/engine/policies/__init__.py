@@ -1,0 +1,28 @@
+"""Update policies, registered by name. Importing this package registers every member below."""
+
+from typing import Annotated, Union
+
+from pydantic import Field
+
+from k1.engine.policies.attribution import AttributionConfig, AttributionPolicy
+from k1.engine.policies.base import POLICIES, UpdatePolicy, normalise
+from k1.engine.policies.dense import DenseConfig, DensePolicy
+from k1.engine.policies.hybrid import HybridConfig, HybridPolicy
+from k1.engine.policies.random import RandomConfig, RandomPolicy
+from k1.engine.policies.trust import TrustConfig, TrustPolicy
+
+PolicyConfig = Annotated[
+    Union[DenseConfig, AttributionConfig, HybridConfig, TrustConfig, RandomConfig],
+    Field(discriminator="name"),
+]
+
+
+def build_policy(cfg, shape, device="cpu", seed: int = 0) -> UpdatePolicy:
+    return POLICIES.get(cfg.name)(cfg, shape, device=device, seed=seed)
+
+
+__all__ = [
+    "POLICIES", "UpdatePolicy", "PolicyConfig", "build_policy", "normalise",
+    "DenseConfig", "DensePolicy", "AttributionConfig", "AttributionPolicy", "HybridConfig", "HybridPolicy",
+    "TrustConfig", "TrustPolicy", "RandomConfig", "RandomPolicy",
+]

@@ -1,0 +1,44 @@
+"""`StepRecord`: the read-only account of one training step that callbacks receive.
+
+Tensors stay on the device; a callback converts them only when `log_due` is set (the one host sync
+point of the loop), so an unlogged step costs no synchronisation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from k1.engine.optim import OptimStats
+from k1.engine.plan import UpdatePlan
+from k1.engine.signals import StepSignals
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    step: int  # 1-based index of the step just taken
+    lr: float
+    tokens: int  # tokens in this step's batch
+    loss: torch.Tensor
+    finite: torch.Tensor  # False: loss or gradient was non-finite and the update was skipped
+    grad_norm: torch.Tensor  # global gradient norm before clipping
+    signals: StepSignals
+    plan: UpdatePlan
+    stats: OptimStats
+    trust: torch.Tensor  # [A] trust after this step's ledger update
+    log_due: bool
+    tokens_per_s: float | None = None  # measured over the last log interval (set when log_due)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What callbacks may know about the run (never the trainer itself)."""
+
+    out_dir: object  # pathlib.Path
+    agent_names: list[str]
+    total_params: int
+    steps: int
+    policy: str
+    start_step: int  # > 0 when resuming
+    domains: list[str]

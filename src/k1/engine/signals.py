@@ -1,0 +1,47 @@
+"""`StepSignals`: what one step measured about each agent, on the device, with no host sync.
+
+Gradient norms are compared per parameter (RMS = ‖g‖ / sqrt(#params)) so that agents of different size
+and kind sit on a common scale (DESIGN.md, "Signals on a common scale"). One reduction per level.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from k1.engine.shape import TreeShape
+
+
+@dataclass(frozen=True)
+class StepSignals:
+    """Per-agent measurements of one step; every tensor is [A] in flat (level-major) order."""
+
+    grad_rms: torch.Tensor  # RMS gradient of each agent's parameters
+    gate_mass: torch.Tensor  # mean path weight of each agent in the forward pass
+    loss: torch.Tensor  # scalar training loss of the batch
+    parents: torch.Tensor  # flat parent index (-1 for the root), long
+
+    @classmethod
+    def measure(cls, model, loss: torch.Tensor, parents: torch.Tensor) -> "StepSignals":
+        per_level = []
+        for level in model.agent_levels():
+            params = level.agent_parameters()
+            n = level.n_agents
+            sq = torch.zeros(n, device=loss.device)
+            count = 0
+            for _, p in params:
+                count += p[0].numel()
+                if p.grad is not None:
+                    sq = sq + p.grad.float().pow(2).reshape(n, -1).sum(1)
+            per_level.append((sq / count).sqrt())
+        return cls(
+            grad_rms=torch.cat(per_level),
+            gate_mass=model.last_gate_mass.float(),
+            loss=loss.detach().float(),
+            parents=parents,
+        )
+
+
+def flat_parents_tensor(shape: TreeShape, device) -> torch.Tensor:
+    return torch.tensor(shape.flat_parents(), dtype=torch.long, device=device)

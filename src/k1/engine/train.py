@@ -1,0 +1,244 @@
+"""The trainer: `train_step` follows DESIGN.md's diagram line by line; `fit` runs the loop.
+
+    batch → forward → loss → backward → StepSignals → policy.plan → optimizer.step(plan) → trust.update
+          → StepRecord → callbacks
+
+What differs between policies lives in the policy and the optimizer, not in branches here. No host syncs
+in the step: `.item()` happens only in callbacks when `log_due` (and in `evaluate`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+from k1 import __version__
+from k1.config import RunConfig, save_config
+from k1.data import BatchSampler, eval_windows, load_corpus
+from k1.engine.baseline import DenseGPT
+from k1.engine.callbacks import CALLBACKS, Callback
+from k1.engine.checkpoint import flatten, latest_checkpoint, load_checkpoint, save_checkpoint, unflatten
+from k1.engine.optim import build_optimizer
+from k1.engine.policies import build_policy
+from k1.engine.record import RunInfo, StepRecord
+from k1.engine.shape import TreeShape
+from k1.engine.signals import StepSignals, flat_parents_tensor
+from k1.engine.tree import AgentTree
+from k1.engine.trust import TrustVector
+from k1.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_model(cfg: RunConfig, vocab_size: int, shape: TreeShape | None = None) -> AgentTree:
+    model_cfg = cfg.model.model_copy(update={"vocab_size": vocab_size})
+    if cfg.arch == "dense":
+        return DenseGPT(model_cfg, vocab_size)
+    shape = shape or TreeShape.from_branching(cfg.model.branching, cfg.model.kinds)
+    return AgentTree(shape, model_cfg, vocab_size)
+
+
+def lr_at(step: int, cfg) -> float:
+    """Linear warmup, then cosine decay to lr · min_lr_ratio at the last step (`step` is 0-based)."""
+    o, total = cfg.optim, cfg.train.steps
+    if step < o.warmup_steps:
+        return o.lr * (step + 1) / o.warmup_steps
+    frac = (step - o.warmup_steps) / max(1, total - o.warmup_steps)
+    return o.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+
+
+class Trainer:
+    """Owns the model, optimizer, policy, trust, data position and counters of one run."""
+
+    def __init__(self, cfg: RunConfig, out_dir: str | Path, corpus=None, quiet: bool = False,
+                 callbacks: list[Callback] | None = None):
+        self.cfg, self.out_dir = cfg, Path(out_dir)
+        self.device = resolve_device(cfg.train.device)
+        torch.manual_seed(cfg.train.seed)
+        self.corpus = corpus if corpus is not None else load_corpus(cfg.data)
+        self.model = build_model(cfg, self.corpus.vocab_size).to(self.device)
+        self.shape = self.model.shape
+        self.parents = flat_parents_tensor(self.shape, self.device)
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.policy = build_policy(cfg.policy, self.shape, self.device, cfg.train.seed)
+        self.trust = TrustVector(self.shape.n_agents, cfg.trust, self.device)
+        B, T = cfg.train.batch_size, cfg.model.context
+        self.sampler = BatchSampler(self.corpus, B, T, seed=cfg.train.seed, split="train")
+        self.eval_sets = {d: eval_windows(s.val, B, T, cfg.train.eval_batches) for d, s in self.corpus.domains.items()}
+        self.forward = torch.compile(self.model) if cfg.train.compile else self.model
+        use_bf16 = cfg.train.autocast == "bf16" or (cfg.train.autocast == "auto" and self.device.type == "cuda")
+        self.autocast = (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
+        names = [n for n in cfg.train.callbacks if not (quiet and n == "progress")]
+        self.callbacks = callbacks if callbacks is not None else [CALLBACKS.get(n)() for n in names]
+        self.step = 0  # steps completed
+        self.total_params = self.model.num_parameters()
+        # device-side accumulators for the summary (read once at the end)
+        self._sum_changed = torch.zeros((), device=self.device)
+        self._sum_agents = torch.zeros((), device=self.device)
+        self._train_time, self._train_tokens = 0.0, 0
+        self.last_eval: dict = {}
+
+    # ---- one step ----------------------------------------------------------------------------------
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, log_due: bool = False) -> StepRecord:
+        cfg = self.cfg
+        lr = lr_at(self.step, cfg)
+        with self.autocast():
+            _, loss = self.forward(x, y)
+        loss.backward()
+        signals = StepSignals.measure(self.model, loss, self.parents)
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, clip, foreach=True)
+        finite = torch.isfinite(loss.detach()) & torch.isfinite(grad_norm)  # stays on the device
+        plan = self.policy.plan(signals, self.trust, self.step)
+        stats = self.optimizer.step(plan, lr, ok=finite)
+        self.trust.update(plan.masked(finite), loss, self.step)
+        self.model.zero_grad(set_to_none=True)
+        self.step += 1
+        self._sum_changed += stats.params_changed
+        self._sum_agents += stats.agents_updated
+        return StepRecord(self.step, lr, x.numel(), loss.detach(), finite, grad_norm.detach(), signals, plan,
+                          stats, self.trust.trust, log_due)
+
+    # ---- the loop -----------------------------------------------------------------------------------
+    def fit(self) -> dict:
+        cfg = self.cfg.train
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if not (self.out_dir / "config.toml").exists():
+            save_config(self.cfg, self.out_dir / "config.toml")
+        (self.out_dir / "shape.json").write_text(json.dumps(self.shape.to_dict()))
+        info = RunInfo(self.out_dir, self.shape.names(), self.total_params, cfg.steps, self.cfg.policy.name,
+                       self.step, list(self.corpus.domains))
+        for cb in self.callbacks:
+            cb.on_train_start(info)
+        self.model.train()
+        t0, tokens = time.perf_counter(), 0
+        while self.step < cfg.steps:
+            x, y = (t.to(self.device, non_blocking=True) for t in self.sampler.next())
+            step = self.step + 1
+            log_due = step % cfg.log_every == 0 or step == cfg.steps
+            record = self.train_step(x, y, log_due)
+            tokens += record.tokens
+            if log_due:
+                self._sync()  # timing needs finished kernels
+                dt = time.perf_counter() - t0
+                self._train_time, self._train_tokens = self._train_time + dt, self._train_tokens + tokens
+                record = _with_speed(record, tokens / max(dt, 1e-9))
+            for cb in self.callbacks:
+                cb.on_step_end(record)
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                self._eval_and_notify()
+            if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps:
+                self.save()
+            if log_due:
+                t0, tokens = time.perf_counter(), 0  # evaluation and checkpoints are not training time
+        summary = self.summary()
+        (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        for cb in self.callbacks:
+            cb.on_train_end(summary)
+        return summary
+
+    def _eval_and_notify(self) -> None:
+        self.last_eval = self.evaluate()
+        for cb in self.callbacks:
+            cb.on_eval(self.step, self.last_eval)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Validation loss and bits per byte per domain, on fixed windows; means across domains."""
+        self.model.eval()
+        per = {}
+        for d, windows in self.eval_sets.items():
+            losses = []
+            for x, y in windows:
+                with self.autocast():
+                    _, loss = self.forward(x.to(self.device), y.to(self.device))
+                losses.append(loss.float())
+            loss = torch.stack(losses).mean().item()  # host sync (evaluation)
+            bpb = loss / math.log(2) / self.corpus.domains[d].val_bytes_per_token
+            per[d] = {"loss": loss, "bpb": bpb}
+        self.model.train()
+        return {"val_loss": sum(v["loss"] for v in per.values()) / len(per),
+                "val_bpb": sum(v["bpb"] for v in per.values()) / len(per), "domains": per}
+
+    def summary(self) -> dict:
+        steps_run = max(self.step, 1)
+        return {
+            "name": self.cfg.name, "policy": self.cfg.policy.name, "arch": self.cfg.arch, "steps": self.step,
+            "params": self.total_params, "agents": self.shape.n_agents,
+            **{k: self.last_eval.get(k) for k in ("val_loss", "val_bpb")},
+            "domains": self.last_eval.get("domains", {}),
+            "tokens_per_s": self._train_tokens / self._train_time if self._train_time else None,
+            "frac_params_changed": self._sum_changed.item() / steps_run / self.total_params,  # host sync (end)
+            "agents_updated": self._sum_agents.item() / steps_run,
+        }
+
+    # ---- checkpoints ------------------------------------------------------------------------------
+    def save(self) -> Path:
+        tensors = {**flatten("optim", self.optimizer.state_dict()), **flatten("trust", self.trust.state_dict()),
+                   "rng.torch": torch.get_rng_state(), "rng.policy": self.policy.state_dict()["generator"],
+                   "acc.changed": self._sum_changed, "acc.agents": self._sum_agents}
+        sampler_state = self.sampler.state_dict()
+        tensors.update({f"sampler.{k}": v for k, v in sampler_state.items() if torch.is_tensor(v)})
+        meta = {"step": self.step, "shape": self.shape.to_dict(), "k1_version": __version__,
+                "torch_version": torch.__version__, "policy": self.cfg.policy.name,
+                "sampler": {k: v for k, v in sampler_state.items() if not torch.is_tensor(v)},
+                "train_time": self._train_time, "train_tokens": self._train_tokens, "last_eval": self.last_eval}
+        path = save_checkpoint(self.out_dir / "checkpoints" / f"step-{self.step}", self.model.state_dict(), tensors, meta)
+        for cb in self.callbacks:
+            cb.on_checkpoint(self.step, path)
+        return path
+
+    def restore(self, ckpt: Path | None = None) -> int:
+        """Load the latest (or given) checkpoint and cut the run's logs back to its step."""
+        ckpt = ckpt or latest_checkpoint(self.out_dir)
+        model_state, tensors, meta = load_checkpoint(ckpt)
+        if meta.get("shape") != self.shape.to_dict():
+            raise CheckpointError(f"{ckpt}: tree shape differs from the run's config; was the config edited?")
+        try:
+            self.model.load_state_dict(model_state)
+        except RuntimeError as e:
+            raise CheckpointError(f"{ckpt / 'model.safetensors'}: does not fit the model ({str(e).splitlines()[0]})") from None
+        self.optimizer.load_state_dict({k: v.to(self.device) for k, v in unflatten("optim", tensors).items()})
+        self.trust.load_state_dict(unflatten("trust", tensors))
+        torch.set_rng_state(tensors["rng.torch"])
+        self.policy.load_state_dict({"generator": tensors["rng.policy"]})
+        self.sampler.load_state_dict({**meta["sampler"], **unflatten("sampler", tensors)})
+        self._sum_changed = tensors["acc.changed"].to(self.device)
+        self._sum_agents = tensors["acc.agents"].to(self.device)
+        self._train_time, self._train_tokens = meta["train_time"], meta["train_tokens"]
+        self.last_eval = meta.get("last_eval", {})
+        self.step = int(meta["step"])
+        for name in ("metrics.jsonl", "attribution.jsonl"):
+            _truncate_log(self.out_dir / name, self.step)
+        log.info("resumed %s at step %d", self.out_dir, self.step)
+        return self.step
+
+
+def _with_speed(r: StepRecord, tokens_per_s: float) -> StepRecord:
+    from dataclasses import replace
+    return replace(r, tokens_per_s=tokens_per_s)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines written after `step` (they belong to the interrupted tail of the run)."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
+    path.write_text("".join(line + "\n" for line in keep))

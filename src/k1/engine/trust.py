@@ -1,0 +1,67 @@
+"""`TrustVector`: per-agent trust in [0, 1] earned from measured outcomes (the engine's simple ledger).
+
+Rule (symmetric, applied after every step, on the device):
+  outcome  o = tanh((ema − loss) / (ema · tau))        relative improvement of this batch's loss over the
+                                                       EMA of recent losses, squashed to (−1, 1)
+  trust_i += rate · scale_i · o                        for the agents the *previous* step updated
+  trust   += decay · (prior − trust)                   every agent drifts back towards the prior
+  trust    = clamp(trust, 0, 1)
+The outcome of an update is the next batch's loss, so the reward goes to the plan that preceded it.
+`last_update` (step each agent was last updated) feeds hybrid's diversity term.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from k1.engine.plan import UpdatePlan
+
+
+class TrustVectorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prior: float = Field(default=0.5, ge=0, le=1)
+    rate: float = Field(default=0.05, ge=0)
+    decay: float = Field(default=0.001, ge=0, le=1)
+    tau: float = Field(default=0.01, gt=0)  # relative loss change that counts as a clear outcome
+    ema: float = Field(default=0.9, ge=0, lt=1)
+
+
+class TrustVector:
+    def __init__(self, n_agents: int, cfg: TrustVectorConfig | None = None, device="cpu"):
+        self.cfg = cfg or TrustVectorConfig()
+        self.trust = torch.full((n_agents,), self.cfg.prior, device=device)
+        self.last_update = torch.zeros(n_agents, device=device)
+        self.loss_ema = torch.zeros((), device=device)
+        self.count = torch.zeros((), device=device)  # steps seen (the EMA is only valid after one)
+        self.prev_scale = torch.zeros(n_agents, device=device)
+
+    def update(self, plan: UpdatePlan, loss: torch.Tensor, step: int) -> torch.Tensor:
+        """Credit the previous plan with this batch's loss, then remember this plan. Returns the outcome."""
+        c = self.cfg
+        loss = loss.detach().float()
+        finite = torch.isfinite(loss)
+        has_ema = (self.count > 0) & finite
+        rel = (self.loss_ema - loss) / (self.loss_ema.abs() * c.tau).clamp_min(1e-12)
+        outcome = torch.where(has_ema, torch.tanh(rel), torch.zeros_like(loss))
+        self.trust = (self.trust + c.rate * self.prev_scale * outcome)
+        self.trust = (self.trust + c.decay * (c.prior - self.trust)).clamp(0.0, 1.0)
+        new_ema = torch.where(self.count > 0, c.ema * self.loss_ema + (1 - c.ema) * loss, loss)
+        self.loss_ema = torch.where(finite, new_ema, self.loss_ema)
+        self.count = self.count + finite.float()
+        self.prev_scale = plan.scale.detach().float()
+        self.last_update = torch.where(plan.selected, torch.full_like(self.last_update, float(step)), self.last_update)
+        return outcome
+
+    def staleness(self, step: int) -> torch.Tensor:
+        """Steps since each agent was last updated."""
+        return step - self.last_update
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"trust": self.trust, "last_update": self.last_update, "loss_ema": self.loss_ema,
+                "count": self.count, "prev_scale": self.prev_scale}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for k, v in state.items():
+            setattr(self, k, v.to(self.trust.device).clone())

@@ -1,0 +1,86 @@
+"""The attribution tree of one logged step: per agent RMS gradient, update scale and its role.
+
+Roles: `culprit` (end of the blame path), `path` (on the blame path), `selected` (updated, off the path),
+`untouched` (scale 0: bit-identical after the step). Reads `attribution.jsonl` and `shape.json` of a run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from k1.engine.shape import TreeShape
+from k1.errors import CheckpointError
+
+MARKS = {"culprit": "★", "path": "→", "selected": "+", "untouched": "·"}
+
+
+def load_step(run_dir: Path, step: int | None = None) -> dict:
+    path = run_dir / "attribution.jsonl"
+    if not path.is_file():
+        raise CheckpointError(f"no attribution log at {path}; is {run_dir} a k1 run directory?")
+    last = None
+    with open(path) as f:
+        for line in f:
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if step is None or row["step"] == step:
+                last = row
+                if step is not None:
+                    break
+    if last is None:
+        raise CheckpointError(f"{path}: no record for step {step}" if step else f"{path} is empty")
+    return last
+
+
+def load_shape(run_dir: Path) -> TreeShape:
+    path = run_dir / "shape.json"
+    if not path.is_file():
+        raise CheckpointError(f"missing {path}; is {run_dir} a k1 run directory?")
+    return TreeShape.from_dict(json.loads(path.read_text()))
+
+
+def step_tree(run_dir: str | Path, step: int | None = None) -> dict:
+    """A JSON-able description of one step: agents with grad, scale, role and children."""
+    run_dir = Path(run_dir)
+    row, shape = load_step(run_dir, step), load_shape(run_dir)
+    path = row.get("blame_path") or []
+    culprit = path[-1] if path else None
+    agents = []
+    for i, a in enumerate(shape.agents):
+        scale = row["scale"].get(a.name, 0.0)
+        role = ("culprit" if a.name == culprit else "path" if a.name in path
+                else "selected" if scale > 0 else "untouched")
+        parent = None if a.parent is None else next(p.name for p in shape.agents if p.id == a.parent)
+        agents.append({"name": a.name, "id": a.id, "level": a.level, "parent": parent,
+                       "grad_rms": row["grad_rms"][i], "gate_mass": row["gate_mass"][i],
+                       "scale": scale, "role": role})
+    return {"step": row["step"], "policy": row["policy"], "loss": row["loss"], "blame_path": path,
+            "params_changed": row["params_changed"], "frac_params_changed": row["frac_params_changed"],
+            "agents": agents}
+
+
+def render_text(tree: dict) -> str:
+    """An indented text tree, one agent per line, then the blame-path line."""
+    by_parent: dict[str | None, list[dict]] = {}
+    for a in tree["agents"]:
+        by_parent.setdefault(a["parent"], []).append(a)
+    lines = [f"step {tree['step']}  policy {tree['policy']}  loss {tree['loss']:.4f}  "
+             f"params changed {tree['params_changed']:,} ({tree['frac_params_changed']:.2%})",
+             f"{'agent':<28} {'grad_rms':>10} {'gate':>7} {'scale':>6}  role"]
+
+    def walk(a: dict, prefix: str, last: bool, top: bool) -> None:
+        branch = "" if top else ("└─ " if last else "├─ ")
+        label = f"{prefix}{branch}{a['name']}"
+        lines.append(f"{label:<28} {a['grad_rms']:>10.3e} {a['gate_mass']:>7.3f} {a['scale']:>6.2f}  "
+                     f"{MARKS[a['role']]} {a['role']}")
+        kids = by_parent.get(a["name"], [])
+        for j, k in enumerate(kids):
+            walk(k, prefix + ("" if top else ("   " if last else "│  ")), j == len(kids) - 1, False)
+
+    for root in by_parent.get(None, []):
+        walk(root, "", True, True)
+    path = tree["blame_path"]
+    lines.append("blame path: " + (" → ".join(path) if path else "(none: this policy has no blame path)"))
+    return "\n".join(lines)
