@@ -72,7 +72,7 @@ def test_warmup_then_cosine(tiny_cfg):
 
 
 def test_training_learns_below_unigram_entropy(tiny_cfg, tmp_path):
-    cfg = tiny_cfg("train.steps=100", "optim.lr=3e-3", "train.batch_size=16", "optim.warmup_steps=10",
+    cfg = tiny_cfg("train.steps=150", "optim.lr=5e-3", "train.batch_size=16", "optim.warmup_steps=10",
                    policy={"name": "dense"})
     tr = Trainer(cfg, tmp_path / "run", quiet=True)
     s = tr.fit()
