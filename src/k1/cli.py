@@ -19,7 +19,7 @@ from k1.errors import ConfigError, K1Error
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="K-1: agent trees trained by attributed sparse updates.")
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 140)  # tables stay readable when piped
 _debug = {"on": False}
 
 

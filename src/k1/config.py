@@ -15,7 +15,9 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from k1.data.config import DataConfig
+from k1.engine.autonomy import AutonomyConfig
 from k1.engine.optim import OptimConfig
+from k1.engine.safety import SafetyConfig
 from k1.engine.policies import AttributionConfig, PolicyConfig
 from k1.engine.tree import ModelConfig
 from k1.engine.trust import TrustVectorConfig
@@ -53,6 +55,8 @@ class RunConfig(BaseModel):
     policy: PolicyConfig = AttributionConfig()
     trust: TrustVectorConfig = TrustVectorConfig()
     train: TrainConfig = TrainConfig()
+    autonomy: AutonomyConfig = AutonomyConfig()
+    safety: SafetyConfig = SafetyConfig()
 
     @model_validator(mode="after")
     def _check(self) -> "RunConfig":

@@ -89,3 +89,12 @@ def test_dense_gpt_is_causal():
     x2 = x.clone()
     x2[:, 4] = (x2[:, 4] + 1) % 64
     assert torch.equal(model(x)[0][:, :4], model(x2)[0][:, :4])
+
+
+@pytest.mark.parametrize("n_layers", [2, 4, 8])
+def test_shallow_dense_gpt_widens_its_mlp_to_keep_the_budget(n_layers):
+    cfg = ModelConfig(branching=[4, 3, 2], width=64, mlp_width=128, n_heads=4)
+    tree = AgentTree(TreeShape.from_branching([4, 3, 2]), cfg, 256)
+    dense = DenseGPT(cfg, 256, n_layers=n_layers)
+    assert dense.n_layers == n_layers
+    assert abs(dense.num_parameters() - tree.num_parameters()) / tree.num_parameters() < 0.05

@@ -27,17 +27,27 @@ def _shapes(kind: str, C: int, M: int) -> dict[str, tuple[int, ...]]:
                        "proj_w": (C, C), "proj_b": (C,)})
     elif kind != "mlp":
         raise ValueError(f"unknown agent kind {kind!r}")
-    shapes["gate_key"] = (C,)  # a child owns its gate key; its parent scores it (see tree.py)
+    shapes["gate_key"] = (C,)  # a child owns its gate key and bias; its parent scores it (see tree.py)
+    shapes["gate_bias"] = ()
     return shapes
 
 
 def is_decayed(param_name: str) -> bool:
-    """Weight decay applies to matrices only (nanoGPT's rule): not to norms, biases or gate keys."""
+    """Weight decay applies to matrices only (nanoGPT's rule): not to norms, biases or gates."""
     return param_name.endswith("_w") and not param_name.startswith("ln")
+
+
+# Residual-branch outputs: zeroing them makes an agent the identity map (used to grow without changing output).
+RESIDUAL_OUTPUTS = ("proj_w", "proj_b", "out_w", "out_b")
 
 
 def agent_param_count(kind: str, C: int, M: int) -> int:
     return sum(math.prod(s) for s in _shapes(kind, C, M).values())
+
+
+def param_shapes(kind: str, C: int, M: int) -> dict[str, tuple[int, ...]]:
+    """Per-agent parameter shapes of one kind (without the leading agent dimension)."""
+    return _shapes(kind, C, M)
 
 
 class AgentLevel(nn.Module):

@@ -25,6 +25,9 @@ from k1.engine.baseline import DenseGPT
 from k1.engine.callbacks import CALLBACKS, Callback
 from k1.engine.checkpoint import flatten, latest_checkpoint, load_checkpoint, save_checkpoint, unflatten
 from k1.engine.optim import build_optimizer
+from k1.engine.organize import Organizer
+from k1.engine.plasticity import Surgery, assemble
+from k1.engine.safety import Snapshot, clone_tensors
 from k1.engine.policies import build_policy
 from k1.engine.record import RunInfo, StepRecord
 from k1.engine.shape import TreeShape
@@ -45,7 +48,7 @@ def resolve_device(name: str) -> torch.device:
 def build_model(cfg: RunConfig, vocab_size: int, shape: TreeShape | None = None) -> AgentTree:
     model_cfg = cfg.model.model_copy(update={"vocab_size": vocab_size})
     if cfg.arch == "dense":
-        return DenseGPT(model_cfg, vocab_size)
+        return DenseGPT(model_cfg, vocab_size, n_layers=cfg.model.dense_layers or len(cfg.model.branching) + 1)
     shape = shape or TreeShape.from_branching(cfg.model.branching, cfg.model.kinds)
     return AgentTree(shape, model_cfg, vocab_size)
 
@@ -68,32 +71,45 @@ class Trainer:
         self.device = resolve_device(cfg.train.device)
         torch.manual_seed(cfg.train.seed)
         self.corpus = corpus if corpus is not None else load_corpus(cfg.data)
-        self.model = build_model(cfg, self.corpus.vocab_size).to(self.device)
-        self.shape = self.model.shape
-        self.parents = flat_parents_tensor(self.shape, self.device)
-        self.optimizer = build_optimizer(self.model, cfg.optim)
-        self.policy = build_policy(cfg.policy, self.shape, self.device, cfg.train.seed)
+        self.policy = None
+        self._install(build_model(cfg, self.corpus.vocab_size).to(self.device))
         self.trust = TrustVector(self.shape.n_agents, cfg.trust, self.device)
+        self.lr_scale = 1.0  # run-time knob (autonomy, rollbacks); the config stays frozen
         B, T = cfg.train.batch_size, cfg.model.context
         self.sampler = BatchSampler(self.corpus, B, T, seed=cfg.train.seed, split="train")
         self.eval_sets = {d: eval_windows(s.val, B, T, cfg.train.eval_batches) for d, s in self.corpus.domains.items()}
-        self.forward = torch.compile(self.model) if cfg.train.compile else self.model
         use_bf16 = cfg.train.autocast == "bf16" or (cfg.train.autocast == "auto" and self.device.type == "cuda")
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
         names = [n for n in cfg.train.callbacks if not (quiet and n == "progress")]
         self.callbacks = callbacks if callbacks is not None else [CALLBACKS.get(n)() for n in names]
         self.step = 0  # steps completed
-        self.total_params = self.model.num_parameters()
         # device-side accumulators for the summary (read once at the end)
         self._sum_changed = torch.zeros((), device=self.device)
         self._sum_agents = torch.zeros((), device=self.device)
         self._train_time, self._train_tokens = 0.0, 0
         self.last_eval: dict = {}
+        self.events: list[dict] = []
+        self.stop_requested = False
+        self.organizer = Organizer(self, cfg.autonomy, cfg.safety)
+
+    def _install(self, model: AgentTree) -> None:
+        """Make `model` current: its shape, a fresh optimizer for it, and the policy rebuilt for the shape
+        (keeping the policy's random stream and top-K knob). Used at start, after surgery and rollback."""
+        self.model, self.shape = model, model.shape
+        self.parents = flat_parents_tensor(self.shape, self.device)
+        self.optimizer = build_optimizer(model, self.cfg.optim)
+        old = self.policy
+        self.policy = build_policy(self.cfg.policy, self.shape, self.device, self.cfg.train.seed)
+        if old is not None:
+            self.policy.load_state_dict(old.state_dict())
+            self.policy.k = old.k
+        self.forward = torch.compile(model) if self.cfg.train.compile else model
+        self.total_params = model.num_parameters()
 
     # ---- one step ----------------------------------------------------------------------------------
     def train_step(self, x: torch.Tensor, y: torch.Tensor, log_due: bool = False) -> StepRecord:
         cfg = self.cfg
-        lr = lr_at(self.step, cfg)
+        lr = lr_at(self.step, cfg) * self.lr_scale
         with self.autocast():
             _, loss = self.forward(x, y)
         loss.backward()
@@ -123,6 +139,7 @@ class Trainer:
                        self.step, list(self.corpus.domains))
         for cb in self.callbacks:
             cb.on_train_start(info)
+        self.organizer.start()
         self.model.train()
         t0, tokens = time.perf_counter(), 0
         while self.step < cfg.steps:
@@ -138,14 +155,23 @@ class Trainer:
                 record = _with_speed(record, tokens / max(dt, 1e-9))
             for cb in self.callbacks:
                 cb.on_step_end(record)
+            self.organizer.observe(record)
+            # ---- the one point between steps where structure, schedule and state may change ----
+            if log_due:
+                self.organizer.check_safety()
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 self._eval_and_notify()
-            if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps:
+            self.organizer.maybe_act(step)
+            if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps \
+                    or self.stop_requested:
                 self.save()
             if log_due:
-                t0, tokens = time.perf_counter(), 0  # evaluation and checkpoints are not training time
+                t0, tokens = time.perf_counter(), 0  # evaluation, trials, checkpoints are not training time
+            if self.stop_requested:
+                break
         summary = self.summary()
         (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        (self.out_dir / "summary.md").write_text(summary_markdown(summary))
         for cb in self.callbacks:
             cb.on_train_end(summary)
         return summary
@@ -154,6 +180,15 @@ class Trainer:
         self.last_eval = self.evaluate()
         for cb in self.callbacks:
             cb.on_eval(self.step, self.last_eval)
+        self.organizer.after_eval(self.last_eval)
+
+    def emit(self, event: dict) -> None:
+        """Record a structural, safety or autonomy event (logged, summarised, shown by `k1 explain`)."""
+        event = {"step": self.step, **event}
+        self.events.append(event)
+        log.info("event %s", event)
+        for cb in self.callbacks:
+            cb.on_event(event)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -187,7 +222,61 @@ class Trainer:
             "tokens_per_s": self._train_tokens / self._train_time if self._train_time else None,
             "frac_params_changed": self._sum_changed.item() / steps_run / self.total_params,  # host sync (end)
             "agents_updated": self._sum_agents.item() / steps_run,
+            "final_agents": self.shape.n_agents, "stopped_early": self.stop_requested,
+            "events": self.events, **self.organizer.summary(),
         }
+
+    # ---- snapshots, surgery, trials (used by the organizer between steps) -------------------------
+    def capture(self, reason: str) -> Snapshot:
+        return Snapshot(self.step, self.shape.to_dict(), clone_tensors(self.model.state_dict()),
+                        clone_tensors(self.optimizer.state_dict()), clone_tensors(self.trust.state_dict()),
+                        self.policy.generator.get_state(), torch.get_rng_state(),
+                        {"lr_scale": self.lr_scale, "top_k": self.policy.k}, reason)
+
+    def restore_snapshot(self, snap: Snapshot, reset_step: bool) -> None:
+        """Put back model, optimizer, trust, shape, RNG and knobs; the data position moves on regardless."""
+        shape = TreeShape.from_dict(snap.shape)
+        if shape != self.shape:
+            self._install(build_model(self.cfg, self.corpus.vocab_size, shape).to(self.device))
+            self.trust = TrustVector(shape.n_agents, self.cfg.trust, self.device)
+            (self.out_dir / "shape.json").write_text(json.dumps(shape.to_dict()))
+        self.model.load_state_dict(snap.model)
+        self.optimizer.load_state_dict(clone_tensors(snap.optimizer))
+        self.trust.load_state_dict(snap.trust)
+        self.policy.generator.set_state(snap.policy_rng)
+        torch.set_rng_state(snap.torch_rng)
+        self.lr_scale, self.policy.k = snap.knobs["lr_scale"], snap.knobs["top_k"]
+        if reset_step:
+            self.step = snap.step
+
+    def apply_surgery(self, surgery: Surgery) -> None:
+        """Rebuild model and optimizer for the new shape; agent rows (weights, moments, steps) follow ids."""
+        old_model, old_opt, old_shape = self.model, self.optimizer, self.shape
+        self._install(build_model(self.cfg, self.corpus.vocab_size, surgery.shape).to(self.device))
+        assemble(old_model, old_opt, self.model, self.optimizer, surgery.rows)
+        self.trust.remap(old_shape, surgery.shape, surgery.merged)
+        (self.out_dir / "shape.json").write_text(json.dumps(self.shape.to_dict()))
+
+    def trial_batches(self) -> list:
+        n = self.cfg.autonomy.trial_batches
+        return [xy for windows in self.eval_sets.values() for xy in windows[:n]]
+
+    @torch.no_grad()
+    def trial_loss(self) -> float:
+        """Held-out loss used to judge a change (the first `trial_batches` validation windows per domain)."""
+        self.model.eval()
+        losses = []
+        for x, y in self.trial_batches():
+            with self.autocast():
+                losses.append(self.forward(x.to(self.device), y.to(self.device))[1].float())
+        self.model.train()
+        return torch.stack(losses).mean().item()  # host sync (trial)
+
+    def train_quiet(self, steps: int) -> None:
+        """Train without callbacks (trial branches); the records are not logged per step."""
+        for _ in range(steps):
+            x, y = (t.to(self.device, non_blocking=True) for t in self.sampler.next())
+            self.train_step(x, y)
 
     # ---- checkpoints ------------------------------------------------------------------------------
     def save(self) -> Path:
@@ -199,7 +288,8 @@ class Trainer:
         meta = {"step": self.step, "shape": self.shape.to_dict(), "k1_version": __version__,
                 "torch_version": torch.__version__, "policy": self.cfg.policy.name,
                 "sampler": {k: v for k, v in sampler_state.items() if not torch.is_tensor(v)},
-                "train_time": self._train_time, "train_tokens": self._train_tokens, "last_eval": self.last_eval}
+                "train_time": self._train_time, "train_tokens": self._train_tokens, "last_eval": self.last_eval,
+                "lr_scale": self.lr_scale, "top_k": self.policy.k, "events": self.events}
         path = save_checkpoint(self.out_dir / "checkpoints" / f"step-{self.step}", self.model.state_dict(), tensors, meta)
         for cb in self.callbacks:
             cb.on_checkpoint(self.step, path)
@@ -209,8 +299,10 @@ class Trainer:
         """Load the latest (or given) checkpoint and cut the run's logs back to its step."""
         ckpt = ckpt or latest_checkpoint(self.out_dir)
         model_state, tensors, meta = load_checkpoint(ckpt)
-        if meta.get("shape") != self.shape.to_dict():
-            raise CheckpointError(f"{ckpt}: tree shape differs from the run's config; was the config edited?")
+        shape = TreeShape.from_dict(meta["shape"])
+        if shape != self.shape:  # the tree was reshaped during the run: rebuild it as it was saved
+            self._install(build_model(self.cfg, self.corpus.vocab_size, shape).to(self.device))
+            self.trust = TrustVector(shape.n_agents, self.cfg.trust, self.device)
         try:
             self.model.load_state_dict(model_state)
         except RuntimeError as e:
@@ -224,11 +316,44 @@ class Trainer:
         self._sum_agents = tensors["acc.agents"].to(self.device)
         self._train_time, self._train_tokens = meta["train_time"], meta["train_tokens"]
         self.last_eval = meta.get("last_eval", {})
+        self.lr_scale = meta.get("lr_scale", 1.0)
+        self.policy.k = meta.get("top_k", self.policy.k)
+        self.events = meta.get("events", [])
         self.step = int(meta["step"])
         for name in ("metrics.jsonl", "attribution.jsonl"):
             _truncate_log(self.out_dir / name, self.step)
         log.info("resumed %s at step %d", self.out_dir, self.step)
         return self.step
+
+
+def summary_markdown(s: dict) -> str:
+    """A readable run summary: final numbers, then every structural, safety and autonomy event."""
+    lines = [f"# Run summary: {s['name']}", "",
+             f"- policy `{s['policy']}`, {s['steps']} steps, {s['params']:,} parameters, "
+             f"{s['agents']} agents at the end",
+             f"- validation loss {s['val_loss']:.4f}, bits per byte {s['val_bpb']:.3f}",
+             f"- parameters changed per step: {s['frac_params_changed']:.1%}; agents updated per step: "
+             f"{s['agents_updated']:.2f}", f"- stopped early (self-stop): {s['stopped_early']}",
+             f"- safety: {s.get('safety')}", f"- autonomy: {s.get('autonomy', 'off')}", ""]
+    shown = [e for e in s["events"] if e["kind"] not in ("diagnostics", "proposals")]
+    if not shown:
+        lines.append("No structural, safety or autonomy events happened in this run.")
+    else:
+        lines += ["| step | event | details |", "|---|---|---|"]
+        for e in shown:
+            det = ", ".join(f"{k}={_fmt(v)}" for k, v in e.items() if k not in ("step", "kind"))
+            lines.append(f"| {e['step']} | {e['kind']} | {det} |")
+    kinds = {(e["kind"], e.get("decision")) for e in s["events"]}
+    checks = {"committed change": ("trial", "commit") in kinds, "rolled-back change": ("trial", "rollback") in kinds
+              or any(e["kind"] == "rollback" for e in s["events"]),
+              "stage advance": any(e["kind"] == "stage" for e in s["events"]), "self-stop": s["stopped_early"]}
+    lines += ["", "What this run exercised (an unticked item did not happen here):", ""]
+    lines += [f"- [{'x' if v else ' '}] {k}" for k, v in checks.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def _with_speed(r: StepRecord, tokens_per_s: float) -> StepRecord:

@@ -35,6 +35,7 @@ class ModelConfig(BaseModel):
     n_heads: int = Field(default=4, ge=1)
     context: int = Field(default=64, ge=2)
     vocab_size: int | None = None  # None: taken from the tokenizer
+    dense_layers: int | None = None  # DenseGPT depth; None: as deep as the tree (MLP widened to match)
 
 
 class AgentTree(nn.Module):
@@ -102,11 +103,28 @@ class AgentTree(nn.Module):
                 w = prev_w
             else:  # the parent scores its children: softmax over siblings of <norm(parent out), child key>
                 scores = torch.einsum("nbtc,nc->nbt", F.layer_norm(inp, (C,)), level.gate_key) / math.sqrt(C)
+                scores = scores + level.gate_bias.view(-1, 1, 1)
                 w = prev_w.index_select(0, pidx) * _grouped_softmax(scores, pidx, prev_w.shape[0])
             out = out + torch.einsum("nbt,nbtc->btc", w * getattr(self, f"leaf_{lv}").view(-1, 1, 1), y)
             masses.append(w.detach().mean(dim=(1, 2)))
             prev_out, prev_w = y, w
         self.last_gate_mass = torch.cat(masses)
+        return out
+
+    @torch.no_grad()
+    def gate_affinity(self, idx: torch.Tensor) -> dict[int, torch.Tensor]:
+        """For each level l ≥ 2: [N_{l-1}, N_l], the mean gate score every agent of level l-1 would give
+        every agent of level l (<norm(parent output), child key> + bias): where a child fits (reorganize)."""
+        C = self.cfg.width
+        prev = (self.tok_emb(idx) + self.pos_emb(torch.arange(idx.shape[1], device=idx.device))).unsqueeze(0)
+        ys = []
+        for lv, level in enumerate(self.levels):
+            prev = level(prev.index_select(0, getattr(self, f"parent_idx_{lv}")))
+            ys.append(prev)
+        out = {}
+        for lv in range(2, len(self.levels)):
+            pooled = F.layer_norm(ys[lv - 1], (C,)).mean(dim=(1, 2))  # [N_{l-1}, C]: score is linear in it
+            out[lv] = pooled @ self.levels[lv].gate_key.T / math.sqrt(C) + self.levels[lv].gate_bias
         return out
 
     def _levels(self, h: torch.Tensor) -> torch.Tensor:

@@ -58,6 +58,20 @@ class TrustVector:
         """Steps since each agent was last updated."""
         return step - self.last_update
 
+    def remap(self, old_shape, new_shape, merged: dict[int, list[int]] | None = None) -> None:
+        """Follow agents through surgery by id: survivors keep their rows, merged agents average theirs,
+        new agents start at the prior (called only between steps)."""
+        old = old_shape.flat_index()
+        merged = merged or {}
+        for name in ("trust", "last_update", "prev_scale"):
+            t = getattr(self, name)
+            fill = self.cfg.prior if name == "trust" else 0.0
+            rows = []
+            for a in new_shape.agents:
+                src = [old[i] for i in merged.get(a.id, [a.id]) if i in old]
+                rows.append(t[src].mean() if src else t.new_tensor(fill))
+            setattr(self, name, torch.stack(rows))
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"trust": self.trust, "last_update": self.last_update, "loss_ema": self.loss_ema,
                 "count": self.count, "prev_scale": self.prev_scale}

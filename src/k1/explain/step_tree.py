@@ -25,6 +25,8 @@ def load_step(run_dir: Path, step: int | None = None) -> dict:
             if not line.strip():
                 continue
             row = json.loads(line)
+            if "event" in row:
+                continue
             if step is None or row["step"] == step:
                 last = row
                 if step is not None:

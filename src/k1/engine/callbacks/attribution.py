@@ -53,6 +53,11 @@ class AttributionCallback(Callback):
         self.file.flush()
         self.buffer = []
 
+    def on_event(self, event):
+        self.flush()  # keep the log in step order
+        self.file.write(json.dumps({"event": event["kind"], **{k: v for k, v in event.items() if k != "kind"}}) + "\n")
+        self.file.flush()
+
     def on_checkpoint(self, step, path):
         self.flush()  # a checkpoint's step must be on disk before anything can resume from it
 

@@ -25,5 +25,8 @@ class Callback:
     def on_checkpoint(self, step: int, path) -> None:
         """After a checkpoint is written to `path`."""
 
+    def on_event(self, event: dict) -> None:
+        """A structural, safety or autonomy event (prune, grow, rollback, stage change, self-stop, ...)."""
+
     def on_train_end(self, summary: dict) -> None:
         """Once, after the last step and the final evaluation; flush and close here."""

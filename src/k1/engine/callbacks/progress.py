@@ -27,5 +27,9 @@ class ProgressCallback(Callback):
     def on_eval(self, step, metrics):
         self.progress.console.log(f"step {step}: val loss {metrics['val_loss']:.4f}  bpb {metrics['val_bpb']:.3f}")
 
+    def on_event(self, event):
+        self.progress.console.log(f"step {event['step']}: {event['kind']} " + ", ".join(
+            f"{k}={v}" for k, v in event.items() if k not in ("step", "kind") and not isinstance(v, (dict, list))))
+
     def on_train_end(self, summary):
         self.progress.stop()

@@ -27,6 +27,7 @@ class UpdatePolicy:
 
     def __init__(self, cfg, shape: TreeShape, device: torch.device | str = "cpu", seed: int = 0):
         self.cfg, self.shape = cfg, shape
+        self.k: int | None = getattr(cfg, "top_k", None)  # run-time top-K (the autonomy controller tunes it)
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(seed + 7919)  # a stream of its own, apart from data and init
 

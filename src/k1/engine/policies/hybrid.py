@@ -29,7 +29,7 @@ class HybridPolicy(UpdatePolicy):
     needs_trust = True
 
     def plan(self, signals, trust, step) -> UpdatePlan:
-        g, k = signals.grad_rms, self.cfg.top_k
+        g, k = signals.grad_rms, self.k
         if step < self.cfg.phase2_step:
             top = torch.topk(g, min(k - 1, g.numel())).indices
             rand = self.random_scores(g).index_fill_(0, top, -1.0)  # draw the extra agent from the rest

@@ -17,4 +17,4 @@ class RandomConfig(BaseModel):
 @POLICIES.register("random")
 class RandomPolicy(UpdatePolicy):
     def plan(self, signals, trust, step) -> UpdatePlan:
-        return self.top_k(self.random_scores(signals.grad_rms), self.cfg.top_k)
+        return self.top_k(self.random_scores(signals.grad_rms), self.k)

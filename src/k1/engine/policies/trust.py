@@ -24,4 +24,4 @@ class TrustPolicy(UpdatePolicy):
     def plan(self, signals, trust, step) -> UpdatePlan:
         g = signals.grad_rms
         responsibility = g / g.max().clamp_min(1e-12)
-        return self.top_k(responsibility * (1.0 + trust.trust), self.cfg.top_k)
+        return self.top_k(responsibility * (1.0 + trust.trust), self.k)

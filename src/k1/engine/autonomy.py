@@ -1,0 +1,195 @@
+"""Autonomy: diagnostics, a proposer, staged permissions with boundary breaks, tuning and self-stopping.
+
+Every `check_every` steps (in phase 2) the trainer hands this module a window of measurements; it returns
+diagnostics and concrete proposals. Which actions a stage allows:
+
+    stage 1: grow          stage 2: + tune          stage 3: + prune          stage 4: + merge, reorganize
+
+A proposal the stage forbids is a *boundary break*: the trainer trials it under a snapshot against a
+control branch trained on the same batches, and it counts as successful only if held-out loss improves
+by at least `break_epsilon` (relative); otherwise it is rolled back. Stages advance after 3 / 5 / 10
+successful breaks (cumulative). Hard bounds (lr scale, top-K, tree size, patience) never move.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+STAGE_ACTIONS = {
+    1: {"grow"},
+    2: {"grow", "tune"},
+    3: {"grow", "tune", "prune"},
+    4: {"grow", "tune", "prune", "merge", "reorganize"},
+}
+
+
+class AutonomyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = False  # `k1 train --phase2` turns it on
+    phase2_step: int = Field(default=100, ge=0)  # switch to phase 2 here ...
+    phase2_on_plateau: bool = True  # ... or earlier, when the training loss plateaus
+    check_every: int = Field(default=50, ge=1)
+    trial_steps: int = Field(default=8, ge=0)  # steps each branch of a trial trains before it is judged
+    trial_batches: int = Field(default=2, ge=1)  # held-out batches per domain for trial decisions
+    break_epsilon: float = Field(default=0.002, ge=0)  # relative improvement a boundary break needs
+    stage_breaks: list[int] = [3, 5, 10]  # successful breaks to reach stage 2, 3, 4
+    start_stage: int = Field(default=1, ge=1, le=4)
+    lr_scale_bounds: tuple[float, float] = (0.1, 3.0)  # hard bounds, never moved
+    top_k_bounds: tuple[int, int] = (1, 16)
+    agent_bounds: tuple[int, int] = (3, 96)
+    patience_bounds: tuple[int, int] = (2, 6)  # evaluations without improvement before stopping
+    min_delta_bounds: tuple[float, float] = (0.001, 0.02)  # relative improvement that counts
+    self_stop: bool = True
+    plateau_rel: float = Field(default=0.005, ge=0)  # window improvement below this is a plateau
+    merge_similarity: float = Field(default=0.98, gt=0, le=1)
+    reorganize_margin: float = Field(default=0.05, ge=0)
+
+
+@dataclass
+class Proposal:
+    action: str  # grow | tune | prune | merge | reorganize
+    reason: str
+    args: dict = field(default_factory=dict)  # agent ids, or knob changes for tune
+
+
+@dataclass
+class Window:
+    """Measurements since the last check (host values; gathered at the check, one sync)."""
+
+    losses: list[float]
+    grad_norms: list[float]
+    selected: torch.Tensor  # [A] times each agent was updated
+    culprit: torch.Tensor  # [A] times each agent ended a blame path (or had the largest gradient)
+    grad_rms: torch.Tensor  # [S, A] per-step RMS gradients (for similarity)
+    trust: torch.Tensor  # [A]
+
+
+def gini(x: torch.Tensor) -> float:
+    x = torch.sort(x.double().flatten()).values
+    n, total = x.numel(), x.sum()
+    if n == 0 or total == 0:
+        return 0.0
+    idx = torch.arange(1, n + 1, dtype=torch.double)
+    return float(((2 * idx - n - 1) * x).sum() / (n * total))
+
+
+def diagnose(w: Window, names: list[str], cfg: AutonomyConfig) -> dict:
+    """Dead agents, selection concentration, gradient explosion, plateau and instability."""
+    losses = torch.tensor(w.losses, dtype=torch.double)
+    half = max(1, len(losses) // 2)
+    first, last = losses[:half].mean().item(), losses[half:].mean().item() if len(losses) > 1 else losses.mean().item()
+    rel_improvement = (first - last) / max(abs(first), 1e-12)
+    cv = (losses.std() / losses.mean()).item() if len(losses) > 1 else 0.0
+    gn = torch.tensor(w.grad_norms, dtype=torch.double)
+    explosion = bool(len(gn) > 2 and gn.max() > 10 * gn.median())
+    sel = w.selected.double()
+    share = sel / sel.sum().clamp_min(1)
+    return {
+        "dead": [names[i] for i in (sel == 0).nonzero().flatten().tolist()],
+        "gini": gini(sel), "max_share": float(share.max()), "top_agent": names[int(share.argmax())],
+        "grad_explosion": explosion, "loss_rel_improvement": rel_improvement, "loss_cv": cv,
+        "plateau": rel_improvement < cfg.plateau_rel, "unstable": explosion or cv > 0.15,
+    }
+
+
+class Autonomy:
+    """Stage book-keeping, the proposer and the self-stop rule (all measured values are logged by the trainer)."""
+
+    def __init__(self, cfg: AutonomyConfig):
+        self.cfg = cfg
+        self.stage = cfg.start_stage
+        self.successful_breaks = 0
+        self.phase = 1
+        self.best_val: float | None = None
+        self.evals_since_best = 0
+        self.patience = cfg.patience_bounds[1]
+        self.min_delta = cfg.min_delta_bounds[0]
+
+    def allows(self, action: str) -> bool:
+        return action in STAGE_ACTIONS[self.stage]
+
+    def record_break(self, success: bool) -> int | None:
+        """Count a boundary break; return the new stage if it advanced."""
+        if not success:
+            return None
+        self.successful_breaks += 1
+        needed = self.cfg.stage_breaks[self.stage - 1] if self.stage <= len(self.cfg.stage_breaks) else None
+        if self.stage < 4 and needed is not None and self.successful_breaks >= needed:
+            self.stage += 1
+            return self.stage
+        return None
+
+    # ---- the proposer -----------------------------------------------------------------------------
+    def propose(self, diag: dict, w: Window, shape, knobs: dict, affinity: dict | None) -> list[Proposal]:
+        """Diagnostics → concrete actions, most pressing first (one is trialled per check)."""
+        c, out = self.cfg, []
+        names, ids = shape.names(), [a.id for a in shape.agents]
+        leaves = [i for i, leaf in enumerate(shape.is_leaf()) if leaf]
+        if diag["unstable"]:
+            out.append(Proposal("tune", "instability: stabilise", {
+                "lr_scale": max(c.lr_scale_bounds[0], knobs["lr_scale"] * 0.7),
+                "top_k": max(c.top_k_bounds[0], knobs["top_k"] - 1) if knobs["top_k"] else None}))
+        culprit = int(w.culprit.argmax())
+        if diag["max_share"] > 2.0 / max(len(leaves), 1) and shape.n_agents < c.agent_bounds[1]:
+            out.append(Proposal("grow", f"rich-get-richer: {names[culprit]} blamed most "
+                                        f"({float(w.culprit.max()) / max(float(w.culprit.sum()), 1):.0%})",
+                                {"parent": ids[culprit]}))
+        if diag["plateau"]:
+            out.append(Proposal("tune", "plateau: explore", {
+                "lr_scale": min(c.lr_scale_bounds[1], knobs["lr_scale"] * 1.25),
+                "top_k": min(c.top_k_bounds[1], knobs["top_k"] + 1) if knobs["top_k"] else None}))
+        dead = [i for i, n in enumerate(names) if n in diag["dead"] and i != 0]
+        if dead and shape.n_agents > c.agent_bounds[0]:
+            worst = min(dead, key=lambda i: float(w.trust[i]))
+            out.append(Proposal("prune", f"dead agent {names[worst]} (never updated in the window)",
+                                {"agent": ids[worst]}))
+        pair = _most_similar_leaf_siblings(w.grad_rms, shape, leaves)
+        if pair is not None and pair[2] >= c.merge_similarity:
+            out.append(Proposal("merge", f"{names[pair[0]]} and {names[pair[1]]} have gradient histories "
+                                         f"with cosine {pair[2]:.3f}", {"keep": ids[pair[0]], "drop": ids[pair[1]]}))
+        if affinity and affinity["gain"] > c.reorganize_margin:
+            out.append(Proposal("reorganize", f"{affinity['agent_name']} scores {affinity['gain']:.3f} higher "
+                                              f"under {affinity['parent_name']}",
+                                {"agent": affinity["agent"], "parent": affinity["parent"]}))
+        if not out:  # nothing pressing: capacity where the error concentrates is the default move
+            out.append(Proposal("grow", f"default: add capacity under the most-blamed {names[culprit]}",
+                                {"parent": ids[culprit]}))
+        return out
+
+    # ---- self-stopping ----------------------------------------------------------------------------
+    def observe_eval(self, val_loss: float, recent_rel_gain: float) -> bool:
+        """Record a validation loss; return True when the run should stop.
+
+        The controller sets min_delta to half the recent relative gain per evaluation and patience from
+        how noisy that gain is, both clamped to the hard bounds.
+        """
+        c = self.cfg
+        self.min_delta = min(max(0.5 * abs(recent_rel_gain), c.min_delta_bounds[0]), c.min_delta_bounds[1])
+        flat = abs(recent_rel_gain) < c.min_delta_bounds[0]  # already flat: stop soon; still moving: wait
+        self.patience = c.patience_bounds[0] if flat else c.patience_bounds[1]
+        if self.best_val is None or val_loss < self.best_val * (1 - self.min_delta):
+            self.best_val, self.evals_since_best = val_loss, 0
+            return False
+        self.evals_since_best += 1
+        return c.self_stop and self.phase == 2 and self.evals_since_best >= self.patience
+
+
+def _most_similar_leaf_siblings(grads: torch.Tensor, shape, leaves: list[int]):
+    """(i, j, cosine) of the most similar pair of leaf siblings by their RMS-gradient histories."""
+    if grads.numel() == 0 or grads.shape[0] < 2:
+        return None
+    parents = shape.flat_parents()
+    g = grads - grads.mean(0, keepdim=True)
+    g = g / g.norm(dim=0, keepdim=True).clamp_min(1e-12)  # [S, A] unit columns
+    best = None
+    for i in leaves:
+        for j in leaves:
+            if j > i and parents[i] == parents[j]:
+                cos = float(g[:, i] @ g[:, j])
+                if best is None or cos > best[2]:
+                    best = (i, j, cos)
+    return best
