@@ -50,6 +50,7 @@ def train(
     out: Optional[Path] = typer.Option(None, help="Run directory (default runs/<name>)."),
     checkpoint_every: Optional[int] = typer.Option(None, help="Write a checkpoint every N steps."),
     resume: Optional[Path] = typer.Option(None, help="Continue the run in this directory from its last checkpoint."),
+    phase2: bool = typer.Option(False, "--phase2", help="Self-organisation: plasticity, autonomy, staged breaks."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; print only the summary JSON."),
 ):
     """Train one model and write runs/<name>/ (config, metrics, attribution log, checkpoints)."""
@@ -59,6 +60,8 @@ def train(
     extra: dict = {}
     if policy:
         extra["policy"] = {"name": policy}
+    if phase2:
+        extra["autonomy"] = {"enabled": True}
     for key, val in (("steps", steps), ("seed", seed), ("device", device), ("checkpoint_every", checkpoint_every)):
         if val is not None:
             extra.setdefault("train", {})[key] = val

@@ -34,13 +34,15 @@ class AutonomyConfig(BaseModel):
     phase2_on_plateau: bool = True  # ... or earlier, when the training loss plateaus
     check_every: int = Field(default=50, ge=1)
     trial_steps: int = Field(default=8, ge=0)  # steps each branch of a trial trains before it is judged
+    max_trials_per_check: int = Field(default=2, ge=1, le=2)  # one allowed action + one boundary break
     trial_batches: int = Field(default=2, ge=1)  # held-out batches per domain for trial decisions
-    break_epsilon: float = Field(default=0.002, ge=0)  # relative improvement a boundary break needs
+    break_epsilon: float = Field(default=0.001)  # (a negative value makes every break count: tests only)  # relative improvement a boundary break needs
     stage_breaks: list[int] = [3, 5, 10]  # successful breaks to reach stage 2, 3, 4
     start_stage: int = Field(default=1, ge=1, le=4)
     lr_scale_bounds: tuple[float, float] = (0.1, 3.0)  # hard bounds, never moved
     top_k_bounds: tuple[int, int] = (1, 16)
     agent_bounds: tuple[int, int] = (3, 96)
+    max_depth: int = Field(default=6, ge=2, le=8)  # levels, root included
     patience_bounds: tuple[int, int] = (2, 6)  # evaluations without improvement before stopping
     min_delta_bounds: tuple[float, float] = (0.001, 0.02)  # relative improvement that counts
     self_stop: bool = True
@@ -134,10 +136,15 @@ class Autonomy:
                 "lr_scale": max(c.lr_scale_bounds[0], knobs["lr_scale"] * 0.7),
                 "top_k": max(c.top_k_bounds[0], knobs["top_k"] - 1) if knobs["top_k"] else None}))
         culprit = int(w.culprit.argmax())
-        if diag["max_share"] > 2.0 / max(len(leaves), 1) and shape.n_agents < c.agent_bounds[1]:
-            out.append(Proposal("grow", f"rich-get-richer: {names[culprit]} blamed most "
-                                        f"({float(w.culprit.max()) / max(float(w.culprit.sum()), 1):.0%})",
-                                {"parent": ids[culprit]}))
+        blame_share = float(w.culprit.max()) / max(float(w.culprit.sum()), 1.0)
+        can_grow = shape.n_agents < c.agent_bounds[1]
+        # deepen under the culprit (exactly output-preserving) until max_depth, then widen beside it
+        at_max = shape.agents[culprit].level + 1 >= c.max_depth
+        grow_under = shape.flat_parents()[culprit] if at_max else culprit
+        where = f"beside {names[culprit]}" if at_max else f"under {names[culprit]}"
+        if blame_share > 2.0 / max(len(leaves), 1) and can_grow and grow_under >= 0:
+            out.append(Proposal("grow", f"rich-get-richer: {names[culprit]} ends {blame_share:.0%} of blame "
+                                        f"paths; add a child {where}", {"parent": ids[grow_under]}))
         if diag["plateau"]:
             out.append(Proposal("tune", "plateau: explore", {
                 "lr_scale": min(c.lr_scale_bounds[1], knobs["lr_scale"] * 1.25),
@@ -155,9 +162,9 @@ class Autonomy:
             out.append(Proposal("reorganize", f"{affinity['agent_name']} scores {affinity['gain']:.3f} higher "
                                               f"under {affinity['parent_name']}",
                                 {"agent": affinity["agent"], "parent": affinity["parent"]}))
-        if not out:  # nothing pressing: capacity where the error concentrates is the default move
-            out.append(Proposal("grow", f"default: add capacity under the most-blamed {names[culprit]}",
-                                {"parent": ids[culprit]}))
+        if can_grow and grow_under >= 0 and not any(p.action == "grow" for p in out):  # an add-only option
+            out.append(Proposal("grow", f"add capacity {where} the most-blamed {names[culprit]} "
+                                        f"({blame_share:.0%} of blame paths)", {"parent": ids[grow_under]}))
         return out
 
     # ---- self-stopping ----------------------------------------------------------------------------

@@ -99,6 +99,9 @@ class Organizer:
             self.ring.push(self.t.capture("eval"))
         if self.autonomy is None:
             return
+        if self.autonomy.phase == 1 and self.t.step >= self.acfg.phase2_step:
+            self.autonomy.phase = 2
+            self.t.emit({"kind": "phase2", "reason": "step"})
         prev = self.val_history[-1] if self.val_history else None
         self.val_history.append(val)
         gain = 0.0 if prev is None else (prev - val) / max(abs(prev), 1e-12)
@@ -113,6 +116,8 @@ class Organizer:
         a = self.autonomy
         if a is None or step % self.acfg.check_every or self.t.stop_requested or not self.w_losses:
             return
+        if step + self.acfg.trial_steps > self.t.cfg.train.steps:
+            return  # no room left for a trial inside the step budget
         w = self._window()
         diag = diagnose(w, self.t.shape.names(), self.acfg)
         self.t.emit({"kind": "diagnostics", "stage": a.stage, "phase": a.phase, **diag})
@@ -125,7 +130,12 @@ class Organizer:
             self.t.emit({"kind": "proposals", "stage": a.stage,
                          "proposals": [{"action": p.action, "reason": p.reason, "allowed": a.allows(p.action)}
                                        for p in props]})
-            self.trial(props[0])
+            # the most pressing allowed action, and the most pressing forbidden one as a boundary break
+            allowed = next((p for p in props if a.allows(p.action)), None)
+            forbidden = next((p for p in props if not a.allows(p.action)), None)
+            for p in (allowed, forbidden)[: self.acfg.max_trials_per_check]:
+                if p is not None and self.t.step + self.acfg.trial_steps <= self.t.cfg.train.steps:
+                    self.trial(p)
         self._reset_window()
 
     def _window(self) -> Window:

@@ -12,7 +12,7 @@ Rules (DESIGN.md, "Self-organisation"):
   gate bias becomes log(e^b1 + e^b2) so the pair's combined gate mass is kept (keys are averaged).
 - grow adds a child whose residual branches are zero (an identity map). Under a leaf it inherits all of
   its parent's path weight, so the network's output is exactly unchanged; under an agent that already has
-  children its gate bias starts at `GROW_BIAS` so its share (and the output change) is ~1e-4.
+  children its gate bias starts at `GROW_BIAS` (share ≈ e^-4 of a sibling's), a small change the trial judges.
 - reorganize moves an agent (with its subtree) to another parent on the same level.
 """
 
@@ -27,7 +27,7 @@ from k1.engine.shape import LEVEL_PREFIXES, AgentSpec, TreeShape
 from k1.errors import ConfigError
 
 AgentRows = dict[int, dict[str, torch.Tensor]]  # id → {"param.<n>", "<moment>.<n>", "steps"}
-GROW_BIAS = -9.0  # e^-9 ≈ 1.2e-4 of the siblings' gate mass at insertion
+GROW_BIAS = -4.0  # e^-4 ≈ 1.8 % of one sibling's gate mass at insertion: small, yet enough gradient to learn
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,8 @@ class StepRecord:
     stats: OptimStats
     trust: torch.Tensor  # [A] trust after this step's ledger update
     log_due: bool
+    agent_names: list[str]  # names in flat order for this step's tree (it may be reshaped between steps)
+    total_params: int  # all parameters of this step's model, shared ones included
     tokens_per_s: float | None = None  # measured over the last log interval (set when log_due)
 
 

@@ -27,7 +27,7 @@ class SafetyConfig(BaseModel):
     on_disk: bool = False  # also write each snapshot under <run>/snapshots/
     spike_factor: float = Field(default=3.0, gt=1)  # a loss above factor × EMA is a spike
     lr_cut: float = Field(default=0.5, gt=0, lt=1)  # lr scale multiplier after a rollback
-    gate_threshold: float = Field(default=0.01, ge=0)  # a trialled change may worsen held-out loss by ≤ 1 %
+    gate_threshold: float = Field(default=0.0, ge=0)  # how much (relative) a trialled change may worsen held-out loss
 
 
 @dataclass

@@ -105,6 +105,7 @@ class Trainer:
             self.policy.k = old.k
         self.forward = torch.compile(model) if self.cfg.train.compile else model
         self.total_params = model.num_parameters()
+        self._names = self.shape.names()
 
     # ---- one step ----------------------------------------------------------------------------------
     def train_step(self, x: torch.Tensor, y: torch.Tensor, log_due: bool = False) -> StepRecord:
@@ -126,7 +127,7 @@ class Trainer:
         self._sum_changed += stats.params_changed
         self._sum_agents += stats.agents_updated
         return StepRecord(self.step, lr, x.numel(), loss.detach(), finite, grad_norm.detach(), signals, plan,
-                          stats, self.trust.trust, log_due)
+                          stats, self.trust.trust, log_due, self._names, self.total_params)
 
     # ---- the loop -----------------------------------------------------------------------------------
     def fit(self) -> dict:

@@ -16,7 +16,6 @@ from k1.engine.callbacks.base import CALLBACKS, Callback
 @CALLBACKS.register("attribution")
 class AttributionCallback(Callback):
     def on_train_start(self, info):
-        self.names, self.total = info.agent_names, info.total_params
         self.policy = info.policy
         self.file = open(info.out_dir / "attribution.jsonl", "a")
         self.buffer = []
@@ -29,6 +28,12 @@ class AttributionCallback(Callback):
     def flush(self):
         if not self.buffer:
             return
+        if len({len(r.agent_names) for r in self.buffer}) > 1:  # the tree was reshaped inside the buffer
+            buffer, self.buffer = self.buffer, []
+            for r in buffer:
+                self.buffer = [r]
+                self.flush()
+            return
         rs = self.buffer
         # host sync (log interval): one transfer per field for the whole buffer
         scales = torch.stack([r.plan.scale for r in rs]).tolist()
@@ -37,16 +42,17 @@ class AttributionCallback(Callback):
         scalars = torch.stack([torch.stack([r.loss.float(), r.stats.params_changed.float(),
                                             r.stats.update_norm.float(), r.finite.float()]) for r in rs]).tolist()
         paths = [None if r.plan.path is None else r.plan.path.tolist() for r in rs]
+        names = rs[0].agent_names
         for r, sc, gr, gm, (loss, changed, unorm, finite), path in zip(rs, scales, grads, gates, scalars, paths):
             row = {
                 "step": r.step, "policy": self.policy, "loss": loss, "finite": bool(finite),
-                "selected": [n for n, s in zip(self.names, sc) if s > 0],
-                "blame_path": None if path is None else _dedupe([self.names[i] for i in path]),
-                "scale": {n: s for n, s in zip(self.names, sc) if s > 0},
+                "selected": [n for n, s in zip(names, sc) if s > 0],
+                "blame_path": None if path is None else _dedupe([names[i] for i in path]),
+                "scale": {n: s for n, s in zip(names, sc) if s > 0},
                 "grad_rms": [round(g, 8) for g in gr],
                 "gate_mass": [round(g, 6) for g in gm],
                 "params_changed": int(changed),
-                "frac_params_changed": changed / self.total,
+                "frac_params_changed": changed / r.total_params,
                 "update_norm": unorm,
             }
             self.file.write(json.dumps(row) + "\n")

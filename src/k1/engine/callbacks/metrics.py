@@ -10,7 +10,6 @@ from k1.engine.callbacks.base import CALLBACKS, Callback
 @CALLBACKS.register("metrics")
 class MetricsCallback(Callback):
     def on_train_start(self, info):
-        self.total_params = info.total_params
         self.file = open(info.out_dir / "metrics.jsonl", "a")
 
     def on_step_end(self, r):
@@ -20,7 +19,7 @@ class MetricsCallback(Callback):
             "kind": "train", "step": r.step, "loss": r.loss.item(), "lr": r.lr,
             "tokens_per_s": r.tokens_per_s, "grad_norm": r.grad_norm.item(),
             "agents_updated": int(r.stats.agents_updated.item()),
-            "frac_params_changed": r.stats.params_changed.item() / self.total_params,
+            "frac_params_changed": r.stats.params_changed.item() / r.total_params,
         }
         self.file.write(json.dumps(row) + "\n")
         self.file.flush()
