@@ -80,12 +80,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     "small": {
         "model": {"branching": [4, 3, 2], "width": 48, "mlp_width": 96, "n_heads": 4, "context": 64},
         "optim": {"lr": 3e-3, "warmup_steps": 10},
-        "train": {"steps": 120, "batch_size": 8, "log_every": 10, "eval_every": 60, "eval_batches": 4},
+        "train": {"steps": 120, "batch_size": 8, "log_every": 10, "eval_every": 40, "eval_batches": 4},
+        "autonomy": {"phase2_step": 40, "check_every": 40},
     },
     "default": {
         "model": {"branching": [4, 3, 2], "width": 64, "mlp_width": 128, "n_heads": 4, "context": 64},
         "optim": {"lr": 3e-3, "warmup_steps": 20},
-        "train": {"steps": 300, "batch_size": 16, "log_every": 10, "eval_every": 100, "eval_batches": 4},
+        "train": {"steps": 250, "batch_size": 16, "log_every": 10, "eval_every": 50, "eval_batches": 4},
+        "autonomy": {"phase2_step": 100, "check_every": 50},
     },
 }
 

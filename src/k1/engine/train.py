@@ -135,7 +135,7 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if not (self.out_dir / "config.toml").exists():
             save_config(self.cfg, self.out_dir / "config.toml")
-        (self.out_dir / "shape.json").write_text(json.dumps(self.shape.to_dict()))
+        self._write_shape()
         info = RunInfo(self.out_dir, self.shape.names(), self.total_params, cfg.steps, self.cfg.policy.name,
                        self.step, list(self.corpus.domains))
         for cb in self.callbacks:
@@ -240,7 +240,7 @@ class Trainer:
         if shape != self.shape:
             self._install(build_model(self.cfg, self.corpus.vocab_size, shape).to(self.device))
             self.trust = TrustVector(shape.n_agents, self.cfg.trust, self.device)
-            (self.out_dir / "shape.json").write_text(json.dumps(shape.to_dict()))
+            self._write_shape()
         self.model.load_state_dict(snap.model)
         self.optimizer.load_state_dict(clone_tensors(snap.optimizer))
         self.trust.load_state_dict(snap.trust)
@@ -256,7 +256,14 @@ class Trainer:
         self._install(build_model(self.cfg, self.corpus.vocab_size, surgery.shape).to(self.device))
         assemble(old_model, old_opt, self.model, self.optimizer, surgery.rows)
         self.trust.remap(old_shape, surgery.shape, surgery.merged)
-        (self.out_dir / "shape.json").write_text(json.dumps(self.shape.to_dict()))
+        self._write_shape()
+
+    def _write_shape(self) -> None:
+        """shape.json is the current tree; shapes.jsonl its history (a shape applies after its step)."""
+        d = self.shape.to_dict()
+        (self.out_dir / "shape.json").write_text(json.dumps(d))
+        with open(self.out_dir / "shapes.jsonl", "a") as f:
+            f.write(json.dumps({"step": self.step, "shape": d}) + "\n")
 
     def trial_batches(self) -> list:
         n = self.cfg.autonomy.trial_batches
@@ -321,7 +328,7 @@ class Trainer:
         self.policy.k = meta.get("top_k", self.policy.k)
         self.events = meta.get("events", [])
         self.step = int(meta["step"])
-        for name in ("metrics.jsonl", "attribution.jsonl"):
+        for name in ("metrics.jsonl", "attribution.jsonl", "shapes.jsonl"):
             _truncate_log(self.out_dir / name, self.step)
         log.info("resumed %s at step %d", self.out_dir, self.step)
         return self.step

@@ -20,7 +20,7 @@ from k1.data import load_corpus
 
 log = logging.getLogger(__name__)
 
-POLICY_ORDER = ["dense", "attribution", "hybrid", "trust", "random"]
+POLICY_ORDER = ["dense", "attribution", "hybrid", "trust", "random", "k1-auto"]
 
 
 def run_compare(base: RunConfig, out_dir: Path, policies: list[str] | None = None, quiet: bool = False,
@@ -33,6 +33,11 @@ def run_compare(base: RunConfig, out_dir: Path, policies: list[str] | None = Non
     corpus = load_corpus(base.data)
     runs = [("gpt", base.model_copy(update={"arch": "dense", "policy": _policy("dense"), "name": "gpt"}))]
     for name in policies or POLICY_ORDER:
+        if name == "k1-auto":  # attribution + plasticity + autonomy (issue #3), everything else equal
+            auto = base.autonomy.model_copy(update={"enabled": True})
+            runs.append((name, base.model_copy(update={"arch": "tree", "policy": _policy("attribution"),
+                                                       "autonomy": auto, "name": name})))
+            continue
         runs.append((name, base.model_copy(update={"arch": "tree", "policy": _policy(name), "name": name})))
     rows = []
     for label, cfg in runs:
@@ -44,6 +49,7 @@ def run_compare(base: RunConfig, out_dir: Path, policies: list[str] | None = Non
             "domains": s["domains"], "tokens_per_s": s["tokens_per_s"],
             "frac_params_changed": s["frac_params_changed"], "agents_updated": s["agents_updated"],
             "agents": s["agents"], "params": s["params"], "steps": s["steps"],
+            "final_agents": s["final_agents"], "events": len([e for e in s["events"] if e["kind"] == "trial"]),
         })
     unigram = corpus.unigram_bits_per_byte()
     (out_dir / "compare.json").write_text(json.dumps(rows, indent=1))

@@ -36,7 +36,50 @@ def load_step(run_dir: Path, step: int | None = None) -> dict:
     return last
 
 
-def load_shape(run_dir: Path) -> TreeShape:
+def load_events(run_dir: Path) -> list[dict]:
+    """Structural, safety and autonomy events of a run (without the per-check diagnostics)."""
+    path = run_dir / "attribution.jsonl"
+    if not path.is_file():
+        return []
+    rows = (json.loads(line) for line in open(path) if '"event"' in line)
+    return [r for r in rows if "event" in r and r["event"] not in ("diagnostics", "proposals")]
+
+
+def render_events(events: list[dict]) -> str:
+    """One line per event: structural changes, rollbacks, stage history, self-stop."""
+    if not events:
+        return "events: none (structure and stage never changed in this run)"
+    lines = ["events:"]
+    for e in events:
+        kind = e["event"]
+        if kind == "trial":
+            what = e.get("surgery") or e["action"]
+            target = e.get("agent") or e.get("child") or e.get("keep") or e.get("to") or ""
+            gain = f"gain {e['rel_gain']:+.4f}" if "rel_gain" in e else e.get("error", "")
+            brk = " (boundary break)" if e.get("boundary_break") else ""
+            lines.append(f"  step {e['step']:>5}  {e['decision']:<8} {what} {target}{brk}: {gain}")
+        elif kind == "stage":
+            lines.append(f"  step {e['step']:>5}  stage → {e['stage']} after {e['successful_breaks']} successful breaks")
+        elif kind == "rollback":
+            lines.append(f"  step {e['step']:>5}  rollback ({e['reason']}) to step {e['restored_step']}, "
+                         f"lr scale {e['lr_scale']}")
+        else:
+            rest = ", ".join(f"{k}={v}" for k, v in e.items() if k not in ("event", "step"))
+            lines.append(f"  step {e['step']:>5}  {kind} {rest}")
+    return "\n".join(lines)
+
+
+def load_shape(run_dir: Path, step: int | None = None) -> TreeShape:
+    """The tree as it was during `step` (shapes.jsonl history), else the current shape.json."""
+    history = run_dir / "shapes.jsonl"
+    if step is not None and history.is_file():
+        shape = None
+        for line in open(history):
+            row = json.loads(line)
+            if row["step"] < step or shape is None:
+                shape = row["shape"]
+        if shape is not None:
+            return TreeShape.from_dict(shape)
     path = run_dir / "shape.json"
     if not path.is_file():
         raise CheckpointError(f"missing {path}; is {run_dir} a k1 run directory?")
@@ -46,7 +89,8 @@ def load_shape(run_dir: Path) -> TreeShape:
 def step_tree(run_dir: str | Path, step: int | None = None) -> dict:
     """A JSON-able description of one step: agents with grad, scale, role and children."""
     run_dir = Path(run_dir)
-    row, shape = load_step(run_dir, step), load_shape(run_dir)
+    row = load_step(run_dir, step)
+    shape = load_shape(run_dir, row["step"])
     path = row.get("blame_path") or []
     culprit = path[-1] if path else None
     agents = []
@@ -59,6 +103,7 @@ def step_tree(run_dir: str | Path, step: int | None = None) -> dict:
                        "grad_rms": row["grad_rms"][i], "gate_mass": row["gate_mass"][i],
                        "scale": scale, "role": role})
     return {"step": row["step"], "policy": row["policy"], "loss": row["loss"], "blame_path": path,
+            "events": load_events(run_dir),
             "params_changed": row["params_changed"], "frac_params_changed": row["frac_params_changed"],
             "agents": agents}
 
@@ -85,4 +130,5 @@ def render_text(tree: dict) -> str:
         walk(root, "", True, True)
     path = tree["blame_path"]
     lines.append("blame path: " + (" → ".join(path) if path else "(none: this policy has no blame path)"))
+    lines.append(render_events(tree.get("events", [])))
     return "\n".join(lines)
