@@ -137,6 +137,23 @@ def generate(
     print(generate_text(run, prompt, tokens, temperature, top_k, seed))
 
 
+# Commands that live beside their concern register themselves here (their heavy imports stay lazy).
+def _register_plugins() -> None:
+    import importlib
+
+    for module in ("k1.explain.command", "k1.experiments.continual_command", "k1.report.command"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            continue
+        mod.register(app)
+
+
+_register_plugins()
+
+
 def main() -> None:
     try:
         app()

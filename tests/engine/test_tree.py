@@ -98,3 +98,15 @@ def test_shallow_dense_gpt_widens_its_mlp_to_keep_the_budget(n_layers):
     dense = DenseGPT(cfg, 256, n_layers=n_layers)
     assert dense.n_layers == n_layers
     assert abs(dense.num_parameters() - tree.num_parameters()) / tree.num_parameters() < 0.05
+
+
+@pytest.mark.parametrize("wiring", ["tree", "levels"])
+def test_ablating_an_agent_changes_the_output_and_ablating_none_does_not(wiring):
+    model = make([2, 2], wiring)
+    x = torch.randint(0, 64, (2, 16))
+    base = model(x)[0]
+    none = torch.zeros(model.shape.n_agents, dtype=torch.bool)
+    assert torch.equal(model(x, ablate=none)[0], base)
+    one = none.clone()
+    one[4] = True
+    assert not torch.allclose(model(x, ablate=one)[0], base)

@@ -90,6 +90,9 @@ class Trainer:
         self.last_eval: dict = {}
         self.events: list[dict] = []
         self.stop_requested = False
+        # extra loss terms f(model) → scalar added to the objective (e.g. EWC in `k1 continual`); the
+        # logged loss stays the data loss so runs compare on the same measure
+        self.regularizers: list = []
         self.organizer = Organizer(self, cfg.autonomy, cfg.safety)
 
     def _install(self, model: AgentTree) -> None:
@@ -113,7 +116,8 @@ class Trainer:
         lr = lr_at(self.step, cfg) * self.lr_scale
         with self.autocast():
             _, loss = self.forward(x, y)
-        loss.backward()
+        objective = loss if not self.regularizers else loss + sum(r(self.model) for r in self.regularizers)
+        objective.backward()
         signals = StepSignals.measure(self.model, loss, self.parents)
         params = [p for p in self.model.parameters() if p.grad is not None]
         clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")

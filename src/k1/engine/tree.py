@@ -76,20 +76,34 @@ class AgentTree(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     # ---- forward ---------------------------------------------------------------------------------
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, ablate: torch.Tensor | None = None):
+        """`ablate` ([A] bool, flat order) removes those agents' contributions: an ablated agent passes its
+        input through unchanged (its residual refinement is dropped), so its subtree still runs."""
         B, T = idx.shape
         if T > self.cfg.context:
             raise ValueError(f"sequence length {T} exceeds the model context {self.cfg.context}")
         pos = torch.arange(T, device=idx.device)
         h = self.tok_emb(idx) + self.pos_emb(pos)  # [B, T, C]
-        h = self._tree(h) if self.cfg.wiring == "tree" else self._levels(h)
+        keep = None if ablate is None else ~ablate.bool()
+        h = self._tree(h, keep) if self.cfg.wiring == "tree" else self._levels(h, keep)
         logits = F.linear(self.ln_f(h), self.tok_emb.weight)  # tied head, [B, T, V]
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
 
-    def _tree(self, h: torch.Tensor) -> torch.Tensor:
+    def _level_keep(self, keep: torch.Tensor | None, lv: int) -> torch.Tensor | None:
+        if keep is None:
+            return None
+        off = self.shape.level_offsets()[lv]
+        return keep[off:off + self.levels[lv].n_agents].view(-1, 1, 1, 1)
+
+    def _run_level(self, lv: int, inp: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        y = self.levels[lv](inp)
+        k = self._level_keep(keep, lv)
+        return y if k is None else torch.where(k, y, inp)  # ablated: identity
+
+    def _tree(self, h: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         B, T, C = h.shape
         prev_out = h.unsqueeze(0)  # [1, B, T, C]: the embedding is the root's "parent"
         prev_w = h.new_ones(1, B, T)  # path weight of each agent of the previous level
@@ -98,7 +112,7 @@ class AgentTree(nn.Module):
         for lv, level in enumerate(self.levels):
             pidx = getattr(self, f"parent_idx_{lv}")
             inp = prev_out.index_select(0, pidx)  # [N, B, T, C] each agent reads its parent's output
-            y = level(inp)
+            y = self._run_level(lv, inp, keep)
             if lv == 0:
                 w = prev_w
             else:  # the parent scores its children: softmax over siblings of <norm(parent out), child key>
@@ -127,9 +141,9 @@ class AgentTree(nn.Module):
             out[lv] = pooled @ self.levels[lv].gate_key.T / math.sqrt(C) + self.levels[lv].gate_bias
         return out
 
-    def _levels(self, h: torch.Tensor) -> torch.Tensor:
-        for level in self.levels:
-            h = level(h.unsqueeze(0).expand(level.n_agents, *h.shape)).mean(0)
+    def _levels(self, h: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        for lv, level in enumerate(self.levels):
+            h = self._run_level(lv, h.unsqueeze(0).expand(level.n_agents, *h.shape), keep).mean(0)
         self.last_gate_mass = torch.cat([h.new_full((lv.n_agents,), 1.0 / lv.n_agents) for lv in self.levels])
         return h
 
