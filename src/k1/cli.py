@@ -145,7 +145,7 @@ def _register_plugins() -> None:
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:
-            if e.name != module:
+            if e.name is None or not module.startswith(e.name):  # a missing dependency, not a missing plugin
                 raise
             continue
         mod.register(app)
