@@ -39,11 +39,13 @@ class AttributionCallback(Callback):
         scales = torch.stack([r.plan.scale for r in rs]).tolist()
         grads = torch.stack([r.signals.grad_rms for r in rs]).tolist()
         gates = torch.stack([r.signals.gate_mass for r in rs]).tolist()
+        trusts = torch.stack([r.trust for r in rs]).tolist()
         scalars = torch.stack([torch.stack([r.loss.float(), r.stats.params_changed.float(),
                                             r.stats.update_norm.float(), r.finite.float()]) for r in rs]).tolist()
         paths = [None if r.plan.path is None else r.plan.path.tolist() for r in rs]
         names = rs[0].agent_names
-        for r, sc, gr, gm, (loss, changed, unorm, finite), path in zip(rs, scales, grads, gates, scalars, paths):
+        for r, sc, gr, gm, tr, (loss, changed, unorm, finite), path in zip(rs, scales, grads, gates, trusts,
+                                                                            scalars, paths):
             row = {
                 "step": r.step, "policy": self.policy, "loss": loss, "finite": bool(finite),
                 "selected": [n for n, s in zip(names, sc) if s > 0],
@@ -51,6 +53,7 @@ class AttributionCallback(Callback):
                 "scale": {n: s for n, s in zip(names, sc) if s > 0},
                 "grad_rms": [round(g, 8) for g in gr],
                 "gate_mass": [round(g, 6) for g in gm],
+                "trust": [round(t, 5) for t in tr],
                 "params_changed": int(changed),
                 "frac_params_changed": changed / r.total_params,
                 "update_norm": unorm,
