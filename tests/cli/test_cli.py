@@ -36,6 +36,8 @@ def test_train_explain_generate_and_resume(cfg_file, tmp_path):
     tree = json.loads(k1("explain", "--run", run, "--json", "--step", "2").stdout)
     assert tree["step"] == 2 and len(tree["agents"]) == 7
     assert sum(a["role"] == "culprit" for a in tree["agents"]) == 1
+    one = json.loads(k1("explain", "--run", run, "--text", "the old king walked", "--json").stdout)
+    assert len(one["agents"]) == 7 and one["blame_path"][0] == "root"
     out = k1("generate", "--run", run, "--prompt", "the ", "--tokens", "20").stdout
     assert out.startswith("the ")
     k1("train", "--resume", run, "--steps", "9", "--quiet")
