@@ -146,6 +146,24 @@ class Trainer:
             cb.on_train_start(info)
         self.organizer.start()
         self.model.train()
+        try:
+            self._loop()
+        except KeyboardInterrupt:  # never lose work: checkpoint where we are, then let the CLI say so
+            self.save()
+            raise
+        if self.last_eval.get("step") != self.step:  # trials may have moved past the last scheduled point
+            self._eval_and_notify()
+        if not (self.out_dir / "checkpoints" / f"step-{self.step}").exists():
+            self.save()
+        summary = self.summary()
+        (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        (self.out_dir / "summary.md").write_text(summary_markdown(summary))
+        for cb in self.callbacks:
+            cb.on_train_end(summary)
+        return summary
+
+    def _loop(self) -> None:
+        cfg = self.cfg.train
         t0, tokens = time.perf_counter(), 0
         while self.step < cfg.steps:
             x, y = (t.to(self.device, non_blocking=True) for t in self.sampler.next())
@@ -174,15 +192,9 @@ class Trainer:
                 t0, tokens = time.perf_counter(), 0  # evaluation, trials, checkpoints are not training time
             if self.stop_requested:
                 break
-        summary = self.summary()
-        (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-        (self.out_dir / "summary.md").write_text(summary_markdown(summary))
-        for cb in self.callbacks:
-            cb.on_train_end(summary)
-        return summary
 
     def _eval_and_notify(self) -> None:
-        self.last_eval = self.evaluate()
+        self.last_eval = {**self.evaluate(), "step": self.step}
         for cb in self.callbacks:
             cb.on_eval(self.step, self.last_eval)
         self.organizer.after_eval(self.last_eval)
