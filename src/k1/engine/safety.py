@@ -56,7 +56,8 @@ class SnapshotRing:
             save_checkpoint(self.disk_dir / f"step-{snap.step}", snap.model,
                             {**{f"optim.{k}": v for k, v in snap.optimizer.items()},
                              **{f"trust.{k}": v for k, v in snap.trust.items()}},
-                            {"step": snap.step, "shape": snap.shape, "reason": snap.reason, "knobs": snap.knobs})
+                            {"step": snap.step, "shape": snap.shape, "reason": snap.reason,
+                             "knobs": {k: v for k, v in snap.knobs.items() if k != "counters"}})
 
     def latest(self) -> Snapshot | None:
         return self.ring[-1] if self.ring else None

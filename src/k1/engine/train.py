@@ -248,7 +248,8 @@ class Trainer:
         return Snapshot(self.step, self.shape.to_dict(), clone_tensors(self.model.state_dict()),
                         clone_tensors(self.optimizer.state_dict()), clone_tensors(self.trust.state_dict()),
                         self.policy.generator.get_state(), torch.get_rng_state(),
-                        {"lr_scale": self.lr_scale, "top_k": self.policy.k}, reason)
+                        {"lr_scale": self.lr_scale, "top_k": self.policy.k,
+                         "counters": (self._sum_changed.clone(), self._sum_agents.clone())}, reason)
 
     def restore_snapshot(self, snap: Snapshot, reset_step: bool) -> None:
         """Put back model, optimizer, trust, shape, RNG and knobs; the data position moves on regardless."""
@@ -263,8 +264,9 @@ class Trainer:
         self.policy.generator.set_state(snap.policy_rng)
         torch.set_rng_state(snap.torch_rng)
         self.lr_scale, self.policy.k = snap.knobs["lr_scale"], snap.knobs["top_k"]
-        if reset_step:
+        if reset_step:  # a trial branch is undone: so are its steps and what they counted
             self.step = snap.step
+            self._sum_changed, self._sum_agents = (c.clone() for c in snap.knobs["counters"])
 
     def apply_surgery(self, surgery: Surgery) -> None:
         """Rebuild model and optimizer for the new shape; agent rows (weights, moments, steps) follow ids."""
