@@ -55,6 +55,7 @@ def test_compare_quick_writes_table_and_json(cfg_file, tmp_path):
         assert {"policy", "val_loss", "val_bpb", "tokens_per_s", "frac_params_changed", "agents_updated"} <= set(row)
     assert rows[0]["frac_params_changed"] > rows[2]["frac_params_changed"]
     assert "unigram" in (out / "compare.md").read_text() and "unigram" in r.stdout
+    assert (out / "report.html").is_file()
 
 
 @pytest.mark.parametrize("args, needle", [

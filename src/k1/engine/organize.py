@@ -83,6 +83,11 @@ class Organizer:
         for x in losses:
             self.loss_ema = x if self.loss_ema is None else 0.9 * self.loss_ema + 0.1 * x
 
+    def reset_loss_baseline(self) -> None:
+        """Forget the loss EMA (e.g. when the data distribution changes on purpose, as in `k1 continual`)."""
+        self.loss_ema = None
+        self.pending = []
+
     def rollback(self, reason: str, measured: dict) -> None:
         snap = self.ring.latest()
         self.t.restore_snapshot(snap, reset_step=False)

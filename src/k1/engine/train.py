@@ -84,7 +84,7 @@ class Trainer:
         self.callbacks = callbacks if callbacks is not None else [CALLBACKS.get(n)() for n in names]
         self.step = 0  # steps completed
         # device-side accumulators for the summary (read once at the end)
-        self._sum_changed = torch.zeros((), device=self.device)
+        self._sum_frac_changed = torch.zeros((), device=self.device)
         self._sum_agents = torch.zeros((), device=self.device)
         self._train_time, self._train_tokens = 0.0, 0
         self.last_eval: dict = {}
@@ -128,7 +128,7 @@ class Trainer:
         self.trust.update(plan.masked(finite), loss, self.step)
         self.model.zero_grad(set_to_none=True)
         self.step += 1
-        self._sum_changed += stats.params_changed
+        self._sum_frac_changed += stats.params_changed / self.total_params  # a fraction: the tree may be resized
         self._sum_agents += stats.agents_updated
         return StepRecord(self.step, lr, x.numel(), loss.detach(), finite, grad_norm.detach(), signals, plan,
                           stats, self.trust.trust, log_due, self._names, self.total_params)
@@ -237,7 +237,7 @@ class Trainer:
             **{k: self.last_eval.get(k) for k in ("val_loss", "val_bpb")},
             "domains": self.last_eval.get("domains", {}),
             "tokens_per_s": self._train_tokens / self._train_time if self._train_time else None,
-            "frac_params_changed": self._sum_changed.item() / steps_run / self.total_params,  # host sync (end)
+            "frac_params_changed": self._sum_frac_changed.item() / steps_run,  # host sync (end)
             "agents_updated": self._sum_agents.item() / steps_run,
             "final_agents": self.shape.n_agents, "stopped_early": self.stop_requested,
             "events": self.events, **self.organizer.summary(),
@@ -249,7 +249,7 @@ class Trainer:
                         clone_tensors(self.optimizer.state_dict()), clone_tensors(self.trust.state_dict()),
                         self.policy.generator.get_state(), torch.get_rng_state(),
                         {"lr_scale": self.lr_scale, "top_k": self.policy.k,
-                         "counters": (self._sum_changed.clone(), self._sum_agents.clone())}, reason)
+                         "counters": (self._sum_frac_changed.clone(), self._sum_agents.clone())}, reason)
 
     def restore_snapshot(self, snap: Snapshot, reset_step: bool) -> None:
         """Put back model, optimizer, trust, shape, RNG and knobs; the data position moves on regardless."""
@@ -266,7 +266,7 @@ class Trainer:
         self.lr_scale, self.policy.k = snap.knobs["lr_scale"], snap.knobs["top_k"]
         if reset_step:  # a trial branch is undone: so are its steps and what they counted
             self.step = snap.step
-            self._sum_changed, self._sum_agents = (c.clone() for c in snap.knobs["counters"])
+            self._sum_frac_changed, self._sum_agents = (c.clone() for c in snap.knobs["counters"])
 
     def apply_surgery(self, surgery: Surgery) -> None:
         """Rebuild model and optimizer for the new shape; agent rows (weights, moments, steps) follow ids."""
@@ -308,7 +308,7 @@ class Trainer:
     def save(self) -> Path:
         tensors = {**flatten("optim", self.optimizer.state_dict()), **flatten("trust", self.trust.state_dict()),
                    "rng.torch": torch.get_rng_state(), "rng.policy": self.policy.state_dict()["generator"],
-                   "acc.changed": self._sum_changed, "acc.agents": self._sum_agents}
+                   "acc.changed": self._sum_frac_changed, "acc.agents": self._sum_agents}
         sampler_state = self.sampler.state_dict()
         tensors.update({f"sampler.{k}": v for k, v in sampler_state.items() if torch.is_tensor(v)})
         meta = {"step": self.step, "shape": self.shape.to_dict(), "k1_version": __version__,
@@ -338,7 +338,7 @@ class Trainer:
         torch.set_rng_state(tensors["rng.torch"])
         self.policy.load_state_dict({"generator": tensors["rng.policy"]})
         self.sampler.load_state_dict({**meta["sampler"], **unflatten("sampler", tensors)})
-        self._sum_changed = tensors["acc.changed"].to(self.device)
+        self._sum_frac_changed = tensors["acc.changed"].to(self.device)
         self._sum_agents = tensors["acc.agents"].to(self.device)
         self._train_time, self._train_tokens = meta["train_time"], meta["train_tokens"]
         self.last_eval = meta.get("last_eval", {})

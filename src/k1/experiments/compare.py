@@ -55,7 +55,10 @@ def run_compare(base: RunConfig, out_dir: Path, policies: list[str] | None = Non
     (out_dir / "compare.json").write_text(json.dumps(rows, indent=1))
     (out_dir / "compare.md").write_text(to_markdown(rows, unigram, base))
     console.print(to_table(rows, unigram))
-    console.print(f"wrote {out_dir / 'compare.md'} and {out_dir / 'compare.json'}")
+    from k1.report import write_report
+
+    page = write_report(out_dir)
+    console.print(f"wrote {out_dir / 'compare.md'}, {out_dir / 'compare.json'} and the report {page}")
     return rows
 
 

@@ -1,0 +1,56 @@
+"""The `k1 continual` command (registered by `k1.cli`): parse the options, run `continual.py`, print the table.
+
+Budgets, measured on 2 idle CPU cores for all 7 strategies × 3 seeds × 3 domains on the `small` model: one
+step costs ~45 ms for DenseGPT, ~80 ms for the tree and ~100 ms for k1-auto (its trials), about 4.4 s of
+wall time per step per domain in all; hence 130 steps per domain by default (~10 minutes) and 40 with
+`--quick` (~3 minutes).
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+# preset and steps per domain; both use the `small` model (width 48, batch 8, context 64): within the budget
+# it affords enough steps per domain for forgetting to show, which the `default` model (~2× slower) does not
+SETTINGS = {"quick": ("small", 40), "default": ("small", 130)}
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def continual(
+        quick: bool = typer.Option(False, "--quick", help="Fewer steps per domain (about 3 minutes on 2 CPU cores)."),
+        out: Path = typer.Option(Path("runs/continual"), help="Output directory."),
+        seeds: int = typer.Option(3, help="Number of seeds (train.seed, +1, +2, ...); mean ± std over them."),
+        steps_per_domain: Optional[int] = typer.Option(None, "--steps-per-domain",
+                                                       help="Training steps per domain (default 130; --quick 40)."),
+        domains: Optional[str] = typer.Option(None, help="Comma-separated domains in training order "
+                                                         "(default: the config's, prose,code,science)."),
+        strategies: Optional[str] = typer.Option(None, help="Comma-separated subset of: naive, replay, ewc, "
+                                                            "random-k, k1-attribution, k1-hybrid, k1-auto."),
+        config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config on top of the preset; "
+                                              "its table `continual` sets the replay and EWC knobs."),
+        set_: list[str] = typer.Option([], "--set", help="Override a key: --set optim.lr=1e-3, "
+                                                         "--set continual.ewc_lambda=500 (repeatable)."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    ):
+        """Domains in sequence: loss matrix, forgetting, backward/forward transfer, against naive, replay, EWC."""
+        from rich.console import Console
+
+        from k1.experiments.continual import check_run, load_configs, run_continual
+        from k1.experiments.strategies import STRATEGY_ORDER
+
+        preset, spd = SETTINGS["quick" if quick else "default"]
+        cfg, ccfg = load_configs(config, preset, set_)
+        names = strategies.split(",") if strategies is not None else STRATEGY_ORDER
+        order = domains.split(",") if domains is not None else list(cfg.data.domains)
+        steps = steps_per_domain if steps_per_domain is not None else spd
+        cfg, names = check_run(cfg, order, names, seeds, steps)
+        seed_list = [cfg.train.seed + i for i in range(seeds)]
+        command = "k1 " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        console = Console(width=None if sys.stdout.isatty() else 160)
+        run_continual(cfg, ccfg, out, names, seed_list, command=command, quiet=quiet, console=console)

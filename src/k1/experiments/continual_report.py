@@ -1,0 +1,93 @@
+"""How `k1 continual` shows its result: the config line, the rich table and continual.md (metrics + R matrices).
+
+Every number here is read from the report dict that `continual.py` also writes as continual.json.
+"""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from k1.config import RunConfig
+from k1.experiments.strategies import ContinualConfig
+
+COLUMNS = [("final avg bpb", "final_avg"), ("BWT", "bwt"), ("forgetting (first)", "forgetting_first"),
+           ("forgetting (max)", "forgetting_max"), ("FWT", "fwt")]
+
+
+def pm(stat: dict, digits: int = 3) -> str:
+    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+
+
+def pct(stat: dict) -> str:
+    return f"{stat['mean']:.1%} ± {stat['std']:.1%}"
+
+
+def describe(cfg: RunConfig, ccfg: ContinualConfig, strategies: list[str], seeds: list[int]) -> str:
+    """One paragraph with everything that sets the budget: model, data, schedule, seeds, baseline knobs."""
+    m, t, o = cfg.model, cfg.train, cfg.optim
+    domains = list(cfg.data.domains)
+    return (f"continual: {' → '.join(domains)}, {t.steps // len(domains)} steps per domain "
+            f"({t.steps} in all; lr {o.lr:g}, warmup {o.warmup_steps}, one cosine over the whole sequence), "
+            f"batch {t.batch_size}, context {m.context}, tree {m.branching} width {m.width} (DenseGPT sized to it), "
+            f"seeds {seeds}, strategies {', '.join(strategies)}; replay buffer {ccfg.replay_buffer} "
+            f"windows × fraction {ccfg.replay_fraction:g}; EWC λ {ccfg.ewc_lambda:g} on {ccfg.ewc_batches} batches")
+
+
+def to_table(report: dict) -> Table:
+    n = len(report["seeds"])
+    t = Table(title=f"K-1 continual: {' → '.join(report['domains'])}, bits per byte, mean ± std over {n} "
+                    f"seed{'s' if n > 1 else ''} (every metric lower is better)")
+    for col in ["strategy", *[c for c, _ in COLUMNS], "params changed/step"]:
+        t.add_column(col, justify="left" if col == "strategy" else "right")
+    for s in report["strategies"]:
+        t.add_row(s["name"], *[pm(s[key]) for _, key in COLUMNS], pct(s["frac_params_changed"]))
+    return t
+
+
+def matrix_markdown(s: dict, domains: list[str]) -> str:
+    """R (bits per byte, mean ± std) with the before-training row first."""
+    lines = ["| after | " + " | ".join(domains) + " |", "|---|" + "---|" * len(domains)]
+    init = s["R_init"]
+    lines.append("| (init) | " + " | ".join(f"{a:.3f} ± {b:.3f}" for a, b in zip(init["mean"], init["std"])) + " |")
+    for i, d in enumerate(domains):
+        row = zip(s["R"]["mean"][i], s["R"]["std"][i])
+        lines.append(f"| {d} | " + " | ".join(f"{a:.3f} ± {b:.3f}" for a, b in row) + " |")
+    return "\n".join(lines)
+
+
+def to_markdown(report: dict, cfg: RunConfig, ccfg: ContinualConfig, seconds: float) -> str:
+    domains, seeds = report["domains"], report["seeds"]
+    head = ["strategy", *[c for c, _ in COLUMNS], "params changed/step"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in report["strategies"]:
+        lines.append("| " + " | ".join([s["name"], *[pm(s[key]) for _, key in COLUMNS],
+                                        pct(s["frac_params_changed"])]) + " |")
+    names = [s["name"] for s in report["strategies"]]
+    out = [
+        "# K-1 continual", "",
+        f"`{report['command']}` ({seconds:.0f} s)", "",
+        describe(cfg, ccfg, names, seeds) + ".", "",
+        "R[i][j] is domain j's validation bits per byte after training stage i; every metric is computed on "
+        "bits per byte, as mean ± sample std over seeds, and is **lower-is-better**:", "",
+        "- final avg: mean of the last row of R.",
+        "- BWT = mean over j < n−1 of (R[n−1][j] − R[j][j]); positive means forgetting, negative that later "
+        "domains improved earlier ones.",
+        "- forgetting (first-based) = the same differences (relative to just after learning j); on a loss it "
+        "equals BWT by definition.",
+        "- forgetting (max-based, Chaudhry et al. 2018) = mean over j < n−1 of (R[n−1][j] − min over i < n−1 "
+        "of R[i][j]): relative to the best j ever was.",
+        "- FWT = mean over j > 0 of (R[j−1][j] − R_init[j]); negative means earlier domains already lowered "
+        "j's loss before j was trained.",
+        "- params changed/step: the measured share of parameters whose value changed per step.", "",
+        "Strategies: naive, replay and ewc train DenseGPT with dense updates (replay: a reservoir buffer of "
+        "past-domain training windows replaces a fraction of each batch from the second domain on; ewc: "
+        "λ/2 Σ F (θ − θ*)² per finished domain, F the diagonal empirical Fisher); random-k, k1-attribution, "
+        "k1-hybrid and k1-auto train the AgentTree; the first three update as many agents per step as the tree "
+        "has levels (attribution: one per level along its blame path; random-k: that many at random), and "
+        "k1-auto is attribution with autonomy, which may reshape the tree and retune it but not stop a stage "
+        "early.", "",
+        *lines, "",
+    ]
+    for s in report["strategies"]:
+        out += [f"## {s['name']}: R (bits per byte)", "", matrix_markdown(s, domains), ""]
+    return "\n".join(out)

@@ -1,0 +1,241 @@
+"""`k1 continual`: the metrics against hand computation, a model that persists across stages, replay
+that really mixes past-domain windows, the EWC penalty and its gradient, equal sparsity for random-k,
+and the command end to end (JSON schema, one-line errors)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import tomli_w
+
+from k1.data import BatchSampler, load_corpus
+from k1.engine.train import Trainer, build_model
+from k1.errors import ConfigError
+from k1.experiments.continual import (check_run, continual_metrics, load_configs, mean_std, run_one,
+                                      strategy_trainer, train_stage)
+from k1.experiments.strategies import (STRATEGY_ORDER, ContinualConfig, EWCPenalty, ReplaySampler,
+                                       ReservoirBuffer, strategy_config)
+from k1.testing import tiny_config
+from k1.testing.tiny import tiny_data_config
+
+DOMAINS = ["prose", "code", "science"]
+
+
+def sparsity():
+    return {k: torch.zeros(()) for k in ("changed", "agents", "steps")}
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """The tiny preset on the synthetic corpus, as `k1 continual` would run it with 4 steps per domain."""
+    cfg = tiny_config(tmp_path / "data", ["train.batch_size=4", "train.eval_batches=1", "optim.warmup_steps=2"])
+    cfg, _ = check_run(cfg, DOMAINS, ["naive"], 1, 4)
+    return cfg, load_corpus(cfg.data)
+
+
+# ---- metrics -----------------------------------------------------------------------------------------
+def test_metrics_equal_hand_computation_and_the_two_forgetting_definitions_differ():
+    R = [[2.0, 5.0, 6.0],  # after prose
+         [1.5, 3.0, 5.5],  # after code: prose improved further, so its best is 1.5, not R[0][0] = 2.0
+         [2.5, 3.5, 2.0]]  # after science
+    m = continual_metrics(R, [8.0, 7.0, 6.0])
+    assert m["final_avg"] == pytest.approx((2.5 + 3.5 + 2.0) / 3)
+    assert m["bwt"] == pytest.approx(((2.5 - 2.0) + (3.5 - 3.0)) / 2)  # 0.5: forgetting
+    assert m["forgetting_first"] == pytest.approx(0.5)
+    assert m["forgetting_max"] == pytest.approx(((2.5 - 1.5) + (3.5 - 3.0)) / 2)  # 0.75
+    assert m["fwt"] == pytest.approx(((5.0 - 7.0) + (5.5 - 6.0)) / 2)  # -1.25: earlier domains helped
+    improved = continual_metrics([[3.0, 4.0], [2.0, 1.0]], [5.0, 5.0])  # domain 0 got better later
+    assert improved["bwt"] == pytest.approx(-1.0) and improved["forgetting_max"] == pytest.approx(-1.0)
+    with pytest.raises(ValueError):
+        continual_metrics([[1.0, 2.0]], [1.0, 2.0])
+
+
+def test_mean_std_is_over_seeds_with_sample_std():
+    assert mean_std([1.0, 2.0, 3.0]) == {"mean": 2.0, "std": 1.0}
+    assert mean_std([4.0]) == {"mean": 4.0, "std": 0.0}
+
+
+# ---- the model persists ---------------------------------------------------------------------------------
+def test_model_persists_across_stages(tiny, tmp_path):
+    cfg, corpus = tiny
+    out = run_one(cfg, ContinualConfig(), "naive", 7, corpus, tmp_path / "run")
+    n = len(DOMAINS)
+    assert len(out["R"]) == n and all(len(row) == n for row in out["R"]) and len(out["R_init"]) == n
+    assert out["steps"] == n * 4
+    assert {k: out[k] for k in ("final_avg", "bwt", "fwt")} == \
+        {k: continual_metrics(out["R"], out["R_init"])[k] for k in ("final_avg", "bwt", "fwt")}
+    assert out["R"][1][0] != out["R"][0][0]  # training on code moved the prose loss: the same model trained on
+
+    # replay the first two stages by hand: one trainer that carries on reproduces R exactly ...
+    tr = strategy_trainer(cfg, "naive", 7, corpus, tmp_path / "again")
+    for i, d in enumerate(DOMAINS[:2]):
+        tr.sampler = BatchSampler(corpus, 4, cfg.model.context, seed=7, domains=[d])
+        train_stage(tr, (i + 1) * 4, sparsity())
+        assert [tr.evaluate()["domains"][x]["bpb"] for x in DOMAINS] == pytest.approx(out["R"][i], abs=1e-6)
+    # ... and a fresh model trained on code alone (same steps, same schedule position) does not
+    fresh = strategy_trainer(cfg, "naive", 7, corpus, tmp_path / "fresh")
+    fresh.step = 4
+    fresh.sampler = BatchSampler(corpus, 4, cfg.model.context, seed=7, domains=["code"])
+    train_stage(fresh, 8, sparsity())
+    assert [fresh.evaluate()["domains"][x]["bpb"] for x in DOMAINS] != pytest.approx(out["R"][1], abs=1e-4)
+
+
+# ---- replay ---------------------------------------------------------------------------------------------
+def test_replay_mixes_past_domain_windows_at_the_configured_fraction(tiny):
+    cfg, corpus = tiny
+    T, B = cfg.model.context, 8
+    buf = ReservoirBuffer(capacity=32, context=T, seed=0)
+    first = ReplaySampler(BatchSampler(corpus, B, T, seed=1, domains=["prose"]), buf, 0, fraction=0.25)
+    plain = BatchSampler(corpus, B, T, seed=1, domains=["prose"])
+    for _ in range(10):  # the first domain: nothing to replay, the batch is the naive one
+        x, y = first.next()
+        px, py = plain.next()
+        assert torch.equal(x, px) and torch.equal(y, py) and not first.last_replayed.any()
+    assert len(buf) == 32 and buf.seen == 80 and (buf.domain == 0).all()
+
+    second = ReplaySampler(BatchSampler(corpus, B, T, seed=1, domains=["code"]), buf, 1, fraction=0.25)
+    plain = BatchSampler(corpus, B, T, seed=1, domains=["code"])
+    prose = corpus.domains["prose"].train.long().unfold(0, T + 1, 1)  # every prose window [n, T+1]
+    for _ in range(5):
+        x, y = second.next()
+        px, _ = plain.next()
+        assert second.last_replayed.tolist() == [False] * 6 + [True] * 2  # round(0.25 · 8) rows replayed
+        assert torch.equal(x[:6], px[:6])  # the current rows are the naive sampler's rows
+        for row in range(6, 8):
+            window = torch.cat([x[row], y[row, -1:]])
+            assert torch.equal(x[row, 1:], y[row, :-1])  # still next-token aligned
+            assert (buf.windows == window).all(1).any(), "a replayed row must come from the buffer"
+            assert (prose == window).all(1).any(), "a replayed row must be a real prose training window"
+    assert set(buf.domain.tolist()) == {0, 1}  # the reservoir keeps sampling the stream
+
+
+# ---- EWC -----------------------------------------------------------------------------------------------
+def test_ewc_penalty_is_zero_at_anchor_and_its_gradient_is_lambda_f_delta(tiny):
+    cfg, corpus = tiny
+    torch.manual_seed(0)
+    model = build_model(strategy_config("ewc", cfg), corpus.vocab_size)
+    sampler = BatchSampler(corpus, 4, cfg.model.context, seed=3, domains=["prose"])
+    ewc = EWCPenalty(lam=50.0)
+    ewc.consolidate(model, [sampler.next() for _ in range(3)])
+    fisher, star = ewc.anchors[0]
+    assert all(p.grad is None for p in model.parameters())  # Fisher batches leave no gradients behind
+    assert sum(float(f.sum()) for f in fisher.values()) > 0 and all((f >= 0).all() for f in fisher.values())
+    assert float(ewc(model).detach()) == 0.0
+
+    delta = {}
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            delta[n] = 0.01 * torch.randn_like(p)
+            p += delta[n]
+    penalty = ewc(model)
+    expected = 0.5 * 50.0 * sum(float((fisher[n] * delta[n] ** 2).sum()) for n in delta)
+    assert penalty.item() > 0 and penalty.item() == pytest.approx(expected, rel=1e-4)
+    penalty.backward()
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, 50.0 * fisher[n] * (p.detach() - star[n]), rtol=1e-4, atol=1e-10)
+
+
+# ---- strategies -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name, arch, policy", [
+    ("naive", "dense", "dense"), ("replay", "dense", "dense"), ("ewc", "dense", "dense"),
+    ("random-k", "tree", "random"), ("k1-attribution", "tree", "attribution"), ("k1-hybrid", "tree", "hybrid"),
+    ("k1-auto", "tree", "attribution"),
+])
+def test_strategy_configs_differ_only_in_model_policy_and_autonomy(tiny, name, arch, policy):
+    cfg, _ = tiny
+    s = strategy_config(name, cfg, steps_per_domain=40)
+    assert (s.arch, s.policy.name, s.autonomy.enabled) == (arch, policy, name == "k1-auto")
+    assert (s.model, s.data, s.optim, s.train) == (cfg.model, cfg.data, cfg.optim, cfg.train)
+    if name == "k1-auto":  # a fixed budget per stage, and room for trials inside a stage
+        assert not s.autonomy.self_stop and s.autonomy.check_every == min(cfg.autonomy.check_every, 20)
+
+
+# ---- equal sparsity ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("branching", [[2, 2], [3, 2, 2]])
+def test_random_k_and_hybrid_update_as_many_agents_per_step_as_attribution(tiny, tmp_path, branching):
+    cfg, corpus = tiny
+    cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"branching": branching})})
+    counts = {}
+    for name in ("k1-attribution", "random-k", "k1-hybrid"):
+        tr = Trainer(strategy_config(name, cfg), tmp_path / name, corpus=corpus, quiet=True, callbacks=[])
+        counts[name] = [int(tr.train_step(*tr.sampler.next()).plan.selected.sum()) for _ in range(4)]
+        assert tr.shape.n_levels == len(branching) + 1
+    assert counts["random-k"] == counts["k1-attribution"] == counts["k1-hybrid"] == [len(branching) + 1] * 4
+
+
+# ---- the experiment and the command ------------------------------------------------------------------------
+def k1(*args, check=True):
+    r = subprocess.run([sys.executable, "-m", "k1.cli", *map(str, args)], capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise AssertionError(f"k1 {' '.join(map(str, args))} failed:\n{r.stderr}")
+    return r
+
+
+@pytest.fixture
+def cfg_file(tmp_path):
+    data = tiny_data_config(tmp_path / "data").model_dump(exclude_none=True)
+    path = tmp_path / "tiny.toml"
+    path.write_text(tomli_w.dumps({
+        "data": data, "model": {"branching": [2, 2], "width": 32, "mlp_width": 64, "n_heads": 2, "context": 32},
+        "train": {"device": "cpu", "batch_size": 4, "eval_batches": 1},
+        "optim": {"warmup_steps": 2},
+        # k1-auto checks (and trials a change) every 2 steps, so trials happen inside these short stages
+        "autonomy": {"phase2_step": 0, "check_every": 2, "trial_steps": 1, "trial_batches": 1},
+        "continual": {"replay_buffer": 16, "ewc_batches": 2},
+    }))
+    return path
+
+
+def test_cli_writes_continual_json_with_the_schema(cfg_file, tmp_path):
+    out = tmp_path / "cont"
+    r = k1("continual", "--quick", "--config", cfg_file, "--steps-per-domain", "3", "--seeds", "2",
+           "--set", "continual.ewc_lambda=10", "--out", out, "--quiet")
+    report = json.loads((out / "continual.json").read_text())
+    assert set(report) == {"domains", "seeds", "steps_per_domain", "metric", "command", "strategies"}
+    assert report["domains"] == DOMAINS and report["seeds"] == [1337, 1338] and report["steps_per_domain"] == 3
+    assert report["metric"] == "bpb" and report["command"].startswith("k1 continual --quick")
+    assert [s["name"] for s in report["strategies"]] == STRATEGY_ORDER
+    keys = {"name", "R", "R_loss", "R_init", "final_avg", "bwt", "forgetting_first", "forgetting_max", "fwt",
+            "frac_params_changed", "per_seed"}
+    for s in report["strategies"]:
+        assert set(s) == keys
+        for m in ("R", "R_loss"):
+            assert len(s[m]["mean"]) == 3 and all(len(row) == 3 for row in s[m]["mean"] + s[m]["std"])
+        assert len(s["R_init"]["mean"]) == len(s["R_init"]["std"]) == 3
+        assert all(set(s[k]) == {"mean", "std"} for k in keys - {"name", "R", "R_loss", "R_init", "per_seed"})
+        seeds = s["per_seed"]
+        assert [r["seed"] for r in seeds] == [1337, 1338] and all(r["steps"] == 9 for r in seeds)  # no overrun
+        assert s["R"]["mean"][2][1] == pytest.approx((seeds[0]["R"][2][1] + seeds[1]["R"][2][1]) / 2)
+        for m in ("final_avg", "bwt", "forgetting_max", "fwt"):
+            assert s[m] == pytest.approx(mean_std([continual_metrics(r["R"], r["R_init"])[m] for r in seeds]))
+    naive, random_k = report["strategies"][0], report["strategies"][3]
+    assert naive["frac_params_changed"]["mean"] > random_k["frac_params_changed"]["mean"]
+    auto = report["strategies"][-1]["per_seed"][0]["organizer"]
+    assert auto["commits"] + auto["trial_rollbacks"] > 0, "k1-auto's autonomy must act inside the stages"
+    md = (out / "continual.md").read_text()
+    assert "| strategy | final avg bpb | BWT |" in md and "## k1-auto: R (bits per byte)" in md
+    assert "k1-attribution" in r.stdout and "forgetting" in r.stdout
+
+
+@pytest.mark.parametrize("domains, strategies, seeds, overrides, needle", [
+    (DOMAINS, ["naive", "nope"], 1, [], "unknown strategy 'nope'"),
+    (["prose", "poetry"], ["naive"], 1, [], "unknown domain 'poetry'"),
+    (["prose"], ["naive"], 1, [], "at least 2 domains"),
+    (["prose", "prose"], ["naive"], 1, [], "appears twice"),
+    (DOMAINS, ["naive"], 0, [], "--seeds must be at least 1"),
+    (DOMAINS, ["naive"], 1, ["continual.replay_fraction=2"], "continual.replay_fraction"),
+    (DOMAINS, ["naive"], 1, ["continual.ewc_lambdda=1"], "continual.ewc_lambdda"),
+])
+def test_bad_input_is_a_one_line_config_error(cfg_file, domains, strategies, seeds, overrides, needle):
+    with pytest.raises(ConfigError) as e:
+        cfg, _ = load_configs(cfg_file, "small", overrides)
+        check_run(cfg, domains, strategies, seeds, 3)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_cli_error_is_one_line_and_exit_code_2(cfg_file, tmp_path):
+    r = k1("continual", "--config", cfg_file, "--out", tmp_path / "x", "--strategies", "naive,nope", check=False)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("k1: error:") and "nope" in lines[0]
