@@ -44,6 +44,7 @@ def train(
     preset: Optional[str] = typer.Option(None, help="Named preset: tiny, small, default."),
     policy: Optional[str] = typer.Option(None, help="Update policy: dense, attribution, hybrid, trust, random."),
     set_: list[str] = typer.Option([], "--set", help="Override a config key: --set train.steps=50 (repeatable)."),
+    name: Optional[str] = typer.Option(None, help="Run name (the default run directory is runs/<name>)."),
     steps: Optional[int] = typer.Option(None, help="Number of training steps."),
     seed: Optional[int] = typer.Option(None, help="Random seed."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 or auto."),
@@ -57,7 +58,7 @@ def train(
     from k1.config import load_config
     from k1.engine.train import Trainer
 
-    extra: dict = {}
+    extra: dict = {} if name is None else {"name": name}
     if policy:
         extra["policy"] = {"name": policy}
     if phase2:
