@@ -1,20 +1,15 @@
 """The `k1` command line, run as a real subprocess: train, resume, explain, generate, compare, errors."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import tomli_w
 
+from k1.testing.cli import run_k1
 from k1.testing.tiny import tiny_data_config
 
 
-def k1(*args, check=True):
-    r = subprocess.run([sys.executable, "-m", "k1.cli", *map(str, args)], capture_output=True, text=True)
-    if check and r.returncode != 0:
-        raise AssertionError(f"k1 {' '.join(map(str, args))} failed:\n{r.stderr}")
-    return r
+k1 = run_k1
 
 
 @pytest.fixture

@@ -3,8 +3,6 @@ that really mixes past-domain windows, the EWC penalty and its gradient, equal s
 and the command end to end (JSON schema, one-line errors)."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -17,6 +15,7 @@ from k1.experiments.continual import (check_run, continual_metrics, load_configs
                                       strategy_trainer, train_stage)
 from k1.experiments.strategies import (STRATEGY_ORDER, ContinualConfig, EWCPenalty, ReplaySampler,
                                        ReservoirBuffer, strategy_config)
+from k1.testing.cli import run_k1
 from k1.testing import tiny_config
 from k1.testing.tiny import tiny_data_config
 
@@ -166,11 +165,7 @@ def test_random_k_and_hybrid_update_as_many_agents_per_step_as_attribution(tiny,
 
 
 # ---- the experiment and the command ------------------------------------------------------------------------
-def k1(*args, check=True):
-    r = subprocess.run([sys.executable, "-m", "k1.cli", *map(str, args)], capture_output=True, text=True)
-    if check and r.returncode != 0:
-        raise AssertionError(f"k1 {' '.join(map(str, args))} failed:\n{r.stderr}")
-    return r
+k1 = run_k1
 
 
 @pytest.fixture

@@ -7,10 +7,9 @@ import pytest
 import torch
 
 from k1.engine.generate import load_run_model
-from k1.engine.train import Trainer
 from k1.errors import DataError
 from k1.explain.input_attribution import explain_input, render_input_text
-from k1.testing import tiny_config
+from k1.testing import tiny_run
 
 TEXT = "the old king walked slowly across the bridge to market. def f(x): return x + y"
 
@@ -18,9 +17,7 @@ TEXT = "the old king walked slowly across the bridge to market. def f(x): return
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("attr")
-    cfg = tiny_config(root / "data", ["train.steps=30"])
-    Trainer(cfg, root / "run", quiet=True).fit()
-    return root / "run"
+    return tiny_run(root, steps=30)
 
 
 def _xy(run_dir, text):

@@ -9,7 +9,6 @@ import sys
 import pytest
 import torch
 
-from k1.engine.train import Trainer
 from k1.errors import ConfigError
 from k1.explain.specialization import (
     bootstrap_ci,
@@ -22,7 +21,7 @@ from k1.explain.specialization import (
     specialize,
     write_outputs,
 )
-from k1.testing import tiny_config
+from k1.testing import tiny_run
 
 KEYS = {"domains", "agents", "gate_share", "ablation_dloss", "blame_share", "score", "ci_low", "ci_high",
         "p_value", "specialist_domain", "n_batches", "method"}
@@ -31,9 +30,7 @@ KEYS = {"domains", "agents", "gate_share", "ablation_dloss", "blame_share", "sco
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("spec")
-    cfg = tiny_config(root / "data", ["train.steps=30"])
-    Trainer(cfg, root / "run", quiet=True).fit()
-    return root / "run"
+    return tiny_run(root, steps=30)
 
 
 @pytest.fixture(scope="module")

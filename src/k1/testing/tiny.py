@@ -57,3 +57,11 @@ def tiny_config(root: Path, overrides: list[str] | None = None, **extra) -> RunC
     base = {"data": data, "train": {"device": "cpu", "callbacks": ["metrics", "attribution"]}}
     from k1.config import merge
     return load_config(preset="tiny", overrides=overrides, extra=merge(base, extra))
+
+
+def tiny_run(root: Path, steps: int = 30) -> Path:
+    """Train the tiny preset for `steps` steps into `root/run` (a real run directory) and return it."""
+    from k1.engine.train import Trainer
+
+    Trainer(tiny_config(root / "data", [f"train.steps={steps}"]), root / "run", quiet=True).fit()
+    return root / "run"
