@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 
 from k1.engine.autonomy import Autonomy, AutonomyConfig, gini
@@ -52,9 +53,10 @@ class Alternate(UpdatePolicy):
         return UpdatePlan(scale)
 
 
-def test_trust_falls_for_a_harmful_agent_and_rises_for_a_helpful_one(tiny_cfg, tmp_path):
+@pytest.mark.parametrize("outcome", ["ema", "probe"])
+def test_trust_falls_for_a_harmful_agent_and_rises_for_a_helpful_one(outcome, tiny_cfg, tmp_path):
     cfg = tiny_cfg("model.branching=[2]", "optim.lr=3e-3", "optim.shared=\"frozen\"", "optim.warmup_steps=0",
-                   policy={"name": "dense"})
+                   f"trust.outcome=\"{outcome}\"", policy={"name": "dense"})
     tr = Trainer(cfg, tmp_path / "run", quiet=True, callbacks=[])
     tr.policy = Alternate(cfg.policy, tr.shape)
     # make agent 2's updates harmful: its gradient rows are negated, so its optimizer step ascends the loss

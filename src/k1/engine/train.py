@@ -74,10 +74,14 @@ class Trainer:
         self.policy = None
         self._install(build_model(cfg, self.corpus.vocab_size).to(self.device))
         self.trust = TrustVector(self.shape.n_agents, cfg.trust, self.device)
+        self.probe = None  # a fixed held-out batch for the ledger's "probe" outcome mode
         self.lr_scale = 1.0  # run-time knob (autonomy, rollbacks); the config stays frozen
         B, T = cfg.train.batch_size, cfg.model.context
         self.sampler = BatchSampler(self.corpus, B, T, seed=cfg.train.seed, split="train")
         self.eval_sets = {d: eval_windows(s.val, B, T, cfg.train.eval_batches) for d, s in self.corpus.domains.items()}
+        if cfg.trust.outcome == "probe":  # the first validation window of every domain, on the device
+            xs, ys = zip(*(w[0] for w in self.eval_sets.values()))
+            self.probe = (torch.cat(xs).to(self.device), torch.cat(ys).to(self.device))
         use_bf16 = cfg.train.autocast == "bf16" or (cfg.train.autocast == "auto" and self.device.type == "cuda")
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
         names = [n for n in cfg.train.callbacks if not (quiet and n == "progress")]
@@ -125,13 +129,21 @@ class Trainer:
         finite = torch.isfinite(loss.detach()) & torch.isfinite(grad_norm)  # stays on the device
         plan = self.policy.plan(signals, self.trust, self.step)
         stats = self.optimizer.step(plan, lr, ok=finite)
-        self.trust.update(plan.masked(finite), loss, self.step)
+        if self.probe is None:
+            self.trust.update(plan.masked(finite), loss, self.step)
+        else:
+            self.trust.update_probe(plan.masked(finite), self._probe_loss(), self.step)
         self.model.zero_grad(set_to_none=True)
         self.step += 1
         self._sum_frac_changed += stats.params_changed / self.total_params  # a fraction: the tree may be resized
         self._sum_agents += stats.agents_updated
         return StepRecord(self.step, lr, x.numel(), loss.detach(), finite, grad_norm.detach(), signals, plan,
                           stats, self.trust.trust, log_due, self._names, self.total_params)
+
+    @torch.no_grad()
+    def _probe_loss(self) -> torch.Tensor:
+        with self.autocast():
+            return self.forward(*self.probe)[1]
 
     # ---- the loop -----------------------------------------------------------------------------------
     def fit(self) -> dict:

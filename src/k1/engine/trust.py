@@ -7,12 +7,17 @@ Rule (symmetric, applied after every step, on the device):
   trust   += decay · (prior − trust)                   every agent drifts back towards the prior
   trust    = clamp(trust, 0, 1)
 The outcome of an update is the next batch's loss, so the reward goes to the plan that preceded it.
+Option `outcome = "probe"`: a fixed held-out probe batch is scored after every update, and the outcome
+tanh((probe_before − probe_after) / (probe_before · tau)) is credited to the plan that was just applied
+(one extra forward pass per step; cleaner credit, since batch-to-batch noise drops out).
 `last_update` (step each agent was last updated) feeds hybrid's diversity term.
 """
 
 from __future__ import annotations
 
 import torch
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from k1.engine.plan import UpdatePlan
@@ -26,6 +31,7 @@ class TrustVectorConfig(BaseModel):
     decay: float = Field(default=0.001, ge=0, le=1)
     tau: float = Field(default=0.01, gt=0)  # relative loss change that counts as a clear outcome
     ema: float = Field(default=0.9, ge=0, lt=1)
+    outcome: Literal["ema", "probe"] = "ema"
 
 
 class TrustVector:
@@ -51,6 +57,20 @@ class TrustVector:
         self.loss_ema = torch.where(finite, new_ema, self.loss_ema)
         self.count = self.count + finite.float()
         self.prev_scale = plan.scale.detach().float()
+        self.last_update = torch.where(plan.selected, torch.full_like(self.last_update, float(step)), self.last_update)
+        return outcome
+
+    def update_probe(self, plan: UpdatePlan, probe_loss: torch.Tensor, step: int) -> torch.Tensor:
+        """Probe mode: credit *this* plan with the change of the held-out probe loss it caused."""
+        c = self.cfg
+        probe = probe_loss.detach().float()
+        ok = (self.count > 0) & torch.isfinite(probe)
+        rel = (self.loss_ema - probe) / (self.loss_ema.abs() * c.tau).clamp_min(1e-12)  # loss_ema: last probe
+        outcome = torch.where(ok, torch.tanh(rel), torch.zeros_like(probe))
+        self.trust = (self.trust + c.rate * plan.scale.float() * outcome)
+        self.trust = (self.trust + c.decay * (c.prior - self.trust)).clamp(0.0, 1.0)
+        self.loss_ema = torch.where(torch.isfinite(probe), probe, self.loss_ema)
+        self.count = self.count + 1
         self.last_update = torch.where(plan.selected, torch.full_like(self.last_update, float(step)), self.last_update)
         return outcome
 
