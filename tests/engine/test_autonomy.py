@@ -68,3 +68,19 @@ def test_trust_falls_for_a_harmful_agent_and_rises_for_a_helpful_one(outcome, ti
         tr.train_step(x, y)
     trust = tr.trust.trust.tolist()
     assert trust[1] > 0.6 and trust[2] < 0.4, trust
+
+
+def test_a_reshaped_phase2_run_resumes_with_its_tree_and_stage(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("train.steps=40", "train.checkpoint_every=20", "autonomy.enabled=true", "autonomy.phase2_step=0",
+                   "autonomy.check_every=10", "autonomy.trial_steps=1", "autonomy.break_epsilon=-1.0",
+                   "safety.gate_threshold=1.0", policy={"name": "attribution"})
+    first = Trainer(cfg, tmp_path / "run", quiet=True)
+    first.cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": 20})})
+    first.fit()
+    assert first.shape.n_agents != 7 or first.organizer.autonomy.stage > 1  # something changed before step 20
+    resumed = Trainer(cfg, tmp_path / "run", quiet=True)
+    resumed.restore()
+    assert resumed.shape == first.shape
+    assert resumed.organizer.autonomy.stage == first.organizer.autonomy.stage
+    assert resumed.organizer.autonomy.successful_breaks == first.organizer.autonomy.successful_breaks
+    assert resumed.fit()["steps"] >= 40

@@ -230,6 +230,21 @@ class Organizer:
         self._reset_window()
         return {"surgery": s.op, **s.detail}
 
+    def state_dict(self) -> dict:
+        """JSON-able state for checkpoints: counters, loss baseline, validation history, autonomy stage."""
+        a = self.autonomy
+        return {"counts": self.counts, "loss_ema": self.loss_ema, "val_history": self.val_history,
+                "autonomy": None if a is None else {k: getattr(a, k) for k in (
+                    "stage", "successful_breaks", "phase", "best_val", "evals_since_best", "patience", "min_delta")}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.counts.update(state.get("counts", {}))
+        self.loss_ema, self.val_history = state.get("loss_ema"), state.get("val_history", [])
+        if self.autonomy is not None and state.get("autonomy"):
+            for k, v in state["autonomy"].items():
+                setattr(self.autonomy, k, v)
+        self._reset_window()  # the tree may have been rebuilt to the checkpoint's shape
+
     def summary(self) -> dict:
         out = {"safety": dict(self.counts)}
         if self.autonomy is not None:

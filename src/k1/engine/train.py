@@ -327,7 +327,8 @@ class Trainer:
                 "torch_version": torch.__version__, "policy": self.cfg.policy.name,
                 "sampler": {k: v for k, v in sampler_state.items() if not torch.is_tensor(v)},
                 "train_time": self._train_time, "train_tokens": self._train_tokens, "last_eval": self.last_eval,
-                "lr_scale": self.lr_scale, "top_k": self.policy.k, "events": self.events}
+                "lr_scale": self.lr_scale, "top_k": self.policy.k, "events": self.events,
+                "organizer": self.organizer.state_dict()}
         path = save_checkpoint(self.out_dir / "checkpoints" / f"step-{self.step}", self.model.state_dict(), tensors, meta)
         for cb in self.callbacks:
             cb.on_checkpoint(self.step, path)
@@ -357,6 +358,7 @@ class Trainer:
         self.lr_scale = meta.get("lr_scale", 1.0)
         self.policy.k = meta.get("top_k", self.policy.k)
         self.events = meta.get("events", [])
+        self.organizer.load_state_dict(meta.get("organizer", {}))
         self.step = int(meta["step"])
         for name in ("metrics.jsonl", "attribution.jsonl", "shapes.jsonl"):
             _truncate_log(self.out_dir / name, self.step)
