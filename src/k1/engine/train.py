@@ -74,6 +74,7 @@ class Trainer:
         self.policy = None
         self._install(build_model(cfg, self.corpus.vocab_size).to(self.device))
         self.trust = TrustVector(self.shape.n_agents, cfg.trust, self.device)
+        self.initial_agents = self.shape.n_agents  # the tree may grow or shrink; summaries report both
         self.probe = None  # a fixed held-out batch for the ledger's "probe" outcome mode
         self.lr_scale = 1.0  # run-time knob (autonomy, rollbacks); the config stays frozen
         B, T = cfg.train.batch_size, cfg.model.context
@@ -245,7 +246,7 @@ class Trainer:
         steps_run = max(self.step, 1)
         return {
             "name": self.cfg.name, "policy": self.cfg.policy.name, "arch": self.cfg.arch, "steps": self.step,
-            "params": self.total_params, "agents": self.shape.n_agents,
+            "params": self.total_params, "agents": self.initial_agents,
             **{k: self.last_eval.get(k) for k in ("val_loss", "val_bpb")},
             "domains": self.last_eval.get("domains", {}),
             "tokens_per_s": self._train_tokens / self._train_time if self._train_time else None,
