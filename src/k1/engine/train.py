@@ -371,7 +371,7 @@ def summary_markdown(s: dict) -> str:
     """A readable run summary: final numbers, then every structural, safety and autonomy event."""
     lines = [f"# Run summary: {s['name']}", "",
              f"- policy `{s['policy']}`, {s['steps']} steps, {s['params']:,} parameters, "
-             f"{s['agents']} agents at the end",
+             f"agents {s['agents']} at the start, {s['final_agents']} at the end",
              f"- validation loss {s['val_loss']:.4f}, bits per byte {s['val_bpb']:.3f}",
              f"- parameters changed per step: {s['frac_params_changed']:.1%}; agents updated per step: "
              f"{s['agents_updated']:.2f}", f"- stopped early (self-stop): {s['stopped_early']}",
