@@ -25,10 +25,10 @@ class ProgressCallback(Callback):
             self.progress.update(self.task, completed=r.step, status=status)
 
     def on_eval(self, step, metrics):
-        self.progress.console.log(f"step {step}: val loss {metrics['val_loss']:.4f}  bpb {metrics['val_bpb']:.3f}")
+        self.progress.console.print(f"step {step}: val loss {metrics['val_loss']:.4f}  bpb {metrics['val_bpb']:.3f}")
 
     def on_event(self, event):
-        self.progress.console.log(f"step {event['step']}: {event['kind']} " + ", ".join(
+        self.progress.console.print(f"step {event['step']}: {event['kind']} " + ", ".join(
             f"{k}={v}" for k, v in event.items() if k not in ("step", "kind") and not isinstance(v, (dict, list))))
 
     def on_train_end(self, summary):
