@@ -3,10 +3,9 @@
 import json
 
 import pytest
-import tomli_w
 
 from k1.testing.cli import run_k1
-from k1.testing.tiny import tiny_data_config
+from k1.testing.tiny import write_tiny_config_file
 
 
 k1 = run_k1
@@ -14,10 +13,7 @@ k1 = run_k1
 
 @pytest.fixture
 def cfg_file(tmp_path):
-    data = tiny_data_config(tmp_path / "data").model_dump(exclude_none=True)
-    path = tmp_path / "tiny.toml"
-    path.write_text(tomli_w.dumps({"data": data, "train": {"device": "cpu"}}))
-    return path
+    return write_tiny_config_file(tmp_path)
 
 
 def test_train_explain_generate_and_resume(cfg_file, tmp_path):

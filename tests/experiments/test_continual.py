@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-import tomli_w
 
 from k1.data import BatchSampler, load_corpus
 from k1.engine.train import Trainer, build_model
@@ -17,7 +16,7 @@ from k1.experiments.strategies import (STRATEGY_ORDER, ContinualConfig, EWCPenal
                                        ReservoirBuffer, strategy_config)
 from k1.testing.cli import run_k1
 from k1.testing import tiny_config
-from k1.testing.tiny import tiny_data_config
+from k1.testing.tiny import write_tiny_config_file
 
 DOMAINS = ["prose", "code", "science"]
 
@@ -170,17 +169,12 @@ k1 = run_k1
 
 @pytest.fixture
 def cfg_file(tmp_path):
-    data = tiny_data_config(tmp_path / "data").model_dump(exclude_none=True)
-    path = tmp_path / "tiny.toml"
-    path.write_text(tomli_w.dumps({
-        "data": data, "model": {"branching": [2, 2], "width": 32, "mlp_width": 64, "n_heads": 2, "context": 32},
-        "train": {"device": "cpu", "batch_size": 4, "eval_batches": 1},
-        "optim": {"warmup_steps": 2},
+    return write_tiny_config_file(
+        tmp_path, model={"branching": [2, 2], "width": 32, "mlp_width": 64, "n_heads": 2, "context": 32},
+        train={"batch_size": 4, "eval_batches": 1}, optim={"warmup_steps": 2},
         # k1-auto checks (and trials a change) every 2 steps, so trials happen inside these short stages
-        "autonomy": {"phase2_step": 0, "check_every": 2, "trial_steps": 1, "trial_batches": 1},
-        "continual": {"replay_buffer": 16, "ewc_batches": 2},
-    }))
-    return path
+        autonomy={"phase2_step": 0, "check_every": 2, "trial_steps": 1, "trial_batches": 1},
+        continual={"replay_buffer": 16, "ewc_batches": 2})
 
 
 def test_cli_writes_continual_json_with_the_schema(cfg_file, tmp_path):

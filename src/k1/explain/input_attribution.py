@@ -16,7 +16,7 @@ import torch
 from k1.engine.policies.attribution import AttributionConfig, AttributionPolicy
 from k1.engine.signals import StepSignals, flat_parents_tensor
 from k1.errors import DataError
-from k1.explain.step_tree import MARKS
+from k1.explain.step_tree import MARKS, tree_rows
 
 log = logging.getLogger(__name__)
 
@@ -128,24 +128,6 @@ def explain_input(run_dir: Path, text: str) -> dict:
 
 
 # ---- rendering ---------------------------------------------------------------------------------------
-def tree_rows(agents: list[dict]) -> list[tuple[str, dict]]:
-    """(indented label, agent) in depth-first order, drawn with the same branches as `k1 explain`."""
-    by_parent: dict[str | None, list[dict]] = {}
-    for a in agents:
-        by_parent.setdefault(a["parent"], []).append(a)
-    rows: list[tuple[str, dict]] = []
-
-    def walk(a: dict, prefix: str, last: bool, top: bool) -> None:
-        rows.append((f"{prefix}{'' if top else ('└─ ' if last else '├─ ')}{a['name']}", a))
-        kids = by_parent.get(a["name"], [])
-        for j, k in enumerate(kids):
-            walk(k, prefix + ("" if top else ("   " if last else "│  ")), j == len(kids) - 1, False)
-
-    for root in by_parent.get(None, []):
-        walk(root, "", True, True)
-    return rows
-
-
 def render_input_text(result: dict) -> str:
     """An indented text tree, one agent per line (grad, gate, ablation Δloss, role), then the blame path."""
     window = (f"the last {result['tokens']} of {result['tokens_total']} tokens (context {result['context']})"

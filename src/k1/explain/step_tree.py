@@ -93,13 +93,13 @@ def step_tree(run_dir: str | Path, step: int | None = None) -> dict:
     shape = load_shape(run_dir, row["step"])
     path = row.get("blame_path") or []
     culprit = path[-1] if path else None
+    names = {a.id: a.name for a in shape.agents}
     agents = []
     for i, a in enumerate(shape.agents):
         scale = row["scale"].get(a.name, 0.0)
         role = ("culprit" if a.name == culprit else "path" if a.name in path
                 else "selected" if scale > 0 else "untouched")
-        parent = None if a.parent is None else next(p.name for p in shape.agents if p.id == a.parent)
-        agents.append({"name": a.name, "id": a.id, "level": a.level, "parent": parent,
+        agents.append({"name": a.name, "id": a.id, "level": a.level, "parent": names.get(a.parent),
                        "grad_rms": row["grad_rms"][i], "gate_mass": row["gate_mass"][i],
                        "scale": scale, "role": role})
     return {"step": row["step"], "policy": row["policy"], "loss": row["loss"], "blame_path": path,
@@ -108,26 +108,32 @@ def step_tree(run_dir: str | Path, step: int | None = None) -> dict:
             "agents": agents}
 
 
-def render_text(tree: dict) -> str:
-    """An indented text tree, one agent per line, then the blame-path line."""
+def tree_rows(agents: list[dict]) -> list[tuple[str, dict]]:
+    """(indented label, agent) in depth-first order, drawn with the same branches as `k1 explain`."""
     by_parent: dict[str | None, list[dict]] = {}
-    for a in tree["agents"]:
+    for a in agents:
         by_parent.setdefault(a["parent"], []).append(a)
-    lines = [f"step {tree['step']}  policy {tree['policy']}  loss {tree['loss']:.4f}  "
-             f"params changed {tree['params_changed']:,} ({tree['frac_params_changed']:.2%})",
-             f"{'agent':<28} {'grad_rms':>10} {'gate':>7} {'scale':>6}  role"]
+    rows: list[tuple[str, dict]] = []
 
     def walk(a: dict, prefix: str, last: bool, top: bool) -> None:
-        branch = "" if top else ("└─ " if last else "├─ ")
-        label = f"{prefix}{branch}{a['name']}"
-        lines.append(f"{label:<28} {a['grad_rms']:>10.3e} {a['gate_mass']:>7.3f} {a['scale']:>6.2f}  "
-                     f"{MARKS[a['role']]} {a['role']}")
+        rows.append((f"{prefix}{'' if top else ('└─ ' if last else '├─ ')}{a['name']}", a))
         kids = by_parent.get(a["name"], [])
         for j, k in enumerate(kids):
             walk(k, prefix + ("" if top else ("   " if last else "│  ")), j == len(kids) - 1, False)
 
     for root in by_parent.get(None, []):
         walk(root, "", True, True)
+    return rows
+
+
+def render_text(tree: dict) -> str:
+    """An indented text tree, one agent per line, then the blame-path line."""
+    lines = [f"step {tree['step']}  policy {tree['policy']}  loss {tree['loss']:.4f}  "
+             f"params changed {tree['params_changed']:,} ({tree['frac_params_changed']:.2%})",
+             f"{'agent':<28} {'grad_rms':>10} {'gate':>7} {'scale':>6}  role"]
+    for label, a in tree_rows(tree["agents"]):
+        lines.append(f"{label:<28} {a['grad_rms']:>10.3e} {a['gate_mass']:>7.3f} {a['scale']:>6.2f}  "
+                     f"{MARKS[a['role']]} {a['role']}")
     path = tree["blame_path"]
     lines.append("blame path: " + (" → ".join(path) if path else "(none: this policy has no blame path)"))
     lines.append(render_events(tree.get("events", [])))

@@ -65,3 +65,15 @@ def tiny_run(root: Path, steps: int = 30) -> Path:
 
     Trainer(tiny_config(root / "data", [f"train.steps={steps}"]), root / "run", quiet=True).fit()
     return root / "run"
+
+
+def write_tiny_config_file(root: Path, **sections) -> Path:
+    """A TOML config file for the CLI: the synthetic corpus under `root/data`, CPU, plus `sections`."""
+    import tomli_w
+
+    from k1.config import merge
+
+    data = tiny_data_config(root / "data").model_dump(exclude_none=True)
+    path = root / "tiny.toml"
+    path.write_text(tomli_w.dumps(merge({"data": data, "train": {"device": "cpu"}}, sections)))
+    return path
