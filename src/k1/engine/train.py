@@ -14,6 +14,7 @@ import logging
 import math
 import time
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -268,8 +269,7 @@ class Trainer:
         """Put back model, optimizer, trust, shape, RNG and knobs; the data position moves on regardless."""
         shape = TreeShape.from_dict(snap.shape)
         if shape != self.shape:
-            self._install(build_model(self.cfg, self.corpus.vocab_size, shape).to(self.device))
-            self.trust = TrustVector(shape.n_agents, self.cfg.trust, self.device)
+            self._rebuild(shape)
             self._write_shape()
         self.model.load_state_dict(snap.model)
         self.optimizer.load_state_dict(clone_tensors(snap.optimizer))
@@ -280,6 +280,11 @@ class Trainer:
         if reset_step:  # a trial branch is undone: so are its steps and what they counted
             self.step = snap.step
             self._sum_frac_changed, self._sum_agents = (c.clone() for c in snap.knobs["counters"])
+
+    def _rebuild(self, shape: TreeShape) -> None:
+        """A fresh model, optimizer and trust vector of `shape`, to be filled from a snapshot or checkpoint."""
+        self._install(build_model(self.cfg, self.corpus.vocab_size, shape).to(self.device))
+        self.trust = TrustVector(shape.n_agents, self.cfg.trust, self.device)
 
     def apply_surgery(self, surgery: Surgery) -> None:
         """Rebuild model and optimizer for the new shape; agent rows (weights, moments, steps) follow ids."""
@@ -341,8 +346,7 @@ class Trainer:
         model_state, tensors, meta = load_checkpoint(ckpt)
         shape = TreeShape.from_dict(meta["shape"])
         if shape != self.shape:  # the tree was reshaped during the run: rebuild it as it was saved
-            self._install(build_model(self.cfg, self.corpus.vocab_size, shape).to(self.device))
-            self.trust = TrustVector(shape.n_agents, self.cfg.trust, self.device)
+            self._rebuild(shape)
         try:
             self.model.load_state_dict(model_state)
         except RuntimeError as e:
@@ -399,7 +403,6 @@ def _fmt(v) -> str:
 
 
 def _with_speed(r: StepRecord, tokens_per_s: float) -> StepRecord:
-    from dataclasses import replace
     return replace(r, tokens_per_s=tokens_per_s)
 
 

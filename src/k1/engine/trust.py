@@ -43,35 +43,39 @@ class TrustVector:
         self.count = torch.zeros((), device=device)  # steps seen (the EMA is only valid after one)
         self.prev_scale = torch.zeros(n_agents, device=device)
 
+    def _outcome(self, loss: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """tanh of the relative improvement of `loss` over the reference `loss_ema` (0 where not valid)."""
+        rel = (self.loss_ema - loss) / (self.loss_ema.abs() * self.cfg.tau).clamp_min(1e-12)
+        return torch.where(valid, torch.tanh(rel), torch.zeros_like(loss))
+
+    def _credit(self, scale: torch.Tensor, outcome: torch.Tensor, plan: UpdatePlan, step: int) -> None:
+        """The symmetric rule: reward/penalty by scale × outcome, decay towards the prior, clamp."""
+        c = self.cfg
+        self.trust = self.trust + c.rate * scale * outcome
+        self.trust = (self.trust + c.decay * (c.prior - self.trust)).clamp(0.0, 1.0)
+        self.last_update = torch.where(plan.selected, torch.full_like(self.last_update, float(step)), self.last_update)
+
     def update(self, plan: UpdatePlan, loss: torch.Tensor, step: int) -> torch.Tensor:
         """Credit the previous plan with this batch's loss, then remember this plan. Returns the outcome."""
         c = self.cfg
         loss = loss.detach().float()
         finite = torch.isfinite(loss)
-        has_ema = (self.count > 0) & finite
-        rel = (self.loss_ema - loss) / (self.loss_ema.abs() * c.tau).clamp_min(1e-12)
-        outcome = torch.where(has_ema, torch.tanh(rel), torch.zeros_like(loss))
-        self.trust = (self.trust + c.rate * self.prev_scale * outcome)
-        self.trust = (self.trust + c.decay * (c.prior - self.trust)).clamp(0.0, 1.0)
+        outcome = self._outcome(loss, (self.count > 0) & finite)
+        self._credit(self.prev_scale, outcome, plan, step)
         new_ema = torch.where(self.count > 0, c.ema * self.loss_ema + (1 - c.ema) * loss, loss)
         self.loss_ema = torch.where(finite, new_ema, self.loss_ema)
         self.count = self.count + finite.float()
         self.prev_scale = plan.scale.detach().float()
-        self.last_update = torch.where(plan.selected, torch.full_like(self.last_update, float(step)), self.last_update)
         return outcome
 
     def update_probe(self, plan: UpdatePlan, probe_loss: torch.Tensor, step: int) -> torch.Tensor:
-        """Probe mode: credit *this* plan with the change of the held-out probe loss it caused."""
-        c = self.cfg
+        """Probe mode: credit *this* plan with the change of the held-out probe loss it caused
+        (`loss_ema` then holds the previous probe loss)."""
         probe = probe_loss.detach().float()
-        ok = (self.count > 0) & torch.isfinite(probe)
-        rel = (self.loss_ema - probe) / (self.loss_ema.abs() * c.tau).clamp_min(1e-12)  # loss_ema: last probe
-        outcome = torch.where(ok, torch.tanh(rel), torch.zeros_like(probe))
-        self.trust = (self.trust + c.rate * plan.scale.float() * outcome)
-        self.trust = (self.trust + c.decay * (c.prior - self.trust)).clamp(0.0, 1.0)
+        outcome = self._outcome(probe, (self.count > 0) & torch.isfinite(probe))
+        self._credit(plan.scale.float(), outcome, plan, step)
         self.loss_ema = torch.where(torch.isfinite(probe), probe, self.loss_ema)
         self.count = self.count + 1
-        self.last_update = torch.where(plan.selected, torch.full_like(self.last_update, float(step)), self.last_update)
         return outcome
 
     def staleness(self, step: int) -> torch.Tensor:
