@@ -67,8 +67,12 @@ def train(
         if val is not None:
             extra.setdefault("train", {})[key] = val
     if resume is not None:
-        if config or preset or policy or set_:
-            raise ConfigError("--resume continues a run exactly as configured; only --steps may change")
+        changed = [flag for flag, given in (("--config", config), ("--preset", preset), ("--policy", policy),
+                                            ("--set", set_), ("--name", name), ("--seed", seed is not None),
+                                            ("--device", device), ("--out", out), ("--phase2", phase2)) if given]
+        if changed:
+            raise ConfigError(f"--resume continues a run exactly as configured; {changed[0]} would change it "
+                              "(only --steps and --checkpoint-every may be given)")
         cfg_file = resume / "config.toml"
         if not cfg_file.is_file():
             raise ConfigError(f"--resume {resume}: no config.toml there; is it a k1 run directory?")
@@ -81,8 +85,14 @@ def train(
     else:
         cfg = load_config(config, preset=preset, overrides=set_, extra=extra)
         run_dir = out or Path("runs") / cfg.name
-        if (run_dir / "checkpoints").exists():
+        from k1.engine.checkpoint import checkpoint_dirs, is_complete
+
+        if any(is_complete(d) for d in checkpoint_dirs(run_dir)):
             raise ConfigError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")
+        if (run_dir / "config.toml").exists():  # a run killed before its first checkpoint: nothing to resume
+            print(f"k1: {run_dir} has no complete checkpoint; starting it over", file=sys.stderr)
+            for stale in ("config.toml", "metrics.jsonl", "attribution.jsonl", "shapes.jsonl", "shape.json"):
+                (run_dir / stale).unlink(missing_ok=True)
         trainer = Trainer(cfg, run_dir, quiet=quiet)
     summary = trainer.fit()
     if quiet:

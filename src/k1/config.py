@@ -39,6 +39,7 @@ class TrainConfig(BaseModel):
     eval_every: int = Field(default=100, ge=1)
     eval_batches: int = Field(default=4, ge=1)  # per domain, fixed windows of the validation split
     checkpoint_every: int = Field(default=0, ge=0)  # 0: only a final checkpoint
+    keep_checkpoints: int = Field(default=0, ge=0)  # keep the newest N (plus the best); 0: keep all
     callbacks: list[str] = ["progress", "metrics", "attribution"]
 
 

@@ -30,6 +30,13 @@ class Registry(Generic[T]):
 
         return decorate
 
+    def add(self, name: str, item: T) -> T:
+        """Register an instance (a table entry rather than a class) under `name`."""
+        if name in self._items:
+            raise ValueError(f"{self.kind} {name!r} is registered twice")
+        self._items[name] = item
+        return item
+
     def get(self, name: str) -> type[T]:
         try:
             return self._items[name]

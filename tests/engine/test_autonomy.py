@@ -8,6 +8,8 @@ import torch
 from k1.engine.autonomy import Autonomy, AutonomyConfig, gini
 from k1.engine.plan import UpdatePlan
 from k1.engine.policies.base import UpdatePolicy
+from k1.engine.shape import TreeShape
+from k1.engine.step import train_step
 from k1.engine.train import Trainer
 
 
@@ -17,7 +19,7 @@ def test_gini_by_hand():
 
 
 def test_stages_advance_after_3_5_10_successful_breaks_and_never_past_4():
-    a = Autonomy(AutonomyConfig())
+    a = Autonomy(AutonomyConfig(), TreeShape.from_branching([2]), torch.device("cpu"))
     assert a.allows("grow") and not a.allows("tune")
     stages = [a.record_break(True) for _ in range(12)]
     assert stages[2] == 2 and stages[4] == 3 and stages[9] == 4
@@ -58,15 +60,15 @@ def test_trust_falls_for_a_harmful_agent_and_rises_for_a_helpful_one(outcome, ti
     cfg = tiny_cfg("model.branching=[2]", "optim.lr=3e-3", "optim.shared=\"frozen\"", "optim.warmup_steps=0",
                    f"trust.outcome=\"{outcome}\"", policy={"name": "dense"})
     tr = Trainer(cfg, tmp_path / "run", quiet=True, callbacks=[])
-    tr.policy = Alternate(cfg.policy, tr.shape)
+    tr.state.policy = Alternate(cfg.policy, tr.state.shape)
     # make agent 2's updates harmful: its gradient rows are negated, so its optimizer step ascends the loss
     flip = torch.tensor([1.0, -1.0])
-    for _, p in tr.model.levels[1].agent_parameters():
+    for _, p in tr.state.model.levels[1].agent_parameters():
         p.register_hook(lambda g: g * flip.view(-1, *([1] * (g.dim() - 1))))
-    x, y = tr.sampler.next()
+    x, y = tr.state.sampler.next()
     for _ in range(40):  # the same batch: its loss change is the outcome of the previous update alone
-        tr.train_step(x, y)
-    trust = tr.trust.trust.tolist()
+        train_step(tr.state, x, y)
+    trust = tr.state.trust.trust.tolist()
     assert trust[1] > 0.6 and trust[2] < 0.4, trust
 
 
@@ -77,10 +79,10 @@ def test_a_reshaped_phase2_run_resumes_with_its_tree_and_stage(tiny_cfg, tmp_pat
     first = Trainer(cfg, tmp_path / "run", quiet=True)
     first.cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": 20})})
     first.fit()
-    assert first.shape.n_agents != 7 or first.organizer.autonomy.stage > 1  # something changed before step 20
+    assert first.state.shape.n_agents != 7 or first.state.autonomy.stage > 1  # something changed before step 20
     resumed = Trainer(cfg, tmp_path / "run", quiet=True)
     resumed.restore()
-    assert resumed.shape == first.shape
-    assert resumed.organizer.autonomy.stage == first.organizer.autonomy.stage
-    assert resumed.organizer.autonomy.successful_breaks == first.organizer.autonomy.successful_breaks
+    assert resumed.state.shape == first.state.shape
+    assert resumed.state.autonomy.stage == first.state.autonomy.stage
+    assert resumed.state.autonomy.successful_breaks == first.state.autonomy.successful_breaks
     assert resumed.fit()["steps"] >= 40

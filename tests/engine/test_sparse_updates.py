@@ -5,19 +5,20 @@ import pytest
 import torch
 
 from k1.engine.policies import POLICIES
+from k1.engine.step import train_step
 from k1.engine.train import Trainer, lr_at
 
 
 def snapshot(trainer):
-    params = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
-    state = {n: {k: v.clone() for k, v in st.items()} for n, st in trainer.optimizer.state.items()}
-    steps = [s.clone() for s in trainer.optimizer.agent_steps]
+    params = {n: p.detach().clone() for n, p in trainer.state.model.named_parameters()}
+    state = {n: {k: v.clone() for k, v in st.items()} for n, st in trainer.state.optimizer.state.items()}
+    steps = [s.clone() for s in trainer.state.optimizer.agent_steps]
     return params, state, steps
 
 
 def agent_rows(trainer, flat_i):
     """(level index, row) of a flat agent index."""
-    offs = trainer.shape.level_offsets()
+    offs = trainer.state.shape.level_offsets()
     lv = max(l for l, o in enumerate(offs) if o <= flat_i)
     return lv, flat_i - offs[lv]
 
@@ -27,20 +28,20 @@ def test_unselected_agents_are_bit_identical_and_selected_ones_move(policy, tiny
     cfg = tiny_cfg("model.branching=[3, 2]", policy={"name": policy})
     tr = Trainer(cfg, tmp_path / "run", quiet=True, callbacks=[])
     for _ in range(3):  # fill the moments so "unchanged moments" is not trivially zero == zero
-        tr.train_step(*tr.sampler.next())
+        train_step(tr.state, *tr.state.sampler.next())
     before_p, before_s, before_steps = snapshot(tr)
-    rec = tr.train_step(*tr.sampler.next())
+    rec = train_step(tr.state, *tr.state.sampler.next())
     after_p, after_s, after_steps = snapshot(tr)
 
     assert (rec.signals.grad_rms > 0).all(), "the test needs non-zero gradients everywhere"
     selected = rec.plan.selected.tolist()
     if policy != "dense":
         assert not all(selected)
-    names = {id(p): n for n, p in tr.model.named_parameters()}
+    names = {id(p): n for n, p in tr.state.model.named_parameters()}
     for i, sel in enumerate(selected):
         lv, row = agent_rows(tr, i)
         moved = False
-        for pname, p in tr.model.levels[lv].agent_parameters():
+        for pname, p in tr.state.model.levels[lv].agent_parameters():
             full = names[id(p)]
             same_p = torch.equal(before_p[full][row], after_p[full][row])
             for k in before_s[full]:
@@ -64,7 +65,7 @@ def test_unselected_agents_are_bit_identical_and_selected_ones_move(policy, tiny
 def test_dense_policy_matches_torch_adamw(tiny_cfg, tmp_path):
     cfg = tiny_cfg("optim.grad_clip=0", "optim.warmup_steps=0", policy={"name": "dense"})
     tr = Trainer(cfg, tmp_path / "run", quiet=True, callbacks=[])
-    ref = {n: p.detach().clone().requires_grad_(True) for n, p in tr.model.named_parameters()}
+    ref = {n: p.detach().clone().requires_grad_(True) for n, p in tr.state.model.named_parameters()}
     o = cfg.optim
     decay = [p for n, p in ref.items() if (n.startswith("levels.") and n.split(".")[-1].endswith("_w")
                                            and not n.split(".")[-1].startswith("ln")) or
@@ -73,34 +74,34 @@ def test_dense_policy_matches_torch_adamw(tiny_cfg, tmp_path):
     torch_opt = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=o.lr, betas=o.betas, eps=o.eps)
     for _ in range(3):
-        x, y = tr.sampler.next()
-        lr = lr_at(tr.step, cfg)
-        tr.train_step(x, y)
+        x, y = tr.state.sampler.next()
+        lr = lr_at(tr.state.step, cfg)
+        train_step(tr.state, x, y)
         # the same batch through the reference parameters, stepped by torch's own AdamW
-        tr_ref = torch.func.functional_call(tr.model, {n: ref[n] for n in ref}, (x, y))[1]
+        tr_ref = torch.func.functional_call(tr.state.model, {n: ref[n] for n in ref}, (x, y))[1]
         for g in torch_opt.param_groups:
             g["lr"] = lr
         torch_opt.zero_grad()
         tr_ref.backward()
         torch_opt.step()
-    for n, p in tr.model.named_parameters():
+    for n, p in tr.state.model.named_parameters():
         assert torch.allclose(p, ref[n], atol=1e-6, rtol=1e-5), n
 
 
 def test_non_finite_loss_changes_nothing(tiny_cfg, tmp_path):
     tr = Trainer(tiny_cfg(policy={"name": "dense"}), tmp_path / "run", quiet=True, callbacks=[])
-    tr.train_step(*tr.sampler.next())
+    train_step(tr.state, *tr.state.sampler.next())
     before, state, steps = snapshot(tr)
     with torch.no_grad():
-        tr.model.ln_f.weight[0] = float("nan")
-    x, y = tr.sampler.next()
-    rec = tr.train_step(x, y)
+        tr.state.model.ln_f.weight[0] = float("nan")
+    x, y = tr.state.sampler.next()
+    rec = train_step(tr.state, x, y)
     with torch.no_grad():
-        tr.model.ln_f.weight[0] = before["ln_f.weight"][0]
+        tr.state.model.ln_f.weight[0] = before["ln_f.weight"][0]
     assert not bool(rec.finite)
     assert int(rec.stats.params_changed) == 0
-    for n, p in tr.model.named_parameters():
+    for n, p in tr.state.model.named_parameters():
         assert torch.equal(p, before[n]), n
-    for n, st in tr.optimizer.state.items():
+    for n, st in tr.state.optimizer.state.items():
         for k, v in st.items():
             assert torch.equal(v, state[n][k]), (n, k)

@@ -76,5 +76,5 @@ def test_training_learns_below_unigram_entropy(tiny_cfg, tmp_path):
                    policy={"name": "dense"})
     tr = Trainer(cfg, tmp_path / "run", quiet=True)
     s = tr.fit()
-    unigram = tr.corpus.unigram_bits_per_byte()
+    unigram = tr.state.corpus.unigram_bits_per_byte()
     assert s["val_bpb"] < sum(unigram.values()) / len(unigram)

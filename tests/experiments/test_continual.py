@@ -8,10 +8,12 @@ import pytest
 import torch
 
 from k1.data import BatchSampler, load_corpus
-from k1.engine.train import Trainer, build_model
+from k1.engine.loop import Stage, run
+from k1.engine.step import train_step
+from k1.engine.train import Trainer, build_model, standard_hooks
 from k1.errors import ConfigError
-from k1.experiments.continual import (check_run, continual_metrics, load_configs, mean_std, run_one,
-                                      strategy_trainer, train_stage)
+from k1.experiments.continual import (StageRecorder, check_run, continual_metrics, domain_stages, load_configs,
+                                      mean_std, run_one, strategy_state)
 from k1.experiments.strategies import (STRATEGY_ORDER, ContinualConfig, EWCPenalty, ReplaySampler,
                                        ReservoirBuffer, strategy_config)
 from k1.testing.cli import run_k1
@@ -21,15 +23,11 @@ from k1.testing.tiny import write_tiny_config_file
 DOMAINS = ["prose", "code", "science"]
 
 
-def sparsity():
-    return {k: torch.zeros(()) for k in ("changed", "agents", "steps")}
-
-
 @pytest.fixture
 def tiny(tmp_path):
     """The tiny preset on the synthetic corpus, as `k1 continual` would run it with 4 steps per domain."""
     cfg = tiny_config(tmp_path / "data", ["train.batch_size=4", "train.eval_batches=1", "optim.warmup_steps=2"])
-    cfg, _ = check_run(cfg, DOMAINS, ["naive"], 1, 4)
+    cfg, _ = check_run(cfg, DOMAINS, ["gpt-naive"], 1, 4)
     return cfg, load_corpus(cfg.data)
 
 
@@ -58,7 +56,7 @@ def test_mean_std_is_over_seeds_with_sample_std():
 # ---- the model persists ---------------------------------------------------------------------------------
 def test_model_persists_across_stages(tiny, tmp_path):
     cfg, corpus = tiny
-    out = run_one(cfg, ContinualConfig(), "naive", 7, corpus, tmp_path / "run")
+    out = run_one(cfg, ContinualConfig(), "gpt-naive", 7, corpus, tmp_path / "run")
     n = len(DOMAINS)
     assert len(out["R"]) == n and all(len(row) == n for row in out["R"]) and len(out["R_init"]) == n
     assert out["steps"] == n * 4
@@ -66,18 +64,35 @@ def test_model_persists_across_stages(tiny, tmp_path):
         {k: continual_metrics(out["R"], out["R_init"])[k] for k in ("final_avg", "bwt", "fwt")}
     assert out["R"][1][0] != out["R"][0][0]  # training on code moved the prose loss: the same model trained on
 
-    # replay the first two stages by hand: one trainer that carries on reproduces R exactly ...
-    tr = strategy_trainer(cfg, "naive", 7, corpus, tmp_path / "again")
-    for i, d in enumerate(DOMAINS[:2]):
-        tr.sampler = BatchSampler(corpus, 4, cfg.model.context, seed=7, domains=[d])
-        train_stage(tr, (i + 1) * 4, sparsity())
-        assert [tr.evaluate()["domains"][x]["bpb"] for x in DOMAINS] == pytest.approx(out["R"][i], abs=1e-6)
+    # the first two stages again: one state that carries on through the loop reproduces R exactly ...
+    state = strategy_state(cfg, "gpt-naive", 7, corpus)
+    rec = StageRecorder(DOMAINS, tmp_path / "again")
+    run(state, domain_stages(DOMAINS, 4)[:2], standard_hooks(state.cfg, quiet=True, recorders=[]) + [rec],
+        tmp_path / "again", final_checkpoint=False)
+    for i in range(2):
+        assert rec.R[i] == pytest.approx(out["R"][i], abs=1e-6)
     # ... and a fresh model trained on code alone (same steps, same schedule position) does not
-    fresh = strategy_trainer(cfg, "naive", 7, corpus, tmp_path / "fresh")
-    fresh.step = 4
-    fresh.sampler = BatchSampler(corpus, 4, cfg.model.context, seed=7, domains=["code"])
-    train_stage(fresh, 8, sparsity())
-    assert [fresh.evaluate()["domains"][x]["bpb"] for x in DOMAINS] != pytest.approx(out["R"][1], abs=1e-4)
+    fresh = strategy_state(cfg, "gpt-naive", 7, corpus)
+    fresh.progress.step = 4
+    rec = StageRecorder(DOMAINS, tmp_path / "fresh")
+    run(fresh, [Stage("code", 8, index=1, domains=["code"], eval_every=0)],
+        standard_hooks(fresh.cfg, quiet=True, recorders=[]) + [rec], tmp_path / "fresh", final_checkpoint=False)
+    assert rec.R[0] != pytest.approx(out["R"][1], abs=1e-4)
+
+
+def test_a_continual_run_is_an_ordinary_run_directory(tiny, tmp_path):
+    """config.toml, the logs and a weights-only checkpoint per stage: what explain and specialize read."""
+    cfg, corpus = tiny
+    run_one(cfg, ContinualConfig(), "k1-attribution", 7, corpus, tmp_path / "run")
+    run_dir = tmp_path / "run"
+    assert (run_dir / "config.toml").is_file() and (run_dir / "attribution.jsonl").is_file()
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step-12", "step-4", "step-8"]
+    from k1.engine.generate import load_run_model
+
+    model, _, _ = load_run_model(run_dir)
+    assert model.shape.n_agents == 7
+    r = run_k1("explain", "--run", run_dir, "--json")
+    assert json.loads(r.stdout)["step"] == 12
 
 
 # ---- replay ---------------------------------------------------------------------------------------------
@@ -113,7 +128,7 @@ def test_replay_mixes_past_domain_windows_at_the_configured_fraction(tiny):
 def test_ewc_penalty_is_zero_at_anchor_and_its_gradient_is_lambda_f_delta(tiny):
     cfg, corpus = tiny
     torch.manual_seed(0)
-    model = build_model(strategy_config("ewc", cfg), corpus.vocab_size)
+    model = build_model(strategy_config("gpt-ewc", cfg), corpus.vocab_size)
     sampler = BatchSampler(corpus, 4, cfg.model.context, seed=3, domains=["prose"])
     ewc = EWCPenalty(lam=50.0)
     ewc.consolidate(model, [sampler.next() for _ in range(3)])
@@ -137,7 +152,8 @@ def test_ewc_penalty_is_zero_at_anchor_and_its_gradient_is_lambda_f_delta(tiny):
 
 # ---- strategies -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name, arch, policy", [
-    ("naive", "dense", "dense"), ("replay", "dense", "dense"), ("ewc", "dense", "dense"),
+    ("gpt-naive", "dense", "dense"), ("gpt-replay", "dense", "dense"), ("gpt-ewc", "dense", "dense"),
+    ("tree-naive", "tree", "dense"), ("tree-replay", "tree", "dense"), ("tree-ewc", "tree", "dense"),
     ("random-k", "tree", "random"), ("k1-attribution", "tree", "attribution"), ("k1-hybrid", "tree", "hybrid"),
     ("k1-auto", "tree", "attribution"),
 ])
@@ -158,8 +174,8 @@ def test_random_k_and_hybrid_update_as_many_agents_per_step_as_attribution(tiny,
     counts = {}
     for name in ("k1-attribution", "random-k", "k1-hybrid"):
         tr = Trainer(strategy_config(name, cfg), tmp_path / name, corpus=corpus, quiet=True, callbacks=[])
-        counts[name] = [int(tr.train_step(*tr.sampler.next()).plan.selected.sum()) for _ in range(4)]
-        assert tr.shape.n_levels == len(branching) + 1
+        counts[name] = [int(train_step(tr.state, *tr.state.sampler.next()).plan.selected.sum()) for _ in range(4)]
+        assert tr.state.shape.n_levels == len(branching) + 1
     assert counts["random-k"] == counts["k1-attribution"] == counts["k1-hybrid"] == [len(branching) + 1] * 4
 
 
@@ -199,8 +215,9 @@ def test_cli_writes_continual_json_with_the_schema(cfg_file, tmp_path):
         assert s["R"]["mean"][2][1] == pytest.approx((seeds[0]["R"][2][1] + seeds[1]["R"][2][1]) / 2)
         for m in ("final_avg", "bwt", "forgetting_max", "fwt"):
             assert s[m] == pytest.approx(mean_std([continual_metrics(r["R"], r["R_init"])[m] for r in seeds]))
-    naive, random_k = report["strategies"][0], report["strategies"][3]
-    assert naive["frac_params_changed"]["mean"] > random_k["frac_params_changed"]["mean"]
+    by_name = {s["name"]: s for s in report["strategies"]}
+    for naive in ("gpt-naive", "tree-naive"):
+        assert by_name[naive]["frac_params_changed"]["mean"] > by_name["random-k"]["frac_params_changed"]["mean"]
     auto = report["strategies"][-1]["per_seed"][0]["organizer"]
     assert auto["commits"] + auto["trial_rollbacks"] > 0, "k1-auto's autonomy must act inside the stages"
     md = (out / "continual.md").read_text()
@@ -209,13 +226,13 @@ def test_cli_writes_continual_json_with_the_schema(cfg_file, tmp_path):
 
 
 @pytest.mark.parametrize("domains, strategies, seeds, overrides, needle", [
-    (DOMAINS, ["naive", "nope"], 1, [], "unknown strategy 'nope'"),
-    (["prose", "poetry"], ["naive"], 1, [], "unknown domain 'poetry'"),
-    (["prose"], ["naive"], 1, [], "at least 2 domains"),
-    (["prose", "prose"], ["naive"], 1, [], "appears twice"),
-    (DOMAINS, ["naive"], 0, [], "--seeds must be at least 1"),
-    (DOMAINS, ["naive"], 1, ["continual.replay_fraction=2"], "continual.replay_fraction"),
-    (DOMAINS, ["naive"], 1, ["continual.ewc_lambdda=1"], "continual.ewc_lambdda"),
+    (DOMAINS, ["gpt-naive", "nope"], 1, [], "unknown strategy 'nope'"),
+    (["prose", "poetry"], ["gpt-naive"], 1, [], "unknown domain 'poetry'"),
+    (["prose"], ["gpt-naive"], 1, [], "at least 2 domains"),
+    (["prose", "prose"], ["gpt-naive"], 1, [], "appears twice"),
+    (DOMAINS, ["gpt-naive"], 0, [], "--seeds must be at least 1"),
+    (DOMAINS, ["gpt-naive"], 1, ["continual.replay_fraction=2"], "continual.replay_fraction"),
+    (DOMAINS, ["gpt-naive"], 1, ["continual.ewc_lambdda=1"], "continual.ewc_lambdda"),
 ])
 def test_bad_input_is_a_one_line_config_error(cfg_file, domains, strategies, seeds, overrides, needle):
     with pytest.raises(ConfigError) as e:
@@ -225,6 +242,6 @@ def test_bad_input_is_a_one_line_config_error(cfg_file, domains, strategies, see
 
 
 def test_cli_error_is_one_line_and_exit_code_2(cfg_file, tmp_path):
-    r = k1("continual", "--config", cfg_file, "--out", tmp_path / "x", "--strategies", "naive,nope", check=False)
+    r = k1("continual", "--config", cfg_file, "--out", tmp_path / "x", "--strategies", "gpt-naive,nope", check=False)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("k1: error:") and "nope" in lines[0]

@@ -13,6 +13,7 @@ successful breaks (cumulative). Hard bounds (lr scale, top-K, tree size, patienc
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import torch
@@ -99,10 +100,14 @@ def diagnose(w: Window, names: list[str], cfg: AutonomyConfig) -> dict:
 
 
 class Autonomy:
-    """Stage book-keeping, the proposer and the self-stop rule (all measured values are logged by the trainer)."""
+    """Stage book-keeping, the measurement window, the proposer and the self-stop rule.
 
-    def __init__(self, cfg: AutonomyConfig):
-        self.cfg = cfg
+    Part of the run state (`TrainState.autonomy`): the window accumulates device tensors per step and is
+    read once per check; everything here is saved in checkpoints, so a resumed run decides the same.
+    """
+
+    def __init__(self, cfg: AutonomyConfig, shape, device):
+        self.cfg, self.device = cfg, device
         self.stage = cfg.start_stage
         self.successful_breaks = 0
         self.phase = 1
@@ -110,6 +115,56 @@ class Autonomy:
         self.evals_since_best = 0
         self.patience = cfg.patience_bounds[1]
         self.min_delta = cfg.min_delta_bounds[0]
+        self.val_history: list[float] = []
+        self.reset_window(shape)
+
+    # ---- the window: per-step device tensors since the last check ----------------------------------
+    def reset_window(self, shape) -> None:
+        A, dev = shape.n_agents, self.device
+        self.w_sel, self.w_culprit = torch.zeros(A, device=dev), torch.zeros(A, device=dev)
+        self.w_grads, self.w_losses, self.w_gnorms = [], [], []
+        self._leaf_mask = torch.tensor(shape.is_leaf(), device=dev)
+
+    def observe(self, r) -> None:
+        """Accumulate one step's selection, culprit, gradients and loss (no host sync)."""
+        self.w_sel += r.plan.selected.float()
+        if r.plan.path is not None:
+            culprit = r.plan.path[-1]
+        else:  # no blame path: the leaf with the largest gradient
+            culprit = torch.where(self._leaf_mask, r.signals.grad_rms, -1.0).argmax()
+        self.w_culprit.index_add_(0, culprit.view(1), torch.ones(1, device=culprit.device))
+        self.w_grads.append(r.signals.grad_rms)
+        self.w_losses.append(r.loss)
+        self.w_gnorms.append(r.grad_norm)
+
+    def window(self, trust: torch.Tensor) -> Window:
+        import math
+
+        losses = torch.stack(self.w_losses).float().tolist()  # host sync (check point)
+        gnorms = torch.stack(self.w_gnorms).float().tolist()
+        ok = [i for i, x in enumerate(losses) if math.isfinite(x)]
+        return Window([losses[i] for i in ok], [gnorms[i] for i in ok if math.isfinite(gnorms[i])],
+                      self.w_sel.cpu(), self.w_culprit.cpu(), torch.stack(self.w_grads).float().cpu(),
+                      trust.float().cpu())
+
+    _SCALARS = ("stage", "successful_breaks", "phase", "best_val", "evals_since_best", "patience", "min_delta",
+                "val_history")
+
+    def state_dict(self) -> dict:
+        stack = lambda xs: torch.stack(xs) if xs else None  # noqa: E731
+        return {**{k: copy.deepcopy(getattr(self, k)) for k in self._SCALARS},
+                "w_sel": self.w_sel, "w_culprit": self.w_culprit, "w_grads": stack(self.w_grads),
+                "w_losses": stack(self.w_losses), "w_gnorms": stack(self.w_gnorms)}
+
+    def load_state_dict(self, s: dict, device=None) -> None:
+        dev = device or self.device
+        for k in self._SCALARS:
+            setattr(self, k, copy.deepcopy(s[k]))
+        self.w_sel, self.w_culprit = s["w_sel"].to(dev).clone(), s["w_culprit"].to(dev).clone()
+        if self.w_sel.shape != self._leaf_mask.shape:
+            raise ValueError(f"window has {self.w_sel.shape[0]} agents, the tree {self._leaf_mask.shape[0]}")
+        for k in ("w_grads", "w_losses", "w_gnorms"):
+            setattr(self, k, [] if s[k] is None else [t.to(dev).clone() for t in s[k]])
 
     def allows(self, action: str) -> bool:
         return action in STAGE_ACTIONS[self.stage]

@@ -21,8 +21,8 @@ def load_run_model(run_dir: Path):
         raise CheckpointError(f"{run_dir}: no config.toml; is it a k1 run directory?")
     cfg = load_config(cfg_file)
     tok = load_tokenizer(cfg.data.tokenizer)
-    model_state, _, meta = load_checkpoint(latest_checkpoint(run_dir))
-    model = build_model(cfg, tok.vocab_size, TreeShape.from_dict(meta["shape"]))
+    model_state, state = load_checkpoint(latest_checkpoint(run_dir))
+    model = build_model(cfg, tok.vocab_size, TreeShape.from_dict(state["shape"]))
     try:
         model.load_state_dict(model_state)
     except RuntimeError as e:

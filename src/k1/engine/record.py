@@ -1,4 +1,4 @@
-"""`StepRecord`: the read-only account of one training step that callbacks receive.
+"""`StepResult`: the read-only account of one training step that hooks receive.
 
 Tensors stay on the device; a callback converts them only when `log_due` is set (the one host sync
 point of the loop), so an unlogged step costs no synchronisation.
@@ -16,7 +16,7 @@ from k1.engine.signals import StepSignals
 
 
 @dataclass(frozen=True)
-class StepRecord:
+class StepResult:
     step: int  # 1-based index of the step just taken
     lr: float
     tokens: int  # tokens in this step's batch
@@ -31,11 +31,21 @@ class StepRecord:
     agent_names: list[str]  # names in flat order for this step's tree (it may be reshaped between steps)
     total_params: int  # all parameters of this step's model, shared ones included
     tokens_per_s: float | None = None  # measured over the last log interval (set when log_due)
+    trial: int | None = None  # a phase-2 trial's number when this step ran inside one of its branches
+    branch: str | None = None  # "control" or "change" inside a trial
+
+    def key(self) -> dict:
+        """What identifies this step in the logs: the step, plus trial and branch inside a trial."""
+        return {"step": self.step} if self.trial is None else {"step": self.step, "trial": self.trial,
+                                                               "branch": self.branch}
+
+
+StepRecord = StepResult  # the name recorders knew it by
 
 
 @dataclass(frozen=True)
 class RunInfo:
-    """What callbacks may know about the run (never the trainer itself)."""
+    """What recorders may know about the run (never the state itself)."""
 
     out_dir: object  # pathlib.Path
     agent_names: list[str]

@@ -1,22 +1,21 @@
-"""Safety rails: a ring of in-memory snapshots (optionally mirrored to disk) and the checks that use it.
+"""Safety rails: the snapshot ring (optionally mirrored to disk) and the helpers the rails use.
 
-A snapshot holds everything a rollback must restore: the tree shape, model parameters, optimizer state
-(moments and per-agent steps), trust, the policy's generator, the torch RNG, and the run-time knobs the
-controller tunes (lr scale, top-K). The data position is *not* rolled back: after a rollback training
-continues on fresh batches, so a bad batch is not replayed into the same failure.
+A snapshot is `TrainState.snapshot()`: every field the state table marks as snapshotted (shape, model,
+optimizer, trust, policy stream and top-K, torch RNG, knobs, progress). The data position is *not* in it:
+after a rollback training continues on fresh batches, so a bad batch is not replayed into the same failure.
+The ring itself is part of the run state, so a rollback after a resume restores the same snapshot an
+uninterrupted run would.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-
-from k1.engine.checkpoint import save_checkpoint
 
 
 class SafetyConfig(BaseModel):
@@ -30,46 +29,49 @@ class SafetyConfig(BaseModel):
     gate_threshold: float = Field(default=0.0, ge=0)  # how much (relative) a trialled change may worsen held-out loss
 
 
-@dataclass
-class Snapshot:
-    step: int
-    shape: dict
-    model: dict[str, torch.Tensor]
-    optimizer: dict[str, torch.Tensor]
-    trust: dict[str, torch.Tensor]
-    policy_rng: torch.Tensor
-    torch_rng: torch.Tensor
-    knobs: dict
-    reason: str
-
-
 class SnapshotRing:
     """The last `size` snapshots; `latest()` is the one a rollback restores."""
 
-    def __init__(self, size: int, disk_dir: Path | None = None):
-        self.ring: deque[Snapshot] = deque(maxlen=size)
-        self.disk_dir = disk_dir
+    def __init__(self, size: int):
+        self.ring: deque[dict] = deque(maxlen=size)
 
-    def push(self, snap: Snapshot) -> None:
+    def push(self, snap: dict, disk_dir: Path | None = None) -> None:
         self.ring.append(snap)
-        if self.disk_dir is not None:
-            save_checkpoint(self.disk_dir / f"step-{snap.step}", snap.model,
-                            {**{f"optim.{k}": v for k, v in snap.optimizer.items()},
-                             **{f"trust.{k}": v for k, v in snap.trust.items()}},
-                            {"step": snap.step, "shape": snap.shape, "reason": snap.reason,
-                             "knobs": {k: v for k, v in snap.knobs.items() if k != "counters"}})
+        if disk_dir is not None:
+            from k1.engine.checkpoint import save_checkpoint
 
-    def latest(self) -> Snapshot | None:
+            save_checkpoint(disk_dir / f"step-{snap['at_step']}", snap["model"],
+                            {k: v for k, v in snap.items() if k != "model"})
+
+    def latest(self) -> dict | None:
         return self.ring[-1] if self.ring else None
 
     def __len__(self) -> int:
         return len(self.ring)
 
+    def state_dict(self) -> list:
+        return list(self.ring)
 
-def clone_tensors(d: dict) -> dict:
-    return {k: (v.detach().clone() if torch.is_tensor(v) else copy.deepcopy(v)) for k, v in d.items()}
+    def load_state_dict(self, snaps: list, device=None) -> None:
+        self.ring.clear()
+        self.ring.extend(snaps)
+
+
+def clone_tree(x):
+    """A deep copy of nested dicts/lists whose tensors are detached clones (snapshots never alias the run)."""
+    if torch.is_tensor(x):
+        return x.detach().clone()
+    if isinstance(x, dict):
+        return {k: clone_tree(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [clone_tree(v) for v in x]
+    return copy.deepcopy(x)
 
 
 def all_finite(model) -> bool:
     """True when every parameter is finite (one host sync; used only at check points)."""
     return bool(torch.stack([p.detach().isfinite().all() for p in model.parameters()]).all())
+
+
+def finite(x: float) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)

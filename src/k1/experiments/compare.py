@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -17,10 +18,32 @@ from rich.table import Table
 
 from k1.config import RunConfig, load_config
 from k1.data import load_corpus
+from k1.registry import Registry
 
 log = logging.getLogger(__name__)
 
-POLICY_ORDER = ["dense", "attribution", "hybrid", "trust", "random", "k1-auto"]
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the table: which model, under which policy, with or without autonomy."""
+
+    name: str
+    arch: str  # "dense": DenseGPT; "tree": the AgentTree
+    policy: str
+    autonomy: bool = False
+
+    def config(self, base: RunConfig) -> RunConfig:
+        auto = base.autonomy.model_copy(update={"enabled": self.autonomy})
+        return base.model_copy(update={"arch": self.arch, "policy": _policy(self.policy), "autonomy": auto,
+                                       "name": self.name})
+
+
+ROWS: Registry[Row] = Registry("compare row")
+for _r in [Row("gpt", "dense", "dense"), Row("dense", "tree", "dense"), Row("attribution", "tree", "attribution"),
+           Row("hybrid", "tree", "hybrid"), Row("trust", "tree", "trust"), Row("random", "tree", "random"),
+           Row("k1-auto", "tree", "attribution", autonomy=True)]:  # attribution + plasticity + autonomy
+    ROWS.add(_r.name, _r)
+POLICY_ORDER = [n for n in ROWS.names() if n != "gpt"]  # the tree rows, in table order
 
 
 def run_compare(base: RunConfig, out_dir: Path, policies: list[str] | None = None, quiet: bool = False,
@@ -31,14 +54,7 @@ def run_compare(base: RunConfig, out_dir: Path, policies: list[str] | None = Non
     console = console or Console()
     out_dir.mkdir(parents=True, exist_ok=True)
     corpus = load_corpus(base.data)
-    runs = [("gpt", base.model_copy(update={"arch": "dense", "policy": _policy("dense"), "name": "gpt"}))]
-    for name in policies or POLICY_ORDER:
-        if name == "k1-auto":  # attribution + plasticity + autonomy (issue #3), everything else equal
-            auto = base.autonomy.model_copy(update={"enabled": True})
-            runs.append((name, base.model_copy(update={"arch": "tree", "policy": _policy("attribution"),
-                                                       "autonomy": auto, "name": name})))
-            continue
-        runs.append((name, base.model_copy(update={"arch": "tree", "policy": _policy(name), "name": name})))
+    runs = [(name, ROWS.get(name).config(base)) for name in ["gpt", *(policies or POLICY_ORDER)]]
     rows = []
     for label, cfg in runs:
         console.rule(f"[bold]{label}[/] ({'DenseGPT' if cfg.arch == 'dense' else 'AgentTree'}, policy {cfg.policy.name})")

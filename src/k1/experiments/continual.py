@@ -11,15 +11,16 @@ lower-is-better (a loss, not an accuracy, so the signs are flipped relative to G
     forgetting_max   = mean_{j<n-1} (R[n-1][j] − min_{i<n-1} R[i][j])  (max-based, Chaudhry et al. 2018)
     fwt              = mean_{j>0}   (R[j-1][j] − R_init[j])          < 0: earlier domains already helped j
 
-One Trainer per (strategy, seed) persists across the stages; only its sampler changes. Its learning-rate
-schedule spans the whole sequence (`train.steps = domains × steps_per_domain`): warmup once, one cosine.
-The stage loop drives `Trainer.train_step` and the organizer's hooks itself (as `Trainer.fit` does,
-without callbacks, checkpoints or mid-stage evaluations) so that k1-auto's autonomy acts inside each
-stage; a trial starts only if it ends inside its stage, and its held-out judgement sees the current
-domain's validation windows only (no peeking at other domains). The safety rails stay on for every
-strategy, but the loss-spike baseline restarts at each domain switch (a new domain's higher loss is
-expected). Strategies and the replay / EWC baselines live in `strategies.py`; the report in
-`continual_report.py`.
+One `TrainState` per (strategy, seed) persists across the stages, trained by the engine's one loop
+(`k1.engine.loop.run`) with one stage per domain: a fresh sampler of that domain, no mid-stage evaluation.
+Its learning-rate schedule spans the whole sequence (`train.steps = domains × steps_per_domain`): warmup
+once, one cosine. k1-auto's autonomy acts inside each stage; a trial starts only if it ends inside its
+stage, and its held-out judgement sees the current domain's validation windows only (no peeking at other
+domains). The safety rails stay on for every strategy, but the loss-spike baseline restarts at each
+domain switch (a new domain's higher loss is expected). The replay and EWC baselines are hooks
+(`strategies.py`); the report is `continual_report.py`. Each (strategy, seed) leaves an ordinary run
+directory: config.toml, metrics and attribution logs, and a weights-only checkpoint after every stage.
+Continual runs are not resumable.
 """
 
 from __future__ import annotations
@@ -35,12 +36,16 @@ import torch
 from pydantic import ValidationError
 
 from k1.config import RunConfig, load_config, merge, parse_override
-from k1.data import BatchSampler, load_corpus
+from k1.data import load_corpus
 from k1.data.builtin import DEFAULT_RECIPES
 from k1.data.extras import EXTRA_RECIPES
 from k1.errors import ConfigError
-from k1.experiments.strategies import (ContinualConfig, EWCPenalty, ReplaySampler, ReservoirBuffer,
-                                       check_strategies, strategy_config)
+from k1.engine.checkpoint import save_checkpoint
+from k1.engine.hooks import Hook
+from k1.engine.loop import Stage, run
+from k1.engine.state import TrainState
+from k1.engine.train import standard_hooks
+from k1.experiments.strategies import STRATEGIES, ContinualConfig, check_strategies, strategy_config
 
 log = logging.getLogger(__name__)
 
@@ -139,42 +144,39 @@ def check_run(cfg: RunConfig, domains: list[str], strategies: list[str], n_seeds
 
 
 # ---- one (strategy, seed) ----------------------------------------------------------------------------
-def train_stage(tr, end: int, sparsity: dict[str, torch.Tensor]) -> None:
-    """Train until step `end` on `tr.sampler`, with the organizer's per-step hooks in `Trainer.fit`'s order.
+class StageRecorder(Hook):
+    """Collects R's rows: every domain's validation loss and bits per byte after each stage, the tree size,
+    and a weights-only checkpoint per stage, so `k1 explain`, `k1 specialize` and the report read the run."""
 
-    `sparsity` accumulates, on the device, the share of parameters changed and the agents updated per
-    step ("changed", "agents") and the steps counted ("steps"); a trial's branch steps are not counted.
-    """
-    acfg, log_every = tr.cfg.autonomy, tr.cfg.train.log_every
-    trial_steps = acfg.trial_steps if acfg.enabled else 0
-    while tr.step < end:
-        x, y = (t.to(tr.device, non_blocking=True) for t in tr.sampler.next())
-        step = tr.step + 1
-        log_due = step % log_every == 0 or step == end
-        record = tr.train_step(x, y, log_due)
-        sparsity["changed"] += record.stats.params_changed / record.total_params
-        sparsity["agents"] += record.stats.agents_updated
-        sparsity["steps"] += 1
-        tr.organizer.observe(record)
-        if log_due:
-            tr.organizer.check_safety()
-        if step + trial_steps <= end:  # a trial trains on this stage's domain, so it must end inside it
-            tr.organizer.maybe_act(step)
+    def __init__(self, domains: list[str], run_dir: Path, on_stage=lambda i: None):
+        self.domains, self.run_dir, self.on_stage = domains, run_dir, on_stage
+        self.R, self.R_loss, self.agents = [], [], []
+
+    def on_stage_end(self, state, stage, metrics):
+        self.R.append(_row(metrics, self.domains, "bpb"))
+        self.R_loss.append(_row(metrics, self.domains, "loss"))
+        self.agents.append(state.shape.n_agents)
+        save_checkpoint(self.run_dir / "checkpoints" / f"step-{state.step}", state.model.state_dict(),
+                        {"shape": state.shape.to_dict(),
+                         "meta": {"weights_only": True, "stage": stage.index, "domain": stage.name}})
+        self.on_stage(stage.index)
 
 
 def _row(metrics: dict, domains: list[str], key: str) -> list[float]:
     return [metrics["domains"][d][key] for d in domains]
 
 
-def strategy_trainer(cfg: RunConfig, strategy: str, seed: int, corpus, run_dir: Path):
-    """The one Trainer of a (strategy, seed): it lives through every stage; no callbacks, no checkpoints."""
-    from k1.engine.train import Trainer  # late import: keeps `k1 --help` fast
-
+def strategy_state(cfg: RunConfig, strategy: str, seed: int, corpus) -> TrainState:
+    """The one run state of a (strategy, seed): it lives through every stage."""
     cfg = strategy_config(strategy, cfg, steps_per_domain=cfg.train.steps // len(cfg.data.domains))
-    train = cfg.train.model_copy(update={"seed": seed})
-    cfg = cfg.model_copy(update={"train": train, "name": f"{strategy}-seed{seed}"})
-    run_dir.mkdir(parents=True, exist_ok=True)  # k1-auto's surgery writes the tree's shape history here
-    return Trainer(cfg, run_dir, corpus=corpus, quiet=True, callbacks=[])
+    train = cfg.train.model_copy(update={"seed": seed, "callbacks": ["metrics", "attribution"]})
+    return TrainState(cfg.model_copy(update={"train": train, "name": f"{strategy}-seed{seed}"}), corpus)
+
+
+def domain_stages(domains: list[str], steps_per_domain: int) -> list[Stage]:
+    """One stage per domain, evaluated only at its end; trials judge on the stage's own domain only."""
+    return [Stage(d, (i + 1) * steps_per_domain, index=i, domains=[d], trial_domains=[d], eval_every=0)
+            for i, d in enumerate(domains)]
 
 
 def run_one(cfg: RunConfig, ccfg: ContinualConfig, strategy: str, seed: int, corpus, run_dir: Path,
@@ -182,43 +184,20 @@ def run_one(cfg: RunConfig, ccfg: ContinualConfig, strategy: str, seed: int, cor
     """Train one strategy through every domain with one seed; return its R, R_loss, R_init and metrics."""
     domains, spd = list(cfg.data.domains), cfg.train.steps // len(cfg.data.domains)
     t0 = time.perf_counter()
-    tr = strategy_trainer(cfg, strategy, seed, corpus, run_dir)
-    cfg = tr.cfg
-    B, T = cfg.train.batch_size, cfg.model.context
-    all_windows = tr.eval_sets
-    init = tr.evaluate()
-    buffer = ReservoirBuffer(ccfg.replay_buffer, T, seed) if strategy == "replay" else None
-    ewc = EWCPenalty(ccfg.ewc_lambda) if strategy == "ewc" else None
-    R, R_loss, agents_per_stage = [], [], []
-    sparsity = {k: torch.zeros((), device=tr.device) for k in ("changed", "agents", "steps")}
-    for i, d in enumerate(domains):
-        current = BatchSampler(corpus, B, T, seed=seed, domains=[d])
-        tr.sampler = ReplaySampler(current, buffer, i, ccfg.replay_fraction) if buffer is not None else current
-        tr.eval_sets = {d: all_windows[d]}  # held-out judgements (k1-auto's trials) see this domain only
-        tr.organizer.reset_loss_baseline()  # a new domain's higher loss is expected, not a spike to roll back
-        train_stage(tr, (i + 1) * spd, sparsity)
-        tr.eval_sets = all_windows
-        metrics = tr.evaluate()
-        tr.organizer.after_eval(metrics)  # snapshot for the safety ring (self-stop is off: fixed budget)
-        R.append(_row(metrics, domains, "bpb"))
-        R_loss.append(_row(metrics, domains, "loss"))
-        agents_per_stage.append(tr.shape.n_agents)
-        if ewc is not None and i < len(domains) - 1:
-            fisher_sampler = BatchSampler(corpus, B, T, seed=seed + 104_729, domains=[d])  # apart from training
-            batches = [tuple(t.to(tr.device) for t in fisher_sampler.next()) for _ in range(ccfg.ewc_batches)]
-            ewc.consolidate(tr.model, batches)
-            if ewc not in tr.regularizers:
-                tr.regularizers.append(ewc)
-        on_stage(i)
-    steps = sparsity["steps"].clamp_min(1)
-    frac, agents = (sparsity["changed"] / steps).item(), (sparsity["agents"] / steps).item()  # host sync (end)
-    s = tr.summary()
-    R_init = _row(init, domains, "bpb")
-    out = {"seed": seed, "R": R, "R_loss": R_loss, "R_init": R_init, "R_init_loss": _row(init, domains, "loss"),
-           **continual_metrics(R, R_init), "frac_params_changed": frac,
-           "agents_updated": agents, "params": s["params"], "agents_after_stage": agents_per_stage,
+    state = strategy_state(cfg, strategy, seed, corpus)
+    cfg = state.cfg
+    init = state.evaluate()
+    recorder = StageRecorder(domains, run_dir, on_stage)
+    hooks = standard_hooks(cfg, quiet=True) + STRATEGIES.get(strategy).hooks(
+        ccfg, seed, cfg.model.context, len(domains)) + [recorder]
+    s = run(state, domain_stages(domains, spd), hooks, run_dir, final_checkpoint=False)
+    R, R_init = recorder.R, _row(init, domains, "bpb")
+    out = {"seed": seed, "R": R, "R_loss": recorder.R_loss, "R_init": R_init,
+           "R_init_loss": _row(init, domains, "loss"), **continual_metrics(R, R_init),
+           "frac_params_changed": s["frac_params_changed"], "agents_updated": s["agents_updated"],
+           "params": s["params"], "agents_after_stage": recorder.agents, "steps_executed": s["steps_executed"],
            "model": "DenseGPT" if cfg.arch == "dense" else "AgentTree", "policy": cfg.policy.name,
-           "steps": tr.step, "organizer": s["safety"], "autonomy": s.get("autonomy"),
+           "steps": s["steps"], "organizer": s["safety"], "autonomy": s.get("autonomy"),
            "seconds": time.perf_counter() - t0}
     (run_dir / "continual_run.json").write_text(json.dumps(out, indent=1))
     return out

@@ -30,15 +30,17 @@ def register(app: typer.Typer) -> None:
                                                        help="Training steps per domain (default 130; --quick 40)."),
         domains: Optional[str] = typer.Option(None, help="Comma-separated domains in training order "
                                                          "(default: the config's, prose,code,science)."),
-        strategies: Optional[str] = typer.Option(None, help="Comma-separated subset of: naive, replay, ewc, "
-                                                            "random-k, k1-attribution, k1-hybrid, k1-auto."),
+        strategies: Optional[str] = typer.Option(None, help="Comma-separated subset of: gpt-naive, gpt-replay, "
+                                                            "gpt-ewc, tree-naive, tree-replay, tree-ewc, random-k, "
+                                                            "k1-attribution, k1-hybrid, k1-auto."),
         config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config on top of the preset; "
                                               "its table `continual` sets the replay and EWC knobs."),
         set_: list[str] = typer.Option([], "--set", help="Override a key: --set optim.lr=1e-3, "
                                                          "--set continual.ewc_lambda=500 (repeatable)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ):
-        """Domains in sequence: loss matrix, forgetting, backward/forward transfer, against naive, replay, EWC."""
+        """Domains in sequence: loss matrix, forgetting, backward/forward transfer, against naive, replay and EWC baselines
+        on both DenseGPT and the tree."""
         from rich.console import Console
 
         from k1.experiments.continual import check_run, load_configs, run_continual

@@ -79,10 +79,12 @@ def to_markdown(report: dict, cfg: RunConfig, ccfg: ContinualConfig, seconds: fl
         "- FWT = mean over j > 0 of (R[j−1][j] − R_init[j]); negative means earlier domains already lowered "
         "j's loss before j was trained.",
         "- params changed/step: the measured share of parameters whose value changed per step.", "",
-        "Strategies: naive, replay and ewc train DenseGPT with dense updates (replay: a reservoir buffer of "
-        "past-domain training windows replaces a fraction of each batch from the second domain on; ewc: "
-        "λ/2 Σ F (θ − θ*)² per finished domain, F the diagonal empirical Fisher); random-k, k1-attribution, "
-        "k1-hybrid and k1-auto train the AgentTree; the first three update as many agents per step as the tree "
+        "Strategies: gpt-naive, gpt-replay and gpt-ewc train DenseGPT with dense updates; tree-naive, "
+        "tree-replay and tree-ewc train the AgentTree with dense updates (every agent, every step), so the "
+        "baselines exist on both architectures (replay: a reservoir buffer of past-domain training windows "
+        "replaces a fraction of each batch from the second domain on; ewc: λ/2 Σ F (θ − θ*)² per finished "
+        "domain, F the diagonal empirical Fisher); random-k, k1-attribution, k1-hybrid and k1-auto train the "
+        "AgentTree sparsely; the first three update as many agents per step as the tree "
         "has levels (attribution: one per level along its blame path; random-k: that many at random), and "
         "k1-auto is attribution with autonomy, which may reshape the tree and retune it but not stop a stage "
         "early.", "",

@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from k1.config import RunConfig, load_config
+from k1.data import BatchSampler
+from k1.engine.hooks import Hook
+from k1.engine.requests import UseSampler
 from k1.errors import ConfigError
+from k1.registry import Registry
 
 log = logging.getLogger(__name__)
-
-# Every strategy, in table order. The first three train DenseGPT (dense updates); the rest the AgentTree.
-STRATEGY_ORDER = ["naive", "replay", "ewc", "random-k", "k1-attribution", "k1-hybrid", "k1-auto"]
-
 
 class ContinualConfig(BaseModel):
     """The `[continual]` table of a config file (or `--set continual.ewc_lambda=...`): the baselines' knobs."""
@@ -36,11 +37,70 @@ class ContinualConfig(BaseModel):
     ewc_batches: int = Field(default=8, ge=1)  # training batches of a finished domain that estimate its Fisher
 
 
+# ---- the strategies -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Strategy:
+    """One row of the continual table: which model trains, under which policy, with which baseline hooks."""
+
+    name: str
+    arch: str  # "dense": DenseGPT; "tree": the AgentTree
+    policy: str  # update policy
+    replay: bool = False  # a reservoir replay mixture from the second domain on
+    ewc: bool = False  # the EWC penalty per finished domain
+    autonomy: bool = False  # plasticity + autonomy (k1-auto)
+    path_k: bool = False  # update as many agents per step as the tree has levels (attribution's sparsity)
+
+    def config(self, base: RunConfig, steps_per_domain: int | None = None) -> RunConfig:
+        """`base` with this strategy's architecture, policy and autonomy (all else equal).
+
+        random-k and k1-hybrid update `n_levels` agents per step: exactly as many as attribution's blame
+        path (one agent per level, root to culprit), so the sparse tree strategies share one sparsity
+        (measured in the table). k1-auto checks at least twice per stage (`check_every ≤ steps_per_domain
+        // 2`): with `check_every` dividing `steps_per_domain` every check would fall on a stage's last
+        steps, with no room for a trial; its controller may reshape and retune but not stop a stage early.
+        """
+        autonomy = base.autonomy.model_copy(update={"enabled": False})
+        if self.autonomy:
+            every = base.autonomy.check_every
+            if steps_per_domain is not None:
+                every = max(1, min(every, steps_per_domain // 2))
+            autonomy = base.autonomy.model_copy(update={"enabled": True, "self_stop": False, "check_every": every})
+        policy = base.policy if base.policy.name == self.policy else _policy({"name": self.policy})
+        if self.path_k:
+            policy = policy.model_copy(update={"top_k": len(base.model.branching) + 1})  # = n_levels
+        return base.model_copy(update={"arch": self.arch, "policy": policy, "autonomy": autonomy, "name": self.name})
+
+    def hooks(self, ccfg: "ContinualConfig", seed: int, context: int, n_stages: int) -> list:
+        out = []
+        if self.replay:
+            out.append(ReplayHook(ReservoirBuffer(ccfg.replay_buffer, context, seed), ccfg.replay_fraction))
+        if self.ewc:
+            out.append(EWCHook(EWCPenalty(ccfg.ewc_lambda), ccfg.ewc_batches, seed, n_stages))
+        return out
+
+
+STRATEGIES: Registry[Strategy] = Registry("strategy")
+for _s in [
+    Strategy("gpt-naive", "dense", "dense"),
+    Strategy("gpt-replay", "dense", "dense", replay=True),
+    Strategy("gpt-ewc", "dense", "dense", ewc=True),
+    Strategy("tree-naive", "tree", "dense"),
+    Strategy("tree-replay", "tree", "dense", replay=True),
+    Strategy("tree-ewc", "tree", "dense", ewc=True),
+    Strategy("random-k", "tree", "random", path_k=True),
+    Strategy("k1-attribution", "tree", "attribution"),
+    Strategy("k1-hybrid", "tree", "hybrid", path_k=True),
+    Strategy("k1-auto", "tree", "attribution", autonomy=True),
+]:
+    STRATEGIES.add(_s.name, _s)
+STRATEGY_ORDER = STRATEGIES.names()  # table order
+
+
 def check_strategies(names: Sequence[str]) -> list[str]:
     """The requested strategies in the order given; a one-line ConfigError for an unknown or repeated one."""
     names = [n.strip() for n in names if n.strip()]
     for n in names:
-        if n not in STRATEGY_ORDER:
+        if n not in STRATEGIES:
             raise ConfigError(f"unknown strategy {n!r} in --strategies; choose from {', '.join(STRATEGY_ORDER)}")
     if len(set(names)) != len(names) or not names:
         raise ConfigError(f"--strategies {','.join(names)!r}: list each strategy once, at least one")
@@ -48,46 +108,11 @@ def check_strategies(names: Sequence[str]) -> list[str]:
 
 
 def strategy_config(name: str, base: RunConfig, steps_per_domain: int | None = None) -> RunConfig:
-    """`base` with the architecture, policy and autonomy of strategy `name` (all else equal).
-
-    random-k and k1-hybrid update `n_levels` agents per step: exactly as many as attribution's blame path
-    (one agent per level, root to culprit), so the tree strategies share one sparsity (measured in the
-    table as agents and parameters changed per step). k1-auto checks at least twice per stage
-    (`check_every ≤ steps_per_domain // 2`): a check that falls on a stage's last steps has no room for a
-    trial, and with `check_every` dividing `steps_per_domain` every check would.
-    """
-    k = len(base.model.branching) + 1  # = TreeShape.n_levels of the configured tree
-    off = base.autonomy.model_copy(update={"enabled": False})
-    tree = {"arch": "tree", "autonomy": off}
-    if name in ("naive", "replay", "ewc"):
-        update = {"arch": "dense", "policy": _policy({"name": "dense"}), "autonomy": off}
-    elif name == "random-k":
-        update = {**tree, "policy": _policy({"name": "random", "top_k": k})}
-    elif name == "k1-attribution":
-        update = {**tree, "policy": _same_or_default(base, "attribution")}
-    elif name == "k1-hybrid":
-        hybrid = _same_or_default(base, "hybrid")
-        update = {**tree, "policy": hybrid.model_copy(update={"top_k": k})}
-    elif name == "k1-auto":
-        # attribution + plasticity + autonomy; the per-stage step budget is fixed for every strategy, so
-        # the controller may reshape and retune but not stop a stage early
-        every = base.autonomy.check_every
-        if steps_per_domain is not None:
-            every = max(1, min(every, steps_per_domain // 2))
-        auto = base.autonomy.model_copy(update={"enabled": True, "self_stop": False, "check_every": every})
-        update = {"arch": "tree", "policy": _same_or_default(base, "attribution"), "autonomy": auto}
-    else:
-        raise ConfigError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGY_ORDER)}")
-    return base.model_copy(update={**update, "name": name})
+    return STRATEGIES.get(name).config(base, steps_per_domain)
 
 
 def _policy(table: dict):
     return load_config(extra={"policy": table}).policy
-
-
-def _same_or_default(base: RunConfig, name: str):
-    """The base config's policy if it is `name` (so `--set policy.mode=...` reaches it), else the default."""
-    return base.policy if base.policy.name == name else _policy({"name": name})
 
 
 # ---- replay ------------------------------------------------------------------------------------------
@@ -119,6 +144,15 @@ class ReservoirBuffer:
             if slot < self.capacity:
                 self.windows[slot], self.domain[slot] = w, domain
             self.seen += 1
+
+    def state_dict(self) -> dict:
+        return {"windows": self.windows, "domain": self.domain, "seen": self.seen,
+                "generator": self.generator.get_state()}
+
+    def load_state_dict(self, s: dict) -> None:
+        self.windows, self.domain = s["windows"].clone(), s["domain"].clone()
+        self.seen = int(s["seen"])
+        self.generator.set_state(s["generator"])
 
     def sample(self, n: int, exclude_domain: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """`n` windows drawn uniformly (with replacement) from slots of domains other than `exclude_domain`.
@@ -160,7 +194,22 @@ class ReplaySampler:
         return x, y
 
     def state_dict(self) -> dict:
-        return {"current": self.current.state_dict(), "buffer_seen": self.buffer.seen}
+        return {"current": self.current.state_dict(), "buffer": self.buffer.state_dict()}
+
+    def load_state_dict(self, s: dict) -> None:  # a trial restores the data cursor of both branches
+        self.current.load_state_dict(s["current"])
+        self.buffer.load_state_dict(s["buffer"])
+
+
+class ReplayHook(Hook):
+    """At each stage's start, train on the replay mixture of that stage's batches."""
+
+    def __init__(self, buffer: ReservoirBuffer, fraction: float):
+        self.buffer, self.fraction = buffer, fraction
+
+    def on_stage_start(self, state, stage):
+        state.extras["replay"] = self.buffer  # checkpointed with the run
+        return [UseSampler(ReplaySampler(state.sampler, self.buffer, stage.index, self.fraction))]
 
 
 # ---- EWC -----------------------------------------------------------------------------------------------
@@ -203,3 +252,21 @@ class EWCPenalty:
             for n, f in fisher.items():
                 total = total + (f * (params[n] - star[n]) ** 2).sum()
         return 0.5 * self.lam * total
+
+
+class EWCHook(Hook):
+    """Anchor the EWC penalty after every stage but the last; add it to the objective from then on."""
+
+    def __init__(self, penalty: EWCPenalty, n_batches: int, seed: int, n_stages: int):
+        self.penalty, self.n_batches, self.seed, self.n_stages = penalty, n_batches, seed, n_stages
+
+    def loss_terms(self, state) -> list:
+        return [self.penalty] if self.penalty.anchors else []
+
+    def on_stage_end(self, state, stage, metrics):
+        if stage.index >= self.n_stages - 1:
+            return
+        B, T = state.cfg.train.batch_size, state.cfg.model.context
+        fisher = BatchSampler(state.corpus, B, T, seed=self.seed + 104_729, domains=list(stage.domains))  # apart from training
+        self.penalty.consolidate(state.model, [tuple(t.to(state.device) for t in fisher.next())
+                                               for _ in range(self.n_batches)])

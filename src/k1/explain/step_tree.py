@@ -25,7 +25,7 @@ def load_step(run_dir: Path, step: int | None = None) -> dict:
             if not line.strip():
                 continue
             row = json.loads(line)
-            if "event" in row:
+            if "event" in row or "trial" in row:  # events, and trial-branch steps (they reuse step numbers)
                 continue
             if step is None or row["step"] == step:
                 last = row

@@ -142,7 +142,7 @@ class RunLog:
 def load_run(run_dir: Path) -> RunLog:
     metrics = read_jsonl(run_dir / "metrics.jsonl")
     attribution = read_jsonl(run_dir / "attribution.jsonl")
-    by_step = {r["step"]: r for r in attribution if "event" not in r}
+    by_step = {r["step"]: r for r in attribution if "event" not in r and "trial" not in r}  # the main line
     summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else None
     events = [r for r in attribution if "event" in r]
     if not events and summary:
@@ -151,7 +151,7 @@ def load_run(run_dir: Path) -> RunLog:
     shapes = [(r["step"], TreeShape.from_dict(r["shape"]).names()) for r in read_jsonl(run_dir / "shapes.jsonl")]
     if not shapes and (run_dir / "shape.json").is_file():
         shapes = [(0, TreeShape.from_dict(read_json(run_dir / "shape.json")).names())]
-    return RunLog(run_dir, [r for r in metrics if r.get("kind") == "train"],
+    return RunLog(run_dir, [r for r in metrics if r.get("kind") == "train" and "trial" not in r],
                   [r for r in metrics if r.get("kind") == "eval"], [by_step[s] for s in sorted(by_step)],
                   events, summary, shapes)
 
@@ -236,12 +236,10 @@ def trust_matrix(run: RunLog) -> tuple[list[str], list[int], np.ndarray]:
     """[A, S] trust after each step that logged one (rows carrying `trust`); NaN where unknown."""
     rows = [r for r in run.steps if r.get("trust") is not None]
     names = run.agent_union()
-    for r in rows:
-        names += [n for n in (r.get("agents") or []) if n not in names]
     index = {n: i for i, n in enumerate(names)}
     m = np.full((len(names), len(rows)), np.nan)
     for j, r in enumerate(rows):
-        alive = r.get("agents") or run.names_at(r["step"], len(r["trust"]))
+        alive = run.names_at(r["step"], len(r["trust"]))
         if alive is not None:  # else a tree whose names cannot be matched to this step: a blank column
             m[[index[n] for n in alive], j] = r["trust"]
     return names, [r["step"] for r in rows], m

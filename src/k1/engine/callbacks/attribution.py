@@ -15,12 +15,12 @@ from k1.engine.callbacks.base import CALLBACKS, Callback
 
 @CALLBACKS.register("attribution")
 class AttributionCallback(Callback):
-    def on_train_start(self, info):
+    def on_train_start(self, state, info):
         self.policy = info.policy
         self.file = open(info.out_dir / "attribution.jsonl", "a")
         self.buffer = []
 
-    def on_step_end(self, r):
+    def on_step_end(self, state, r):
         self.buffer.append(r)
         if r.log_due:
             self.flush()
@@ -47,7 +47,7 @@ class AttributionCallback(Callback):
         for r, sc, gr, gm, tr, (loss, changed, unorm, finite), path in zip(rs, scales, grads, gates, trusts,
                                                                             scalars, paths):
             row = {
-                "step": r.step, "policy": self.policy, "loss": loss, "finite": bool(finite),
+                **r.key(), "policy": self.policy, "loss": loss, "finite": bool(finite),
                 "selected": [n for n, s in zip(names, sc) if s > 0],
                 "blame_path": None if path is None else _dedupe([names[i] for i in path]),
                 "scale": {n: s for n, s in zip(names, sc) if s > 0},
@@ -62,15 +62,15 @@ class AttributionCallback(Callback):
         self.file.flush()
         self.buffer = []
 
-    def on_event(self, event):
+    def on_event(self, state, event):
         self.flush()  # keep the log in step order
         self.file.write(json.dumps({"event": event["kind"], **{k: v for k, v in event.items() if k != "kind"}}) + "\n")
         self.file.flush()
 
-    def on_checkpoint(self, step, path):
+    def on_checkpoint(self, state, step, path):
         self.flush()  # a checkpoint's step must be on disk before anything can resume from it
 
-    def on_train_end(self, summary):
+    def on_train_end(self, state, summary):
         self.flush()
         self.file.close()
 

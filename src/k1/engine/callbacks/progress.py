@@ -5,11 +5,12 @@ from __future__ import annotations
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from k1.engine.callbacks.base import CALLBACKS, Callback
+from k1.engine.events import format_event
 
 
 @CALLBACKS.register("progress")
 class ProgressCallback(Callback):
-    def on_train_start(self, info):
+    def on_train_start(self, state, info):
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[status]}"), TimeRemainingColumn(), transient=False,
@@ -18,18 +19,18 @@ class ProgressCallback(Callback):
         self.task = self.progress.add_task(f"{info.policy}", total=info.steps, completed=info.start_step,
                                            status="")
 
-    def on_step_end(self, r):
-        if r.log_due:  # host sync (log interval)
+    def on_step_end(self, state, r):
+        if r.log_due and r.trial is None:  # host sync (log interval)
             status = (f"loss {r.loss.item():.3f}  {r.tokens_per_s or 0:,.0f} tok/s  "
                       f"agents {int(r.stats.agents_updated.item())}")
             self.progress.update(self.task, completed=r.step, status=status)
 
-    def on_eval(self, step, metrics):
+    def on_eval(self, state, step, metrics):
         self.progress.console.print(f"step {step}: val loss {metrics['val_loss']:.4f}  bpb {metrics['val_bpb']:.3f}")
 
-    def on_event(self, event):
-        self.progress.console.print(f"step {event['step']}: {event['kind']} " + ", ".join(
-            f"{k}={v}" for k, v in event.items() if k not in ("step", "kind") and not isinstance(v, (dict, list))))
+    def on_event(self, state, event):
+        if event["kind"] not in ("diagnostics", "proposals"):  # those stay in the logs
+            self.progress.console.print(format_event(event), highlight=False)
 
-    def on_train_end(self, summary):
+    def on_train_end(self, state, summary):
         self.progress.stop()

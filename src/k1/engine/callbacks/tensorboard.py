@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 class TensorBoardCallback(Callback):
     """Writes TensorBoard event files; needs the `tensorboard` package (`pip install tensorboard`)."""
 
-    def on_train_start(self, info):
+    def on_train_start(self, state, info):
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
@@ -34,7 +34,9 @@ class TensorBoardCallback(Callback):
         self.names: list[str] = []
         self.last_step = info.start_step
 
-    def on_step_end(self, r):
+    def on_step_end(self, state, r):
+        if r.trial is not None:  # trial branches reuse step numbers; they are in the JSONL logs
+            return
         if r.agent_names != self.names:  # first step, or the tree was reshaped between steps
             self._write_selection(self.last_step)
             self.names = r.agent_names
@@ -74,7 +76,7 @@ class TensorBoardCallback(Callback):
             sum_squares=float(sum(i * i * c for i, c in enumerate(counts))),
             bucket_limits=[i + 0.5 for i in range(len(counts))], bucket_counts=counts, global_step=step)
 
-    def on_eval(self, step, metrics):
+    def on_eval(self, state, step, metrics):
         w = self.writer
         w.add_scalar("eval/val_loss", metrics["val_loss"], step)
         w.add_scalar("eval/val_bpb", metrics["val_bpb"], step)
@@ -82,16 +84,16 @@ class TensorBoardCallback(Callback):
             w.add_scalar(f"eval/{d}/loss", m["loss"], step)
             w.add_scalar(f"eval/{d}/bpb", m["bpb"], step)
 
-    def on_event(self, event):
+    def on_event(self, state, event):
         if event["kind"] in ("diagnostics", "proposals"):
             return
         rest = ", ".join(f"{k}={v}" for k, v in event.items()
                          if k not in ("kind", "step") and not isinstance(v, (dict, list)))
         self.writer.add_text("events", f"{event['kind']}: {rest}", event["step"])
 
-    def on_checkpoint(self, step, path):
+    def on_checkpoint(self, state, step, path):
         self.writer.flush()  # what a resume can restore is on disk
 
-    def on_train_end(self, summary):
+    def on_train_end(self, state, summary):
         self.writer.flush()
         self.writer.close()

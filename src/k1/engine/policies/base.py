@@ -17,13 +17,9 @@ POLICIES: Registry["UpdatePolicy"] = Registry("policy")
 
 
 class UpdatePolicy:
-    """Base class. Subclasses set `name` (by registration) and implement `plan`.
-
-    `needs_trust` declares that the policy reads the trust vector (so its ledger must be kept).
-    """
+    """Base class. Subclasses set `name` (by registration) and implement `plan`."""
 
     name: str = "base"
-    needs_trust: bool = False
 
     def __init__(self, cfg, shape: TreeShape, device: torch.device | str = "cpu", seed: int = 0):
         self.cfg, self.shape = cfg, shape

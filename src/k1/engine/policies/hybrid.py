@@ -26,7 +26,6 @@ class HybridConfig(BaseModel):
 
 @POLICIES.register("hybrid")
 class HybridPolicy(UpdatePolicy):
-    needs_trust = True
 
     def plan(self, signals, trust, step) -> UpdatePlan:
         g, k = signals.grad_rms, self.k

@@ -19,7 +19,6 @@ class TrustConfig(BaseModel):
 
 @POLICIES.register("trust")
 class TrustPolicy(UpdatePolicy):
-    needs_trust = True
 
     def plan(self, signals, trust, step) -> UpdatePlan:
         g = signals.grad_rms

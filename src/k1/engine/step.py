@@ -1,0 +1,60 @@
+"""`train_step(state, x, y)`: one training step, following DESIGN.md's diagram line by line.
+
+    batch → forward → loss (+ hook loss terms) → backward → StepSignals → policy.plan
+          → optimizer.step(plan) → trust.update → StepResult
+
+What differs between policies lives in the policy and the optimizer, not in branches here. No host syncs:
+every value in the result stays on the device; recorders convert them only when `log_due` is set.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from k1.engine.record import StepResult
+from k1.engine.signals import StepSignals
+
+
+def lr_at(step: int, cfg) -> float:
+    """Linear warmup, then cosine decay to lr · min_lr_ratio at the last step (`step` is 0-based)."""
+    o, total = cfg.optim, cfg.train.steps
+    if step < o.warmup_steps:
+        return o.lr * (step + 1) / o.warmup_steps
+    frac = (step - o.warmup_steps) / max(1, total - o.warmup_steps)
+    return o.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+
+
+def train_step(state, x: torch.Tensor, y: torch.Tensor, log_due: bool = False, loss_terms=(),
+               trial: int | None = None, branch: str | None = None) -> StepResult:
+    """Train `state` on one batch. `loss_terms`: callables model → scalar added to the objective (EWC);
+    the logged loss stays the data loss, so runs compare on the same measure."""
+    cfg = state.cfg
+    lr = lr_at(state.step, cfg) * state.lr_scale
+    x, y = x.to(state.device, non_blocking=True), y.to(state.device, non_blocking=True)
+    with state.autocast():
+        _, loss = state.forward(x, y)
+    objective = loss
+    for term in loss_terms:
+        objective = objective + term(state.model)
+    objective.backward()
+    signals = StepSignals.measure(state.model, loss, state.parents)
+    params = [p for p in state.model.parameters() if p.grad is not None]
+    clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, clip, foreach=True)
+    finite = torch.isfinite(loss.detach()) & torch.isfinite(grad_norm)  # stays on the device
+    plan = state.policy.plan(signals, state.trust, state.step)
+    stats = state.optimizer.step(plan, lr, ok=finite)
+    if state.probe is None:
+        state.trust.update(plan.masked(finite), loss, state.step)
+    else:
+        state.trust.update_probe(plan.masked(finite), state.probe_loss(), state.step)
+    state.model.zero_grad(set_to_none=True)
+    p = state.progress
+    p.step += 1
+    p.frac_changed += stats.params_changed / state.total_params  # a fraction: the tree may be resized
+    p.agents += stats.agents_updated
+    state.record.steps_executed += 1
+    return StepResult(p.step, lr, x.numel(), loss.detach(), finite, grad_norm.detach(), signals, plan, stats,
+                      state.trust.trust, log_due, state.agent_names, state.total_params, trial=trial, branch=branch)
