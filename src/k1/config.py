@@ -134,9 +134,11 @@ def load_config(path: str | Path | None = None, preset: str | None = None,
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}")
         try:
-            data = merge(data, tomllib.loads(p.read_text()))
+            data = merge(data, tomllib.loads(p.read_text(encoding="utf-8")))
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{p}: not valid TOML ({e})") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{p}: not a UTF-8 text file (byte {e.start}: {e.reason})") from None
     if extra:
         data = merge(data, extra)
     for item in overrides or []:

@@ -46,6 +46,20 @@ def test_boundary_breaks_advance_the_stage_when_they_count(tiny_cfg, tmp_path):
     assert s["autonomy"]["stage"] >= 2
 
 
+def test_stage_advances_on_breaks_that_really_improve_held_out_loss(tiny_cfg, tmp_path):
+    """The default break threshold (a 0.1 % held-out gain): at a learning rate too low for the tiny model,
+    the forbidden 'tune: explore' measurably helps, three times, and the stage advances on its own."""
+    cfg = tiny_cfg("train.steps=60", "optim.lr=1e-3", "optim.warmup_steps=0", "autonomy.enabled=true",
+                   "autonomy.phase2_step=0", "autonomy.check_every=10", "autonomy.trial_steps=4",
+                   "autonomy.plateau_rel=1.0", policy={"name": "hybrid"})
+    assert cfg.autonomy.break_epsilon == 0.001
+    s = Trainer(cfg, tmp_path / "run", quiet=True).fit()
+    breaks = [e for e in s["events"] if e["kind"] == "trial" and e.get("boundary_break") and e["decision"] == "commit"]
+    stages = [e for e in s["events"] if e["kind"] == "stage"]
+    assert len(breaks) >= 3 and all(e["rel_gain"] >= 0.001 for e in breaks)
+    assert stages and stages[0]["stage"] == 2 and stages[0]["successful_breaks"] == 3
+
+
 class Alternate(UpdatePolicy):
     """Agent 1 on odd steps, agent 2 on even steps (both at scale 1)."""
 

@@ -84,3 +84,16 @@ def test_trust_rises_for_helpful_updates_and_falls_for_harmful_ones():
         loss = loss * (0.95 if prev_helpful else 1 / 0.95)  # oscillates around a level
         tv.update(harmful if prev_helpful else helpful, torch.tensor(loss), step)
     assert tv.trust[0] > 0.6 and tv.trust[1] < 0.4
+
+
+def test_attribution_plans_without_copying_anything_from_the_host(monkeypatch):
+    """The step must not build tensors from Python values: on a GPU each would be a transfer per step."""
+    pol = AttributionPolicy(AttributionConfig(), SHAPE)
+    sig = signals([1.0, 0.5, 0.4, 0.1, 0.2, 0.9, 0.3])
+
+    def host_copy(*a, **k):
+        raise AssertionError("plan() built a tensor from host data")
+
+    monkeypatch.setattr(torch, "tensor", host_copy)
+    monkeypatch.setattr(torch, "as_tensor", host_copy)
+    assert pol.plan(sig, None, 0).selected.sum() == 3

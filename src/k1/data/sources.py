@@ -20,6 +20,7 @@ from k1.data.corpora import build_corpora, read_manifest, resolve_cache_dir
 from k1.data.documents import Document, blank_line_documents, records_to_documents, split_documents
 from k1.data.extras import EXTRA_RECIPES
 from k1.errors import DataError
+from k1.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -35,32 +36,53 @@ class DomainText:
     entry: dict  # sources, bytes, n_documents, sha256: the shape of a built-in manifest entry
 
 
+# name → loader(cfg) -> (texts, manifest); `DataConfig.source` names one
+SOURCES: Registry = Registry("data source")
+
+
 def load_texts(cfg: DataConfig) -> tuple[dict[str, DomainText], dict]:
     """Every configured domain's text, and a manifest describing it (the built-in one, or one made here)."""
-    if cfg.source == "builtin":
-        return builtin_texts(cfg.domains, cfg.cache_dir)
-    texts = {}
-    for domain in cfg.domains:
-        if cfg.source == "files":
-            if domain not in cfg.paths:
-                raise DataError(f"domain {domain!r} has no entry in data.paths; add paths.{domain} = 'FILE_OR_FOLDER'")
-            path = Path(cfg.paths[domain]).expanduser()
-            docs = file_documents(path, domain)
-            sources = [{"name": path.name, "path": str(path), "licence": "unknown (local files)"}]
-        else:
-            spec = cfg.hf_datasets.get(domain)
-            if spec is None:
-                raise DataError(f"domain {domain!r} has no entry in data.hf_datasets; add hf_datasets.{domain}")
-            docs = hf_documents(spec, domain, cfg.hf_max_bytes)
-            sources = [{"name": spec, "path": f"https://huggingface.co/datasets/{spec.partition(':')[0]}",
-                        "licence": "see the dataset card"}]
-        texts[domain] = documents_to_text(domain, docs, cfg.val_fraction, sources)
+    return SOURCES.get(cfg.source)(cfg)
+
+
+@SOURCES.register("builtin")
+def _builtin(cfg: DataConfig):
+    return builtin_texts(cfg.domains, cfg.cache_dir)
+
+
+@SOURCES.register("files")
+def _files(cfg: DataConfig):
+    def read(domain: str):
+        if domain not in cfg.paths:
+            raise DataError(f"domain {domain!r} has no entry in data.paths; add paths.{domain} = 'FILE_OR_FOLDER'")
+        path = Path(cfg.paths[domain]).expanduser()
+        return file_documents(path, domain), [{"name": path.name, "path": str(path), "licence": "unknown (local files)"}]
+
+    return _documents_source(cfg, read)
+
+
+@SOURCES.register("hf")
+def _hf(cfg: DataConfig):
+    def read(domain: str):
+        spec = cfg.hf_datasets.get(domain)
+        if spec is None:
+            raise DataError(f"domain {domain!r} has no entry in data.hf_datasets; add hf_datasets.{domain}")
+        return hf_documents(spec, domain, cfg.hf_max_bytes), [{
+            "name": spec, "path": f"https://huggingface.co/datasets/{spec.partition(':')[0]}",
+            "licence": "see the dataset card"}]
+
+    return _documents_source(cfg, read)
+
+
+def _documents_source(cfg: DataConfig, read) -> tuple[dict[str, DomainText], dict]:
+    """Sources that yield documents per domain share the split, the dedupe and the manifest."""
+    texts = {d: documents_to_text(d, *read(d), cfg.val_fraction) for d in cfg.domains}
     manifest = {"source": cfg.source, "val_fraction": cfg.val_fraction,
                 "domains": {d: t.entry for d, t in texts.items()}}
     return texts, manifest
 
 
-def documents_to_text(domain: str, docs: list[Document], val_fraction: float, sources: list[dict]) -> DomainText:
+def documents_to_text(domain: str, docs: list[Document], sources: list[dict], val_fraction: float) -> DomainText:
     """Shared by files and HF: dedupe, split by document id, join; an empty corpus is an error."""
     split = split_documents(docs, val_fraction)
     if not split.train and not split.val:

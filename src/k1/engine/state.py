@@ -74,6 +74,16 @@ def build_model(cfg: RunConfig, vocab_size: int, shape: TreeShape | None = None)
     return AgentTree(shape, model_cfg, vocab_size)
 
 
+def _check_like(field: str, got: dict, want: dict) -> None:
+    """`got` must have `want`'s keys with tensors of the same shapes (a checkpoint of another tree does not)."""
+    if not isinstance(got, dict) or set(got) != set(want):
+        raise ValueError(f"{field} has keys {sorted(got) if isinstance(got, dict) else type(got).__name__}, "
+                         f"expected {sorted(want)}")
+    for k, w in want.items():
+        if torch.is_tensor(w) and (not torch.is_tensor(got[k]) or got[k].shape != w.shape or got[k].dtype != w.dtype):
+            raise ValueError(f"{field}.{k} does not match this run's shape {tuple(w.shape)} and dtype {w.dtype}")
+
+
 @dataclass
 class Progress:
     """Steps completed and what they accumulated (device tensors: read once, at the end)."""
@@ -86,7 +96,9 @@ class Progress:
         return {"step": self.step, "frac_changed": self.frac_changed.clone(), "agents": self.agents.clone()}
 
     def load_state_dict(self, s: dict, device) -> None:
-        self.step = int(s["step"])
+        if not isinstance(s["step"], int) or s["step"] < 0:
+            raise ValueError(f"progress.step must be a count of steps, got {s['step']!r}")
+        self.step = s["step"]
         self.frac_changed, self.agents = s["frac_changed"].to(device).clone(), s["agents"].to(device).clone()
 
 
@@ -129,6 +141,11 @@ class RunRecord:
         return copy.deepcopy(self.__dict__)
 
     def load_state_dict(self, s: dict, device=None) -> None:
+        for k, v in s.items():
+            default = getattr(RunRecord(), k, KeyError)
+            if default is KeyError or (default is not None and v is not None and not isinstance(v, type(default))
+                                       and not (isinstance(default, float) and isinstance(v, int))):
+                raise ValueError(f"record.{k} = {v!r:.40} is not what a run records")
         self.__dict__.update(copy.deepcopy(s))
 
 
@@ -231,8 +248,10 @@ class TrainState:
             except RuntimeError as e:
                 raise CheckpointError(f"saved weights do not fit the model ({str(e).splitlines()[0]})") from None
         elif name == "optimizer":
+            self._check_optimizer(v)
             self.optimizer.load_state_dict({k: t.to(d).clone() for k, t in v.items()})
         elif name == "trust":
+            _check_like("trust", v, self.trust.state_dict())
             self.trust.load_state_dict(v)
         elif name == "policy":
             self.policy.load_state_dict({"generator": v["generator"]})
@@ -249,6 +268,26 @@ class TrainState:
             self.sampler.load_state_dict(v)
         else:  # progress, safety, autonomy, ring, record
             getattr(self, name).load_state_dict(v, d)
+
+    def _check_optimizer(self, v: dict) -> None:
+        """Every moment must belong to a parameter of this model and have its shape; step counts one per agent."""
+        params = dict(self.model.named_parameters())
+        sizes = self.shape.level_sizes()
+        for key, t in v.items():
+            if not torch.is_tensor(t) or not t.is_floating_point():
+                raise ValueError(f"optimizer entry {key!r} is not a floating-point tensor")
+            if key.startswith("steps."):
+                lv = key[len("steps.level"):]
+                want = (sizes[int(lv)],) if lv.isdigit() and int(lv) < len(sizes) else ()
+                if key != "steps.shared" and not lv.isdigit() or tuple(t.shape) != want:
+                    raise ValueError(f"optimizer entry {key!r} has shape {tuple(t.shape)}, expected {want}")
+                continue
+            _, _, pname = key.partition(".")
+            if pname not in params:
+                raise ValueError(f"optimizer entry {key!r} names no parameter of this model")
+            if t.shape not in (params[pname].shape, (1, *params[pname].shape)):  # shared ones are one "row"
+                raise ValueError(f"optimizer entry {key!r} has shape {tuple(t.shape)}, the parameter "
+                                 f"{tuple(params[pname].shape)}")
 
     def state_dict(self, fields=None) -> dict:
         """Every field (or `fields`), as nested dicts of tensors and JSON values; tensors are copies."""
@@ -267,8 +306,9 @@ class TrainState:
         try:
             for name in wanted:
                 self._set(name, clone_tree(state[name]))
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
-            raise CheckpointError(f"run state field {name!r} is malformed ({type(e).__name__}: {e})") from None
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise CheckpointError(f"run state field {name!r} is malformed ({type(e).__name__}: {first})") from None
 
     # ---- snapshots ------------------------------------------------------------------------------------
     def snapshot(self, reason: str) -> dict:

@@ -86,9 +86,11 @@ def load_configs(path: Path | None, preset: str, overrides: list[str]) -> tuple[
         if not Path(path).is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            file_data = tomllib.loads(Path(path).read_text())
+            file_data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{path}: not valid TOML ({e})") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}: not a UTF-8 text file (byte {e.start}: {e.reason})") from None
     table = dict(file_data.pop("continual", {}))
     run_overrides = []
     for item in overrides:

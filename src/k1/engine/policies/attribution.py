@@ -25,6 +25,13 @@ class AttributionConfig(BaseModel):
 
 @POLICIES.register("attribution")
 class AttributionPolicy(UpdatePolicy):
+    def __init__(self, cfg, shape, device="cpu", seed: int = 0):
+        super().__init__(cfg, shape, device, seed)
+        ps = cfg.path_scales
+        # the fixed scales along a path of n_levels agents, built once on the device (no per-step copy)
+        self.path_vals = torch.tensor([ps[min(i, len(ps) - 1)] for i in range(shape.n_levels)], device=device)
+        self.culprit_val = torch.full((1,), cfg.culprit_scale, device=device)
+
     def blame_path(self, grad: torch.Tensor, parents: torch.Tensor) -> torch.Tensor:
         """Flat indices root → culprit ([L]); a leaf above the last level repeats itself to the end."""
         cur = torch.zeros((), dtype=torch.long, device=grad.device)  # the root is flat index 0
@@ -41,10 +48,7 @@ class AttributionPolicy(UpdatePolicy):
         path = self.blame_path(g, signals.parents)
         culprit = path[-1:]
         if self.cfg.mode == "fixed":
-            ps = self.cfg.path_scales
-            levels = [ps[min(i, len(ps) - 1)] for i in range(len(path))]
-            vals = torch.tensor(levels, dtype=g.dtype, device=g.device)
-            culprit_val = torch.full((1,), self.cfg.culprit_scale, dtype=g.dtype, device=g.device)
+            vals, culprit_val = self.path_vals.to(g.dtype), self.culprit_val.to(g.dtype)
         else:
             vals = g[path] / g[path].max().clamp_min(1e-12)
             culprit_val = vals[-1:].clamp_min(1e-6)
