@@ -56,6 +56,7 @@ def train(
 ):
     """Train one model and write runs/<name>/ (config, metrics, attribution log, checkpoints)."""
     from k1.config import load_config
+    from k1.engine import distributed
     from k1.engine.train import Trainer
 
     extra: dict = {} if name is None else {"name": name}
@@ -77,9 +78,10 @@ def train(
         if not cfg_file.is_file():
             raise ConfigError(f"--resume {resume}: no config.toml there; is it a k1 run directory?")
         cfg = load_config(cfg_file, extra=extra)
-        trainer = Trainer(cfg, resume, quiet=quiet)
+        dist, cfg = _distributed(cfg)
+        trainer = Trainer(cfg, resume, quiet=quiet, dist=dist)
         trainer.restore()
-        if steps is not None:
+        if steps is not None and dist.is_main:
             from k1.config import save_config
             save_config(cfg, resume / "config.toml")
     else:
@@ -87,19 +89,40 @@ def train(
         run_dir = out or Path("runs") / cfg.name
         from k1.engine.checkpoint import checkpoint_dirs, is_complete
 
+        dist, cfg = _distributed(cfg)
         if any(is_complete(d) for d in checkpoint_dirs(run_dir)):
             raise ConfigError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")
-        if (run_dir / "config.toml").exists():  # a run killed before its first checkpoint: nothing to resume
+        if dist.is_main and (run_dir / "config.toml").exists():  # killed before its first checkpoint
             print(f"k1: {run_dir} has no complete checkpoint; starting it over", file=sys.stderr)
             for stale in ("config.toml", "metrics.jsonl", "attribution.jsonl", "shapes.jsonl", "shape.json"):
                 (run_dir / stale).unlink(missing_ok=True)
-        trainer = Trainer(cfg, run_dir, quiet=quiet)
-    summary = trainer.fit()
+        trainer = Trainer(cfg, run_dir, quiet=quiet, dist=dist)
+    try:
+        summary = trainer.fit()
+    finally:
+        distributed.teardown()
+    if not dist.is_main:
+        return
     if quiet:
         print(json.dumps(summary))
     else:
         console.print(f"[bold]done[/]: val loss {summary['val_loss']:.4f}, bpb {summary['val_bpb']:.3f}, "
                       f"{summary['frac_params_changed']:.1%} of parameters changed per step → {trainer.out_dir}")
+
+
+def _distributed(cfg):
+    """Under torchrun: join the process group and pin this rank's device (a one-line error if impossible)."""
+    from k1.engine import distributed
+
+    try:
+        dist, device = distributed.setup(cfg.train.device)
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise ConfigError(f"torchrun: could not join the process group ({str(e).splitlines()[0]})") from None
+    if not dist.enabled:
+        return dist, cfg
+    if getattr(cfg.model, "defer_weight_grads", False):
+        raise ConfigError("model.defer_weight_grads is not supported under torchrun yet; turn it off")
+    return dist, cfg.model_copy(update={"train": cfg.train.model_copy(update={"device": device})})
 
 
 @app.command()

@@ -137,7 +137,7 @@ class Loop:
         if not resumed:
             st.record.stage, st.record.stage_started = stage.index, True
             if stage.domains is not None:
-                B, T = tcfg.batch_size, st.cfg.model.context
+                B, T = tcfg.batch_size * st.dist.world, st.cfg.model.context
                 st.sampler = BatchSampler(st.corpus, B, T, seed=tcfg.seed, domains=list(stage.domains))
             self.apply(self.notify("on_stage_start", stage))
         eval_every = tcfg.eval_every if stage.eval_every is None else stage.eval_every
@@ -161,7 +161,7 @@ class Loop:
     def step(self, log_due: bool = False):
         """One training step on the current sampler; hooks see its result and their requests are applied."""
         st = self.state
-        x, y = st.sampler.next()
+        x, y = st.next_batch()
         r = train_step(st, x, y, log_due, self.notify("loss_terms"))
         self._tokens += r.tokens
         if log_due:
@@ -220,7 +220,7 @@ class Loop:
     def _branch(self, trial: int, branch: str) -> None:
         st = self.state
         for _ in range(st.cfg.autonomy.trial_steps):
-            x, y = st.sampler.next()
+            x, y = st.next_batch()
             r = train_step(st, x, y, True, self.notify("loss_terms"), trial=trial, branch=branch)
             self.notify("on_step_end", r)  # recorders only: the rails and autonomy ignore trial steps
 

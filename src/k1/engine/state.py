@@ -41,6 +41,7 @@ from k1.engine.autonomy import Autonomy
 from k1.engine.baseline import DenseGPT
 from k1.engine.budget import check_fits
 from k1.engine.checkpoint import load_checkpoint, save_checkpoint
+from k1.engine.distributed import Dist
 from k1.engine.optim import build_optimizer
 from k1.engine.plasticity import Surgery, assemble
 from k1.engine.policies import build_policy
@@ -152,8 +153,8 @@ class RunRecord:
 class TrainState:
     """One run: model, optimizer, policy, trust, data cursor, counters, rails, autonomy — see `FIELDS`."""
 
-    def __init__(self, cfg: RunConfig, corpus, device: torch.device | None = None):
-        self.cfg, self.corpus = cfg, corpus
+    def __init__(self, cfg: RunConfig, corpus, device: torch.device | None = None, dist: Dist | None = None):
+        self.cfg, self.corpus, self.dist = cfg, corpus, dist or Dist()
         self.device = device or resolve_device(cfg.train.device)
         check_fits(cfg, corpus.vocab_size, self.device)  # before anything is allocated
         torch.manual_seed(cfg.train.seed)
@@ -163,7 +164,8 @@ class TrainState:
         self.lr_scale = 1.0  # run-time knob (controller, rollbacks); the config stays frozen
         self.progress = Progress(0, torch.zeros((), device=self.device), torch.zeros((), device=self.device))
         B, T = cfg.train.batch_size, cfg.model.context
-        self.sampler = BatchSampler(corpus, B, T, seed=cfg.train.seed, split="train")
+        # the global batch: every rank draws the same windows and trains on its slice (see distributed.py)
+        self.sampler = BatchSampler(corpus, B * self.dist.world, T, seed=cfg.train.seed, split="train")
         self.eval_sets = {d: eval_windows(s.val, B, T, cfg.train.eval_batches) for d, s in corpus.domains.items()}
         self.trial_domains: list[str] = list(self.eval_sets)  # what trials judge on (the current stage's)
         self.safety = SafetyState()
@@ -330,6 +332,11 @@ class TrainState:
     def load(self, dir_: Path) -> None:
         model_state, state = load_checkpoint(dir_)
         self.load_state_dict({**state, "model": model_state})
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next batch of this rank (the whole batch on one process)."""
+        x, y = self.sampler.next()
+        return self.dist.shard(x), self.dist.shard(y)
 
     # ---- measurement ----------------------------------------------------------------------------------
     def run_forward(self, x: torch.Tensor, y: torch.Tensor):

@@ -39,6 +39,9 @@ def train_step(state, x: torch.Tensor, y: torch.Tensor, log_due: bool = False, l
     for term in loss_terms:
         objective = objective + term(state.model)
     objective.backward()
+    if state.dist.enabled:  # every rank continues with the global mean gradient and loss
+        loss = loss.detach().clone()
+        state.dist.average_([p.grad for p in state.model.parameters() if p.grad is not None] + [loss])
     signals = StepSignals.measure(state.model, loss, state.parents)
     params = [p for p in state.model.parameters() if p.grad is not None]
     clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")

@@ -14,6 +14,7 @@ from k1.config import RunConfig
 from k1.data import load_corpus
 from k1.engine.callbacks import CALLBACKS
 from k1.engine.checkpoint import latest_checkpoint
+from k1.engine.distributed import Dist
 from k1.engine.events import fmt
 from k1.engine.hooks import AutonomyHook, Hook, SafetyHook
 from k1.engine.loop import Loop, Stage
@@ -37,17 +38,19 @@ class Trainer:
     """`Trainer(cfg, out_dir).fit()`: build the state, (optionally) `restore()` a checkpoint, run."""
 
     def __init__(self, cfg: RunConfig, out_dir: str | Path, corpus=None, quiet: bool = False,
-                 callbacks: list[Hook] | None = None):
-        self.cfg, self.out_dir = cfg, Path(out_dir)
-        self.state = TrainState(cfg, corpus if corpus is not None else load_corpus(cfg.data))
-        self.loop = Loop(self.state, standard_hooks(cfg, quiet, callbacks), self.out_dir)
+                 callbacks: list[Hook] | None = None, dist: Dist | None = None):
+        self.cfg, self.out_dir, self.dist = cfg, Path(out_dir), dist or Dist()
+        self.state = TrainState(cfg, corpus if corpus is not None else load_corpus(cfg.data), dist=self.dist)
+        main = self.dist.is_main  # under torchrun only rank 0 records, prints and writes
+        hooks = standard_hooks(cfg, quiet or not main, callbacks if main else [])
+        self.loop = Loop(self.state, hooks, self.out_dir if main else None)
 
     def restore(self, ckpt: Path | None = None) -> int:
         """Load the latest complete (or the given) checkpoint and cut the run's logs back to its step."""
         ckpt = ckpt or latest_checkpoint(self.out_dir)
         self.state.load(ckpt)
         step = self.state.step
-        for name in ("metrics.jsonl", "attribution.jsonl", "shapes.jsonl"):
+        for name in ("metrics.jsonl", "attribution.jsonl", "shapes.jsonl") if self.dist.is_main else ():
             truncate_log(self.out_dir / name, step)
         log.info("resumed %s at step %d", self.out_dir, step)
         return step
