@@ -18,3 +18,42 @@ def hf_dir(tmp_path_factory):
     tiny_llama().save_pretrained(d)
     byte_hf_tokenizer().save_pretrained(d)
     return d
+
+
+@pytest.fixture
+def failing_server():
+    """A real HTTP server on 127.0.0.1 that answers every request with 500; → its base URL."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            body = b'{"error": {"message": "boom", "type": "server_error", "code": 500}}'
+            self.send_response(500)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}/v1"
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture
+def silent_server():
+    """A real socket on 127.0.0.1 that accepts connections and never answers (every request times out)."""
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(16)
+    yield f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    s.close()

@@ -64,7 +64,7 @@ price_per_1k_tokens = 3.5
 ''')
     with load_pool(f) as pool:
         assert list(pool.members) == ["k1", "tiny-hf", "remote"]
-        assert pool.config.pool.budget_atp == 50
+        assert pool.settings.budget_atp == 50
         assert [m.name for m in pool.with_role("teacher")] == ["tiny-hf"]
         assert pool["tiny-hf"].generate("hi", max_tokens=3).completion_tokens == 3
         assert pool["remote"].price_per_1k_tokens == 3.5

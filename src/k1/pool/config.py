@@ -29,6 +29,9 @@ from typing import Annotated, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from k1.errors import ConfigError
+from k1.pool.context import ContextSettings
+from k1.pool.experiences import SnarcWeights
+from k1.pool.metabolic import MetabolicSettings
 
 
 class _Spec(BaseModel):
@@ -75,8 +78,14 @@ class PoolSettings(BaseModel):
     selection: Literal["thompson", "ucb", "greedy"] = "thompson"
     cost_weight: float = Field(default=0.3, ge=0)  # λ in utility = P(success) − λ·cost / (cost of the priciest member)
     store: str = "pool.sqlite"  # trust, budget and experiences (relative to the pool file's folder)
-    reference: str | None = None  # member whose bits per byte measure surprise (default: the first with `score`)
+    reference: str | None = None  # member whose bits per byte measure surprise (default: the cheapest local one)
+    judge: str | None = None  # member asked "is this answer correct?" when no verifier or feedback decides
+    cross_check: float = Field(default=0.0, ge=0, le=1)  # share of calls a second member also answers (conflict)
+    idle_unload_s: float = Field(default=300.0, gt=0)  # REST unloads local members unused for this long
     seed: int | None = None
+    context: ContextSettings = ContextSettings()
+    metabolic: MetabolicSettings = MetabolicSettings()
+    snarc: SnarcWeights = SnarcWeights()
 
 
 class PoolConfig(BaseModel):
@@ -92,6 +101,10 @@ class PoolConfig(BaseModel):
             raise ValueError(f"member names must be unique; rename the repeated {', '.join(dup)}")
         if "auto" in names:
             raise ValueError("'auto' is reserved for routing through the pool; rename that member")
+        for key in ("reference", "judge"):
+            who = getattr(self.pool, key)
+            if who is not None and who not in names:
+                raise ValueError(f"pool.{key} = {who!r} is not a member; choose one of {', '.join(names)}")
         return self
 
 

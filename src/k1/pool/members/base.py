@@ -58,6 +58,7 @@ class Generation:
     cost: Cost
     finish_reason: str = "stop"  # "stop" | "length" | "cancelled" (a stream closed early by its consumer)
     token_logprobs: list[float] | None = None  # natural-log probabilities of the generated tokens, where available
+    token_entropies: list[float] | None = None  # entropy (nats) of each next-token distribution / ln(vocab), local only
 
 
 @dataclass
@@ -105,6 +106,10 @@ class Member(ABC):
     def score(self, prompt: Prompt, continuation: str) -> Score:
         """Bits per byte of `continuation` given `prompt`. Raises NotImplementedError without log-probabilities."""
         raise NotImplementedError(f"member {self.name!r} ({self.kind}) has no token log-probabilities")
+
+    def estimate_cost(self, prompt_tokens: int, max_tokens: int) -> float:
+        """Expected ATP of a call before any has been measured (the router's prior; measured means replace it)."""
+        return 0.0
 
     def close(self) -> None:
         """Release what the member holds (weights, connections). Safe to call twice."""

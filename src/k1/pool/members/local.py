@@ -65,6 +65,10 @@ class LocalMember(Member):
     def flops(self, s: DecodeSession) -> float:
         return 2.0 * self.matmul_params * s.tokens_run + float(self.attn_flops_per_key) * s.keys_attended
 
+    def estimate_cost(self, prompt_tokens: int, max_tokens: int) -> float:
+        n = prompt_tokens + max_tokens
+        return (2.0 * self.matmul_params * n + self.attn_flops_per_key * n * (n + 1) / 2) / FLOPS_PER_ATP
+
     def _cost(self, s: DecodeSession, t0: float) -> Cost:
         f = self.flops(s)
         return Cost(flops=f, latency_s=time.perf_counter() - t0, atp=f / FLOPS_PER_ATP)
@@ -85,12 +89,14 @@ class LocalMember(Member):
         scanner = StopScanner(list(stop or []))
         out: list[int] = []
         logprobs: list[float] = []
+        entropies: list[float] = []
         emitted, text, finish = "", "", "length"
 
         def record(reason: str) -> None:
             self.last_generation = Generation(text=text, member=self.name, prompt_tokens=len(ids),
                                               completion_tokens=len(out), cost=self._cost(s, t0),
-                                              finish_reason=reason, token_logprobs=logprobs)
+                                              finish_reason=reason, token_logprobs=logprobs,
+                                              token_entropies=entropies)
 
         try:
             logits = s.feed(ids, last_only=True)[-1] if max_tokens > 0 else None
@@ -100,7 +106,9 @@ class LocalMember(Member):
                     finish = "stop"
                     break
                 out.append(tok)
-                logprobs.append(float(F.log_softmax(logits.float(), dim=-1)[tok]))
+                logp = F.log_softmax(logits.float(), dim=-1)
+                logprobs.append(float(logp[tok]))
+                entropies.append(float(-(logp.exp() * logp).sum()) / math.log(logp.numel()))
                 text, hit = scanner.cut(self.decode(out))
                 if hit:
                     finish = "stop"

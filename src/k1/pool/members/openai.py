@@ -124,7 +124,7 @@ class OpenAIMember(Member):
         path, body = self._body(prompt, max_tokens, temperature, stop, seed, stream=True)
         resp = self._open(path, body, prompt, t0)
         parts: list[str] = []
-        usage, finish, answered_by = None, "stop", None
+        usage, finish = None, "stop"
 
         def record(reason: str) -> None:
             text = "".join(parts)
@@ -133,7 +133,6 @@ class OpenAIMember(Member):
             self.last_generation = Generation(text=text, member=self.name, prompt_tokens=pt, completion_tokens=ct,
                                               cost=Cost(0.0, time.perf_counter() - t0, self._price(pt + ct)),
                                               finish_reason=reason)
-            self.last_generation.upstream_member = answered_by  # who answered, when the server says (k1 pool serve)
 
         try:
             for line in resp.iter_lines():
@@ -147,7 +146,6 @@ class OpenAIMember(Member):
                     raise CallFailed(f"member {self.name!r}: {chunk['error'].get('message')}",
                                      Cost(0.0, time.perf_counter() - t0, 0.0))
                 usage = chunk.get("usage") or usage
-                answered_by = chunk.get("k1", {}).get("member", answered_by)
                 for choice in chunk.get("choices", []):
                     delta = choice.get("text") if "text" in choice else (choice.get("delta") or {}).get("content")
                     if delta:
@@ -167,6 +165,9 @@ class OpenAIMember(Member):
             resp.close()
         self.breaker.success()
         record(finish)
+
+    def estimate_cost(self, prompt_tokens: int, max_tokens: int) -> float:
+        return self._price(prompt_tokens + max_tokens)
 
     def models(self) -> list[str]:
         """The model ids the server lists (`GET /models`)."""
