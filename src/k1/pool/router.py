@@ -35,6 +35,10 @@ class BudgetExhausted(K1Error):
     """The pool has spent its ATP budget."""
 
 
+class UnknownRequest(BackendError):
+    """Feedback for a request id the pool never answered."""
+
+
 @dataclass
 class Routed:
     """A routed answer with everything the router decided and measured along the way."""
@@ -221,7 +225,7 @@ class Router:
         """Record an outcome for an earlier answer: trust, the experience's reward and importance."""
         e = self.store.experience(request)
         if e is None:
-            raise BackendError(f"no experience with request id {request!r}")
+            raise UnknownRequest(f"no answer with request id {request!r}; give the `k1.request` of a response")
         success = float(success)
         self.store.record_outcome(e["member"], e["context"], success, source, request)
         signals = {k: e[k] for k in ("surprise", "novelty", "arousal", "conflict")} | {"reward": success}

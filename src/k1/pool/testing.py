@@ -25,13 +25,13 @@ def byte_hf_tokenizer():
     return fast
 
 
-def tiny_llama(seed: int = 0, layers: int = 2, hidden: int = 32, heads: int = 4):
+def tiny_llama(seed: int = 0, layers: int = 2, hidden: int = 32, heads: int = 4, positions: int = 512):
     """A randomly initialised LlamaForCausalLM over the byte tokenizer's 258 tokens."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
     cfg = LlamaConfig(vocab_size=258, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                      num_attention_heads=heads, num_key_value_heads=max(1, heads // 2), max_position_embeddings=512,
+                      num_attention_heads=heads, num_key_value_heads=max(1, heads // 2), max_position_embeddings=positions,
                       bos_token_id=256, eos_token_id=257, tie_word_embeddings=True)
     return LlamaForCausalLM(cfg).eval()
 

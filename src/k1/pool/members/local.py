@@ -43,6 +43,7 @@ class LocalMember(Member):
     supports_score = True
     matmul_params: int = 0  # parameters used in a matrix multiply per token (embedding lookups excluded)
     attn_flops_per_key: int = 0  # 4 × width × attention layers: FLOPs per (token, attended key)
+    max_positions: int | None = None  # absolute limit on prompt + answer (None: the member slides its window)
 
     @abstractmethod
     def encode(self, text: str) -> list[int]: ...
@@ -117,6 +118,8 @@ class LocalMember(Member):
                 if len(safe) > len(emitted) and safe.startswith(emitted):
                     delta, emitted = safe[len(emitted):], safe
                     yield delta
+                if self.max_positions and len(ids) + len(out) >= self.max_positions:
+                    break  # out of positions: finish as "length"
                 if len(out) < max_tokens:
                     logits = s.feed([tok])[-1]
         except GeneratorExit:

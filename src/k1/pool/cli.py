@@ -1,0 +1,99 @@
+"""`k1 pool …`: serve the pool over HTTP, show its state, consolidate it (dream), reset its budget."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="The pool: language models routed by earned trust under a cost budget.")
+console = Console()
+
+POOL_OPT = typer.Option(None, "--pool", "-p", help="Pool file (TOML); default: the built-in default pool.")
+
+
+def _open_router(pool_file: Optional[Path], quiet: bool = False):
+    from k1.pool.pool import load_pool
+    from k1.pool.router import Router
+
+    if pool_file is None:
+        from k1.pool.default import default_pool_file
+        pool_file = default_pool_file(quiet=quiet)
+    return Router(load_pool(pool_file))
+
+
+@app.command()
+def serve(pool: Optional[Path] = POOL_OPT,
+          host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+          port: int = typer.Option(8000, help="Port to listen on.")):
+    """An OpenAI-compatible server: /v1/models, /v1/chat/completions, /v1/completions, /v1/feedback."""
+    import uvicorn
+
+    from k1.pool.server.app import build_app
+
+    router = _open_router(pool)
+    console.print(f"pool: {', '.join(router.pool.names)} + auto → http://{host}:{port}/v1")
+    try:
+        uvicorn.run(build_app(router), host=host, port=port, log_level="warning")
+    finally:
+        router.pool.close()
+        router.close()
+
+
+@app.command()
+def status(pool: Optional[Path] = POOL_OPT,
+           as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+           recent: int = typer.Option(5, help="How many recent experiences to show.")):
+    """Trust table, budget, metabolic state, calls per member and recent experiences."""
+    from k1.pool.status import pool_status
+
+    router = _open_router(pool, quiet=True)
+    try:
+        st = pool_status(router, recent)
+    finally:
+        router.pool.close()
+        router.close()
+    if as_json:
+        print(json.dumps(st, indent=1, default=str))
+        return
+    b = st["budget"]
+    console.print(f"state [bold]{st['state']}[/] · selection {st['selection']} · budget {b['spent_atp']:.2f} of "
+                  f"{b['limit_atp']:g} ATP spent ({b['left_share']:.0%} left)")
+    t = Table("member", "kind", "roles", "calls", "ATP", title="members")
+    for m in st["members"]:
+        c = st["calls"].get(m["name"], {"calls": 0, "atp": 0.0})
+        t.add_row(m["name"], m["kind"], ",".join(m["roles"]), str(c["calls"]), f"{c['atp']:.3f}")
+    console.print(t)
+    t = Table("member", "context", "successes", "failures", "trust (mean)", title="trust")
+    for r in st["trust"]:
+        t.add_row(r["member"], r["context"], f"{r['successes']:g}", f"{r['failures']:g}", f"{r['mean']:.3f}")
+    console.print(t)
+    t = Table("id", "member", "context", "prompt", "ATP", "outcome", "importance", title="recent experiences")
+    for e in st["recent"]:
+        t.add_row(str(e["id"]), e["member"], e["context"] or "", (e["prompt"] or "")[:40].replace("\n", " "),
+                  f"{e['atp']:.3f}", "" if e["outcome"] is None else f"{e['outcome']:g}", f"{e['importance']:.3f}")
+    console.print(t)
+
+
+@app.command()
+def budget(pool: Optional[Path] = POOL_OPT,
+           reset: bool = typer.Option(False, "--reset", help="Start a new budget period (the ledger is kept).")):
+    """Show what the pool has spent of its ATP budget; --reset starts a new period."""
+    from k1.pool.config import read_pool_config
+    from k1.pool.store import PoolStore
+
+    if pool is None:
+        from k1.pool.default import default_pool_file
+        pool = default_pool_file(quiet=True)
+    cfg = read_pool_config(pool)
+    store = PoolStore(cfg.pool.store)
+    if reset:
+        store.reset_budget()
+    print(json.dumps({"limit_atp": cfg.pool.budget_atp, "spent_atp": store.spent()}))
+    store.close()
