@@ -57,3 +57,26 @@ def silent_server():
     s.listen(16)
     yield f"http://127.0.0.1:{s.getsockname()[1]}/v1"
     s.close()
+
+
+@pytest.fixture(scope="session")
+def trained_teacher():
+    """A tiny Llama fitted for a few steps to the synthetic prose: a confident teacher to distil from."""
+    from k1.pool.testing import synthetic_text, tiny_hf_member, train_tiny_llama
+
+    import torch
+
+    torch.set_num_threads(1)
+    m = tiny_hf_member("teacher", seed=1, hidden=64, roles=["teacher"])
+    train_tiny_llama(m.model, synthetic_text(), steps=80, seq=32)
+    return m
+
+
+@pytest.fixture(scope="session")
+def prose_prompts():
+    import random
+
+    from k1.pool.testing import synthetic_text
+
+    words = synthetic_text(seed=1).split()
+    return [" ".join(words[i:i + 3]) + " " for i in random.Random(1).sample(range(len(words) - 5), 16)]

@@ -82,6 +82,42 @@ def status(pool: Optional[Path] = POOL_OPT,
 
 
 @app.command()
+def dream(pool: Optional[Path] = POOL_OPT,
+          teacher: Optional[str] = typer.Option(None, help="Teacher member (default: the most trusted, role 'teacher')."),
+          student: Optional[str] = typer.Option(None, help="Student member (default: the cheapest trainable one)."),
+          k: int = typer.Option(64, help="How many experiences to consolidate (drawn by importance)."),
+          epochs: int = typer.Option(3, help="Passes over the training experiences."),
+          lr: float = typer.Option(3e-4, help="Student learning rate (AdamW)."),
+          temperature: float = typer.Option(2.0, help="Distillation temperature (logit KD)."),
+          max_tokens: int = typer.Option(32, help="Teacher answer length."),
+          as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")):
+    """Consolidate: distil the teacher into the student on the most important experiences; measured before/after."""
+    from k1.pool.dream import dream as run_dream
+
+    router = _open_router(pool)
+    try:
+        rep = run_dream(router, teacher=teacher, student=student, k=k, epochs=epochs, lr=lr, temperature=temperature,
+                        max_tokens=max_tokens, quiet=as_json)
+    finally:
+        router.pool.close()
+        router.close()
+    if as_json:
+        print(json.dumps(rep, default=str))
+        return
+    b, a = rep["before"], rep["after"]
+    console.print(f"DREAM {rep['teacher']} → {rep['student']} ({rep['method']}, {rep['train']} train / "
+                  f"{rep['held_out']} held-out experiences, {rep['seconds']:.0f} s)")
+    t = Table("held-out", "before", "after", title="student on held-out experiences")
+    t.add_row("bits per byte of the teacher's answers", f"{b['bits_per_byte']:.3f}", f"{a['bits_per_byte']:.3f}")
+    t.add_row("top-1 agreement with the teacher", f"{b['agreement']:.1%}", f"{a['agreement']:.1%}")
+    rb, ra = rep["replay_before"], rep["replay_after"]
+    t.add_row("replayed workload: ATP", f"{rb['atp']:.3f}", f"{ra['atp']:.3f}")
+    t.add_row("replayed workload: members", json.dumps(rb["members"]), json.dumps(ra["members"]))
+    console.print(t)
+    console.print(f"weights → {rep['weights']}")
+
+
+@app.command()
 def budget(pool: Optional[Path] = POOL_OPT,
            reset: bool = typer.Option(False, "--reset", help="Start a new budget period (the ledger is kept).")):
     """Show what the pool has spent of its ATP budget; --reset starts a new period."""

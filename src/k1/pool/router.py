@@ -65,6 +65,8 @@ class Router:
         self.reference = self._reference()
         self.contexts = ContextClassifier(self.settings.context, self.reference)
         self.metabolism = Metabolism(self.settings.metabolic, log=self.store.log_state, clock=clock)
+        from k1.pool.dream import apply_dream_weights
+        self.consolidated = apply_dream_weights(self)  # students keep what DREAM taught them across restarts
         self._memory = [e["prompt"] + "\n" + e["response"]
                         for e in reversed(self.store.experiences(limit=self.settings.snarc.memory, newest_first=True))]
         for session in {e["session"] for e in self.store.experiences(limit=2000, newest_first=True) if e["session"]}:
@@ -185,6 +187,7 @@ class Router:
             "member": gen.member, "context": reading.label, "latency_s": c.latency_s, "atp": c.atp,
             "outcome": outcome, **signals, "importance": imp,
             "extra": {"state": state, "context_signals": reading.as_dict(), "finish_reason": gen.finish_reason,
+                      "messages": prompt if isinstance(prompt, list) else None,
                       "utilities": decision.utilities if decision else None, "stream": stream},
         })
         self._memory = (self._memory + [text + "\n" + gen.text])[-self.settings.snarc.memory:]

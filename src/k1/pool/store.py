@@ -189,6 +189,17 @@ class PoolStore:
                 d["paths"][r[1]] = r[2]
         return out
 
+    # ---- small named values (budget period start, DREAM weights) ------------------------------------
+    def set_meta(self, key: str, value: str) -> None:
+        with self.write() as db:
+            db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                       (key, value))
+
+    def get_meta(self, key: str) -> str | None:
+        with self._lock:
+            row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
     # ---- metabolic state log ------------------------------------------------------------------------
     def log_state(self, from_state: str | None, to_state: str, reason: str) -> None:
         with self.write() as db:
