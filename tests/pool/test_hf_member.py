@@ -66,6 +66,7 @@ def test_stop_string_cuts_the_answer():
 
 
 def test_cost_counts_flops_from_shapes(member):
+    member.enable_prefix_cache(0)  # every token computed (prefix reuse is tested in test_prefix_cache.py)
     g = member.generate("ab", max_tokens=4)  # 2 prompt tokens + 3 fed back (the 4th is never fed)
     n = sum(p.numel() for p in member.model.parameters())  # tied: the embedding counted once, as the head
     assert member.matmul_params == n

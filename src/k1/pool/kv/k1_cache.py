@@ -37,6 +37,14 @@ class K1Cache:
         c.length = self.length
         return c
 
+    def cropped(self, n: int) -> "K1Cache":
+        """A copy holding positions 0..n-1 only."""
+        c = K1Cache(len(self.k))
+        c.k = [None if t is None else t[:, :, :n].clone() for t in self.k]
+        c.v = [None if t is None else t[:, :, :n].clone() for t in self.v]
+        c.length = n
+        return c
+
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.k + self.v if t is not None)
 
@@ -112,6 +120,15 @@ class K1Window:
         self.tokens_run = 0
         self.keys_attended = 0
         assert self.cache.length == len(self.ids)
+
+    @property
+    def n_cached(self) -> int:
+        """Tokens already in the cache (a session resumed from a prefix starts with some)."""
+        return len(self.ids)
+
+    def snapshot(self):
+        """(ids, cache) to store for prefix reuse, or None once the window has slid (positions moved)."""
+        return (list(self.ids), self.cache) if self.cache.length == len(self.ids) and self.ids else None
 
     def _run(self, new: list[int]) -> torch.Tensor:
         p0 = self.cache.length

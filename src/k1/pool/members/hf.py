@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 from pathlib import Path
 
@@ -15,10 +16,15 @@ from k1.pool.members.local import DecodeSession, LocalMember
 class HFSession(DecodeSession):
     """Feeds tokens through the model with `past_key_values` (positions follow the cache length)."""
 
-    def __init__(self, member: "HFMember", past=None, length: int = 0):
-        self.member, self.past, self.length = member, past, length
+    def __init__(self, member: "HFMember", past=None, ids: list[int] | None = None):
+        self.member, self.past = member, past
+        self.ids = list(ids or [])
+        self.length = self.n_cached = len(self.ids)
         self.tokens_run = 0
         self.keys_attended = 0
+
+    def snapshot(self):
+        return (list(self.ids), self.past) if self.past is not None and self.ids else None
 
     def feed(self, ids: list[int], last_only: bool = False) -> torch.Tensor:
         m = self.member
@@ -32,6 +38,7 @@ class HFSession(DecodeSession):
         self.tokens_run += len(ids)
         self.keys_attended += sum(self.length + i + 1 for i in range(len(ids)))
         self.length += len(ids)
+        self.ids += ids
         logits = out.logits[0]  # [t, V]
         return logits[-1:] if last_only else logits
 
@@ -42,8 +49,9 @@ class HFMember(LocalMember):
 
     kind = "hf"
 
-    def __init__(self, model, tokenizer, name: str = "hf", roles=(), device: str = "cpu"):
+    def __init__(self, model, tokenizer, name: str = "hf", roles=(), device: str = "cpu", prefix_cache: int = 8):
         super().__init__(name, roles)
+        self.enable_prefix_cache(prefix_cache)
         self.model, self.tokenizer, self.device = model.eval().to(device), tokenizer, device
         cfg = model.config
         text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
@@ -103,8 +111,14 @@ class HFMember(LocalMember):
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
-    def session(self, prompt_ids=None) -> HFSession:
+    def new_session(self) -> HFSession:
         return HFSession(self)
+
+    def resume_session(self, ids, state, n) -> HFSession:
+        past = copy.deepcopy(state)  # the stored state stays as it was for the next reuse
+        if n < past.get_seq_length():
+            past.crop(n - past.get_seq_length())  # crop() takes a negative count of tokens to drop
+        return HFSession(self, past, ids[:n])
 
     def info(self) -> dict:
         return {**super().info(), "parameters": sum(p.numel() for p in self.model.parameters()),

@@ -15,8 +15,10 @@ class K1Member(LocalMember):
 
     kind = "k1"
 
-    def __init__(self, model, tokenizer, name: str = "k1", roles=(), run_dir: Path | None = None):
+    def __init__(self, model, tokenizer, name: str = "k1", roles=(), run_dir: Path | None = None,
+                 prefix_cache: int = 8):
         super().__init__(name, roles)
+        self.enable_prefix_cache(prefix_cache)
         self.model, self.tokenizer, self.run_dir = model.eval(), tokenizer, run_dir
         self.context = model.cfg.context
         C, V = model.cfg.width, model.vocab_size
@@ -41,8 +43,11 @@ class K1Member(LocalMember):
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(list(ids))
 
-    def session(self, prompt_ids=None) -> K1Window:
+    def new_session(self) -> K1Window:
         return K1Window(self.model)
+
+    def resume_session(self, ids, state, n) -> K1Window:
+        return K1Window(self.model, cache=state.cropped(n), ids=ids[:n])
 
     def info(self) -> dict:
         return {**super().info(), "context": self.context, "parameters": self.model.num_parameters(),

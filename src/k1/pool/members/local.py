@@ -33,9 +33,14 @@ class DecodeSession:
 
     tokens_run: int = 0
     keys_attended: int = 0
+    n_cached: int = 0  # tokens already in the cache when the session started (a reused prefix)
 
     @abstractmethod
     def feed(self, ids: list[int], last_only: bool = False) -> torch.Tensor: ...
+
+    def snapshot(self):
+        """(ids so far, KV state) for the prefix cache, or None when the state cannot be reused."""
+        return None
 
 
 class LocalMember(Member):
@@ -44,6 +49,7 @@ class LocalMember(Member):
     matmul_params: int = 0  # parameters used in a matrix multiply per token (embedding lookups excluded)
     attn_flops_per_key: int = 0  # 4 × width × attention layers: FLOPs per (token, attended key)
     max_positions: int | None = None  # absolute limit on prompt + answer (None: the member slides its window)
+    prefix_cache = None  # a `PrefixCache` when reuse is on (`enable_prefix_cache`)
 
     @abstractmethod
     def encode(self, text: str) -> list[int]: ...
@@ -56,8 +62,32 @@ class LocalMember(Member):
         return set()
 
     @abstractmethod
-    def session(self, prompt_ids: list[int] | None = None) -> DecodeSession:
-        """A fresh decode session (a subclass may start it from a cached prefix of `prompt_ids`)."""
+    def new_session(self) -> DecodeSession:
+        """A decode session with an empty cache."""
+
+    def resume_session(self, ids: list[int], state, n: int) -> DecodeSession:
+        """A session whose cache holds `ids[:n]`, copied from a stored `state` (prefix reuse)."""
+        raise NotImplementedError
+
+    def session(self, prompt_ids: list[int]) -> DecodeSession:
+        """A decode session for `prompt_ids`, resumed from the longest cached prefix when there is one."""
+        if self.prefix_cache is not None:
+            n, state = self.prefix_cache.lookup(prompt_ids)
+            if n:
+                return self.resume_session(prompt_ids, state, n)
+        return self.new_session()
+
+    def remember(self, s: DecodeSession) -> None:
+        if self.prefix_cache is not None:
+            snap = s.snapshot()
+            if snap is not None:
+                self.prefix_cache.store(*snap)
+
+    def enable_prefix_cache(self, size: int = 8) -> None:
+        """Keep KV states of the last `size` sequences (0 turns reuse off)."""
+        from k1.pool.kv.prefix import PrefixCache
+
+        self.prefix_cache = PrefixCache(size) if size > 0 else None
 
     def render(self, prompt: Prompt) -> str:
         """The text the model reads for `prompt` (chat members override this with their chat template)."""
@@ -100,7 +130,7 @@ class LocalMember(Member):
                                               token_entropies=entropies)
 
         try:
-            logits = s.feed(ids, last_only=True)[-1] if max_tokens > 0 else None
+            logits = s.feed(ids[s.n_cached:], last_only=True)[-1] if max_tokens > 0 else None
             for _ in range(max_tokens):
                 tok = pick_token(logits, temperature, gen)
                 if tok in self.eos_ids:
@@ -125,6 +155,7 @@ class LocalMember(Member):
         except GeneratorExit:
             record("cancelled")
             raise
+        self.remember(s)
         if text.startswith(emitted) and len(text) > len(emitted):
             yield text[len(emitted):]
         record(finish)
@@ -137,7 +168,7 @@ class LocalMember(Member):
         if not cont or not n_bytes:
             raise BackendError(f"member {self.name!r}: nothing to score; the continuation is empty")
         s = self.session(ids)
-        first = s.feed(ids, last_only=True)
+        first = s.feed(ids[s.n_cached:], last_only=True)
         logits = torch.cat([first, s.feed(cont[:-1])]) if len(cont) > 1 else first
         nll = F.cross_entropy(logits.float(), torch.tensor(cont), reduction="sum").item()  # nats
         return Score(bits_per_byte=nll / math.log(2) / n_bytes, n_bytes=n_bytes, n_tokens=len(cont),
