@@ -116,8 +116,10 @@ def outcome_table(router, tasks: list[dict], cache: Path, quiet: bool) -> dict:
             ok, cost = [], []
             for t in tasks:
                 prompt = [{"role": "user", "content": t["prompt"]}] if t["chat"] else t["prompt"]
+                stop = None if t["chat"] else [" ", "\n"]  # a word completion ends at the word's end
                 out = router.generate(prompt, model=name, session=f"bench-{t['cls']}", context=t["cls"],
-                                      verifier=lambda _p, a, t=t: check(t, a), max_tokens=MAX_TOKENS[t["cls"]])
+                                      verifier=lambda _p, a, t=t: check(t, a), max_tokens=MAX_TOKENS[t["cls"]],
+                                      stop=stop)
                 ok.append(bool(out.outcome))
                 cost.append(out.generation.cost.atp)
                 bar.advance(job)

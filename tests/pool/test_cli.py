@@ -76,3 +76,19 @@ def test_a_bad_pool_file_is_one_line_and_exit_2(tmp_path):
     bad.write_text('[[members]]\nname = "x"\nkind = "nope"\n')
     r = run_k1("pool", "status", "--pool", bad, check=False)
     assert r.returncode == 2 and "kind" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_ask_routes_one_prompt_and_records_feedback(tmp_path, hf_dir, k1_run):
+    from typer.testing import CliRunner
+
+    from k1.pool.cli import app
+    from k1.pool.config import read_pool_config
+    from k1.pool.store import PoolStore
+
+    f = _pool_file(tmp_path, hf_dir, k1_run)
+    r = CliRunner().invoke(app, ["ask", "the river", "--pool", str(f), "--max-tokens", "4", "--good"],
+                           catch_exceptions=False)
+    assert r.exit_code == 0 and "ATP" in r.stdout and "context novel" in r.stdout
+    store = PoolStore(read_pool_config(f).pool.store)
+    (member, ctx), (s, fails) = next(iter(store.trust().items()))
+    assert ctx == "novel" and (s, fails) == (1.0, 0.0) and member in r.stdout

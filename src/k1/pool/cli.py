@@ -47,6 +47,30 @@ def serve(pool: Optional[Path] = POOL_OPT,
 
 
 @app.command()
+def ask(prompt: str = typer.Argument(..., help="What to ask."),
+        pool: Optional[Path] = POOL_OPT,
+        model: str = typer.Option("auto", help="'auto' routes through the pool; a member name pins it."),
+        raw: bool = typer.Option(False, "--raw", help="Send plain text (a completion) instead of a chat message."),
+        max_tokens: int = typer.Option(64, help="Answer length limit."),
+        session: str = typer.Option("cli", help="Session id (context classes follow a session's history)."),
+        success: Optional[bool] = typer.Option(None, "--good/--bad", help="Record the outcome right away.")):
+    """Route one prompt through the pool; prints the answer, who answered and what it cost."""
+    router = _open_router(pool)
+    try:
+        p = prompt if raw else [{"role": "user", "content": prompt}]
+        out = router.generate(p, model=model, session=session, max_tokens=max_tokens)
+        if success is not None:
+            router.feedback(out.request, 1.0 if success else 0.0)
+    finally:
+        router.pool.close()
+        router.close()
+    print(out.generation.text)
+    c = out.generation.cost
+    console.print(f"[dim]{out.member} · context {out.context.label} · state {out.state} · {c.atp:.3f} ATP "
+                  f"({c.flops / 1e9:.2f} GFLOP, {c.latency_s:.2f} s) · request {out.request}[/]")
+
+
+@app.command()
 def status(pool: Optional[Path] = POOL_OPT,
            as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
            recent: int = typer.Option(5, help="How many recent experiences to show.")):
