@@ -17,6 +17,11 @@ better than the cheapest, APGR is undefined and the bench says so.
     python bench/route.py --quick      # 8 tasks per class on the default pool; a few minutes on 2 cores
     python bench/route.py              # 24 tasks per class
     python bench/route.py --pool FILE  # any pool file
+    python bench/route.py --quick --dream   # then DREAM (strongest → student), re-measure the student, replay
+
+With `--dream`, DREAM consolidates the bench's own experiences (teacher = the strongest member, student =
+the pool's "student" member), the student answers every task again, and the routers are replayed on the
+updated table: the report gives Thompson's success and cost before and after.
 
 Prints tables, then the results as one JSON object on the last line.
 """
@@ -166,6 +171,40 @@ def replay(table: dict, tasks: list[dict], router: str, seed: int, lam: float = 
     return {"success": succ / len(tasks), "cost": cost, "picks": dict(picks)}
 
 
+def remeasure(router, table: dict, tasks: list[dict], name: str) -> dict:
+    """The table with `name`'s row measured again (after DREAM changed its weights)."""
+    new = json.loads(json.dumps(table))
+    ok, cost = [], []
+    for t in tasks:
+        prompt = [{"role": "user", "content": t["prompt"]}] if t["chat"] else t["prompt"]
+        stop = None if t["chat"] else [" ", "\n"]
+        out = router.generate(prompt, model=name, session=f"bench-after-{t['cls']}", context=t["cls"],
+                              verifier=lambda _p, a, t=t: check(t, a), max_tokens=MAX_TOKENS[t["cls"]], stop=stop)
+        ok.append(bool(out.outcome))
+        cost.append(out.generation.cost.atp)
+    new["outcomes"][name], new["cost"][name] = ok, cost
+    return new
+
+
+def run_dream(router, table, tasks, strongest, args) -> dict:
+    from k1.pool.dream import dream
+    from k1.pool.members.base import prompt_text
+
+    students = [n for n in table["members"] if "student" in router.pool.members[n].roles]
+    if not students or students[0] == strongest:
+        return {"skipped": "no member other than the strongest has the role 'student'"}
+    by_prompt = {prompt_text([{"role": "user", "content": t["prompt"]}] if t["chat"] else t["prompt"]): t
+                 for t in tasks}
+
+    def verifier(prompt, answer):
+        t = by_prompt.get(prompt)
+        return None if t is None else float(check(t, answer))
+
+    rep = dream(router, teacher=strongest, student=students[0], k=args.dream_k, epochs=args.dream_epochs,
+                lr=args.dream_lr, max_tokens=16, verifier=verifier, quiet=args.quiet)
+    return {"report": rep, "table": remeasure(router, table, tasks, students[0]), "student": students[0]}
+
+
 def roles(table: dict) -> tuple[str, str]:
     """strongest = the highest overall success (ties: the pricier); cheapest = the lowest mean cost."""
     members = table["members"]
@@ -201,6 +240,10 @@ def main() -> None:
     ap.add_argument("--lam", type=float, default=0.3, help="cost weight λ of the learning routers")
     ap.add_argument("--out", type=Path, default=Path("runs/bench"))
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--dream", action="store_true", help="then DREAM, re-measure the student, replay again")
+    ap.add_argument("--dream-k", type=int, default=32)
+    ap.add_argument("--dream-epochs", type=int, default=2)
+    ap.add_argument("--dream-lr", type=float, default=1e-4)
     args = ap.parse_args()
     import torch
 
@@ -284,7 +327,33 @@ def main() -> None:
               f"{'met' if goal['met'] else 'NOT met'}")
     out = {"command": " ".join(["python"] + sys.argv), "tasks": len(tasks), "per_class": n, "members": per_member,
            "strongest": strongest, "cheapest": cheapest, "lambda": args.lam, "seeds": len(seeds), "routers": res,
-           "apgr": apgrs, "apgr_defined": defined, "goal": goal, "seconds": time.time() - t0}
+           "apgr": apgrs, "apgr_defined": defined, "goal": goal}
+    if args.dream:
+        d = run_dream(router, table, tasks, strongest, args)
+        if "table" in d:
+            after = [replay(d["table"], tasks, "thompson", s, args.lam) for s in seeds]
+            st = d["student"]
+            out["dream"] = {
+                "student": st, "method": d["report"]["method"], "held_out_before": d["report"]["before"],
+                "held_out_after": d["report"]["after"],
+                "student_success_before": statistics.fmean(table["outcomes"][st]),
+                "student_success_after": statistics.fmean(d["table"]["outcomes"][st]),
+                "thompson_before": {"success": th["success"], "cost": th["cost"]},
+                "thompson_after": {"success": statistics.fmean(x["success"] for x in after),
+                                   "cost": statistics.fmean(x["cost"] for x in after)},
+            }
+            x = out["dream"]
+            print(f"\nDREAM {strongest} → {st} ({x['method']}): held-out bits/byte {x['held_out_before']['bits_per_byte']:.3f}"
+                  f" → {x['held_out_after']['bits_per_byte']:.3f}, agreement {x['held_out_before']['agreement']:.1%} → "
+                  f"{x['held_out_after']['agreement']:.1%}; student success on the tasks "
+                  f"{x['student_success_before']:.1%} → {x['student_success_after']:.1%}")
+            print(f"Thompson on the same workload: success {x['thompson_before']['success']:.1%} → "
+                  f"{x['thompson_after']['success']:.1%}, ATP {x['thompson_before']['cost']:.2f} → "
+                  f"{x['thompson_after']['cost']:.2f}")
+        else:
+            out["dream"] = d
+            print(f"DREAM skipped: {d['skipped']}")
+    out["seconds"] = time.time() - t0
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"route-{tag}.json").write_text(json.dumps(out, indent=1))
     pool.close()
