@@ -106,16 +106,22 @@ def check(task: dict, answer: str) -> bool:
 def outcome_table(router, tasks: list[dict], cache: Path, quiet: bool) -> dict:
     members = router.pool.names
     key = hashlib.sha1(json.dumps([tasks, members, sorted(router.consolidated)], sort_keys=True).encode()).hexdigest()
+    table = {"key": key, "members": members, "outcomes": {}, "cost": {}, "estimate": {}}
     if cache.is_file():
         cached = json.loads(cache.read_text())
         if cached.get("key") == key:
-            return cached
+            table = cached  # complete, or the members measured before an interruption
+    if all(n in table["outcomes"] for n in members):
+        return table
     from rich.progress import Progress
 
-    table = {"key": key, "members": members, "outcomes": {}, "cost": {}, "estimate": {}}
+    cache.parent.mkdir(parents=True, exist_ok=True)
     with Progress(disable=quiet) as bar:
         job = bar.add_task("members × tasks", total=len(members) * len(tasks))
         for name in members:
+            if name in table["outcomes"]:
+                bar.advance(job, len(tasks))
+                continue
             m = router.pool[name]
             table["estimate"][name] = m.estimate_cost(32, 8)
             ok, cost = [], []
@@ -129,8 +135,7 @@ def outcome_table(router, tasks: list[dict], cache: Path, quiet: bool) -> dict:
                 cost.append(out.generation.cost.atp)
                 bar.advance(job)
             table["outcomes"][name], table["cost"][name] = ok, cost
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(table))
+            cache.write_text(json.dumps(table))  # saved per member: an interrupted run resumes here
     return table
 
 

@@ -78,3 +78,26 @@ class _ByteTok:
 
     def decode(self, ids):
         return bytes(ids).decode("utf-8", errors="replace")
+
+
+def test_score_inside_the_context_equals_token_by_token_and_strides_past_it():
+    import math
+
+    model = MODELS["tree"]()  # context 16
+    m = K1Member(model, _ByteTok(), name="m")
+    prompt, cont = "ab", "cdefgh"  # 8 ≤ 16: one window
+    ids = list((prompt + cont).encode())
+    with torch.no_grad():
+        logits = model(torch.tensor([ids[:-1]]))[0][0]
+    nll = torch.nn.functional.cross_entropy(logits[1:], torch.tensor(ids[2:]), reduction="sum").item()
+    assert m.score(prompt, cont).bits_per_byte == pytest.approx(nll / math.log(2) / 6, rel=1e-5)
+    long = m.score("the river ", "walked slowly across the old bridge to town")  # 53 tokens > 16
+    assert long.n_tokens == 43 and 0 < long.bits_per_byte < 16
+    # each token sees ≥ 7 tokens: the strided score is close to the exact sliding one on a smooth model
+    exact = []
+    seq = list("the river walked slowly across the old bridge to town".encode())
+    with torch.no_grad():
+        for t in range(10, len(seq)):
+            lg = model(torch.tensor([seq[max(0, t - 16):t]]))[0][0, -1]
+            exact.append(-torch.log_softmax(lg, -1)[seq[t]].item())
+    assert long.bits_per_byte == pytest.approx(sum(exact) / math.log(2) / 43, rel=0.05)

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import math
+import time
 from pathlib import Path
 
-from k1.errors import CheckpointError
+import torch
+import torch.nn.functional as F
+
+from k1.errors import BackendError, CheckpointError
 from k1.pool.kv.k1_cache import K1Window
+from k1.pool.members.base import FLOPS_PER_ATP, Cost, Score
 from k1.pool.members.local import LocalMember
 
 
@@ -48,6 +54,33 @@ class K1Member(LocalMember):
 
     def resume_session(self, ids, state, n) -> K1Window:
         return K1Window(self.model, cache=state.cropped(n), ids=ids[:n])
+
+    @torch.no_grad()
+    def score(self, prompt, continuation: str) -> Score:
+        """Bits per byte, read in windows of `context` tokens that advance by half a context: every scored
+        token sees at least context/2 − 1 tokens before it. Inside one context this is exactly the
+        token-by-token score; past it, it costs two forwards per context instead of one per token (the
+        sliding window of generation would re-read the whole window for every token)."""
+        t0 = time.perf_counter()
+        ids, cont = self._prompt_ids(prompt), self.encode(continuation)
+        n_bytes = len(continuation.encode("utf-8"))
+        if not cont or not n_bytes:
+            raise BackendError(f"member {self.name!r}: nothing to score; the continuation is empty")
+        seq, ctx = ids + cont, self.context
+        stride = max(1, ctx // 2)
+        nll, pos, run, keys = 0.0, len(ids), 0, 0
+        while pos < len(seq):
+            end = min(pos + stride, len(seq)) if len(seq) > ctx else len(seq)
+            lo = max(0, end - ctx)
+            window = seq[lo:end - 1]  # inputs; they predict seq[lo + 1:end]
+            logits = self.model(torch.tensor([window]))[0][0]  # [len(window), V]
+            run, keys = run + len(window), keys + len(window) * (len(window) + 1) // 2
+            targets = torch.tensor(seq[pos:end])
+            nll += F.cross_entropy(logits[pos - 1 - lo:].float(), targets, reduction="sum").item()
+            pos = end
+        flops = 2.0 * self.matmul_params * run + float(self.attn_flops_per_key) * keys
+        cost = Cost(flops=flops, latency_s=time.perf_counter() - t0, atp=flops / FLOPS_PER_ATP)
+        return Score(bits_per_byte=nll / math.log(2) / n_bytes, n_bytes=n_bytes, n_tokens=len(cont), cost=cost)
 
     def info(self) -> dict:
         return {**super().info(), "context": self.context, "parameters": self.model.num_parameters(),
