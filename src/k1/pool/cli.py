@@ -142,6 +142,32 @@ def dream(pool: Optional[Path] = POOL_OPT,
 
 
 @app.command()
+def report(pool: Optional[Path] = POOL_OPT,
+           store: Optional[Path] = typer.Option(None, help="A pool store (.sqlite) instead of a pool file's."),
+           out: Path = typer.Option(Path("runs/pool/report.html"), help="HTML file to write.")):
+    """The pool's HTML page: trust over time, cost per member and call path, routing shares, state log."""
+    from k1.pool.config import read_pool_config
+    from k1.pool.report import write_pool_report
+    from k1.pool.store import PoolStore
+
+    budget_atp = None
+    if store is None:
+        if pool is None:
+            from k1.pool.default import default_pool_file
+            pool = default_pool_file(quiet=True)
+        cfg = read_pool_config(pool)
+        store, budget_atp = Path(cfg.pool.store), cfg.pool.budget_atp
+    elif not store.is_file():
+        from k1.errors import ConfigError
+        raise ConfigError(f"--store {store}: no such file")
+    s = PoolStore(store)
+    try:
+        print(write_pool_report(s, out, budget_atp))
+    finally:
+        s.close()
+
+
+@app.command()
 def budget(pool: Optional[Path] = POOL_OPT,
            reset: bool = typer.Option(False, "--reset", help="Start a new budget period (the ledger is kept).")):
     """Show what the pool has spent of its ATP budget; --reset starts a new period."""
