@@ -37,6 +37,12 @@ def _data_app():
 
 app.add_typer(_data_app(), name="data", help="Build and inspect the built-in corpora.")
 
+try:  # the pool is an optional extra (pip install -e .[pool])
+    from k1.pool.cli import app as pool_app
+    app.add_typer(pool_app, name="pool")
+except ImportError:
+    pass
+
 
 @app.command()
 def train(

@@ -1,0 +1,185 @@
+"""`k1 pool …`: serve the pool over HTTP, show its state, consolidate it (dream), reset its budget."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="The pool: language models routed by earned trust under a cost budget.")
+console = Console()
+
+POOL_OPT = typer.Option(None, "--pool", "-p", help="Pool file (TOML); default: the built-in default pool.")
+
+
+def _open_router(pool_file: Optional[Path], quiet: bool = False):
+    from k1.pool.pool import load_pool
+    from k1.pool.router import Router
+
+    if pool_file is None:
+        from k1.pool.default import default_pool_file
+        pool_file = default_pool_file(quiet=quiet)
+    return Router(load_pool(pool_file))
+
+
+@app.command()
+def serve(pool: Optional[Path] = POOL_OPT,
+          host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+          port: int = typer.Option(8000, help="Port to listen on.")):
+    """An OpenAI-compatible server: /v1/models, /v1/chat/completions, /v1/completions, /v1/feedback."""
+    import uvicorn
+
+    from k1.pool.server.app import build_app
+
+    router = _open_router(pool)
+    console.print(f"pool: {', '.join(router.pool.names)} + auto → http://{host}:{port}/v1")
+    try:
+        uvicorn.run(build_app(router), host=host, port=port, log_level="warning")
+    finally:
+        router.pool.close()
+        router.close()
+
+
+@app.command()
+def ask(prompt: str = typer.Argument(..., help="What to ask."),
+        pool: Optional[Path] = POOL_OPT,
+        model: str = typer.Option("auto", help="'auto' routes through the pool; a member name pins it."),
+        raw: bool = typer.Option(False, "--raw", help="Send plain text (a completion) instead of a chat message."),
+        max_tokens: int = typer.Option(64, help="Answer length limit."),
+        session: str = typer.Option("cli", help="Session id (context classes follow a session's history)."),
+        success: Optional[bool] = typer.Option(None, "--good/--bad", help="Record the outcome right away.")):
+    """Route one prompt through the pool; prints the answer, who answered and what it cost."""
+    router = _open_router(pool)
+    try:
+        p = prompt if raw else [{"role": "user", "content": prompt}]
+        out = router.generate(p, model=model, session=session, max_tokens=max_tokens)
+        if success is not None:
+            router.feedback(out.request, 1.0 if success else 0.0)
+    finally:
+        router.pool.close()
+        router.close()
+    print(out.generation.text)
+    c = out.generation.cost
+    console.print(f"[dim]{out.member} · context {out.context.label} · state {out.state} · {c.atp:.3f} ATP "
+                  f"({c.flops / 1e9:.2f} GFLOP, {c.latency_s:.2f} s) · request {out.request}[/]")
+
+
+@app.command()
+def status(pool: Optional[Path] = POOL_OPT,
+           as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+           recent: int = typer.Option(5, help="How many recent experiences to show.")):
+    """Trust table, budget, metabolic state, calls per member and recent experiences."""
+    from k1.pool.status import pool_status
+
+    router = _open_router(pool, quiet=True)
+    try:
+        st = pool_status(router, recent)
+    finally:
+        router.pool.close()
+        router.close()
+    if as_json:
+        print(json.dumps(st, indent=1, default=str))
+        return
+    b = st["budget"]
+    console.print(f"state [bold]{st['state']}[/] · selection {st['selection']} · budget {b['spent_atp']:.2f} of "
+                  f"{b['limit_atp']:g} ATP spent ({b['left_share']:.0%} left)")
+    t = Table("member", "kind", "roles", "calls", "ATP", title="members")
+    for m in st["members"]:
+        c = st["calls"].get(m["name"], {"calls": 0, "atp": 0.0})
+        t.add_row(m["name"], m["kind"], ",".join(m["roles"]), str(c["calls"]), f"{c['atp']:.3f}")
+    console.print(t)
+    t = Table("member", "context", "successes", "failures", "trust (mean)", title="trust")
+    for r in st["trust"]:
+        t.add_row(r["member"], r["context"], f"{r['successes']:g}", f"{r['failures']:g}", f"{r['mean']:.3f}")
+    console.print(t)
+    t = Table("id", "member", "context", "prompt", "ATP", "outcome", "importance", title="recent experiences")
+    for e in st["recent"]:
+        t.add_row(str(e["id"]), e["member"], e["context"] or "", (e["prompt"] or "")[:40].replace("\n", " "),
+                  f"{e['atp']:.3f}", "" if e["outcome"] is None else f"{e['outcome']:g}", f"{e['importance']:.3f}")
+    console.print(t)
+
+
+@app.command()
+def dream(pool: Optional[Path] = POOL_OPT,
+          teacher: Optional[str] = typer.Option(None, help="Teacher member (default: the most trusted, role 'teacher')."),
+          student: Optional[str] = typer.Option(None, help="Student member (default: the cheapest trainable one)."),
+          k: int = typer.Option(64, help="How many experiences to consolidate (drawn by importance)."),
+          epochs: int = typer.Option(3, help="Passes over the training experiences."),
+          lr: float = typer.Option(3e-4, help="Student learning rate (AdamW)."),
+          temperature: float = typer.Option(2.0, help="Distillation temperature (logit KD)."),
+          max_tokens: int = typer.Option(32, help="Teacher answer length."),
+          as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")):
+    """Consolidate: distil the teacher into the student on the most important experiences; measured before/after."""
+    from k1.pool.dream import dream as run_dream
+
+    router = _open_router(pool)
+    try:
+        rep = run_dream(router, teacher=teacher, student=student, k=k, epochs=epochs, lr=lr, temperature=temperature,
+                        max_tokens=max_tokens, quiet=as_json)
+    finally:
+        router.pool.close()
+        router.close()
+    if as_json:
+        print(json.dumps(rep, default=str))
+        return
+    b, a = rep["before"], rep["after"]
+    console.print(f"DREAM {rep['teacher']} → {rep['student']} ({rep['method']}, {rep['train']} train / "
+                  f"{rep['held_out']} held-out experiences, {rep['seconds']:.0f} s)")
+    t = Table("held-out", "before", "after", title="student on held-out experiences")
+    t.add_row("bits per byte of the teacher's answers", f"{b['bits_per_byte']:.3f}", f"{a['bits_per_byte']:.3f}")
+    t.add_row("top-1 agreement with the teacher", f"{b['agreement']:.1%}", f"{a['agreement']:.1%}")
+    rb, ra = rep["replay_before"], rep["replay_after"]
+    t.add_row("replayed workload: ATP", f"{rb['atp']:.3f}", f"{ra['atp']:.3f}")
+    t.add_row("replayed workload: members", json.dumps(rb["members"]), json.dumps(ra["members"]))
+    console.print(t)
+    console.print(f"weights → {rep['weights']}")
+
+
+@app.command()
+def report(pool: Optional[Path] = POOL_OPT,
+           store: Optional[Path] = typer.Option(None, help="A pool store (.sqlite) instead of a pool file's."),
+           out: Path = typer.Option(Path("runs/pool/report.html"), help="HTML file to write.")):
+    """The pool's HTML page: trust over time, cost per member and call path, routing shares, state log."""
+    from k1.pool.config import read_pool_config
+    from k1.pool.report import write_pool_report
+    from k1.pool.store import PoolStore
+
+    budget_atp = None
+    if store is None:
+        if pool is None:
+            from k1.pool.default import default_pool_file
+            pool = default_pool_file(quiet=True)
+        cfg = read_pool_config(pool)
+        store, budget_atp = Path(cfg.pool.store), cfg.pool.budget_atp
+    elif not store.is_file():
+        from k1.errors import ConfigError
+        raise ConfigError(f"--store {store}: no such file")
+    s = PoolStore(store)
+    try:
+        print(write_pool_report(s, out, budget_atp))
+    finally:
+        s.close()
+
+
+@app.command()
+def budget(pool: Optional[Path] = POOL_OPT,
+           reset: bool = typer.Option(False, "--reset", help="Start a new budget period (the ledger is kept).")):
+    """Show what the pool has spent of its ATP budget; --reset starts a new period."""
+    from k1.pool.config import read_pool_config
+    from k1.pool.store import PoolStore
+
+    if pool is None:
+        from k1.pool.default import default_pool_file
+        pool = default_pool_file(quiet=True)
+    cfg = read_pool_config(pool)
+    store = PoolStore(cfg.pool.store)
+    if reset:
+        store.reset_budget()
+    print(json.dumps({"limit_atp": cfg.pool.budget_atp, "spent_atp": store.spent()}))
+    store.close()

@@ -1,0 +1,89 @@
+"""Context classes — stable, moving, unstable, novel — from measured signals on a session's history.
+
+For each prompt: novelty (1 − the best 3-gram similarity to the session's earlier prompts), topic shift
+(1 − similarity to the previous prompt) and, with a reference member, surprise (bits per byte of the
+prompt under it). The rule, in order (thresholds in `ContextSettings`):
+- novel:    novelty ≥ novel_at — nothing like it in this session (a session's first prompt is novel);
+- unstable: the topic shifted (shift ≥ shift_at) on at least `unstable_shifts` of the last
+            `unstable_window` prompts, or surprise ≥ surprise_at — the conversation will not settle;
+- moving:   the topic shifted now, but towards something seen before;
+- stable:   otherwise.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from k1.pool.members.base import Member
+from k1.pool.signals import ngrams, similarity, surprise_bpb
+
+CONTEXT_CLASSES = ("stable", "moving", "unstable", "novel")
+
+
+class ContextSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    novel_at: float = Field(default=0.8, ge=0, le=1)
+    shift_at: float = Field(default=0.6, ge=0, le=1)
+    surprise_at: float = Field(default=6.0, ge=0)  # bits per byte under the reference member
+    unstable_window: int = Field(default=4, ge=1)
+    unstable_shifts: int = Field(default=3, ge=1)
+    history: int = Field(default=50, ge=1)  # prompts kept per session
+
+
+@dataclass
+class ContextReading:
+    label: str
+    novelty: float
+    shift: float
+    surprise: float | None
+
+    def as_dict(self) -> dict:
+        return {"label": self.label, "novelty": self.novelty, "shift": self.shift, "surprise": self.surprise}
+
+
+@dataclass
+class _Session:
+    prompts: deque = field(default_factory=deque)
+    shifts: deque = field(default_factory=deque)
+
+
+class ContextClassifier:
+    """Keeps each session's recent prompts and classifies the next one."""
+
+    def __init__(self, settings: ContextSettings = ContextSettings(), reference: Member | None = None):
+        self.settings, self.reference = settings, reference
+        self.sessions: dict[str, _Session] = {}
+
+    def seed(self, session: str, prompts: list[str]) -> None:
+        """Load a session's history (e.g. from the experience store after a restart)."""
+        for p in prompts[-self.settings.history:]:
+            self.observe(session, p)
+
+    def observe(self, session: str, prompt: str) -> ContextReading:
+        """Classify `prompt` against the session's history, then add it to the history."""
+        s, cfg = self.sessions.setdefault(session, _Session()), self.settings
+        g = ngrams(prompt)
+        grams = [ngrams(p) for p in s.prompts]
+        novelty = 1.0 - max((similarity(g, h) for h in grams), default=0.0)
+        shift = 1.0 - similarity(g, grams[-1]) if grams else 1.0
+        previous = s.prompts[-1] if s.prompts else ""
+        surprise = surprise_bpb(self.reference, previous, prompt) if self.reference is not None else None
+        shifted = shift >= cfg.shift_at
+        recent = list(s.shifts)[-(cfg.unstable_window - 1):] + [shifted] if cfg.unstable_window > 1 else [shifted]
+        if novelty >= cfg.novel_at:
+            label = "novel"
+        elif sum(recent) >= cfg.unstable_shifts or (surprise is not None and surprise >= cfg.surprise_at):
+            label = "unstable"
+        elif shifted:
+            label = "moving"
+        else:
+            label = "stable"
+        s.prompts.append(prompt)
+        s.shifts.append(shifted)
+        while len(s.prompts) > cfg.history:
+            s.prompts.popleft()
+            s.shifts.popleft()
+        return ContextReading(label, novelty, shift, surprise)

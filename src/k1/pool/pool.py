@@ -1,0 +1,76 @@
+"""`Pool`: the members of a pool file and its settings, loaded together and closed together.
+
+Local members loaded from a pool file can be unloaded (REST) and come back on their next use.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from k1.errors import ConfigError
+from k1.pool.config import PoolConfig, PoolSettings, read_pool_config
+from k1.pool.members import Member, load_member
+
+log = logging.getLogger(__name__)
+
+
+class Pool:
+    """Members by name, in pool-file order, and the pool settings (`[pool]` of the file)."""
+
+    def __init__(self, members: list[Member], settings: PoolSettings = PoolSettings(), specs: dict | None = None,
+                 config: PoolConfig | None = None):
+        self.settings, self.config = settings, config
+        if not members:
+            raise ConfigError("a pool needs at least one member")
+        self.members: dict[str, Member] = {m.name: m for m in members}
+        self.specs = dict(specs or {})  # name → the spec it was loaded from (what an unloaded member reloads)
+        self.unloaded: set[str] = set()
+        self.last_used: dict[str, float] = {}
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.members)
+
+    def __getitem__(self, name: str) -> Member:
+        if name not in self.members:
+            raise ConfigError(f"no member {name!r} in the pool; choose one of: {', '.join(self.members)}")
+        if name in self.unloaded:
+            log.info("reloading member %s", name)
+            self.members[name] = load_member(self.specs[name])
+            self.unloaded.discard(name)
+        self.last_used[name] = time.time()
+        return self.members[name]
+
+    def with_role(self, role: str) -> list[Member]:
+        return [self[m.name] for m in self.members.values() if role in m.roles]
+
+    def unload_idle(self, idle_s: float, now: float | None = None) -> list[str]:
+        """Close local members unused for `idle_s` seconds (they reload on next use); → their names."""
+        now = time.time() if now is None else now
+        done = []
+        for name, m in self.members.items():
+            if (name in self.specs and name not in self.unloaded and getattr(m, "is_local", False)
+                    and now - self.last_used.get(name, 0.0) >= idle_s):
+                m.close()
+                self.unloaded.add(name)
+                done.append(name)
+        return done
+
+    def close(self) -> None:
+        for name, m in self.members.items():
+            if name not in self.unloaded:
+                m.close()
+
+    def __enter__(self) -> "Pool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def load_pool(path: str | Path) -> Pool:
+    """Read a pool file and load every member it lists."""
+    cfg = read_pool_config(path)
+    return Pool([load_member(spec) for spec in cfg.members], cfg.pool, {s.name: s for s in cfg.members}, cfg)

@@ -1,0 +1,125 @@
+"""The OpenAI wire format the server speaks: request models (validated) and response builders.
+
+Unknown request fields are ignored, as OpenAI's own server does for forward compatibility; the pool reads
+`user` as the session id and `metadata.context` as a context class named by the caller.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "user", "assistant", "developer", "tool"]
+    content: Union[str, list[dict], None] = ""
+
+    def text(self) -> str:
+        if isinstance(self.content, list):  # content parts: keep the text ones
+            return "".join(p.get("text", "") for p in self.content if p.get("type") == "text")
+        return self.content or ""
+
+
+class _Common(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    model: str = Field(min_length=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=4096)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    stop: Union[str, list[str], None] = None
+    seed: int | None = None
+    stream: bool = False
+    stream_options: dict | None = None
+    n: int = Field(default=1, ge=1, le=1)  # one answer per request: the pool answers with one member
+    user: str | None = Field(default=None, max_length=256)
+    metadata: dict[str, str] | None = None
+
+    def stops(self) -> list[str] | None:
+        return [self.stop] if isinstance(self.stop, str) else self.stop
+
+    def limit(self) -> int:
+        return self.max_tokens or 64
+
+    def session(self) -> str:
+        return (self.metadata or {}).get("session") or self.user or "default"
+
+    def context(self) -> str | None:
+        return (self.metadata or {}).get("context")
+
+
+class ChatRequest(_Common):
+    messages: list[Message] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=4096)
+
+    def limit(self) -> int:
+        return self.max_completion_tokens or self.max_tokens or 64
+
+    def prompt(self) -> list[dict]:
+        return [{"role": m.role, "content": m.text()} for m in self.messages]
+
+
+class CompletionRequest(_Common):
+    prompt: Union[str, list[str]]
+
+    def text(self) -> str:
+        if isinstance(self.prompt, list):
+            if len(self.prompt) != 1:
+                raise ValueError("give one prompt per request")
+            return self.prompt[0]
+        return self.prompt
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    request: str = Field(min_length=1, description="the `k1.request` id of an answer")
+    success: float = Field(ge=0.0, le=1.0)
+    source: str = "feedback"
+
+
+def k1_block(routed) -> dict:
+    """What the pool adds to every response: who answered, what it cost, why it was chosen."""
+    g = routed.generation
+    return {"member": g.member, "request": routed.request, "context": routed.context.label, "state": routed.state,
+            "cost": {"atp": g.cost.atp, "flops": g.cost.flops, "latency_s": g.cost.latency_s},
+            "outcome": routed.outcome, "importance": routed.importance,
+            "utilities": routed.decision.utilities if routed.decision else None}
+
+
+def usage(g) -> dict:
+    return {"prompt_tokens": g.prompt_tokens, "completion_tokens": g.completion_tokens,
+            "total_tokens": g.prompt_tokens + g.completion_tokens}
+
+
+def chat_response(routed) -> dict:
+    g = routed.generation
+    return {"id": f"chatcmpl-{routed.request}", "object": "chat.completion", "created": int(time.time()),
+            "model": g.member, "choices": [{"index": 0, "message": {"role": "assistant", "content": g.text},
+                                            "finish_reason": _finish(g.finish_reason), "logprobs": None}],
+            "usage": usage(g), "k1": k1_block(routed)}
+
+
+def completion_response(routed) -> dict:
+    g = routed.generation
+    return {"id": f"cmpl-{routed.request}", "object": "text_completion", "created": int(time.time()),
+            "model": g.member, "choices": [{"index": 0, "text": g.text, "finish_reason": _finish(g.finish_reason),
+                                            "logprobs": None}],
+            "usage": usage(g), "k1": k1_block(routed)}
+
+
+def chunk(kind: str, request: str, member: str, delta: str | None, finish: str | None = None) -> dict:
+    if kind == "chat":
+        choice = {"index": 0, "delta": {"content": delta} if delta is not None else {}, "finish_reason": finish}
+        return {"id": f"chatcmpl-{request}", "object": "chat.completion.chunk", "created": int(time.time()),
+                "model": member, "choices": [choice]}
+    return {"id": f"cmpl-{request}", "object": "text_completion", "created": int(time.time()), "model": member,
+            "choices": [{"index": 0, "text": delta or "", "finish_reason": finish, "logprobs": None}]}
+
+
+def _finish(reason: str) -> str:
+    return reason if reason in ("stop", "length") else "stop"
+
+
+def error(message: str, type_: str, code: str | None, param: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}

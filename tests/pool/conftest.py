@@ -1,0 +1,82 @@
+import pytest
+
+
+@pytest.fixture(scope="session")
+def k1_run(tmp_path_factory):
+    """A real tiny K-1 run directory with a checkpoint (trained for a few steps)."""
+    from k1.testing import tiny_run
+
+    return tiny_run(tmp_path_factory.mktemp("k1run"), steps=60)
+
+
+@pytest.fixture(scope="session")
+def hf_dir(tmp_path_factory):
+    """A tiny Llama and its byte tokenizer saved as a Hugging Face folder."""
+    from k1.pool.testing import byte_hf_tokenizer, tiny_llama
+
+    d = tmp_path_factory.mktemp("hf") / "tiny-llama"
+    tiny_llama().save_pretrained(d)
+    byte_hf_tokenizer().save_pretrained(d)
+    return d
+
+
+@pytest.fixture
+def failing_server():
+    """A real HTTP server on 127.0.0.1 that answers every request with 500; → its base URL."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            body = b'{"error": {"message": "boom", "type": "server_error", "code": 500}}'
+            self.send_response(500)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}/v1"
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture
+def silent_server():
+    """A real socket on 127.0.0.1 that accepts connections and never answers (every request times out)."""
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(16)
+    yield f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    s.close()
+
+
+@pytest.fixture(scope="session")
+def trained_teacher():
+    """A tiny Llama fitted for a few steps to the synthetic prose: a confident teacher to distil from."""
+    from k1.pool.testing import synthetic_text, tiny_hf_member, train_tiny_llama
+
+    import torch
+
+    torch.set_num_threads(1)
+    m = tiny_hf_member("teacher", seed=1, hidden=64, roles=["teacher"])
+    train_tiny_llama(m.model, synthetic_text(), steps=80, seq=32)
+    return m
+
+
+@pytest.fixture(scope="session")
+def prose_prompts():
+    import random
+
+    from k1.pool.testing import synthetic_text
+
+    words = synthetic_text(seed=1).split()
+    return [" ".join(words[i:i + 3]) + " " for i in random.Random(1).sample(range(len(words) - 5), 16)]
