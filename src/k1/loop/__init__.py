@@ -1,0 +1,1 @@
+"""The self-learning loop (work in progress)."""
