@@ -1,0 +1,134 @@
+"""The pool file (TOML): members with their kind, roles and (for remote members) prices, plus pool settings.
+
+```toml
+[pool]
+budget_atp = 500.0          # what a session may spend (ATP: GFLOPs for local members, price × tokens for remote)
+selection = "thompson"      # thompson | ucb | greedy
+
+[[members]]
+name = "smollm2"
+kind = "hf"                 # k1 | hf | openai
+path = "~/.cache/k1/pool/smollm2-135m-instruct"
+roles = ["teacher", "reference"]
+
+[[members]]
+name = "remote"
+kind = "openai"
+base_url = "http://127.0.0.1:8000/v1"
+price_per_1k_tokens = 2.0
+```
+Relative paths are read from the pool file's folder. Local members' cost is measured, so they have no price.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from k1.errors import ConfigError
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
+    roles: list[str] = []
+
+
+class K1Spec(_Spec):
+    """A K-1 run directory (its latest checkpoint)."""
+    kind: Literal["k1"] = "k1"
+    run: str
+
+
+class HFSpec(_Spec):
+    """A transformers causal LM from a local folder (or a GGUF file in it)."""
+    kind: Literal["hf"] = "hf"
+    path: str
+    gguf_file: str | None = None
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: str = "cpu"
+
+
+class OpenAISpec(_Spec):
+    """Any OpenAI-compatible HTTP server."""
+    kind: Literal["openai"] = "openai"
+    base_url: str
+    model: str | None = None  # the server's model id (default: the member's name)
+    api_key_env: str | None = None  # name of the environment variable holding the key (never the key itself)
+    price_per_1k_tokens: float = Field(default=1.0, ge=0)  # ATP per 1,000 tokens (prompt + completion)
+    timeout_s: float = Field(default=30.0, gt=0)
+    retries: int = Field(default=2, ge=0)
+    backoff_s: float = Field(default=0.5, ge=0)
+    breaker_failures: int = Field(default=3, ge=1)
+    breaker_cooldown_s: float = Field(default=30.0, ge=0)
+
+
+MemberSpec = Annotated[Union[K1Spec, HFSpec, OpenAISpec], Field(discriminator="kind")]
+
+
+class PoolSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    budget_atp: float = Field(default=1000.0, gt=0)
+    selection: Literal["thompson", "ucb", "greedy"] = "thompson"
+    cost_weight: float = Field(default=0.3, ge=0)  # λ in utility = P(success) − λ·cost / (cost of the priciest member)
+    store: str = "pool.sqlite"  # trust, budget and experiences (relative to the pool file's folder)
+    reference: str | None = None  # member whose bits per byte measure surprise (default: the first with `score`)
+    seed: int | None = None
+
+
+class PoolConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    pool: PoolSettings = PoolSettings()
+    members: list[MemberSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> "PoolConfig":
+        names = [m.name for m in self.members]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"member names must be unique; rename the repeated {', '.join(dup)}")
+        if "auto" in names:
+            raise ValueError("'auto' is reserved for routing through the pool; rename that member")
+        return self
+
+
+def validate_model(cls: type[BaseModel], data: dict, source: str):
+    """Validate `data` into `cls`, turning pydantic's errors into one ConfigError line per problem."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            loc = ".".join(str(x) for x in err["loc"])
+            val = err.get("input")
+            shown = "" if isinstance(val, dict) else f" (got {val!r})"
+            lines.append(f"{source}: {loc or '<root>'}: {err['msg'].removeprefix('Value error, ')}{shown}")
+        raise ConfigError("; ".join(lines)) from None
+
+
+def read_pool_config(path: str | Path) -> PoolConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"pool file {path} does not exist; write one (see docs/pool.md) or use the default pool")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    return resolve_paths(validate_model(PoolConfig, data, str(path)), path.parent)
+
+
+def resolve_paths(cfg: PoolConfig, root: Path) -> PoolConfig:
+    """Make `run`, `path` and `store` absolute against `root` (after expanding ~)."""
+    def fix(p: str) -> str:
+        q = Path(p).expanduser()
+        return str(q if q.is_absolute() else (root / q).resolve())
+
+    members = []
+    for m in cfg.members:
+        field = {"k1": "run", "hf": "path"}.get(m.kind)
+        members.append(m.model_copy(update={field: fix(getattr(m, field))}) if field else m)
+    pool = cfg.pool.model_copy(update={"store": fix(cfg.pool.store)})
+    return cfg.model_copy(update={"members": members, "pool": pool})

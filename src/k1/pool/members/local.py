@@ -1,0 +1,142 @@
+"""`LocalMember`: the token loop shared by members whose weights run in this process (K-1, Hugging Face).
+
+A subclass supplies a tokenizer (`encode`/`decode`, `eos_ids`), a `DecodeSession` that feeds tokens through
+the model with its KV cache, and its shapes (`matmul_params`, `attn_flops_per_key`). This file owns
+sampling, stop strings, streaming, scoring and the measured cost, so both kinds behave the same.
+
+FLOPs are counted, not typed in (Kaplan et al. 2020): a token run through the model costs
+2 × (parameters in matrix multiplies) plus, per attention layer, 4 × width × (keys it attends to).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from abc import abstractmethod
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from k1.errors import BackendError
+from k1.pool.members.base import FLOPS_PER_ATP, Cost, Generation, Member, Prompt, Score, StopScanner, prompt_text
+
+
+class DecodeSession:
+    """Feeds tokens through a model, keeping its KV cache; counts the compute it spends.
+
+    `feed(ids, last_only=False)` → logits [t, V] for the t new tokens, each conditioned on everything fed
+    before ([1, V], the last row only, with `last_only`: a member may then skip work).
+    `tokens_run` counts token positions computed; `keys_attended` sums, over them, the keys each one attended.
+    """
+
+    tokens_run: int = 0
+    keys_attended: int = 0
+
+    @abstractmethod
+    def feed(self, ids: list[int], last_only: bool = False) -> torch.Tensor: ...
+
+
+class LocalMember(Member):
+    is_local = True
+    supports_score = True
+    matmul_params: int = 0  # parameters used in a matrix multiply per token (embedding lookups excluded)
+    attn_flops_per_key: int = 0  # 4 × width × attention layers: FLOPs per (token, attended key)
+
+    @abstractmethod
+    def encode(self, text: str) -> list[int]: ...
+
+    @abstractmethod
+    def decode(self, ids: list[int]) -> str: ...
+
+    @property
+    def eos_ids(self) -> set[int]:
+        return set()
+
+    @abstractmethod
+    def session(self, prompt_ids: list[int] | None = None) -> DecodeSession:
+        """A fresh decode session (a subclass may start it from a cached prefix of `prompt_ids`)."""
+
+    def render(self, prompt: Prompt) -> str:
+        """The text the model reads for `prompt` (chat members override this with their chat template)."""
+        return prompt_text(prompt)
+
+    def flops(self, s: DecodeSession) -> float:
+        return 2.0 * self.matmul_params * s.tokens_run + float(self.attn_flops_per_key) * s.keys_attended
+
+    def _cost(self, s: DecodeSession, t0: float) -> Cost:
+        f = self.flops(s)
+        return Cost(flops=f, latency_s=time.perf_counter() - t0, atp=f / FLOPS_PER_ATP)
+
+    def _prompt_ids(self, prompt: Prompt) -> list[int]:
+        ids = self.encode(self.render(prompt))
+        if not ids:
+            raise BackendError(f"member {self.name!r}: the prompt is empty; give at least one character")
+        return ids
+
+    @torch.no_grad()
+    def stream(self, prompt: Prompt, *, max_tokens: int = 64, temperature: float = 0.0,
+               stop: list[str] | None = None, seed: int | None = None) -> Iterator[str]:
+        t0 = time.perf_counter()
+        ids = self._prompt_ids(prompt)
+        s = self.session(ids)
+        gen = torch.Generator().manual_seed(seed if seed is not None else random.getrandbits(63))
+        scanner = StopScanner(list(stop or []))
+        out: list[int] = []
+        logprobs: list[float] = []
+        emitted, text, finish = "", "", "length"
+
+        def record(reason: str) -> None:
+            self.last_generation = Generation(text=text, member=self.name, prompt_tokens=len(ids),
+                                              completion_tokens=len(out), cost=self._cost(s, t0),
+                                              finish_reason=reason, token_logprobs=logprobs)
+
+        try:
+            logits = s.feed(ids, last_only=True)[-1] if max_tokens > 0 else None
+            for _ in range(max_tokens):
+                tok = pick_token(logits, temperature, gen)
+                if tok in self.eos_ids:
+                    finish = "stop"
+                    break
+                out.append(tok)
+                logprobs.append(float(F.log_softmax(logits.float(), dim=-1)[tok]))
+                text, hit = scanner.cut(self.decode(out))
+                if hit:
+                    finish = "stop"
+                    break
+                safe = scanner.safe_prefix(text)
+                if len(safe) > len(emitted) and safe.startswith(emitted):
+                    delta, emitted = safe[len(emitted):], safe
+                    yield delta
+                if len(out) < max_tokens:
+                    logits = s.feed([tok])[-1]
+        except GeneratorExit:
+            record("cancelled")
+            raise
+        if text.startswith(emitted) and len(text) > len(emitted):
+            yield text[len(emitted):]
+        record(finish)
+
+    @torch.no_grad()
+    def score(self, prompt: Prompt, continuation: str) -> Score:
+        t0 = time.perf_counter()
+        ids, cont = self._prompt_ids(prompt), self.encode(continuation)
+        n_bytes = len(continuation.encode("utf-8"))
+        if not cont or not n_bytes:
+            raise BackendError(f"member {self.name!r}: nothing to score; the continuation is empty")
+        s = self.session(ids)
+        first = s.feed(ids, last_only=True)
+        logits = torch.cat([first, s.feed(cont[:-1])]) if len(cont) > 1 else first
+        nll = F.cross_entropy(logits.float(), torch.tensor(cont), reduction="sum").item()  # nats
+        return Score(bits_per_byte=nll / math.log(2) / n_bytes, n_bytes=n_bytes, n_tokens=len(cont),
+                     cost=self._cost(s, t0))
+
+
+def pick_token(logits: torch.Tensor, temperature: float, gen: torch.Generator) -> int:
+    """Greedy at temperature 0, else one multinomial draw — the same draw as `k1.engine.tree.sample`, so a
+    seeded cached run reproduces the uncached sampler token for token."""
+    if temperature <= 0:
+        return int(torch.argmax(logits))
+    probs = F.softmax(logits.float().unsqueeze(0) / max(temperature, 1e-6), dim=-1)
+    return int(torch.multinomial(probs, 1, generator=gen))

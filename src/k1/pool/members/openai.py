@@ -1,0 +1,186 @@
+"""`OpenAIMember`: any OpenAI-compatible HTTP server (vLLM, llama.cpp server, Ollama, `k1 pool serve`).
+
+httpx with a timeout per request, retries with exponential backoff on transport errors, timeouts, 429 and
+5xx, and a circuit breaker that fails fast after repeated failures until a cooldown has passed. A plain
+string prompt goes to `/completions`, chat messages to `/chat/completions`. Cost: the configured price per
+1,000 tokens times the tokens the server reports in `usage` (estimated as UTF-8 bytes / 4 when it reports
+none); a timed-out call is charged for its prompt (the server had it), a refused one for nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+from typing import Iterator
+
+import httpx
+
+from k1.pool.members.base import ZERO_COST, CallFailed, Cost, Generation, Member, Prompt, prompt_text
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUS = {429, 500, 502, 503, 504}
+
+
+class CircuitBreaker:
+    """Closed → open after `failures` failures in a row; open → half-open (one trial call) after `cooldown_s`."""
+
+    def __init__(self, failures: int = 3, cooldown_s: float = 30.0, clock=time.monotonic):
+        self.failures, self.cooldown_s, self.clock = failures, cooldown_s, clock
+        self.count, self.opened_at = 0, None
+
+    @property
+    def state(self) -> str:
+        if self.opened_at is None:
+            return "closed"
+        return "half-open" if self.clock() - self.opened_at >= self.cooldown_s else "open"
+
+    def allow(self) -> bool:
+        return self.state != "open"
+
+    def success(self) -> None:
+        self.count, self.opened_at = 0, None
+
+    def failure(self) -> None:
+        self.count += 1
+        if self.count >= self.failures or self.opened_at is not None:  # a failed half-open trial re-opens
+            self.opened_at = self.clock()
+
+
+def _tokens_estimate(text: str) -> int:
+    return max(1, len(text.encode("utf-8")) // 4) if text else 0
+
+
+class OpenAIMember(Member):
+    kind = "openai"
+
+    def __init__(self, name: str, base_url: str, *, model: str | None = None, roles=(), api_key: str | None = None,
+                 price_per_1k_tokens: float = 1.0, timeout_s: float = 30.0, retries: int = 2, backoff_s: float = 0.5,
+                 breaker_failures: int = 3, breaker_cooldown_s: float = 30.0):
+        super().__init__(name, roles)
+        self.base_url, self.model = base_url.rstrip("/"), model or name
+        self.price_per_1k_tokens, self.retries, self.backoff_s = price_per_1k_tokens, retries, backoff_s
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.Client(base_url=self.base_url, timeout=timeout_s, headers=headers)
+        self.breaker = CircuitBreaker(breaker_failures, breaker_cooldown_s)
+
+    @classmethod
+    def from_spec(cls, name: str, base_url: str, api_key_env: str | None = None, **kw) -> "OpenAIMember":
+        return cls(name, base_url, api_key=os.environ.get(api_key_env) if api_key_env else None, **kw)
+
+    # ---- request plumbing -------------------------------------------------------------------------
+    def _price(self, tokens: int) -> float:
+        return self.price_per_1k_tokens * tokens / 1000.0
+
+    def _body(self, prompt: Prompt, max_tokens, temperature, stop, seed, stream: bool) -> tuple[str, dict]:
+        body = {"model": self.model, "max_tokens": max_tokens, "temperature": temperature}
+        if stop:
+            body["stop"] = stop
+        if seed is not None:
+            body["seed"] = seed
+        if stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        if isinstance(prompt, str):
+            return "/completions", {**body, "prompt": prompt}
+        return "/chat/completions", {**body, "messages": prompt}
+
+    def _open(self, path: str, body: dict, prompt: Prompt, t0: float) -> httpx.Response:
+        """Send with retries and the breaker; → a response with status 200 (the stream not yet read)."""
+        if not self.breaker.allow():
+            raise CallFailed(f"member {self.name!r}: circuit open after {self.breaker.count} failures; "
+                             f"retrying after {self.breaker.cooldown_s:g} s", Cost(0, time.perf_counter() - t0, 0),
+                             "unavailable")
+        reason, message = "error", ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.backoff_s * 2 ** (attempt - 1) * (0.5 + random.random()))  # jittered backoff
+            try:
+                resp = self.client.send(self.client.build_request("POST", path, json=body), stream=True)
+            except httpx.TimeoutException as e:
+                reason, message = "timeout", f"timed out ({type(e).__name__})"
+                continue
+            except httpx.TransportError as e:
+                reason, message = "unavailable", f"cannot reach {self.base_url} ({type(e).__name__}: {e})"
+                continue
+            if resp.status_code == 200:
+                return resp
+            resp.read()
+            reason, message = "error", f"HTTP {resp.status_code}: {resp.text[:200]}"
+            resp.close()
+            if resp.status_code not in RETRY_STATUS:
+                break  # a 4xx other than 429 will not get better by asking again
+        self.breaker.failure()
+        billed = self._price(_tokens_estimate(prompt_text(prompt))) if reason == "timeout" else 0.0
+        raise CallFailed(f"member {self.name!r}: {message}", Cost(0.0, time.perf_counter() - t0, billed), reason)
+
+    # ---- the member verbs -------------------------------------------------------------------------
+    def stream(self, prompt: Prompt, *, max_tokens: int = 64, temperature: float = 0.0,
+               stop: list[str] | None = None, seed: int | None = None) -> Iterator[str]:
+        t0 = time.perf_counter()
+        path, body = self._body(prompt, max_tokens, temperature, stop, seed, stream=True)
+        resp = self._open(path, body, prompt, t0)
+        parts: list[str] = []
+        usage, finish, answered_by = None, "stop", None
+
+        def record(reason: str) -> None:
+            text = "".join(parts)
+            pt = (usage or {}).get("prompt_tokens") or _tokens_estimate(prompt_text(prompt))
+            ct = (usage or {}).get("completion_tokens") or _tokens_estimate(text)
+            self.last_generation = Generation(text=text, member=self.name, prompt_tokens=pt, completion_tokens=ct,
+                                              cost=Cost(0.0, time.perf_counter() - t0, self._price(pt + ct)),
+                                              finish_reason=reason)
+            self.last_generation.upstream_member = answered_by  # who answered, when the server says (k1 pool serve)
+
+        try:
+            for line in resp.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                chunk = json.loads(data)
+                if "error" in chunk:
+                    raise CallFailed(f"member {self.name!r}: {chunk['error'].get('message')}",
+                                     Cost(0.0, time.perf_counter() - t0, 0.0))
+                usage = chunk.get("usage") or usage
+                answered_by = chunk.get("k1", {}).get("member", answered_by)
+                for choice in chunk.get("choices", []):
+                    delta = choice.get("text") if "text" in choice else (choice.get("delta") or {}).get("content")
+                    if delta:
+                        parts.append(delta)
+                        yield delta
+                    if choice.get("finish_reason"):
+                        finish = choice["finish_reason"]
+        except GeneratorExit:
+            record("cancelled")
+            raise
+        except (httpx.HTTPError, json.JSONDecodeError) as e:
+            self.breaker.failure()
+            raise CallFailed(f"member {self.name!r}: the stream broke ({type(e).__name__})",
+                             Cost(0.0, time.perf_counter() - t0, self._price(_tokens_estimate(prompt_text(prompt)))),
+                             "timeout" if isinstance(e, httpx.TimeoutException) else "error") from None
+        finally:
+            resp.close()
+        self.breaker.success()
+        record(finish)
+
+    def models(self) -> list[str]:
+        """The model ids the server lists (`GET /models`)."""
+        try:
+            resp = self.client.get("/models")
+            resp.raise_for_status()
+        except httpx.HTTPError as e:
+            raise CallFailed(f"member {self.name!r}: cannot list models ({type(e).__name__})", ZERO_COST,
+                             "unavailable") from None
+        return [m["id"] for m in resp.json().get("data", [])]
+
+    def info(self) -> dict:
+        return {**super().info(), "base_url": self.base_url, "model": self.model,
+                "price_per_1k_tokens": self.price_per_1k_tokens, "breaker": self.breaker.state}
+
+    def close(self) -> None:
+        self.client.close()
