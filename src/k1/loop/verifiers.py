@@ -11,7 +11,7 @@ import re
 from k1.loop.sandbox import Limits, run_tests
 from k1.loop.tasks import Task
 
-_ANSWER = re.compile(r"(?:^|[^\d-])(-?\d+)\s*[.!]?$")
+_ANSWER = re.compile(r"(?:^|[^\d.-])(-?\d+)\s*[.!]?$")
 _FENCE = re.compile(r"```(?:python|py)?\s*\n(.*?)```", re.S)
 
 
