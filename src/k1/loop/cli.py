@@ -18,6 +18,9 @@ def run(
     tasks: Optional[str] = typer.Option(None, "--tasks", help="arithmetic:d1..d4, python, or a JSONL task file."),
     method: Optional[str] = typer.Option(None, "--method", help="rejection, refine or teacher."),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds (at least 3 for a spread)."),
+    n_train: Optional[int] = typer.Option(None, "--n-train", help="Training tasks per seed."),
+    n_heldout: Optional[int] = typer.Option(None, "--n-heldout", help="Held-out tasks per seed."),
+    samples: Optional[int] = typer.Option(None, "--samples", help="Samples (rejection) or rewrites (teacher) per task."),
     out: Path = typer.Option(Path("runs/loop"), "--out", help="Output directory."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; print the report JSON."),
 ):
@@ -25,7 +28,8 @@ def run(
     from k1.loop.config import load_loop_config
     from k1.loop.runner import render, run_loop
 
-    cfg = load_loop_config(config, target=target, tasks=tasks, method=method,
+    cfg = load_loop_config(config, target=target, tasks=tasks, method=method, n_train=n_train, n_heldout=n_heldout,
+                           samples=samples,
                            seeds=[int(s) for s in seeds.split(",")] if seeds else None)
     report = run_loop(cfg, out, quiet=quiet)
     print(json.dumps(report) if quiet else render(report) + f"\n→ {out}/report.md, {out}/dataset.jsonl")
