@@ -105,3 +105,14 @@ def _small_config(tmp_path):
     p = tmp_path / "loop.toml"
     p.write_text('target = "unused"\nn_train = 6\nn_heldout = 6\nsamples = 3\ntrain_steps = 10\n')
     return p
+
+
+def test_teacher_rewrite_and_self_refine_keep_only_verified_model_text(format_target):
+    from k1.loop import self_refine, teacher_rewrite
+
+    m = K1Member.from_run(format_target)
+    task = Task("e", "arithmetic", "What is 1 + 1?", {"answer": 2})
+    for imp in (teacher_rewrite(m, task, teacher=m, n=6, seed=1), self_refine(m, task, rounds=3, seed=1)):
+        texts = [imp.response.text, *[c.text for c in imp.candidates]]
+        assert imp.improved is None or (imp.improved.score == 1.0 and imp.improved.text in texts)
+        assert imp.record()["method"] in ("teacher", "refine")

@@ -17,6 +17,9 @@ from k1.loop.verifiers import solved, verify
 FEEDBACK = {"arithmetic": "That answer is wrong. Work it out again and give the number.",
             "python": "That code fails its tests. Fix it and reply with only the code."}
 
+REWRITE = {"arithmetic": "Rewrite that answer so it is correct: give just the number.",
+           "python": "Rewrite that code so it is correct. Reply with only the code."}
+
 
 @dataclass
 class Candidate:
@@ -97,7 +100,9 @@ def self_refine(target, task: Task, *, rounds: int = 2, temperature: float = 0.7
 def teacher_rewrite(target, task: Task, *, teacher, n: int = 1, temperature: float = 0.7, seed: int = 0,
                     judge=None) -> Improvement:
     first = ask(target, task)
-    cands = [ask(teacher, task, temperature=temperature if i else 0.0, seed=seed * 10_007 + i) for i in range(n)]
+    history = [(first.text, REWRITE[task.kind])]  # the teacher sees the student's answer, never the reference
+    cands = [ask(teacher, task, temperature=temperature if i else 0.0, seed=seed * 10_007 + i, history=history)
+             for i in range(n)]
     return Improvement(task, "teacher", first, cands, _best([first, *cands], judge, task))
 
 
