@@ -33,8 +33,9 @@ def test_serve_send_listen_log(agents_file, tmp_path):
 
 
 def test_cli_errors_are_one_line(agents_file, tmp_path):
-    r = run_k1("bridge", "send", "--url", "ws://127.0.0.1:9", "--name", "x", "--to", "y", "--data", "1", check=False,
-               env={k: v for k, v in subprocess_env().items() if k != "K1_BRIDGE_TOKEN"})
+    r = subprocess.run(bridge_cmd("send", "--url", "ws://127.0.0.1:9", "--name", "x", "--to", "y", "--data", "1"),
+                       capture_output=True, text=True,
+                       env={k: v for k, v in subprocess_env().items() if k != "K1_BRIDGE_TOKEN"})
     assert r.returncode == 2 and "K1_BRIDGE_TOKEN" in r.stderr and "Traceback" not in r.stderr
     r = run_k1("bridge", "serve", "--agents", tmp_path / "missing.toml", check=False)
     assert r.returncode == 2 and "no such file" in r.stderr

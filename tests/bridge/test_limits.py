@@ -140,3 +140,29 @@ def test_heartbeats_drop_a_peer_that_stops_answering(make_hub):
         return "dave" in hub.online
 
     assert run(go()) is False
+
+
+def test_tls_hub_with_a_self_signed_certificate(make_hub, tmp_path):
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    hub = make_hub(certfile=cert, keyfile=key)
+    ctx = ssl.create_default_context(cafile=str(cert))
+
+    async def go():
+        wss = f"wss://127.0.0.1:{hub.port}"
+        async with BridgeClient(wss, "alice", "tok-alice", ssl=ctx) as a, BridgeClient(wss, "bob", "tok-bob", ssl=ctx) as b:
+            await a.send("bob", "over tls")
+            got = (await b.recv(5)).data
+        with pytest.raises(BridgeError, match="could not reach"):  # plain ws:// to a TLS hub fails the handshake
+            await BridgeClient(url(hub), "alice", "tok-alice").connect(timeout=1)
+        return got
+
+    assert run(go()) == "over tls"

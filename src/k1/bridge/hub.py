@@ -126,6 +126,7 @@ class Hub:
         finally:
             if s.pump is not None:
                 s.pump.cancel()
+                await asyncio.gather(s.pump, return_exceptions=True)  # before the log may close
             if self.online.get(s.name) is s:
                 del self.online[s.name]
             log.info("agent %s left (%s)", s.name, ws.close_code)
@@ -162,7 +163,7 @@ class Hub:
         self.online[name] = s
         self.roles[name] = set(roles)
         self.log.remember_agent(name, roles)
-        pending = len(self.log.pending(name, 0, limit=1_000_000))
+        pending = self.log.count_pending(name)
         await ws.send(encode_text(Envelope(type=WELCOME, sender=HUB_NAME, to=name, data={
             "version": PROTOCOL_VERSION, "name": name, "roles": sorted(roles), "pending": pending,
             "max_size": self.cfg.max_size, "rate": self.cfg.rate, "capabilities": d.get("capabilities", {})})))

@@ -88,6 +88,10 @@ class ExchangeLog:
             "WHERE d.recipient = ? AND d.acked_ts IS NULL AND d.seq > ? ORDER BY d.seq LIMIT ?",
             (recipient, after_seq, limit)).fetchall()
 
+    def count_pending(self, recipient: str) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM deliveries WHERE recipient = ? AND acked_ts IS NULL",
+                               (recipient,)).fetchone()[0]
+
     def ack(self, recipient: str, ids: list[str]) -> int:
         """Mark these messages processed by `recipient`; returns how many deliveries changed."""
         if not ids:
