@@ -118,3 +118,25 @@ def test_unknown_recipient_is_an_error_reply(make_hub):
             return await a.send("bob", 2)  # the connection is still usable
 
     assert run(go())
+
+
+def test_sync_client_for_plain_scripts(make_hub):
+    import threading
+
+    from k1.bridge import SyncBridgeClient
+
+    hub = make_hub()
+    with SyncBridgeClient(url(hub), "alice", "tok-alice") as a, SyncBridgeClient(url(hub), "bob", "tok-bob") as b:
+        def echo():
+            m = b.recv(timeout=10)
+            b.reply(m, {"echo": m.data})
+            t = b.recv(timeout=10)
+            b.reply(t, {"sum": float(t.tensors()["x"].sum())})
+
+        th = threading.Thread(target=echo)
+        th.start()
+        r1 = a.request("bob", "ping", timeout=10)
+        a.send_tensors("bob", {"x": torch.ones(4)}, {"what": "ones"})
+        r2 = a.recv(timeout=10)
+        th.join(10)
+    assert r1.data == {"echo": "ping"} and r2.data == {"sum": 4.0}
