@@ -18,8 +18,8 @@ class LoopConfig(BaseModel):
     teacher: str | None = Field(None, description="member for method = 'teacher'")
     judge: str | None = Field(None, description="orders verified candidates; never used in evaluation")
     tasks: str = Field("arithmetic:d1", description="arithmetic:d1..d4, python, or a JSONL task file")
-    n_train: int = Field(24, ge=1, description="tasks the target practises on (per seed)")
-    n_heldout: int = Field(24, ge=1, description="tasks only ever evaluated (per seed), disjoint from training")
+    n_train: int = Field(12, ge=1, description="tasks the target practises on (per seed)")
+    n_heldout: int = Field(12, ge=1, description="tasks only ever evaluated (per seed), disjoint from training")
     self_instruct: int = Field(0, ge=0, description="extra training prompts proposed by the target (arithmetic)")
     method: Literal["rejection", "refine", "teacher"] = "rejection"
     samples: int = Field(8, ge=1, description="rejection: samples per task; teacher: rewrites per task")
