@@ -116,3 +116,16 @@ def test_teacher_rewrite_and_self_refine_keep_only_verified_model_text(format_ta
         texts = [imp.response.text, *[c.text for c in imp.candidates]]
         assert imp.improved is None or (imp.improved.score == 1.0 and imp.improved.text in texts)
         assert imp.record()["method"] in ("teacher", "refine")
+
+
+def test_a_judge_only_orders_verified_candidates(format_target):
+    from k1.loop.improve import Candidate, _best
+
+    m = K1Member.from_run(format_target)
+    task = Task("e", "arithmetic", "What is 1 + 1?", {"answer": 2})
+    cands = [Candidate("2", 1.0, "m", 0, 0), Candidate("1 + 1 = 2", 1.0, "m", 0, 0), Candidate("3", 0.0, "m", 0, 0)]
+    best = _best(cands, judge=m, task=task)
+    assert best.text in ("2", "1 + 1 = 2")  # the judge picks among the passing ones...
+    assert _best([Candidate("3", 0.0, "m", 0, 0)], judge=m, task=task) is None  # ...and cannot make a failure pass
+    imp = rejection_sampling(m, task, n=4, seed=0, judge=m)
+    assert imp.improved is None or imp.improved.score == 1.0
