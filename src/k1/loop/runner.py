@@ -90,8 +90,13 @@ def run_loop(cfg: LoopConfig, out: Path, quiet: bool = False) -> dict:
                              "before": before, "after": after, "delta": after["rate"] - before["rate"],
                              "train": train_info, "heldout_in_train": leaked,
                              "wall_s": round(time.perf_counter() - t0, 1)})
+            _write_report(cfg, models, per_seed, out)  # after every seed: a long run that stops keeps what it measured
     dataset.close()
     si_log.close()
+    return _write_report(cfg, models, per_seed, out)
+
+
+def _write_report(cfg: LoopConfig, models: dict, per_seed: list[dict], out: Path) -> dict:
     report = {"config": cfg.model_dump(), "models": models, "seeds": per_seed,
               "before": spread([s["before"]["rate"] for s in per_seed]),
               "after": spread([s["after"]["rate"] for s in per_seed]),
@@ -122,6 +127,8 @@ def _train(cfg: LoopConfig, target, kept, seed_dir: Path, seed: int):
 
 def verdict(delta: dict) -> str:
     m, s = delta["mean"], delta["std"]
+    if len(delta["values"]) < 3:
+        return f"held-out success {m:+.1%} from {len(delta['values'])} seed(s): too few for a spread (use 3 or more)"
     if m > 0 and m > s:
         return f"improved: held-out success +{m:.1%} (std {s:.1%} over seeds)"
     if m < 0 and -m > s:
