@@ -207,6 +207,21 @@ def _register_plugins() -> None:
 _register_plugins()
 
 
+def _add_optional_app(module: str, name: str) -> None:
+    """A sub-app whose extra may be missing (the bridge needs websockets): without it, the core CLI still works."""
+    import importlib
+
+    try:
+        app.add_typer(importlib.import_module(module).app, name=name)
+    except ModuleNotFoundError as e:
+        if e.name is None or e.name.startswith("k1"):
+            raise
+
+
+_add_optional_app("k1.bridge.cli", "bridge")  # k1 bridge serve | send | listen | log
+_add_optional_app("k1.loop.cli", "loop")      # k1 loop run
+
+
 def main() -> None:
     try:
         app()

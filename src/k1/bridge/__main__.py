@@ -1,0 +1,12 @@
+"""`python -m k1.bridge ...`: the bridge CLI without loading the rest of k1 (fast start for scripts and tests)."""
+
+import sys
+
+from k1.bridge.cli import app
+from k1.errors import K1Error
+
+try:
+    app()
+except K1Error as e:
+    print(f"k1: error: {e}", file=sys.stderr)
+    sys.exit(2)

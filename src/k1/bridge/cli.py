@@ -1,0 +1,205 @@
+"""`k1 bridge serve | send | listen | log`: run a hub, and talk to it from a terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from k1.errors import BridgeError, ConfigError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="The agent bridge: a WebSocket hub and its tools.")
+URL = typer.Option("ws://127.0.0.1:8765", "--url", help="The hub (wss:// for TLS).")
+NAME = typer.Option(..., "--name", help="This agent's name, as in the hub's agents file.")
+TOKEN_FILE = typer.Option(None, "--token-file", help="File holding the token (else $K1_BRIDGE_TOKEN).")
+
+
+@app.command()
+def serve(
+    agents: Path = typer.Option(..., "--agents", help="Agents file (TOML): names, token sources, allowed roles."),
+    db: Path = typer.Option(Path("runs/bridge/bridge.sqlite"), "--db", help="Exchange log (SQLite)."),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8765, "--port", help="0 picks a free port (printed)."),
+    max_size: int = typer.Option(1 << 20, "--max-size", help="Largest frame in bytes (larger: close 1009)."),
+    rate: float = typer.Option(200.0, "--rate", help="Messages per second per agent (0: unlimited)."),
+    burst: int = typer.Option(400, "--burst", help="Rate-limit bucket size."),
+    certfile: Optional[Path] = typer.Option(None, "--certfile", help="TLS certificate (with --keyfile)."),
+    keyfile: Optional[Path] = typer.Option(None, "--keyfile", help="TLS private key."),
+    durable: bool = typer.Option(False, "--durable", help="SQLite synchronous=FULL: survive power loss, slower."),
+):
+    """Run the hub until Ctrl-C. Prints one line `listening ws://HOST:PORT` once it accepts connections."""
+    from k1.bridge.auth import AgentBook
+    from k1.bridge.hub import HubConfig, serve_forever
+
+    if (certfile is None) != (keyfile is None):
+        raise ConfigError("TLS needs both --certfile and --keyfile")
+    book = AgentBook.from_file(agents)
+    cfg = HubConfig(host=host, port=port, db=db, max_size=max_size, rate=rate, burst=burst, certfile=certfile,
+                    keyfile=keyfile, durable=durable)
+    scheme = "wss" if certfile else "ws"
+
+    def ready(hub):
+        print(f"listening {scheme}://{host}:{hub.port} agents={len(book.entries)} log={db}", flush=True)
+
+    try:
+        asyncio.run(serve_forever(cfg, book, ready))
+    except OSError as e:
+        raise BridgeError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+
+
+def _client(url, name, token_file, roles=(), inbox=None):
+    from k1.bridge.auth import read_token
+    from k1.bridge.client import BridgeClient
+
+    return BridgeClient(url, name, read_token(token_file), roles=list(roles), inbox=inbox)
+
+
+@app.command()
+def send(
+    to: str = typer.Option(..., "--to", help="An agent name, a role, or '*'."),
+    data: str = typer.Option(..., "--data", help="JSON, or plain text (sent as a string)."),
+    type_: str = typer.Option("message", "--type", help="The message type."),
+    wait_reply: float = typer.Option(0.0, "--wait-reply", help="Wait this many seconds for a reply and print it."),
+    url: str = URL, name: str = NAME, token_file: Optional[Path] = TOKEN_FILE,
+):
+    """Send one message; prints its id (and the reply with --wait-reply)."""
+    try:
+        payload = json.loads(data)
+    except json.JSONDecodeError:
+        payload = data
+
+    async def go():
+        async with _client(url, name, token_file) as c:
+            if wait_reply > 0:
+                r = await c.request(to, payload, type=type_, timeout=wait_reply)
+                print(json.dumps(r.envelope.wire()))
+            else:
+                print(await c.send(to, payload, type=type_))
+
+    asyncio.run(go())
+
+
+@app.command()
+def listen(
+    roles: str = typer.Option("", "--roles", help="Comma-separated roles to take."),
+    count: int = typer.Option(0, "--count", help="Stop after this many messages (0: run until Ctrl-C)."),
+    timeout: float = typer.Option(0.0, "--timeout", help="Stop when no message came for this many seconds."),
+    inbox: Optional[Path] = typer.Option(None, "--inbox", help="Durable inbox (SQLite): exactly once across restarts."),
+    url: str = URL, name: str = NAME, token_file: Optional[Path] = TOKEN_FILE,
+):
+    """Print each message addressed to this agent as one JSON line."""
+    role_list = [r for r in roles.split(",") if r]
+
+    async def go():
+        async with _client(url, name, token_file, role_list, inbox) as c:
+            n = 0
+            while count == 0 or n < count:
+                try:
+                    msg = await c.recv(timeout=timeout or None)
+                except BridgeError:
+                    break
+                line = msg.envelope.wire()
+                if msg.payload is not None:
+                    line["tensors"] = {k: list(v.shape) for k, v in msg.tensors().items()}
+                print(json.dumps(line), flush=True)
+                n += 1
+
+    asyncio.run(go())
+
+
+@app.command("log")
+def show_log(
+    db: Path = typer.Option(Path("runs/bridge/bridge.sqlite"), "--db", help="The hub's exchange log."),
+    agent: Optional[str] = typer.Option(None, "--agent", help="Only messages from or to this agent."),
+    limit: int = typer.Option(50, "--limit"),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
+):
+    """The newest messages in the exchange log, with who has acked each."""
+    from k1.bridge.store import ExchangeLog
+
+    if not db.is_file():
+        raise ConfigError(f"--db {db}: no such exchange log")
+    store = ExchangeLog(db)
+    rows = store.history(agent, limit)
+    for r in rows:
+        if as_json:
+            print(json.dumps(r))
+        else:
+            acked = " ".join(f"{k}{'✓' if v else '…'}" for k, v in r["delivered"].items())
+            body = json.dumps(r["data"])
+            body = body if len(body) <= 60 else body[:57] + "..."
+            print(f"{r['seq']:>6} {r['from']:>12} → {r['to']:<12} {r['type']:<10} {body:<60} {acked}")
+    if not as_json:
+        c = store.counts()
+        print(f"{c['messages']} messages, {c['pending_deliveries']} deliveries not yet acked", file=sys.stderr)
+    store.close()
+
+
+@app.command()
+def agent(
+    member: str = typer.Option(..., "--member", help="k1:RUN_DIR, hf:PATH[::FILE.gguf] or smollm2."),
+    roles: str = typer.Option("", "--roles", help="Comma-separated roles (e.g. proposer, critic)."),
+    url: str = URL, name: str = NAME, token_file: Optional[Path] = TOKEN_FILE,
+):
+    """Put a model on the bridge: it answers `generate` requests addressed to its name or roles until Ctrl-C."""
+    from k1.bridge.agents import ModelAgent
+    from k1.loop import members
+
+    role_list = [r for r in roles.split(",") if r]
+    m = members.load(member, name=name, roles=role_list)
+
+    async def go():
+        async with _client(url, name, token_file, role_list) as c:
+            c.capabilities = {"member": m.info()}
+            print(f"agent {name} ({m.kind}) on {url} with roles {role_list}", flush=True)
+            await ModelAgent(c, m).serve()
+
+    asyncio.run(go())
+
+
+@app.command()
+def collab(
+    tasks: str = typer.Option("arithmetic:d2", "--tasks", help="Task family or JSONL task file."),
+    n: int = typer.Option(30, "--n", help="How many tasks (a seeded sample)."),
+    seed: int = typer.Option(0, "--seed"),
+    proposer: str = typer.Option("smollm2", "--proposer", help="Member for the proposer (self-hosted mode)."),
+    critic: str = typer.Option("smollm2", "--critic", help="Member for the critic (self-hosted mode)."),
+    out: Path = typer.Option(Path("runs/collab"), "--out", help="Output directory (collab.json, the hub's log)."),
+    url: Optional[str] = typer.Option(None, "--url", help="Use a running hub whose agents hold the roles proposer "
+                                                         "and critic (default: host a hub and both agents here)."),
+    name: str = typer.Option("coordinator", "--name", help="This coordinator's agent name (with --url)."),
+    token_file: Optional[Path] = TOKEN_FILE,
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Propose-only vs propose-critique-revise on verifiable tasks, through the bridge, with cost."""
+    from k1.bridge.collab import measure, self_hosted
+    from k1.loop.runner import load_tasks
+    from k1.loop.tasks import split_tasks
+
+    all_tasks = load_tasks(tasks)
+    sample, _ = split_tasks(all_tasks, min(n, len(all_tasks)), 0, seed)
+    out.mkdir(parents=True, exist_ok=True)
+
+    async def remote():
+        async with _client(url, name, token_file) as c:
+            return await measure(c, sample)
+
+    if url is None:
+        db = out / "bridge.sqlite"
+        db.unlink(missing_ok=True)
+        result = asyncio.run(self_hosted(sample, proposer, critic, db, quiet))
+    else:
+        result = asyncio.run(remote())
+    result.update(tasks=tasks, n=len(sample), seed=seed)
+    (out / "collab.json").write_text(json.dumps(result, indent=1))
+    for key in ("propose_only", "propose_critique_revise"):
+        r = result[key]
+        print(f"{key:<24} solved {r['solved']}/{r['n']} ({r['rate']:.1%})  {r['atp_per_task']:.1f} ATP/task  "
+              f"{r['latency_s_per_task']:.2f} s/task")
+    print(f"revisions: fixed {result['revisions']['fixed']}, broke {result['revisions']['broke']}; "
+          f"→ {out}/collab.json" + (f", exchange log {result['hub']['log']} ({result['hub']['messages']} messages)"
+                                     if "hub" in result else ""))

