@@ -37,12 +37,6 @@ def _data_app():
 
 app.add_typer(_data_app(), name="data", help="Build and inspect the built-in corpora.")
 
-try:  # the pool is an optional extra (pip install -e .[pool])
-    from k1.pool.cli import app as pool_app
-    app.add_typer(pool_app, name="pool")
-except ImportError:
-    pass
-
 
 @app.command()
 def train(
@@ -218,6 +212,7 @@ def _add_optional_app(module: str, name: str) -> None:
             raise
 
 
+_add_optional_app("k1.pool.cli", "pool")      # k1 pool serve | status | dream | ... (extra: pool)
 _add_optional_app("k1.bridge.cli", "bridge")  # k1 bridge serve | send | listen | log
 _add_optional_app("k1.loop.cli", "loop")      # k1 loop run
 

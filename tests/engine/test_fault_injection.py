@@ -36,7 +36,7 @@ def env():
 
 
 def config(root, case):
-    return write_tiny_config_file(root, train={"steps": 24, "log_every": 1, "eval_every": 8,
+    return write_tiny_config_file(root, train={"steps": 20, "log_every": 1, "eval_every": 8,
                                                "checkpoint_every": 2, "keep_checkpoints": 3},
                                   **CASES[case])
 
@@ -98,7 +98,7 @@ def kill_and_resume(case, seed, tmp_path, references):
         assert any(e[0] == "trial" for e in events)
 
 
-@pytest.mark.parametrize("case, seed", [("dense", 1), ("phase2", 2), ("random", 3)])
+@pytest.mark.parametrize("case, seed", [("dense", 1), ("phase2", 2)])
 def test_kill_then_resume_is_exact(case, seed, tmp_path, references):
     kill_and_resume(case, seed, tmp_path, references)
 
