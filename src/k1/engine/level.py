@@ -153,6 +153,7 @@ class AgentLevel(nn.Module):
         other rows get zero gradient. Frees the stash."""
         for name, x, g in self._pending:
             w = getattr(self, name)
+            x = x.to(g.dtype)  # under autocast the product ran in g's dtype (bf16); the gradient is fp32
             if rows is None:
                 gw = torch.bmm(x.transpose(1, 2), g).to(w.dtype)
             else:

@@ -125,11 +125,12 @@ class Trainer:
         objective = loss if not self.regularizers else loss + sum(r(self.model) for r in self.regularizers)
         objective.backward()
         signals = StepSignals.measure(self.model, loss, self.parents)
+        plan = self.policy.plan(signals, self.trust, self.step)
+        self.model.finish_weight_grads(plan)  # deferred matrix gradients, selected agents only (no-op if off)
         params = [p for p in self.model.parameters() if p.grad is not None]
         clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(params, clip, foreach=True)
         finite = torch.isfinite(loss.detach()) & torch.isfinite(grad_norm)  # stays on the device
-        plan = self.policy.plan(signals, self.trust, self.step)
         stats = self.optimizer.step(plan, lr, ok=finite)
         if self.probe is None:
             self.trust.update(plan.masked(finite), loss, self.step)

@@ -111,6 +111,9 @@ class AgentTree(nn.Module):
         pos = torch.arange(T, device=idx.device)
         h = self.tok_emb(idx) + self.pos_emb(pos)  # [B, T, C]
         keep = None if ablate is None else ~ablate.bool()
+        if self.cfg.defer_weight_grads:  # a stash left by a backward that no step finished is stale
+            for level in self.levels:
+                level.clear_deferred()
         if self.cfg.routing != "soft":
             h = self._routed(h, keep)
         else:
