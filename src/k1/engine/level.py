@@ -65,6 +65,20 @@ ESTIMATE_STRIDE = 8
 MATRICES = ("qkv_w", "proj_w", "fc_w", "out_w")
 
 
+def selected_rows(scale: torch.Tensor, offsets: list[int], sizes: list[int]) -> list[list[int]]:
+    """Per level, the agent rows with scale > 0 ([A] flat scale; one `nonzero`, the step's host sync)."""
+    flat = scale.gt(0).nonzero().squeeze(1).tolist()
+    return [[i - o for i in flat if o <= i < o + n] for o, n in zip(offsets, sizes)]
+
+
+def row_selector(rows: list[int], device) -> slice | torch.Tensor:
+    """Index for rows of a stacked [N, ...] tensor: a slice (a view, no copy) when they are consecutive,
+    as on attribution's path (one agent per level), else an index tensor (gather / scatter)."""
+    if rows and rows == list(range(rows[0], rows[0] + len(rows))):
+        return slice(rows[0], rows[0] + len(rows))
+    return torch.tensor(rows, dtype=torch.long, device=device)
+
+
 class DeferredLinear(torch.autograd.Function):
     """y = b + x·w per agent ([N, R, in] · [N, in, out]); backward returns dL/dx and dL/db now and stashes
     (x, G) for the weight gradient, which `AgentLevel.finish_weight_grads` computes for chosen rows only.
@@ -156,19 +170,19 @@ class AgentLevel(nn.Module):
         self.deferred_grad_sq = est if self.deferred_grad_sq is None else self.deferred_grad_sq + est
         self._pending.append((name, x, g))
 
-    def finish_weight_grads(self, rows: torch.Tensor | None) -> None:
+    def finish_weight_grads(self, rows: list[int] | None) -> None:
         """Accumulate the stashed matrix gradients into `.grad` for agent `rows` (None: every agent);
         other rows get zero gradient. Frees the stash."""
+        sel = None if rows is None else row_selector(rows, self.gate_key.device)
         for name, x, g in self._pending:
             w = getattr(self, name)
             x = x.to(g.dtype)  # under autocast the product ran in g's dtype (bf16); the gradient is fp32
-            if rows is None:
+            if sel is None or (isinstance(sel, slice) and sel == slice(0, w.shape[0])):
                 gw = torch.bmm(x.transpose(1, 2), g).to(w.dtype)
             else:
                 gw = torch.zeros_like(w)
-                if rows.numel():
-                    gw.index_copy_(0, rows, torch.bmm(x.index_select(0, rows).transpose(1, 2),
-                                                      g.index_select(0, rows)).to(w.dtype))
+                if rows:
+                    gw[sel] = torch.bmm(x[sel].transpose(1, 2), g[sel]).to(w.dtype)
             w.grad = gw if w.grad is None else w.grad + gw
         self.clear_deferred()
 

@@ -4,8 +4,9 @@ Why not scale gradients? Under Adam a zero gradient still moves a parameter (mom
 Adam's scale invariance undoes any scaling), which is how the public prototype moved 100 % of its
 parameters while reporting 7 %. Here an agent with scale 0 is skipped inside the optimizer: its parameters,
 both moments and its step count stay bit-identical, because the optimizer touches only the selected rows:
-it gathers them (`index_select`), runs the update on those rows alone and writes them back (`index_copy_`),
-so a step that selects 4 of 41 agents does about 4/41 of the optimizer's work. Finding the rows is one
+consecutive rows (attribution's path has one agent per level) are updated in place through a view, other
+sets are gathered (`index_select`), updated and written back (`index_copy_`), so a step that selects 4 of
+41 agents does about 4/41 of the optimizer's work. Finding the rows is one
 `nonzero` per step (a host sync on GPU); when every row is selected (the dense policy) the update runs in
 place on the whole tensor with no gather at all.
 
@@ -22,7 +23,7 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from k1.engine.level import is_decayed
+from k1.engine.level import is_decayed, row_selector, selected_rows
 from k1.engine.plan import UpdatePlan
 from k1.registry import Registry
 
@@ -82,17 +83,15 @@ class SparseOptimizer:
         scale = plan.scale if ok is None else plan.masked(ok).scale
         changed = torch.zeros((), dtype=torch.long, device=scale.device)
         norm_sq = torch.zeros((), device=scale.device)
-        flat = scale.gt(0).nonzero().squeeze(1).tolist()  # the step's one host sync
-        for lv, params in enumerate(self.groups):
-            n_rows = len(self.agent_steps[lv])
-            s = scale[self.offsets[lv]:self.offsets[lv] + n_rows]
-            rows = [i - self.offsets[lv] for i in flat if self.offsets[lv] <= i < self.offsets[lv] + n_rows]
+        sizes = [len(s) for s in self.agent_steps]
+        for lv, (params, rows) in enumerate(zip(self.groups, selected_rows(scale, self.offsets, sizes))):
+            s = scale[self.offsets[lv]:self.offsets[lv] + sizes[lv]]
             if not rows:  # nothing to do, but the state exists from the first step on (checkpoint layout)
                 for _, p in params:
                     self._state(self._names[id(p)], p)
                 continue
             self.agent_steps[lv] = self.agent_steps[lv] + (s > 0).float()
-            idx = None if len(rows) == n_rows else torch.tensor(rows, device=scale.device)
+            idx = None if len(rows) == sizes[lv] else row_selector(rows, scale.device)
             for name, p in params:
                 c, n = self._step_rows(p, _grad(p), self._names[id(p)], idx, s, self.agent_steps[lv], lr,
                                        is_decayed(name))
@@ -120,6 +119,12 @@ class SparseOptimizer:
             new = self._update(p, g, st, s, steps, lr, decay)  # updates the state tensors in place
             changed, norm_sq = _count(p, new)
             p.copy_(new)
+            return changed, norm_sq
+        if isinstance(idx, slice):  # consecutive rows: views, updated in place
+            rows, p_r = {k: v[idx] for k, v in st.items()}, p[idx]
+            new = self._update(p_r, g[idx], rows, s[idx], steps[idx], lr, decay)
+            changed, norm_sq = _count(p_r, new)
+            p_r.copy_(new)
             return changed, norm_sq
         rows = {k: v.index_select(0, idx) for k, v in st.items()}
         p_r = p.index_select(0, idx)

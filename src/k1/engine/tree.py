@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from k1.engine.level import AgentLevel
+from k1.engine.level import AgentLevel, selected_rows
 from k1.engine.shape import TreeShape
 
 
@@ -251,12 +251,6 @@ class AgentTree(nn.Module):
                  top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         """Sample continuation tokens (idx: [B, T]) with a sliding context window."""
         return sample(self, idx, max_new_tokens, temperature, top_k, generator)
-
-
-def selected_rows(scale: torch.Tensor, offsets: list[int], sizes: list[int]) -> list[torch.Tensor]:
-    """Per level, the agent rows with scale > 0 (one `nonzero` for the whole tree: one host sync)."""
-    flat = scale.gt(0).nonzero().squeeze(1)
-    return [flat[(flat >= o) & (flat < o + n)] - o for o, n in zip(offsets, sizes)]
 
 
 def _grouped_softmax(scores: torch.Tensor, group: torch.Tensor, n_groups: int) -> torch.Tensor:
