@@ -155,7 +155,10 @@ class AgentLevel(nn.Module):
     def _linear(self, x: torch.Tensor, name: str, b: torch.Tensor) -> torch.Tensor:
         w = getattr(self, name)
         x2 = x.reshape(x.shape[0], -1, x.shape[-1])  # [N, rows, in]
-        if self.defer_weight_grads and torch.is_grad_enabled() and w.requires_grad:
+        # under torch.compile the stash (a Python side effect in backward) would break the graph: the
+        # compiled step forms every weight gradient, and the signals read them as usual
+        if self.defer_weight_grads and torch.is_grad_enabled() and w.requires_grad \
+                and not torch.compiler.is_compiling():
             y = DeferredLinear.apply(x2, w, b, self, name)
         else:
             y = torch.baddbmm(b.unsqueeze(1), x2, w)  # [N, rows, out]
