@@ -8,7 +8,7 @@
    Σ‖x‖²‖g‖² on sampled tokens); reports Spearman's ρ, how often attribution's blame path is the same, and
    ρ of the cheapest alternative (the exact vector gradients alone, no estimate for the matrices).
 2. Loss curve: `attribution` trained eagerly and with deferred weight gradients, same seeds, same data;
-   reports each run's training-loss curve (means over windows of `log_every` steps) and final validation bpb.
+   reports each run's training-loss curve (the batch loss logged every `log_every` steps) and final validation bpb.
 """
 
 from __future__ import annotations
