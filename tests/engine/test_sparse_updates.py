@@ -23,9 +23,12 @@ def agent_rows(trainer, flat_i):
     return lv, flat_i - offs[lv]
 
 
+@pytest.mark.parametrize("defer", [False, True], ids=["eager", "deferred"])
+@pytest.mark.parametrize("optim", ["adamw", "sgd"])
 @pytest.mark.parametrize("policy", POLICIES.names())
-def test_unselected_agents_are_bit_identical_and_selected_ones_move(policy, tiny_cfg, tmp_path):
-    cfg = tiny_cfg("model.branching=[3, 2]", policy={"name": policy})
+def test_unselected_agents_are_bit_identical_and_selected_ones_move(policy, optim, defer, tiny_cfg, tmp_path):
+    cfg = tiny_cfg("model.branching=[3, 2]", f"optim.name={optim!r}", f"model.defer_weight_grads={str(defer).lower()}",
+                   policy={"name": policy})
     tr = Trainer(cfg, tmp_path / "run", quiet=True, callbacks=[])
     for _ in range(3):  # fill the moments so "unchanged moments" is not trivially zero == zero
         train_step(tr.state, *tr.state.sampler.next())

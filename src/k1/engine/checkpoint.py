@@ -59,10 +59,10 @@ def join_tree(tensors: dict[str, torch.Tensor], skeleton):
     def walk(x):
         if isinstance(x, dict):
             if set(x) == {_TENSOR}:
-                try:
-                    return tensors[x[_TENSOR]]
-                except KeyError:
-                    raise CheckpointError(f"state.safetensors lacks tensor {x[_TENSOR]!r}") from None
+                key = x[_TENSOR]
+                if not isinstance(key, str) or key not in tensors:
+                    raise CheckpointError(f"state.safetensors lacks tensor {key!r}")
+                return tensors[key]
             return {k: walk(v) for k, v in x.items()}
         if isinstance(x, list):
             return [walk(v) for v in x]

@@ -3,6 +3,13 @@
 Every parameter has a leading agent dimension N, so a level of 24 agents is a handful of `baddbmm` calls
 and one fused attention call over N·B sequences, never a Python loop over agents. Shapes: N agents,
 B batch, T time, C width, M MLP width, nh heads, hs head size.
+
+Deferred weight gradients (`defer_weight_grads`): a sparse step updates a few agents, so computing every
+agent's matrix gradient (a third of a step's FLOPs) is mostly wasted. With deferral on, backward computes
+input gradients and the cheap vector gradients (norms, biases, gates) as usual but only *stashes* each
+matrix's input X and output gradient G; `finish_weight_grads(rows)` then forms X[rows]ᵀ·G[rows] for the
+selected agents alone. The policy decides from a per-agent estimate of the matrix gradient norm that
+backward computes for free (`deferred_grad_sq`, see `DeferredLinear`).
 """
 
 from __future__ import annotations
@@ -50,6 +57,55 @@ def param_shapes(kind: str, C: int, M: int) -> dict[str, tuple[int, ...]]:
     return _shapes(kind, C, M)
 
 
+# The signal's estimate reads every ESTIMATE_STRIDE-th token: rank agreement with the exact norm stays
+# high (docs/performance.md) while its cost, a pass over X and G, drops to 1/ESTIMATE_STRIDE.
+ESTIMATE_STRIDE = 8
+
+# Stacked matrices whose weight gradient can be deferred (they carry the FLOPs; vectors are cheap).
+MATRICES = ("qkv_w", "proj_w", "fc_w", "out_w")
+
+
+def selected_rows(scale: torch.Tensor, offsets: list[int], sizes: list[int]) -> list[list[int]]:
+    """Per level, the agent rows with scale > 0 ([A] flat scale; one `nonzero`, the step's host sync)."""
+    flat = scale.gt(0).nonzero().squeeze(1).tolist()
+    return [[i - o for i in flat if o <= i < o + n] for o, n in zip(offsets, sizes)]
+
+
+def row_selector(rows: list[int], device) -> slice | torch.Tensor:
+    """Index for rows of a stacked [N, ...] tensor: a slice (a view, no copy) when they are consecutive,
+    as on attribution's path (one agent per level), else an index tensor (gather / scatter)."""
+    if rows and rows == list(range(rows[0], rows[0] + len(rows))):
+        return slice(rows[0], rows[0] + len(rows))
+    return torch.tensor(rows, dtype=torch.long, device=device)
+
+
+class DeferredLinear(torch.autograd.Function):
+    """y = b + x·w per agent ([N, R, in] · [N, in, out]); backward returns dL/dx and dL/db now and stashes
+    (x, G) for the weight gradient, which `AgentLevel.finish_weight_grads` computes for chosen rows only.
+
+    The policy's signal needs ‖dL/dw_i‖ before the weight gradients exist. dL/dw_i = Σ_t x_tᵀ g_t over the
+    R rows (tokens) of agent i; its squared norm is Σ_t Σ_s (x_t·x_s)(g_t·g_s). Backward records the
+    diagonal of that sum, Σ_t ‖x_t‖²‖g_t‖² (the sum of per-token gradient norms², O(R·(in+out)) per agent,
+    against O(R·in·out) for the gradient itself). Its rank agreement with the exact norm is tested in
+    tests/engine/test_weight_grad_deferral.py and reported in docs/performance.md.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w, b, level, name):
+        ctx.save_for_backward(x, w)
+        ctx.level, ctx.name = level, name
+        return torch.baddbmm(b.unsqueeze(1), x, w)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        g = g.contiguous()  # a strided g made the norms below 10× slower on CPU, and it is stashed
+        gx = torch.bmm(g, w.to(g.dtype).transpose(1, 2))
+        gb = g.sum(1).to(w.dtype)
+        ctx.level._stash(ctx.name, x, g)
+        return gx, None, gb, None, None
+
+
 class AgentLevel(nn.Module):
     """N agents of one kind ("block": pre-norm causal attention + MLP; "mlp": pre-norm MLP), stacked."""
 
@@ -69,6 +125,9 @@ class AgentLevel(nn.Module):
                 t.normal_(0.0, std)
             # biases and gate keys start at zero: uniform gates, identity-friendly growth
             self.register_parameter(name, nn.Parameter(t))
+        self.defer_weight_grads = False  # set by the model (ModelConfig.defer_weight_grads)
+        self._pending: list[tuple[str, torch.Tensor, torch.Tensor]] = []  # (matrix, X, G) stashed in backward
+        self.deferred_grad_sq: torch.Tensor | None = None  # [N] estimated Σ‖dL/dW‖² of the deferred matrices
 
     @property
     def n_agents(self) -> int:
@@ -77,31 +136,73 @@ class AgentLevel(nn.Module):
     def agent_parameters(self) -> list[tuple[str, nn.Parameter]]:
         return list(self.named_parameters(recurse=False))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [N, B, T, C] (agent i reads x[i]) → [N, B, T, C], each agent a residual refinement."""
-        N, B, T, C = x.shape
+    def forward(self, x: torch.Tensor, normed: torch.Tensor | None = None) -> torch.Tensor:
+        """x: [N, B, T, C] (agent i reads x[i]) → [N, B, T, C], each agent a residual refinement.
+
+        `normed`, if given, is `layer_norm(x)` without affine, already computed by the caller (the tree
+        shares it with the gate scores): it saves this level's first normalisation."""
         if self.kind == "block":
-            x = x + self._attention(x)
-        return x + self._mlp(x)
+            x = x + self._attention(x, normed)
+            normed = None
+        return x + self._mlp(x, normed)
 
-    def _norm(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    def _norm(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, normed: torch.Tensor | None = None):
         N, C = w.shape
-        return torch.addcmul(b.view(N, 1, 1, C), F.layer_norm(x, (C,)), w.view(N, 1, 1, C))
+        n = F.layer_norm(x, (C,)) if normed is None else normed
+        shape = (N,) + (1,) * (x.dim() - 2) + (C,)
+        return torch.addcmul(b.view(shape), n, w.view(shape))
 
-    def _linear(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        N, B, T, _ = x.shape
-        y = torch.baddbmm(b.unsqueeze(1), x.reshape(N, B * T, -1), w)  # [N, B*T, out]
-        return y.view(N, B, T, -1)
+    def _linear(self, x: torch.Tensor, name: str, b: torch.Tensor) -> torch.Tensor:
+        w = getattr(self, name)
+        x2 = x.reshape(x.shape[0], -1, x.shape[-1])  # [N, rows, in]
+        # under torch.compile the stash (a Python side effect in backward) would break the graph: the
+        # compiled step forms every weight gradient, and the signals read them as usual
+        if self.defer_weight_grads and torch.is_grad_enabled() and w.requires_grad \
+                and not torch.compiler.is_compiling():
+            y = DeferredLinear.apply(x2, w, b, self, name)
+        else:
+            y = torch.baddbmm(b.unsqueeze(1), x2, w)  # [N, rows, out]
+        return y.view(*x.shape[:-1], -1)
 
-    def _attention(self, x: torch.Tensor) -> torch.Tensor:
+    # ---- deferred weight gradients ----------------------------------------------------------------
+    def _stash(self, name: str, x: torch.Tensor, g: torch.Tensor) -> None:
+        # [N], see DeferredLinear; vector_norm is a fused reduction (x·x then sum was 4× slower on CPU)
+        xs, gs = x[:, ::ESTIMATE_STRIDE], g[:, ::ESTIMATE_STRIDE]  # a fixed sample of the rows (tokens)
+        est = (torch.linalg.vector_norm(xs, dim=-1).float().square()
+               * torch.linalg.vector_norm(gs, dim=-1).float().square()).sum(-1) * ESTIMATE_STRIDE
+        self.deferred_grad_sq = est if self.deferred_grad_sq is None else self.deferred_grad_sq + est
+        self._pending.append((name, x, g))
+
+    def finish_weight_grads(self, rows: list[int] | None) -> None:
+        """Accumulate the stashed matrix gradients into `.grad` for agent `rows` (None: every agent);
+        other rows get zero gradient. Frees the stash."""
+        sel = None if rows is None else row_selector(rows, self.gate_key.device)
+        for name, x, g in self._pending:
+            w = getattr(self, name)
+            x = x.to(g.dtype)  # under autocast the product ran in g's dtype (bf16); the gradient is fp32
+            if sel is None or (isinstance(sel, slice) and sel == slice(0, w.shape[0])):
+                gw = torch.bmm(x.transpose(1, 2), g).to(w.dtype)
+            else:
+                gw = torch.zeros_like(w)
+                if rows:
+                    gw[sel] = torch.bmm(x[sel].transpose(1, 2), g[sel]).to(w.dtype)
+            w.grad = gw if w.grad is None else w.grad + gw
+        self.clear_deferred()
+
+    def clear_deferred(self) -> None:
+        self._pending, self.deferred_grad_sq = [], None
+
+    def _attention(self, x: torch.Tensor, normed: torch.Tensor | None = None) -> torch.Tensor:
         N, B, T, C = x.shape
         nh = self.n_heads
-        qkv = self._linear(self._norm(x, self.ln1_w, self.ln1_b), self.qkv_w, self.qkv_b)  # [N, B, T, 3C]
-        q, k, v = qkv.view(N * B, T, 3, nh, C // nh).permute(2, 0, 3, 1, 4)  # each [N*B, nh, T, hs]
+        qkv = self._linear(self._norm(x, self.ln1_w, self.ln1_b, normed), "qkv_w", self.qkv_b)  # [N, B, T, 3C]
+        # split, not unbind: backward is then one contiguous cat (unbind's stack + permute cost a copy more)
+        q, k, v = (t.view(N * B, T, nh, C // nh).transpose(1, 2) for t in qkv.split(C, dim=-1))  # [N*B, nh, T, hs]
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # causal mask: no look-ahead
         y = y.transpose(1, 2).reshape(N, B, T, C)
-        return self._linear(y, self.proj_w, self.proj_b)
+        return self._linear(y, "proj_w", self.proj_b)
 
-    def _mlp(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.gelu(self._linear(self._norm(x, self.ln2_w, self.ln2_b), self.fc_w, self.fc_b))
-        return self._linear(h, self.out_w, self.out_b)
+    def _mlp(self, x: torch.Tensor, normed: torch.Tensor | None = None) -> torch.Tensor:
+        """x: [N, ..., C] (any number of middle dims: [N, B, T, C], or [N, capacity, C] when routed)."""
+        h = F.gelu(self._linear(self._norm(x, self.ln2_w, self.ln2_b, normed), "fc_w", self.fc_b))
+        return self._linear(h, "out_w", self.out_b)

@@ -2,6 +2,10 @@
 
 Gradient norms are compared per parameter (RMS = ‖g‖ / sqrt(#params)) so that agents of different size
 and kind sit on a common scale (DESIGN.md, "Signals on a common scale"). One reduction per level.
+
+With deferred weight gradients (`ModelConfig.defer_weight_grads`) the matrices have no `.grad` yet when the
+signals are measured: their share of ‖g‖² is the estimate backward recorded (`AgentLevel.deferred_grad_sq`),
+so the policy chooses before any matrix gradient is formed. `rank_correlation` compares the two signals.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ class StepSignals:
                 count += p[0].numel()
                 if p.grad is not None:
                     sq = sq + p.grad.float().pow(2).reshape(n, -1).sum(1)
+            if getattr(level, "deferred_grad_sq", None) is not None:
+                sq = sq + level.deferred_grad_sq
             per_level.append((sq / count).sqrt())
         return cls(
             grad_rms=torch.cat(per_level),
@@ -45,3 +51,10 @@ class StepSignals:
 
 def flat_parents_tensor(shape: TreeShape, device) -> torch.Tensor:
     return torch.tensor(shape.flat_parents(), dtype=torch.long, device=device)
+
+
+def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman's ρ of two score vectors (ties broken by position): how alike two signals rank agents."""
+    ra = torch.empty(len(a)).index_copy_(0, a.detach().float().cpu().argsort(), torch.arange(len(a), dtype=torch.float))
+    rb = torch.empty(len(b)).index_copy_(0, b.detach().float().cpu().argsort(), torch.arange(len(b), dtype=torch.float))
+    return float(torch.corrcoef(torch.stack([ra, rb]))[0, 1])

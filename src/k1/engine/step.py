@@ -1,7 +1,10 @@
 """`train_step(state, x, y)`: one training step, following DESIGN.md's diagram line by line.
 
-    batch → forward → loss (+ hook loss terms) → backward → StepSignals → policy.plan
-          → optimizer.step(plan) → trust.update → StepResult
+    batch → forward → loss (+ hook loss terms) → backward → [all-reduce under torchrun] → StepSignals
+          → policy.plan → finish_weight_grads(plan) → clip → optimizer.step(plan) → trust.update → StepResult
+
+With `model.defer_weight_grads` the matrices' weight gradients are formed after the plan, for the selected
+agents only (`AgentLevel`); the plan never depends on clipping.
 
 What differs between policies lives in the policy and the optimizer, not in branches here. No host syncs:
 every value in the result stays on the device; recorders convert them only when `log_due` is set.
@@ -43,11 +46,12 @@ def train_step(state, x: torch.Tensor, y: torch.Tensor, log_due: bool = False, l
         loss = loss.detach().clone()
         state.dist.average_([p.grad for p in state.model.parameters() if p.grad is not None] + [loss])
     signals = StepSignals.measure(state.model, loss, state.parents)
+    plan = state.policy.plan(signals, state.trust, state.step)
+    state.model.finish_weight_grads(plan)  # deferred matrix gradients, selected agents only (no-op if off)
     params = [p for p in state.model.parameters() if p.grad is not None]
     clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
     grad_norm = torch.nn.utils.clip_grad_norm_(params, clip, foreach=True)
     finite = torch.isfinite(loss.detach()) & torch.isfinite(grad_norm)  # stays on the device
-    plan = state.policy.plan(signals, state.trust, state.step)
     stats = state.optimizer.step(plan, lr, ok=finite)
     if state.probe is None:
         state.trust.update(plan.masked(finite), loss, state.step)

@@ -6,6 +6,15 @@ Shared token/position embedding and a tied output head around per-level stacked 
   the output mixes the leaves — a hierarchical mixture of experts whose shape is part of the computation.
 - `levels`: the public prototype's semantics — every agent of a level reads the same input and a level's
   output is the mean of its agents.
+
+Soft gating runs every agent on every token, so a token's cost grows with the tree's size. `routing="top1"`
+is hard routing (a Switch-Transformer-style mixture over MLP agents): each token keeps one residual stream
+and, level by level, goes to the one child its current agent scores highest; the child's refinement is
+added scaled by its gate probability (so the gate keys learn). A token's cost then grows with the tree's
+depth. Attention needs keys and values of every token, so only level 0 (the root) may be a `block`; the
+routed levels must be `mlp`. Each agent takes at most `capacity_factor · tokens / N` tokens per level (static
+shapes, no host sync); overflow tokens pass the level unchanged. In training a Switch load-balancing term
+(`route_balance` × N·Σ fᵢ·Pᵢ per level) is added to the loss so the router does not collapse onto one agent.
 """
 
 from __future__ import annotations
@@ -16,9 +25,9 @@ from typing import Literal
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from k1.engine.level import AgentLevel
+from k1.engine.level import AgentLevel, selected_rows
 from k1.engine.shape import TreeShape
 
 
@@ -36,6 +45,19 @@ class ModelConfig(BaseModel):
     context: int = Field(default=64, ge=2)
     vocab_size: int | None = None  # None: taken from the tokenizer
     dense_layers: int | None = None  # DenseGPT depth; None: as deep as the tree (MLP widened to match)
+    routing: Literal["soft", "top1"] = "soft"  # top1: hard per-token routing over MLP agents (see above)
+    capacity_factor: float = Field(default=1.25, gt=0)  # routed: tokens an agent takes, × tokens / N
+    route_balance: float = Field(default=0.01, ge=0)  # routed: weight of the load-balancing loss
+    defer_weight_grads: bool = False  # matrix gradients only for the agents a sparse step selects (level.py)
+
+    @model_validator(mode="after")
+    def _routed_levels_are_mlp(self):
+        if self.routing != "soft":
+            kinds = [self.kinds] * (len(self.branching) + 1) if isinstance(self.kinds, str) else self.kinds
+            if any(k != "mlp" for k in kinds[1:]):
+                raise ValueError('routing "top1" routes tokens over MLP agents: every level below the root '
+                                 'must be "mlp", e.g. kinds = ["block", "mlp", "mlp", "mlp"]')
+        return self
 
 
 class AgentTree(nn.Module):
@@ -55,6 +77,9 @@ class AgentTree(nn.Module):
             for kind, n in zip(shape.kinds, shape.level_sizes())
         )
         self._register_topology(shape)
+        for level in self.levels:
+            level.defer_weight_grads = cfg.defer_weight_grads
+        self.aux_loss: torch.Tensor | None = None  # routed: the load-balancing term of the last forward
         self.last_gate_mass: torch.Tensor | None = None  # [n_agents] mean path weight of the last forward
 
     def _register_topology(self, shape: TreeShape) -> None:
@@ -63,6 +88,7 @@ class AgentTree(nn.Module):
         for lv, n in enumerate(shape.level_sizes()):
             self.register_buffer(f"parent_idx_{lv}", torch.tensor(shape.parent_index(lv)), persistent=False)
             self.register_buffer(f"leaf_{lv}", leaf[offs[lv]:offs[lv] + n].float(), persistent=False)
+        self._has_leaf = [bool(leaf[offs[lv]:offs[lv] + n].any()) for lv, n in enumerate(shape.level_sizes())]
 
     # ---- parameter groups (used by the sparse optimizer and the signals) -----------------------
     def agent_levels(self) -> list[AgentLevel]:
@@ -85,12 +111,31 @@ class AgentTree(nn.Module):
         pos = torch.arange(T, device=idx.device)
         h = self.tok_emb(idx) + self.pos_emb(pos)  # [B, T, C]
         keep = None if ablate is None else ~ablate.bool()
-        h = self._tree(h, keep) if self.cfg.wiring == "tree" else self._levels(h, keep)
+        if self.cfg.defer_weight_grads:  # a stash left by a backward that no step finished is stale
+            for level in self.levels:
+                level.clear_deferred()
+        if self.cfg.routing != "soft":
+            h = self._routed(h, keep)
+        else:
+            h = self._tree(h, keep) if self.cfg.wiring == "tree" else self._levels(h, keep)
         logits = F.linear(self.ln_f(h), self.tok_emb.weight)  # tied head, [B, T, V]
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
+            if self.aux_loss is not None and self.training and self.cfg.route_balance:
+                loss = loss + self.cfg.route_balance * self.aux_loss
         return logits, loss
+
+    # ---- deferred weight gradients (ModelConfig.defer_weight_grads) -------------------------------------
+    def finish_weight_grads(self, plan=None) -> None:
+        """Between `loss.backward()` and `optimizer.step(plan)`: form the deferred matrix gradients of the
+        agents `plan` selects (every agent when plan is None). A no-op unless the option is on."""
+        if not self.cfg.defer_weight_grads:
+            return
+        rows = None if plan is None else selected_rows(plan.scale, self.shape.level_offsets(),
+                                                         self.shape.level_sizes())
+        for lv, level in enumerate(self.levels):
+            level.finish_weight_grads(None if rows is None else rows[lv])
 
     def _level_keep(self, keep: torch.Tensor | None, lv: int) -> torch.Tensor | None:
         if keep is None:
@@ -98,32 +143,84 @@ class AgentTree(nn.Module):
         off = self.shape.level_offsets()[lv]
         return keep[off:off + self.levels[lv].n_agents].view(-1, 1, 1, 1)
 
-    def _run_level(self, lv: int, inp: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
-        y = self.levels[lv](inp)
+    def _run_level(self, lv: int, inp: torch.Tensor, keep: torch.Tensor | None,
+                   normed: torch.Tensor | None = None) -> torch.Tensor:
+        y = self.levels[lv](inp, normed)
         k = self._level_keep(keep, lv)
         return y if k is None else torch.where(k, y, inp)  # ablated: identity
 
     def _tree(self, h: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         B, T, C = h.shape
+        self.aux_loss = None
         prev_out = h.unsqueeze(0)  # [1, B, T, C]: the embedding is the root's "parent"
         prev_w = h.new_ones(1, B, T)  # path weight of each agent of the previous level
-        out = torch.zeros_like(h)
+        out = None
         masses = []
         for lv, level in enumerate(self.levels):
             pidx = getattr(self, f"parent_idx_{lv}")
+            N = pidx.shape[0]
+            # siblings read the same parent output: normalise it once per parent, for the gate scores and
+            # for the children's first layer norm alike (profiled in docs/performance.md)
+            normed = F.layer_norm(prev_out, (C,)).index_select(0, pidx)  # [N, B, T, C]
             inp = prev_out.index_select(0, pidx)  # [N, B, T, C] each agent reads its parent's output
-            y = self._run_level(lv, inp, keep)
+            y = self._run_level(lv, inp, keep, normed)
             if lv == 0:
                 w = prev_w
             else:  # the parent scores its children: softmax over siblings of <norm(parent out), child key>
-                scores = torch.einsum("nbtc,nc->nbt", F.layer_norm(inp, (C,)), level.gate_key) / math.sqrt(C)
-                scores = scores + level.gate_bias.view(-1, 1, 1)
+                scores = torch.bmm(normed.view(N, B * T, C), level.gate_key.unsqueeze(-1)).view(N, B, T)
+                scores = scores / math.sqrt(C) + level.gate_bias.view(-1, 1, 1)
                 w = prev_w.index_select(0, pidx) * _grouped_softmax(scores, pidx, prev_w.shape[0])
-            out = out + torch.einsum("nbt,nbtc->btc", w * getattr(self, f"leaf_{lv}").view(-1, 1, 1), y)
+            if self._has_leaf[lv]:  # only leaves feed the output (internal levels skip the mixing)
+                lw = w * getattr(self, f"leaf_{lv}").view(-1, 1, 1)
+                mixed = (lw.unsqueeze(-1) * y).sum(0)
+                out = mixed if out is None else out + mixed
             masses.append(w.detach().mean(dim=(1, 2)))
             prev_out, prev_w = y, w
         self.last_gate_mass = torch.cat(masses)
         return out
+
+    def _routed(self, h: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Hard top-1 routing (module docstring): one stream per token, one agent per token per level."""
+        B, T, C = h.shape
+        R = B * T
+        y0 = self._run_level(0, h.unsqueeze(0), keep)[0]  # the root sees every token (it may attend)
+        x = y0.reshape(R, C)
+        agent = torch.zeros(R, dtype=torch.long, device=h.device)  # each token's agent at the last level
+        path_w = h.new_ones(R)
+        masses, aux = [h.new_ones(1)], h.new_zeros(())
+        for lv in range(1, len(self.levels)):
+            level = self.levels[lv]
+            N = level.n_agents
+            scores = F.layer_norm(x, (C,)) @ level.gate_key.T / math.sqrt(C) + level.gate_bias  # [R, N]
+            if self.cfg.wiring == "tree":  # a token may only go to a child of its current agent
+                allowed = getattr(self, f"parent_idx_{lv}").unsqueeze(0) == agent.unsqueeze(1)
+            else:
+                allowed = torch.ones(R, N, dtype=torch.bool, device=h.device)
+            active = allowed.any(1)  # False: the token's agent is a leaf, so the token has arrived
+            probs = torch.softmax(scores.masked_fill(~allowed, -torch.inf).masked_fill(~active.unsqueeze(1), 0.0), -1)
+            p, choice = probs.max(-1)
+            onehot = F.one_hot(choice, N) * active.unsqueeze(1)  # [R, N]
+            cap = max(1, min(R, math.ceil(self.cfg.capacity_factor * R / N)))
+            pos = (onehot.cumsum(0) * onehot).sum(1) - 1  # the token's place in its agent's queue
+            kept = active & (pos < cap)
+            slot = torch.where(kept, choice * cap + pos, N * cap)  # overflow → a spare row, dropped
+            buf = x.new_zeros(N * cap + 1, C).index_copy(0, slot, x)
+            delta = level._mlp(buf[:-1].view(N, cap, C))  # [N, cap, C]: only dispatched tokens
+            k = self._level_keep(keep, lv)
+            if k is not None:
+                delta = delta * k.view(N, 1, 1)
+            delta = torch.cat([delta.reshape(N * cap, C), delta.new_zeros(1, C)]).index_select(0, slot)
+            gate = torch.where(kept, p, torch.zeros_like(p))
+            x = x + gate.unsqueeze(1) * delta
+            path_w = torch.where(active, path_w * p, path_w)
+            hit = onehot * kept.unsqueeze(1)
+            masses.append((hit * path_w.unsqueeze(1)).detach().mean(0))
+            n_active = active.sum().clamp_min(1)
+            aux = aux + N * (hit.sum(0) / n_active * (probs * active.unsqueeze(1)).sum(0) / n_active).sum()
+            agent = torch.where(active, choice, torch.full_like(choice, -1))
+        self.last_gate_mass = torch.cat(masses)
+        self.aux_loss = aux
+        return x.view(B, T, C)
 
     @torch.no_grad()
     def gate_affinity(self, idx: torch.Tensor) -> dict[int, torch.Tensor]:
@@ -142,8 +239,10 @@ class AgentTree(nn.Module):
         return out
 
     def _levels(self, h: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        self.aux_loss = None
         for lv, level in enumerate(self.levels):
-            h = self._run_level(lv, h.unsqueeze(0).expand(level.n_agents, *h.shape), keep).mean(0)
+            normed = F.layer_norm(h, (h.shape[-1],)).unsqueeze(0).expand(level.n_agents, *h.shape)
+            h = self._run_level(lv, h.unsqueeze(0).expand(level.n_agents, *h.shape), keep, normed).mean(0)
         self.last_gate_mass = torch.cat([h.new_full((lv.n_agents,), 1.0 / lv.n_agents) for lv in self.levels])
         return h
 
