@@ -203,7 +203,7 @@ def test_cli_writes_continual_json_with_the_schema(cfg_file, tmp_path):
     assert report["metric"] == "bpb" and report["command"].startswith("k1 continual --quick")
     assert [s["name"] for s in report["strategies"]] == STRATEGY_ORDER
     keys = {"name", "R", "R_loss", "R_init", "final_avg", "bwt", "forgetting_first", "forgetting_max", "fwt",
-            "frac_params_changed", "per_seed"}
+            "frac_params_changed", "params", "train_flops", "per_seed"}
     for s in report["strategies"]:
         assert set(s) == keys
         for m in ("R", "R_loss"):
@@ -218,6 +218,8 @@ def test_cli_writes_continual_json_with_the_schema(cfg_file, tmp_path):
     by_name = {s["name"]: s for s in report["strategies"]}
     for naive in ("gpt-naive", "tree-naive"):
         assert by_name[naive]["frac_params_changed"]["mean"] > by_name["random-k"]["frac_params_changed"]["mean"]
+    # FLOPs are counted for every executed step: k1-auto's trial branches cost compute on top of its steps
+    assert by_name["k1-auto"]["train_flops"]["mean"] > by_name["k1-attribution"]["train_flops"]["mean"]
     auto = report["strategies"][-1]["per_seed"][0]["organizer"]
     assert auto["commits"] + auto["trial_rollbacks"] > 0, "k1-auto's autonomy must act inside the stages"
     md = (out / "continual.md").read_text()

@@ -52,11 +52,6 @@ def agent_param_count(kind: str, C: int, M: int) -> int:
     return sum(math.prod(s) for s in _shapes(kind, C, M).values())
 
 
-def param_shapes(kind: str, C: int, M: int) -> dict[str, tuple[int, ...]]:
-    """Per-agent parameter shapes of one kind (without the leading agent dimension)."""
-    return _shapes(kind, C, M)
-
-
 # The signal's estimate reads every ESTIMATE_STRIDE-th token: rank agreement with the exact norm stays
 # high (docs/performance.md) while its cost, a pass over X and G, drops to 1/ESTIMATE_STRIDE.
 ESTIMATE_STRIDE = 8

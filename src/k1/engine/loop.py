@@ -290,6 +290,7 @@ def run_summary(st) -> dict:
     return {
         "name": st.cfg.name, "policy": st.cfg.policy.name, "arch": st.cfg.arch, "steps": st.step,
         "steps_executed": rec.steps_executed, "params": st.total_params, "agents": rec.initial_agents,
+        "train_flops": st.train_flops.item(),  # counted from the model's shapes, trial branches included
         **{k: ev.get(k) for k in ("val_loss", "val_bpb")}, "domains": ev.get("domains", {}),
         "tokens_per_s": rec.train_tokens / rec.train_time if rec.train_time else None,
         "frac_params_changed": st.progress.frac_changed.item() / steps_run,  # host sync (end)

@@ -16,6 +16,7 @@ The run state is a table of named fields (`FIELDS`). Each field says whether a s
     autonomy   stage, phase, self-stop book-keeping, measurement window no
     ring       the snapshot ring itself                                 no
     record     events, last evaluation, wall-clock, all steps executed  no
+    compute    training FLOPs spent, trial branches included             no: compute spent is never undone
     extras     state owned by hooks (replay buffer, EWC anchors)        no
 
 Checkpoints save every field; snapshots (`snapshot()`), rollback (`restore()`) and structural surgery
@@ -42,6 +43,7 @@ from k1.engine.baseline import DenseGPT
 from k1.engine.budget import check_fits
 from k1.engine.checkpoint import load_checkpoint, save_checkpoint
 from k1.engine.distributed import Dist
+from k1.engine.flops import flops_per_token
 from k1.engine.optim import build_optimizer
 from k1.engine.plasticity import Surgery, assemble
 from k1.engine.policies import build_policy
@@ -55,7 +57,8 @@ from k1.errors import CheckpointError
 FIELDS: dict[str, bool] = {
     "shape": True, "model": True, "optimizer": True, "trust": True, "policy": True, "rng": True,
     "knobs": True, "progress": True,
-    "sampler": False, "safety": False, "autonomy": False, "ring": False, "record": False, "extras": False,
+    "sampler": False, "safety": False, "autonomy": False, "ring": False, "record": False, "compute": False,
+    "extras": False,
 }
 # restored by a safety rollback (the step count and what it accumulated move on; a trial undoes them too)
 ROLLBACK_FIELDS = [f for f, snap in FIELDS.items() if snap and f != "progress"]
@@ -174,6 +177,7 @@ class TrainState:
 
         self.ring = SnapshotRing(cfg.safety.ring)
         self.record = RunRecord(initial_agents=self.shape.n_agents)
+        self.train_flops = torch.zeros((), dtype=torch.float64, device=self.device)  # counted in train_step
         self.extras: dict = {}  # name → object with state_dict()/load_state_dict(): hook-owned state
         self.stop_requested = False
         self.stage_end = cfg.train.steps  # the current stage's last step (the loop sets it)
@@ -203,6 +207,12 @@ class TrainState:
         self.forward = torch.compile(model) if self.cfg.train.compile else model
         self.total_params = model.num_parameters()
         self.agent_names = self.shape.names()
+        # the engine's one FLOP counter (flops.py), per token of this shape, and each agent's level
+        B, T = self.cfg.train.batch_size, self.cfg.model.context
+        self.flops = flops_per_token(model, B * T)
+        self.agent_level = torch.tensor([a.level for a in self.shape.agents], device=self.device)
+        self.level_sizes = torch.tensor(self.shape.level_sizes(), device=self.device, dtype=torch.float64)
+        self.level_weight_flops = torch.tensor(self.flops.weight_levels, device=self.device, dtype=torch.float64)
 
     def rebuild(self, shape: TreeShape) -> None:
         """A fresh model, optimizer and trust ledger of `shape`, to be filled from a snapshot or checkpoint."""
@@ -234,6 +244,7 @@ class TrainState:
             "autonomy": lambda: self.autonomy.state_dict(),
             "ring": lambda: self.ring.state_dict(),
             "record": lambda: self.record.state_dict(),
+            "compute": lambda: {"train_flops": self.train_flops},
             "extras": lambda: {k: v.state_dict() for k, v in self.extras.items()},
         }
         return getters[name]()
@@ -268,6 +279,9 @@ class TrainState:
                     self.extras[k].load_state_dict(sd)
         elif name == "sampler":
             self.sampler.load_state_dict(v)
+        elif name == "compute":
+            _check_like("compute", v, {"train_flops": self.train_flops})
+            self.train_flops = v["train_flops"].to(d).clone()
         else:  # progress, safety, autonomy, ring, record
             getattr(self, name).load_state_dict(v, d)
 

@@ -29,6 +29,16 @@ def lr_at(step: int, cfg) -> float:
     return o.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
 
 
+def step_flops_per_token(state, plan):
+    """Training FLOPs per token of this step (flops.py): with deferred weight gradients only the selected
+    agents' matrices get them, so each level counts its selected share (on the device, no sync)."""
+    f = state.flops
+    if not state.cfg.model.defer_weight_grads or state.cfg.arch == "dense":
+        return f.train()
+    sel = torch.zeros_like(state.level_sizes).index_add_(0, state.agent_level, plan.selected.double())
+    return f.forward + f.backward_input + f.weight_shared + (state.level_weight_flops * sel / state.level_sizes).sum()
+
+
 def train_step(state, x: torch.Tensor, y: torch.Tensor, log_due: bool = False, loss_terms=(),
                trial: int | None = None, branch: str | None = None) -> StepResult:
     """Train `state` on one batch. `loss_terms`: callables model → scalar added to the objective (EWC);
@@ -63,5 +73,6 @@ def train_step(state, x: torch.Tensor, y: torch.Tensor, log_due: bool = False, l
     p.frac_changed += stats.params_changed / state.total_params  # a fraction: the tree may be resized
     p.agents += stats.agents_updated
     state.record.steps_executed += 1
+    state.train_flops += x.numel() * step_flops_per_token(state, plan)
     return StepResult(p.step, lr, x.numel(), loss.detach(), finite, grad_norm.detach(), signals, plan, stats,
                       state.trust.trust, log_due, state.agent_names, state.total_params, trial=trial, branch=branch)

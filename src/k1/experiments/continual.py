@@ -198,6 +198,7 @@ def run_one(cfg: RunConfig, ccfg: ContinualConfig, strategy: str, seed: int, cor
            "R_init_loss": _row(init, domains, "loss"), **continual_metrics(R, R_init),
            "frac_params_changed": s["frac_params_changed"], "agents_updated": s["agents_updated"],
            "params": s["params"], "agents_after_stage": recorder.agents, "steps_executed": s["steps_executed"],
+           "train_flops": s["train_flops"],
            "model": "DenseGPT" if cfg.arch == "dense" else "AgentTree", "policy": cfg.policy.name,
            "steps": s["steps"], "organizer": s["safety"], "autonomy": s.get("autonomy"),
            "seconds": time.perf_counter() - t0}
@@ -210,7 +211,7 @@ def aggregate(name: str, runs: list[dict]) -> dict:
     """One strategy's entry of continual.json: mean ± std over seeds of R, R_loss, R_init and every metric."""
     entry = {"name": name, "R": _elementwise([r["R"] for r in runs]),
              "R_loss": _elementwise([r["R_loss"] for r in runs]), "R_init": _elementwise([r["R_init"] for r in runs])}
-    for key in [*METRICS, "frac_params_changed"]:
+    for key in [*METRICS, "frac_params_changed", "params", "train_flops"]:
         entry[key] = mean_std([r[key] for r in runs])
     entry["per_seed"] = runs
     return entry

@@ -22,6 +22,14 @@ def pct(stat: dict) -> str:
     return f"{stat['mean']:.1%} ± {stat['std']:.1%}"
 
 
+EXTRA = ["params changed/step", "params", "training FLOPs"]
+
+
+def extra_cells(s: dict) -> list[str]:
+    """Sparsity measured per step, total parameters, training FLOPs counted (trial branches included)."""
+    return [pct(s["frac_params_changed"]), f"{s['params']['mean']:,.0f}", f"{s['train_flops']['mean']:.3g}"]
+
+
 def describe(cfg: RunConfig, ccfg: ContinualConfig, strategies: list[str], seeds: list[int]) -> str:
     """One paragraph with everything that sets the budget: model, data, schedule, seeds, baseline knobs."""
     m, t, o = cfg.model, cfg.train, cfg.optim
@@ -37,10 +45,10 @@ def to_table(report: dict) -> Table:
     n = len(report["seeds"])
     t = Table(title=f"K-1 continual: {' → '.join(report['domains'])}, bits per byte, mean ± std over {n} "
                     f"seed{'s' if n > 1 else ''} (every metric lower is better)")
-    for col in ["strategy", *[c for c, _ in COLUMNS], "params changed/step"]:
+    for col in ["strategy", *[c for c, _ in COLUMNS], *EXTRA]:
         t.add_column(col, justify="left" if col == "strategy" else "right")
     for s in report["strategies"]:
-        t.add_row(s["name"], *[pm(s[key]) for _, key in COLUMNS], pct(s["frac_params_changed"]))
+        t.add_row(s["name"], *[pm(s[key]) for _, key in COLUMNS], *extra_cells(s))
     return t
 
 
@@ -57,11 +65,10 @@ def matrix_markdown(s: dict, domains: list[str]) -> str:
 
 def to_markdown(report: dict, cfg: RunConfig, ccfg: ContinualConfig, seconds: float) -> str:
     domains, seeds = report["domains"], report["seeds"]
-    head = ["strategy", *[c for c, _ in COLUMNS], "params changed/step"]
+    head = ["strategy", *[c for c, _ in COLUMNS], *EXTRA]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in report["strategies"]:
-        lines.append("| " + " | ".join([s["name"], *[pm(s[key]) for _, key in COLUMNS],
-                                        pct(s["frac_params_changed"])]) + " |")
+        lines.append("| " + " | ".join([s["name"], *[pm(s[key]) for _, key in COLUMNS], *extra_cells(s)]) + " |")
     names = [s["name"] for s in report["strategies"]]
     out = [
         "# K-1 continual", "",
@@ -78,7 +85,9 @@ def to_markdown(report: dict, cfg: RunConfig, ccfg: ContinualConfig, seconds: fl
         "of R[i][j]): relative to the best j ever was.",
         "- FWT = mean over j > 0 of (R[j−1][j] − R_init[j]); negative means earlier domains already lowered "
         "j's loss before j was trained.",
-        "- params changed/step: the measured share of parameters whose value changed per step.", "",
+        "- params changed/step: the measured share of parameters whose value changed per step; params: the "
+        "model's total; training FLOPs: counted from the model's shapes for every step executed, the steps of "
+        "rolled-back trials included (k1/engine/flops.py).", "",
         "Strategies: gpt-naive, gpt-replay and gpt-ewc train DenseGPT with dense updates; tree-naive, "
         "tree-replay and tree-ewc train the AgentTree with dense updates (every agent, every step), so the "
         "baselines exist on both architectures (replay: a reservoir buffer of past-domain training windows "
