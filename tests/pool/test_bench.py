@@ -36,7 +36,8 @@ def test_route_replay_and_apgr_by_hand():
     assert not route.check({"cls": "arithmetic", "answer": 71}, "23 + 48 = 100")
     assert route.check({"cls": "instruction", "answer": ["paris"]}, "The capital is Paris.")
     assert not route.check({"cls": "instruction", "answer": ["rome"]}, "Romeo")
-    assert route.check({"cls": "prose", "answer": "ver"}, "very good")
+    assert route.check({"cls": "prose", "answer": "river"}, " river flows")
+    assert not route.check({"cls": "prose", "answer": "river"}, " rivers")
 
 
 def test_route_bench_on_a_tiny_pool(tmp_path, k1_run, hf_dir):
