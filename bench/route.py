@@ -1,8 +1,8 @@
 """Routing benchmark: does trust-based routing keep the strong member's success at a fraction of its cost?
 
 The task classes, their sizes and the success criteria are fixed below, before anything is measured:
-- `prose`, `code`, `science` word completion: 64 bytes of held-out text from a built-in corpus, cut inside a
-  word; success = the answer starts with the rest of that word (the K-1 members' own domains);
+- `prose`, `code`, `science` next word: 64 bytes of held-out text from a built-in corpus ending at the end of a
+  word; success = the answer's first word is the text's next word (the K-1 members' own domains);
 - `instruction`: short questions with a checkable answer (success = the expected word appears);
 - `arithmetic`: "What is a + b?"; success = the sum appears as a number in the answer.
 Each member answers every task once (greedy), through a `Router` pinned to it, so the outcome and the
@@ -43,7 +43,7 @@ CLASSES = ("prose", "code", "science", "instruction", "arithmetic")
 CLEARLY_BETTER = 0.10  # success gap (strongest − cheapest) below which APGR is undefined
 GOAL_SUCCESS, GOAL_COST = 0.95, 0.50  # Thompson vs always-strongest
 LAMBDAS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
-MAX_TOKENS = {"prose": 6, "code": 6, "science": 6, "instruction": 12, "arithmetic": 16}
+MAX_TOKENS = {"prose": 8, "code": 8, "science": 8, "instruction": 32, "arithmetic": 32}
 
 INSTRUCTIONS = [
     ("What is the capital of France?", ["paris"]), ("What is the capital of Japan?", ["tokyo"]),
@@ -69,11 +69,11 @@ def word_tasks(domain: str, n: int, seed: int) -> list[dict]:
     val = load_corpus(DataConfig(domains=[domain])).domains[domain].val
     text = bytes(val.tolist()).decode("utf-8", errors="replace")
     rng = random.Random(f"{domain}-{seed}")
-    words = [m for m in re.finditer(r"[A-Za-z]{6,}", text) if m.start() > 64]
+    # the next word after a space: the prompt ends at the end of the previous word (no cut token)
+    words = [m for m in re.finditer(r" ([A-Za-z]{4,})\b", text) if m.start() > 64]
     tasks = []
     for m in rng.sample(words, n):
-        cut = m.start() + rng.randint(2, 3)  # keep 2-3 letters of the word in the prompt
-        tasks.append({"cls": domain, "prompt": text[cut - 64:cut], "answer": text[cut:m.end()], "chat": False})
+        tasks.append({"cls": domain, "prompt": text[m.start() - 64:m.start()], "answer": m.group(1), "chat": False})
     return tasks
 
 
@@ -95,7 +95,8 @@ def build_tasks(n: int, seed: int = 0) -> list[dict]:
 
 def check(task: dict, answer: str) -> bool:
     if task["cls"] in ("prose", "code", "science"):
-        return answer.startswith(task["answer"])
+        m = re.match(r"\s*([A-Za-z]+)", answer)
+        return m is not None and m.group(1) == task["answer"]
     if task["cls"] == "instruction":
         low = answer.lower()
         return any(re.search(rf"\b{re.escape(w)}\b", low) for w in task["answer"])
@@ -127,7 +128,7 @@ def outcome_table(router, tasks: list[dict], cache: Path, quiet: bool) -> dict:
             ok, cost = [], []
             for t in tasks:
                 prompt = [{"role": "user", "content": t["prompt"]}] if t["chat"] else t["prompt"]
-                stop = None if t["chat"] else [" ", "\n"]  # a word completion ends at the word's end
+                stop = None if t["chat"] else ["\n"]
                 out = router.generate(prompt, model=name, session=f"bench-{t['cls']}", context=t["cls"],
                                       verifier=lambda _p, a, t=t: check(t, a), max_tokens=MAX_TOKENS[t["cls"]],
                                       stop=stop)
@@ -182,7 +183,7 @@ def remeasure(router, table: dict, tasks: list[dict], name: str) -> dict:
     ok, cost = [], []
     for t in tasks:
         prompt = [{"role": "user", "content": t["prompt"]}] if t["chat"] else t["prompt"]
-        stop = None if t["chat"] else [" ", "\n"]
+        stop = None if t["chat"] else ["\n"]
         out = router.generate(prompt, model=name, session=f"bench-after-{t['cls']}", context=t["cls"],
                               verifier=lambda _p, a, t=t: check(t, a), max_tokens=MAX_TOKENS[t["cls"]], stop=stop)
         ok.append(bool(out.outcome))

@@ -36,24 +36,25 @@ def test_route_replay_and_apgr_by_hand():
     assert not route.check({"cls": "arithmetic", "answer": 71}, "23 + 48 = 100")
     assert route.check({"cls": "instruction", "answer": ["paris"]}, "The capital is Paris.")
     assert not route.check({"cls": "instruction", "answer": ["rome"]}, "Romeo")
-    assert route.check({"cls": "prose", "answer": "ver"}, "very good")
+    assert route.check({"cls": "prose", "answer": "river"}, " river flows")
+    assert not route.check({"cls": "prose", "answer": "river"}, " rivers")
 
 
 def test_route_bench_on_a_tiny_pool(tmp_path, k1_run, hf_dir):
     pool = tmp_path / "pool.toml"
     pool.write_text(f'[[members]]\nname = "k1"\nkind = "k1"\nrun = "{k1_run}"\n'
                     f'[[members]]\nname = "tiny"\nkind = "hf"\npath = "{hf_dir}"\nroles = ["student"]\n')
-    r = subprocess.run([sys.executable, str(ROOT / "bench" / "route.py"), "--pool", str(pool), "--per-class", "2",
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "route.py"), "--pool", str(pool), "--per-class", "1",
                         "--seeds", "3", "--out", str(tmp_path / "out"), "--quiet", "--dream", "--dream-k", "8",
                         "--dream-epochs", "1", "--dream-lr", "1e-3"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout.strip().splitlines()[-1])
-    assert res["tasks"] == 10 and set(res["routers"]) >= {"thompson", "ucb", "greedy", "oracle", "random"}
+    assert res["tasks"] == 5 and set(res["routers"]) >= {"thompson", "ucb", "greedy", "oracle", "random"}
     assert res["routers"]["oracle"]["success"] >= max(m["overall"] for m in res["members"].values())
     # random tiny models succeed on nothing: the gap is not there, and the bench says so
     assert res["apgr_defined"] is False and res["apgr"]["thompson"] is None
     assert "APGR undefined" in r.stdout
-    assert (tmp_path / "out" / "route-n2.json").is_file()
+    assert (tmp_path / "out" / "route-n1.json").is_file()
     d = res["dream"]
     assert res["strongest"] == "k1"  # nobody succeeds; the tie goes to the pricier member
     # the Llama student was distilled from the K-1 tree (different tokenizers) and measured again on every task

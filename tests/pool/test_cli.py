@@ -46,7 +46,7 @@ def test_serve_answers_the_openai_client_then_status_shows_it(tmp_path, hf_dir, 
                     break
             except httpx.TransportError:
                 pass
-            assert time.time() - t0 < 60, "server did not come up"
+            assert time.time() - t0 < 300, "server did not come up"  # generous: a loaded 2-core machine
             time.sleep(0.2)
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
         r = client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "the river"}],

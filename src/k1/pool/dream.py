@@ -147,6 +147,9 @@ def replay(router, prompts: list[str], verifier: Callable | None, max_tokens: in
         store = PoolStore(tmp / "replay.sqlite")
         store.reset_budget()
         pool = router.pool
+        for m in pool.members.values():  # measure cold: a prefix cached by an earlier replay is not DREAM's doing
+            if getattr(m, "prefix_cache", None) is not None:
+                m.prefix_cache.clear()
         saved = pool.settings
         pool.settings = saved.model_copy(update={"selection": "greedy", "cross_check": 0.0, "judge": None,
                                                  "budget_atp": float("inf")})
