@@ -116,8 +116,7 @@ async def self_hosted(tasks: list[Task], proposer_spec: str, critic_spec: str, d
             await task
             await c.close()
         await coord.close()
-        counts = hub.log.counts()
-        await hub.stop()
+        counts = await hub.stop()
     result["hub"] = {"log": str(db), **counts}
     result["members"] = {"proposer": proposer_spec, "critic": critic_spec}
     return result

@@ -107,11 +107,15 @@ class Hub:
         log.info("bridge hub on %s:%d, log %s", self.cfg.host, self.port, self.cfg.db)
         return self
 
-    async def stop(self) -> None:
+    async def stop(self) -> dict:
+        """Close every connection, let the handlers finish (acks already received get applied), close the
+        log; returns the log's final counts."""
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()
+        counts = self.log.counts()
         self.log.close()
+        return counts
 
     # --- one connection -----------------------------------------------------------------------------------
     async def _handle(self, ws: ServerConnection) -> None:
