@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from k1.engine.tree import AgentTree, _grouped_softmax
+from k1.errors import BackendError
 
 
 class K1Cache:
@@ -55,7 +56,7 @@ def _level_step(level, lv: int, x: torch.Tensor, cache: K1Cache) -> torch.Tensor
         return x + level._mlp(x)
     N, B, t, C = x.shape
     nh = level.n_heads
-    qkv = level._linear(level._norm(x, level.ln1_w, level.ln1_b), level.qkv_w, level.qkv_b)  # [N, B, t, 3C]
+    qkv = level._linear(level._norm(x, level.ln1_w, level.ln1_b), "qkv_w", level.qkv_b)  # [N, B, t, 3C]
     q, k, v = qkv.view(N * B, t, 3, nh, C // nh).permute(2, 0, 3, 1, 4)  # each [N·B, nh, t, hs]
     if cache.k[lv] is not None:
         k = torch.cat([cache.k[lv], k], dim=2)  # [N·B, nh, T, hs]
@@ -65,7 +66,7 @@ def _level_step(level, lv: int, x: torch.Tensor, cache: K1Cache) -> torch.Tensor
     # new token i sits at position T - t + i and may see keys 0..T - t + i (causal, offset by the cache)
     mask = None if t == 1 else torch.ones(t, T, dtype=torch.bool, device=x.device).tril(diagonal=T - t)
     y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    x = x + level._linear(y.transpose(1, 2).reshape(N, B, t, C), level.proj_w, level.proj_b)
+    x = x + level._linear(y.transpose(1, 2).reshape(N, B, t, C), "proj_w", level.proj_b)
     return x + level._mlp(x)
 
 
@@ -114,6 +115,9 @@ class K1Window:
     `feed(ids)` → logits [t, V], each exactly what `model(ids_so_far[-context:])[:, -1]` gives."""
 
     def __init__(self, model: AgentTree, cache: K1Cache | None = None, ids: list[int] | None = None):
+        if getattr(model.cfg, "routing", "soft") != "soft":
+            raise BackendError("the K-1 KV cache supports soft-gated trees; this checkpoint routes tokens "
+                               f"({model.cfg.routing}), which cached decoding does not implement yet")
         self.model, self.context = model, model.cfg.context
         self.cache = cache or K1Cache(len(model.levels))
         self.ids: list[int] = list(ids or [])
