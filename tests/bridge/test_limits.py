@@ -11,7 +11,7 @@ from k1.bridge import BridgeClient, HubRefused
 from k1.bridge.protocol import PROTOCOL_VERSION
 from k1.errors import BridgeError
 
-from k1.bridge.testing import DEMO_AGENTS as AGENTS, run, url
+from k1.bridge.testing import run, url
 
 
 def register_frame(name, token, version=PROTOCOL_VERSION):

@@ -8,7 +8,6 @@ import subprocess
 import threading
 
 from k1.bridge import BridgeClient, ExchangeLog, Inbox, SyncBridgeClient
-from k1.bridge.testing import DEMO_AGENTS as AGENTS
 from k1.bridge.testing import bridge_cmd, run, start_hub_process, subprocess_env, url, wait_until
 
 

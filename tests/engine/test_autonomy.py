@@ -1,6 +1,5 @@
 """Autonomy: diagnostics by hand, stage advances, self-stopping, and trust from outcomes in training."""
 
-import json
 
 import pytest
 import torch

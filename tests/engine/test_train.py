@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 
 from k1.engine.train import Trainer, lr_at
 from k1.errors import CheckpointError

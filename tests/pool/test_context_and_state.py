@@ -1,6 +1,5 @@
 """Context classes from measured signals, and the metabolic state machine (transitions logged, policy applied)."""
 
-import pytest
 
 from k1.pool.config import PoolSettings
 from k1.pool.context import ContextClassifier, ContextSettings

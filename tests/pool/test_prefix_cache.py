@@ -1,7 +1,6 @@
 """KV prefix reuse: a conversation's next turn computes only its new tokens, and answers exactly as without reuse."""
 
 import pytest
-import torch
 
 from k1.pool.kv.prefix import PrefixCache, common_prefix
 from k1.pool.members.k1 import K1Member

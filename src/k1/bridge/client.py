@@ -9,7 +9,6 @@ last was processed; `ack(msg)` does it explicitly. `SyncBridgeClient` wraps all 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import threading

@@ -81,7 +81,6 @@ async def self_hosted(tasks: list[Task], proposer_spec: str, critic_spec: str, d
     """A hub on a free port, two model agents (proposer, critic) and a coordinator, all on 127.0.0.1."""
     import asyncio
     import secrets
-    import tempfile
     from pathlib import Path
 
     from rich.progress import Progress
