@@ -40,8 +40,6 @@ class StepResult:
                                                                "branch": self.branch}
 
 
-StepRecord = StepResult  # the name recorders knew it by
-
 
 @dataclass(frozen=True)
 class RunInfo:
