@@ -288,15 +288,14 @@ class TrainState:
     def _check_optimizer(self, v: dict) -> None:
         """Every moment must belong to a parameter of this model and have its shape; step counts one per agent."""
         params = dict(self.model.named_parameters())
-        sizes = self.shape.level_sizes()
+        step_shapes = {"steps.shared": (), **{f"steps.level{lv}": (n,) for lv, n in enumerate(self.shape.level_sizes())}}
         for key, t in v.items():
             if not torch.is_tensor(t) or not t.is_floating_point():
                 raise ValueError(f"optimizer entry {key!r} is not a floating-point tensor")
             if key.startswith("steps."):
-                lv = key[len("steps.level"):]
-                want = (sizes[int(lv)],) if lv.isdigit() and int(lv) < len(sizes) else ()
-                if key != "steps.shared" and not lv.isdigit() or tuple(t.shape) != want:
-                    raise ValueError(f"optimizer entry {key!r} has shape {tuple(t.shape)}, expected {want}")
+                if tuple(t.shape) != step_shapes.get(key, None):
+                    raise ValueError(f"optimizer entry {key!r} has shape {tuple(t.shape)}, expected "
+                                     f"{step_shapes.get(key, 'no such entry')}")
                 continue
             _, _, pname = key.partition(".")
             if pname not in params:
