@@ -7,7 +7,7 @@ The run state is a table of named fields (`FIELDS`). Each field says whether a s
     model      parameters                                               yes        yes
     optimizer  moments and per-agent step counts                        yes        yes
     trust      the trust ledger                                         yes        yes
-    policy     the policy's random stream and its top-K knob            yes        yes
+    policy     the policy's random stream, top-K knob and usage it keeps  yes        yes
     rng        torch's global RNG                                       yes        yes
     knobs      run-time knobs (learning-rate scale)                     yes        yes
     progress   step and the sparsity accumulators                       yes        only a trial undoes steps
@@ -267,7 +267,7 @@ class TrainState:
             _check_like("trust", v, self.trust.state_dict())
             self.trust.load_state_dict(v)
         elif name == "policy":
-            self.policy.load_state_dict({"generator": v["generator"]})
+            self.policy.load_state_dict({k: t for k, t in v.items() if k != "k"})
             self.policy.k = v["k"]
         elif name == "rng":
             torch.set_rng_state(v)

@@ -48,6 +48,7 @@ class ModelConfig(BaseModel):
     routing: Literal["soft", "top1"] = "soft"  # top1: hard per-token routing over MLP agents (see above)
     capacity_factor: float = Field(default=1.25, gt=0)  # routed: tokens an agent takes, × tokens / N
     route_balance: float = Field(default=0.01, ge=0)  # routed: weight of the load-balancing loss
+    gate_balance: float = Field(default=0.0, ge=0)  # soft tree: weight of the gate load-balancing loss
     defer_weight_grads: bool = False  # matrix gradients only for the agents a sparse step selects (level.py)
 
     @model_validator(mode="after")
@@ -122,8 +123,9 @@ class AgentTree(nn.Module):
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
-            if self.aux_loss is not None and self.training and self.cfg.route_balance:
-                loss = loss + self.cfg.route_balance * self.aux_loss
+            weight = self.cfg.route_balance if self.cfg.routing != "soft" else self.cfg.gate_balance
+            if self.aux_loss is not None and self.training and weight:
+                loss = loss + weight * self.aux_loss
         return logits, loss
 
     # ---- deferred weight gradients (ModelConfig.defer_weight_grads) -------------------------------------
@@ -155,7 +157,7 @@ class AgentTree(nn.Module):
         prev_out = h.unsqueeze(0)  # [1, B, T, C]: the embedding is the root's "parent"
         prev_w = h.new_ones(1, B, T)  # path weight of each agent of the previous level
         out = None
-        masses = []
+        masses, balance = [], self.cfg.gate_balance > 0 and self.training and torch.is_grad_enabled()
         for lv, level in enumerate(self.levels):
             pidx = getattr(self, f"parent_idx_{lv}")
             N = pidx.shape[0]
@@ -169,7 +171,10 @@ class AgentTree(nn.Module):
             else:  # the parent scores its children: softmax over siblings of <norm(parent out), child key>
                 scores = torch.bmm(normed.view(N, B * T, C), level.gate_key.unsqueeze(-1)).view(N, B, T)
                 scores = scores / math.sqrt(C) + level.gate_bias.view(-1, 1, 1)
-                w = prev_w.index_select(0, pidx) * _grouped_softmax(scores, pidx, prev_w.shape[0])
+                gates = _grouped_softmax(scores, pidx, prev_w.shape[0])
+                w = prev_w.index_select(0, pidx) * gates
+                if balance:
+                    self.aux_loss = _gate_imbalance(gates, pidx, prev_w) + (0 if self.aux_loss is None else self.aux_loss)
             if self._has_leaf[lv]:  # only leaves feed the output (internal levels skip the mixing)
                 lw = w * getattr(self, f"leaf_{lv}").view(-1, 1, 1)
                 mixed = (lw.unsqueeze(-1) * y).sum(0)
@@ -251,6 +256,22 @@ class AgentTree(nn.Module):
                  top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         """Sample continuation tokens (idx: [B, T]) with a sliding context window."""
         return sample(self, idx, max_new_tokens, temperature, top_k, generator)
+
+
+def _gate_imbalance(gates: torch.Tensor, group: torch.Tensor, parent_w: torch.Tensor) -> torch.Tensor:
+    """How far each parent's batch-mean gate split is from uniform: Σ_parents m_p · (n_p Σ_i ḡ_i² − 1).
+
+    ḡ_i is child i's gate averaged over the tokens, weighted by the parent's path weight (tokens that never
+    reach the parent do not count); n_p its number of children, m_p the parent's mean path weight. Each
+    term is 0 for an even split and n_p − 1 when one child takes everything — the soft tree's analogue of
+    the Switch load-balancing loss, against gates that send every input to the same child.
+    """
+    pw = parent_w.detach()  # [P, B, T]
+    mass = pw.mean(dim=(1, 2))  # [P]
+    share = (gates * pw.index_select(0, group)).mean(dim=(1, 2)) / mass.index_select(0, group).clamp_min(1e-12)
+    n = torch.zeros_like(mass).index_add_(0, group, torch.ones_like(share))
+    sq = torch.zeros_like(mass).index_add_(0, group, share.pow(2))
+    return (mass * (n * sq - 1) * (n > 0)).sum()  # a childless parent has nothing to balance
 
 
 def _grouped_softmax(scores: torch.Tensor, group: torch.Tensor, n_groups: int) -> torch.Tensor:

@@ -19,14 +19,21 @@ stage, and its held-out judgement sees the current domain's validation windows o
 domains). The safety rails stay on for every strategy, but the loss-spike baseline restarts at each
 domain switch (a new domain's higher loss is expected). The replay and EWC baselines are hooks
 (`strategies.py`); the report is `continual_report.py`. Each (strategy, seed) leaves an ordinary run
-directory: config.toml, metrics and attribution logs, and a weights-only checkpoint after every stage.
-Continual runs are not resumable.
+directory: config.toml, metrics and attribution logs, and a weights-only checkpoint after every stage,
+and, for the tree, `specialize.json`: `k1 specialize` run on the final weights, whose strong-specialist
+count enters the table. A (strategy, seed) is the unit of resumption: one whose `continual_run.json`
+records the same config is read back instead of trained again; a run cut short inside its stages starts over.
+
+With two or more seeds the report adds paired comparisons over seeds (`paired`, below): the seeds are
+shared by every strategy, so strategy A's and B's runs with one seed see the same data and initial draw.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import shutil
 import statistics
 import time
 import tomllib
@@ -35,7 +42,7 @@ from pathlib import Path
 import torch
 from pydantic import ValidationError
 
-from k1.config import RunConfig, load_config, merge, parse_override
+from k1.config import RunConfig, dump_config, load_config, merge, parse_override
 from k1.data import load_corpus
 from k1.data.builtin import DEFAULT_RECIPES
 from k1.data.extras import EXTRA_RECIPES
@@ -168,11 +175,41 @@ def _row(metrics: dict, domains: list[str], key: str) -> list[float]:
     return [metrics["domains"][d][key] for d in domains]
 
 
-def strategy_state(cfg: RunConfig, strategy: str, seed: int, corpus) -> TrainState:
-    """The one run state of a (strategy, seed): it lives through every stage."""
+def strategy_run_config(cfg: RunConfig, strategy: str, seed: int) -> RunConfig:
+    """The resolved config of one (strategy, seed): what its run directory's config.toml holds."""
     cfg = strategy_config(strategy, cfg, steps_per_domain=cfg.train.steps // len(cfg.data.domains))
     train = cfg.train.model_copy(update={"seed": seed, "callbacks": ["metrics", "attribution"]})
-    return TrainState(cfg.model_copy(update={"train": train, "name": f"{strategy}-seed{seed}"}), corpus)
+    return cfg.model_copy(update={"train": train, "name": f"{strategy}-seed{seed}"})
+
+
+def strategy_state(cfg: RunConfig, strategy: str, seed: int, corpus) -> TrainState:
+    """The one run state of a (strategy, seed): it lives through every stage."""
+    return TrainState(strategy_run_config(cfg, strategy, seed), corpus)
+
+
+def run_identity(cfg: RunConfig, ccfg: ContinualConfig, strategy: str, seed: int, specialise: bool) -> dict:
+    """Everything that decides a (strategy, seed)'s result; a finished run is reused only if it matches."""
+    return {"config": dump_config(strategy_run_config(cfg, strategy, seed)), "continual": ccfg.model_dump(),
+            "specialise": specialise}
+
+
+def finished_run(run_dir: Path, identity: dict) -> dict | None:
+    """The saved result of a finished (strategy, seed) with this identity, or None (absent, other, torn)."""
+    path = run_dir / "continual_run.json"
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return saved if saved.get("identity") == identity else None
+
+
+def count_specialists(run_dir: Path) -> int:
+    """`k1 specialize` on the run's final weights (written to specialize.json): the strong specialists."""
+    from k1.explain.specialization import specialize, strong_specialists, write_outputs
+
+    result = specialize(run_dir)
+    write_outputs(run_dir, result)
+    return sum(strong_specialists(result))
 
 
 def domain_stages(domains: list[str], steps_per_domain: int) -> list[Stage]:
@@ -182,9 +219,14 @@ def domain_stages(domains: list[str], steps_per_domain: int) -> list[Stage]:
 
 
 def run_one(cfg: RunConfig, ccfg: ContinualConfig, strategy: str, seed: int, corpus, run_dir: Path,
-            on_stage=lambda stage: None) -> dict:
-    """Train one strategy through every domain with one seed; return its R, R_loss, R_init and metrics."""
+            on_stage=lambda stage: None, specialise: bool = False) -> dict:
+    """Train one strategy through every domain with one seed; return its R, R_loss, R_init and metrics.
+
+    `specialise`: also count the tree's strong specialists after the last stage (`count_specialists`)."""
     domains, spd = list(cfg.data.domains), cfg.train.steps // len(cfg.data.domains)
+    identity = run_identity(cfg, ccfg, strategy, seed, specialise)
+    if run_dir.exists():  # a stale or torn directory: its config.toml and logs must not leak into this run
+        shutil.rmtree(run_dir)
     t0 = time.perf_counter()
     state = strategy_state(cfg, strategy, seed, corpus)
     cfg = state.cfg
@@ -201,8 +243,11 @@ def run_one(cfg: RunConfig, ccfg: ContinualConfig, strategy: str, seed: int, cor
            "train_flops": s["train_flops"],
            "model": "DenseGPT" if cfg.arch == "dense" else "AgentTree", "policy": cfg.policy.name,
            "steps": s["steps"], "organizer": s["safety"], "autonomy": s.get("autonomy"),
-           "seconds": time.perf_counter() - t0}
-    (run_dir / "continual_run.json").write_text(json.dumps(out, indent=1))
+           "strong_specialists": count_specialists(run_dir) if specialise and cfg.arch == "tree" else None,
+           "seconds": time.perf_counter() - t0, "identity": identity}
+    tmp = run_dir / "continual_run.json.tmp"  # written last and renamed: its presence means "finished"
+    tmp.write_text(json.dumps(out, indent=1))
+    tmp.replace(run_dir / "continual_run.json")
     return out
 
 
@@ -213,22 +258,75 @@ def aggregate(name: str, runs: list[dict]) -> dict:
              "R_loss": _elementwise([r["R_loss"] for r in runs]), "R_init": _elementwise([r["R_init"] for r in runs])}
     for key in [*METRICS, "frac_params_changed", "params", "train_flops"]:
         entry[key] = mean_std([r[key] for r in runs])
-    entry["per_seed"] = runs
+    if all(r.get("strong_specialists") is not None for r in runs):
+        entry["strong_specialists"] = mean_std([float(r["strong_specialists"]) for r in runs])
+    entry["per_seed"] = [{k: v for k, v in r.items() if k != "identity"} for r in runs]
     return entry
 
 
+# ---- paired comparisons over seeds ---------------------------------------------------------------------
+def comparisons(names: list[str]) -> list[tuple[str, str]]:
+    """The pairs a claim rests on, among the strategies run: (candidate, reference).
+
+    Every sparse tree strategy against tree-naive (same architecture, every agent updated), attribution
+    against random-K (does choosing by blame matter?), K-1 + replay against tree-replay.
+    """
+    pairs = [(n, "tree-naive") for n in names if n.startswith("k1-") or n == "random-k"]
+    pairs += [("k1-attribution", "random-k"), ("k1-replay", "tree-replay")]
+    return [(a, b) for a, b in pairs if a in names and b in names]
+
+
+def sign_flip_pvalue(diffs: list[float], max_exact: int = 16, n_random: int = 100_000, seed: int = 0) -> float:
+    """Two-sided paired sign-flip permutation test of mean(diffs) = 0.
+
+    Under the null each seed's difference is as likely positive as negative, so the p-value is the share of
+    the 2ⁿ sign patterns whose |mean| reaches the observed one: exact up to `max_exact` seeds, else
+    `n_random` random patterns (with the observed one counted). With n seeds the smallest p is 2 / 2ⁿ
+    (3 seeds: 0.25; 8 seeds: 0.0078), which is why a claim needs ≥ 8 seeds.
+    """
+    d = torch.tensor(diffs, dtype=torch.float64)
+    n = d.numel()
+    if n == 0:
+        raise ValueError("no paired differences")
+    observed = d.mean().abs() - 1e-12 * max(1.0, float(d.abs().max()))  # ties count as "as extreme"
+    if n <= max_exact:
+        signs = torch.tensor(list(itertools.product([1.0, -1.0], repeat=n)), dtype=torch.float64)
+        return float(((signs * d).mean(1).abs() >= observed).double().mean())
+    g = torch.Generator().manual_seed(seed)
+    signs = torch.randint(0, 2, (n_random, n), generator=g).double() * 2 - 1
+    return float((((signs * d).mean(1).abs() >= observed).sum() + 1) / (n_random + 1))
+
+
+def paired(results: dict[str, list[dict]], keys=("forgetting_max", "final_avg")) -> list[dict]:
+    """Per comparison and metric: mean difference candidate − reference over seeds (negative = the
+    candidate is lower, i.e. better), its sample std, how many seeds favour the candidate, and the p-value."""
+    out = []
+    for a, b in comparisons(list(results)):
+        by_seed = {r["seed"]: r for r in results[b]}
+        for key in keys:
+            diffs = [r[key] - by_seed[r["seed"]][key] for r in results[a] if r["seed"] in by_seed]
+            if len(diffs) < 2:
+                continue
+            out.append({"candidate": a, "reference": b, "metric": key, "seeds": len(diffs),
+                        "mean_diff": statistics.fmean(diffs), "std_diff": statistics.stdev(diffs),
+                        "candidate_better": sum(x < 0 for x in diffs), "p_value": sign_flip_pvalue(diffs),
+                        "test": "paired sign-flip permutation, two-sided"})
+    return out
+
+
 def run_continual(cfg: RunConfig, ccfg: ContinualConfig, out_dir: Path, strategies: list[str], seeds: list[int],
-                  command: str = "k1 continual", quiet: bool = False, console=None) -> dict:
+                  command: str = "k1 continual", quiet: bool = False, console=None, specialise: bool = True,
+                  reuse: bool = True) -> dict:
     """Every (strategy, seed) through `cfg.data.domains` in order; writes continual.json and .md; returns the JSON.
 
     `cfg` comes from `check_run` (its `train.steps` is domains × steps per domain). The progress bar counts
-    (strategy, seed, stage) units.
+    (strategy, seed, stage) units. `reuse`: read back finished runs of the same identity from `out_dir`.
     """
     from rich.console import Console
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
 
-    from k1.experiments.continual_report import describe, to_markdown, to_table
+    from k1.experiments.continual_report import describe, paired_table, to_markdown, to_table
 
     console = console or Console()
     domains = list(cfg.data.domains)
@@ -238,6 +336,7 @@ def run_continual(cfg: RunConfig, ccfg: ContinualConfig, out_dir: Path, strategi
     console.print(describe(cfg, ccfg, strategies, seeds))
     t0 = time.perf_counter()
     results: dict[str, list[dict]] = {s: [] for s in strategies}
+    reused = 0
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=quiet)
     with progress:
@@ -247,15 +346,26 @@ def run_continual(cfg: RunConfig, ccfg: ContinualConfig, out_dir: Path, strategi
                 def on_stage(i, name=name, seed=seed):  # stage i is done; say which one runs next
                     nxt = f": {domains[i + 1]}" if i + 1 < len(domains) else ""
                     progress.update(task, advance=1, description=f"{name} seed {seed}{nxt}")
-                progress.update(task, description=f"{name} seed {seed}: {domains[0]}")
                 run_dir = out_dir / "runs" / f"{name}-seed{seed}"
-                results[name].append(run_one(cfg, ccfg, name, seed, corpus, run_dir, on_stage))
+                done = finished_run(run_dir, run_identity(cfg, ccfg, name, seed, specialise)) if reuse else None
+                if done is not None:
+                    results[name].append(done)
+                    reused += 1
+                    progress.update(task, advance=len(domains), description=f"{name} seed {seed}: reused")
+                    continue
+                progress.update(task, description=f"{name} seed {seed}: {domains[0]}")
+                results[name].append(run_one(cfg, ccfg, name, seed, corpus, run_dir, on_stage, specialise))
+    if reused:
+        console.print(f"reused {reused} finished run{'s' if reused > 1 else ''} of the same config from {out_dir / 'runs'}")
     report = {"domains": domains, "seeds": seeds, "steps_per_domain": spd, "metric": "bpb", "command": command,
-              "strategies": [aggregate(name, runs) for name, runs in results.items()]}
+              "strategies": [aggregate(name, runs) for name, runs in results.items()],
+              "paired": paired(results), "reused_runs": reused}
     seconds = time.perf_counter() - t0
     (out_dir / "continual.json").write_text(json.dumps(report, indent=1))
     (out_dir / "continual.md").write_text(to_markdown(report, cfg, ccfg, seconds))
     console.print(to_table(report))
+    if report["paired"]:
+        console.print(paired_table(report))
     from k1.report import write_report
 
     page = write_report(out_dir)

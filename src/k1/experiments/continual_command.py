@@ -32,11 +32,17 @@ def register(app: typer.Typer) -> None:
                                                          "(default: the config's, prose,code,science)."),
         strategies: Optional[str] = typer.Option(None, help="Comma-separated subset of: gpt-naive, gpt-replay, "
                                                             "gpt-ewc, tree-naive, tree-replay, tree-ewc, random-k, "
-                                                            "k1-attribution, k1-hybrid, k1-auto."),
+                                                            "k1-attribution, k1-hybrid, k1-auto, k1-replay, "
+                                                            "k1-protect, k1-balance (default: all)."),
         config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config on top of the preset; "
                                               "its table `continual` sets the replay and EWC knobs."),
         set_: list[str] = typer.Option([], "--set", help="Override a key: --set optim.lr=1e-3, "
                                                          "--set continual.ewc_lambda=500 (repeatable)."),
+        specialise: bool = typer.Option(True, "--specialize/--no-specialize",
+                                        help="Count each tree run's strong specialists after the last stage "
+                                             "(k1 specialize; a few seconds per run)."),
+        fresh: bool = typer.Option(False, "--fresh", help="Train every (strategy, seed) again, even when a "
+                                                          "finished run of the same config is in --out."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ):
         """Domains in sequence: loss matrix, forgetting, backward/forward transfer, against naive, replay and EWC baselines
@@ -55,4 +61,5 @@ def register(app: typer.Typer) -> None:
         seed_list = [cfg.train.seed + i for i in range(seeds)]
         command = "k1 " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         console = Console(width=None if sys.stdout.isatty() else 160)
-        run_continual(cfg, ccfg, out, names, seed_list, command=command, quiet=quiet, console=console)
+        run_continual(cfg, ccfg, out, names, seed_list, command=command, quiet=quiet, console=console,
+                      specialise=specialise, reuse=not fresh)

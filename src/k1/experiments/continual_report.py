@@ -22,12 +22,34 @@ def pct(stat: dict) -> str:
     return f"{stat['mean']:.1%} ± {stat['std']:.1%}"
 
 
-EXTRA = ["params changed/step", "params", "training FLOPs"]
+EXTRA = ["params changed/step", "params", "training FLOPs", "strong specialists"]
 
 
 def extra_cells(s: dict) -> list[str]:
-    """Sparsity measured per step, total parameters, training FLOPs counted (trial branches included)."""
-    return [pct(s["frac_params_changed"]), f"{s['params']['mean']:,.0f}", f"{s['train_flops']['mean']:.3g}"]
+    """Sparsity measured per step, total parameters, training FLOPs counted (trial branches included), and
+    the strong specialists `k1 specialize` finds after the last stage (— for DenseGPT, which has no agents)."""
+    spec = s.get("strong_specialists")
+    return [pct(s["frac_params_changed"]), f"{s['params']['mean']:,.0f}", f"{s['train_flops']['mean']:.3g}",
+            f"{spec['mean']:.1f} ± {spec['std']:.1f}" if spec else "—"]
+
+
+PAIRED_HEAD = ["candidate − reference", "metric", "seeds", "mean diff ± std", "seeds candidate lower", "p"]
+
+
+def paired_rows(report: dict) -> list[list[str]]:
+    return [[f"{c['candidate']} − {c['reference']}", c["metric"], str(c["seeds"]),
+             f"{c['mean_diff']:+.3f} ± {c['std_diff']:.3f}", f"{c['candidate_better']}/{c['seeds']}",
+             f"{c['p_value']:.4f}"] for c in report.get("paired", [])]
+
+
+def paired_table(report: dict) -> Table:
+    t = Table(title="paired over seeds (negative diff: the candidate is lower, i.e. better); p: two-sided "
+                    "paired sign-flip permutation test")
+    for col in PAIRED_HEAD:
+        t.add_column(col, justify="left" if col.startswith("candidate −") or col == "metric" else "right")
+    for row in paired_rows(report):
+        t.add_row(*row)
+    return t
 
 
 def describe(cfg: RunConfig, ccfg: ContinualConfig, strategies: list[str], seeds: list[int]) -> str:
@@ -70,9 +92,10 @@ def to_markdown(report: dict, cfg: RunConfig, ccfg: ContinualConfig, seconds: fl
     for s in report["strategies"]:
         lines.append("| " + " | ".join([s["name"], *[pm(s[key]) for _, key in COLUMNS], *extra_cells(s)]) + " |")
     names = [s["name"] for s in report["strategies"]]
+    reused = report.get("reused_runs", 0)
     out = [
         "# K-1 continual", "",
-        f"`{report['command']}` ({seconds:.0f} s)", "",
+        f"`{report['command']}` ({seconds:.0f} s" + (f"; {reused} finished runs read back" if reused else "") + ")", "",
         describe(cfg, ccfg, names, seeds) + ".", "",
         "R[i][j] is domain j's validation bits per byte after training stage i; every metric is computed on "
         "bits per byte, as mean ± sample std over seeds, and is **lower-is-better**:", "",
@@ -87,7 +110,9 @@ def to_markdown(report: dict, cfg: RunConfig, ccfg: ContinualConfig, seconds: fl
         "j's loss before j was trained.",
         "- params changed/step: the measured share of parameters whose value changed per step; params: the "
         "model's total; training FLOPs: counted from the model's shapes for every step executed, the steps of "
-        "rolled-back trials included (k1/engine/flops.py).", "",
+        "rolled-back trials included (k1/engine/flops.py); strong specialists: agents `k1 specialize` finds "
+        "domain-selective after the last stage (Holm-corrected permutation test, selectivity and effect "
+        "thresholds), per seed.", "",
         "Strategies: gpt-naive, gpt-replay and gpt-ewc train DenseGPT with dense updates; tree-naive, "
         "tree-replay and tree-ewc train the AgentTree with dense updates (every agent, every step), so the "
         "baselines exist on both architectures (replay: a reservoir buffer of past-domain training windows "
@@ -96,9 +121,19 @@ def to_markdown(report: dict, cfg: RunConfig, ccfg: ContinualConfig, seconds: fl
         "AgentTree sparsely; the first three update as many agents per step as the tree "
         "has levels (attribution: one per level along its blame path; random-k: that many at random), and "
         "k1-auto is attribution with autonomy, which may reshape the tree and retune it but not stop a stage "
-        "early.", "",
+        "early. The K-1 mechanisms against forgetting: k1-replay (attribution on the replay mixture), "
+        "k1-protect (attribution that shields agents earlier domains relied on) and k1-balance (attribution "
+        "with a gate load-balancing loss); docs/continual.md gives their rationale.", "",
         *lines, "",
     ]
+    if report.get("paired"):
+        out += ["## Paired comparisons over seeds", "",
+                "Each row: the per-seed difference candidate − reference (same seed: same data order and "
+                "initial draw), its mean ± std, how many seeds the candidate was lower (better) on, and the "
+                "p-value of a two-sided paired sign-flip permutation test (exact over all 2ⁿ sign patterns; "
+                "with n seeds the smallest possible p is 2/2ⁿ).", "",
+                "| " + " | ".join(PAIRED_HEAD) + " |", "|" + "---|" * len(PAIRED_HEAD),
+                *["| " + " | ".join(r) + " |" for r in paired_rows(report)], ""]
     for s in report["strategies"]:
         out += [f"## {s['name']}: R (bits per byte)", "", matrix_markdown(s, domains), ""]
     return "\n".join(out)

@@ -1,5 +1,6 @@
-"""Continual-learning strategies of `k1 continual`: which model and policy each trains, plus the two
-classic anti-forgetting baselines it adds to DenseGPT — a reservoir replay sampler and the EWC penalty.
+"""Continual-learning strategies of `k1 continual`: which model and policy each trains, the two classic
+anti-forgetting baselines (a reservoir replay sampler and the EWC penalty, on DenseGPT and on the tree),
+and the K-1 mechanisms against forgetting (docs/continual.md gives each one's rationale).
 
 The stage loop and the metrics live in `continual.py`, the report in `continual_report.py`; this file only
 builds things.
@@ -49,6 +50,7 @@ class Strategy:
     ewc: bool = False  # the EWC penalty per finished domain
     autonomy: bool = False  # plasticity + autonomy (k1-auto)
     path_k: bool = False  # update as many agents per step as the tree has levels (attribution's sparsity)
+    model: tuple[tuple[str, float], ...] = ()  # model options set on top of the base config, e.g. gate_balance
 
     def config(self, base: RunConfig, steps_per_domain: int | None = None) -> RunConfig:
         """`base` with this strategy's architecture, policy and autonomy (all else equal).
@@ -68,7 +70,9 @@ class Strategy:
         policy = base.policy if base.policy.name == self.policy else _policy({"name": self.policy})
         if self.path_k:
             policy = policy.model_copy(update={"top_k": len(base.model.branching) + 1})  # = n_levels
-        return base.model_copy(update={"arch": self.arch, "policy": policy, "autonomy": autonomy, "name": self.name})
+        model = base.model.model_copy(update=dict(self.model)) if self.model else base.model
+        return base.model_copy(update={"arch": self.arch, "policy": policy, "autonomy": autonomy, "name": self.name,
+                                       "model": model})
 
     def hooks(self, ccfg: "ContinualConfig", seed: int, context: int, n_stages: int) -> list:
         out = []
@@ -76,6 +80,8 @@ class Strategy:
             out.append(ReplayHook(ReservoirBuffer(ccfg.replay_buffer, context, seed), ccfg.replay_fraction))
         if self.ewc:
             out.append(EWCHook(EWCPenalty(ccfg.ewc_lambda), ccfg.ewc_batches, seed, n_stages))
+        if self.policy == "protect":
+            out.append(DomainBoundaryHook())
         return out
 
 
@@ -91,6 +97,9 @@ for _s in [
     Strategy("k1-attribution", "tree", "attribution"),
     Strategy("k1-hybrid", "tree", "hybrid", path_k=True),
     Strategy("k1-auto", "tree", "attribution", autonomy=True),
+    Strategy("k1-replay", "tree", "attribution", replay=True),
+    Strategy("k1-protect", "tree", "protect"),
+    Strategy("k1-balance", "tree", "attribution", model=(("gate_balance", 0.1),)),
 ]:
     STRATEGIES.add(_s.name, _s)
 STRATEGY_ORDER = STRATEGIES.names()  # table order
@@ -113,6 +122,13 @@ def strategy_config(name: str, base: RunConfig, steps_per_domain: int | None = N
 
 def _policy(table: dict):
     return load_config(extra={"policy": table}).policy
+
+
+class DomainBoundaryHook(Hook):
+    """Tell the policy that a domain ended (`protect` folds the domain's agent use into its importance)."""
+
+    def on_stage_end(self, state, stage, metrics):
+        state.policy.consolidate()
 
 
 # ---- replay ------------------------------------------------------------------------------------------

@@ -8,11 +8,12 @@ from k1.engine.policies.attribution import AttributionConfig, AttributionPolicy
 from k1.engine.policies.base import POLICIES, UpdatePolicy, normalise
 from k1.engine.policies.dense import DenseConfig, DensePolicy
 from k1.engine.policies.hybrid import HybridConfig, HybridPolicy
+from k1.engine.policies.protect import ProtectConfig, ProtectPolicy
 from k1.engine.policies.random import RandomConfig, RandomPolicy
 from k1.engine.policies.trust import TrustConfig, TrustPolicy
 
 PolicyConfig = Annotated[
-    Union[DenseConfig, AttributionConfig, HybridConfig, TrustConfig, RandomConfig],
+    Union[DenseConfig, AttributionConfig, HybridConfig, TrustConfig, RandomConfig, ProtectConfig],
     Field(discriminator="name"),
 ]
 
@@ -24,5 +25,5 @@ def build_policy(cfg, shape, device="cpu", seed: int = 0) -> UpdatePolicy:
 __all__ = [
     "POLICIES", "UpdatePolicy", "PolicyConfig", "build_policy", "normalise",
     "DenseConfig", "DensePolicy", "AttributionConfig", "AttributionPolicy", "HybridConfig", "HybridPolicy",
-    "TrustConfig", "TrustPolicy", "RandomConfig", "RandomPolicy",
+    "TrustConfig", "TrustPolicy", "RandomConfig", "RandomPolicy", "ProtectConfig", "ProtectPolicy",
 ]
