@@ -97,3 +97,46 @@ def test_attribution_plans_without_copying_anything_from_the_host(monkeypatch):
     monkeypatch.setattr(torch, "tensor", host_copy)
     monkeypatch.setattr(torch, "as_tensor", host_copy)
     assert pol.plan(sig, None, 0).selected.sum() == 3
+
+
+# ---- protect (importance protection) -----------------------------------------------------------------------
+def gated(grad, gate):
+    g = torch.tensor(grad)
+    return StepSignals(g, torch.tensor(gate), torch.tensor(1.0), flat_parents_tensor(SHAPE, "cpu"))
+
+
+def test_protect_equals_attribution_until_a_domain_ends_then_shields_what_that_domain_used():
+    from k1.engine.policies import ProtectConfig, ProtectPolicy
+
+    protect, attribution = ProtectPolicy(ProtectConfig(), SHAPE), AttributionPolicy(AttributionConfig(), SHAPE)
+    # domain 1 routes its traffic through n0 and n0.a1
+    old = gated([1.0, 0.5, 0.4, 0.1, 0.2, 0.9, 0.3], [1.0, 0.9, 0.1, 0.1, 0.8, 0.05, 0.05])
+    for _ in range(3):
+        a, p = attribution.plan(old, None, 0), protect.plan(old, None, 0)
+        assert torch.equal(a.scale, p.scale) and torch.equal(a.path, p.path)
+    protect.consolidate()
+    assert torch.allclose(protect.importance, old.gate_mass) and float(protect.steps_now) == 0
+    # a new domain whose gradient slightly favours n0 again: attribution goes to n0, protect to n1, whose
+    # gradient is comparable but which the old domain barely used
+    new = gated([1.0, 0.5, 0.45, 0.1, 0.2, 0.9, 0.3], [1.0, 0.5, 0.5, 0.25, 0.25, 0.25, 0.25])
+    names = SHAPE.names()
+    assert [names[i] for i in attribution.plan(new, None, 1).path.tolist()] == ["root", "n0", "n0.a1"]
+    plan = protect.plan(new, None, 1)
+    assert [names[i] for i in plan.path.tolist()] == ["root", "n1", "n1.a0"]
+    factor = 1 + 4.0 * old.gate_mass / old.gate_mass.max()  # shield 4
+    assert torch.allclose(plan.scale[[0, 2, 5]], torch.tensor([0.05, 0.05, 1.0]) / factor[[0, 2, 5]])
+    assert int(plan.selected.sum()) == 3  # still one agent per level
+
+
+def test_protect_usage_survives_its_state_dict_and_restarts_after_a_change_of_shape():
+    from k1.engine.policies import ProtectConfig, ProtectPolicy
+
+    p = ProtectPolicy(ProtectConfig(), SHAPE)
+    p.plan(gated([1.0, 0.5, 0.4, 0.1, 0.2, 0.9, 0.3], [1.0, 0.9, 0.1, 0.1, 0.8, 0.05, 0.05]), None, 0)
+    p.consolidate()
+    q = ProtectPolicy(ProtectConfig(), SHAPE)
+    q.load_state_dict(p.state_dict())
+    assert torch.equal(q.importance, p.importance) and torch.equal(q.use_now, p.use_now)
+    other = ProtectPolicy(ProtectConfig(), TreeShape.from_branching([3]))
+    other.load_state_dict(p.state_dict())  # a reshaped tree: its usage starts afresh
+    assert float(other.importance.abs().sum()) == 0

@@ -110,3 +110,39 @@ def test_ablating_an_agent_changes_the_output_and_ablating_none_does_not(wiring)
     one = none.clone()
     one[4] = True
     assert not torch.allclose(model(x, ablate=one)[0], base)
+
+
+# ---- gate load balancing (model.gate_balance) -----------------------------------------------------------------
+def test_gate_imbalance_is_zero_for_an_even_split_and_n_minus_1_when_one_child_takes_all():
+    from k1.engine.tree import _gate_imbalance
+
+    group = torch.tensor([0, 0, 0, 1, 1])  # parent 0 has three children, parent 1 two
+    parent_w = torch.tensor([0.5, 0.5]).view(2, 1, 1).expand(2, 2, 3)
+    even = torch.tensor([1 / 3, 1 / 3, 1 / 3, 0.5, 0.5]).view(5, 1, 1).expand(5, 2, 3)
+    assert float(_gate_imbalance(even, group, parent_w)) == pytest.approx(0.0, abs=1e-6)
+    onehot = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0]).view(5, 1, 1).expand(5, 2, 3)
+    assert float(_gate_imbalance(onehot, group, parent_w)) == pytest.approx(0.5 * 2 + 0.5 * 1)
+
+
+def test_gate_balance_adds_a_loss_that_trains_the_gate_keys_and_is_off_by_default():
+    from k1.engine.shape import TreeShape
+    from k1.engine.tree import AgentTree, ModelConfig
+
+    torch.manual_seed(0)
+    shape = TreeShape.from_branching([3, 2])
+    plain = AgentTree(shape, ModelConfig(width=16, mlp_width=32, n_heads=2, context=8), 20)
+    balanced = AgentTree(shape, ModelConfig(width=16, mlp_width=32, n_heads=2, context=8, gate_balance=1.0), 20)
+    balanced.load_state_dict(plain.state_dict())
+    for level in (plain.levels[1], balanced.levels[1]):
+        with torch.no_grad():
+            level.gate_bias.copy_(torch.tensor([3.0, 0.0, 0.0]))  # n0 takes almost every token
+    x = torch.randint(0, 20, (2, 8))
+    _, l_plain = plain(x, x)
+    _, l_bal = balanced(x, x)
+    assert plain.aux_loss is None and float(l_bal.detach()) > float(l_plain.detach()) + 0.5
+    balanced.eval()
+    assert torch.equal(balanced(x, x)[1], plain.eval()(x, x)[1])  # evaluation sees the data loss only
+    balanced.train()
+    balanced(x, x)[0].sum().mul(0).add(balanced.aux_loss).backward()
+    bias_grad = balanced.levels[1].gate_bias.grad
+    assert bias_grad[0] > 0 > bias_grad[1]  # the balancing term pushes the favoured child's gate down

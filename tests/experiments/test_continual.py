@@ -155,13 +155,18 @@ def test_ewc_penalty_is_zero_at_anchor_and_its_gradient_is_lambda_f_delta(tiny):
     ("gpt-naive", "dense", "dense"), ("gpt-replay", "dense", "dense"), ("gpt-ewc", "dense", "dense"),
     ("tree-naive", "tree", "dense"), ("tree-replay", "tree", "dense"), ("tree-ewc", "tree", "dense"),
     ("random-k", "tree", "random"), ("k1-attribution", "tree", "attribution"), ("k1-hybrid", "tree", "hybrid"),
-    ("k1-auto", "tree", "attribution"),
+    ("k1-auto", "tree", "attribution"), ("k1-replay", "tree", "attribution"), ("k1-protect", "tree", "protect"),
+    ("k1-balance", "tree", "attribution"),
 ])
 def test_strategy_configs_differ_only_in_model_policy_and_autonomy(tiny, name, arch, policy):
     cfg, _ = tiny
     s = strategy_config(name, cfg, steps_per_domain=40)
     assert (s.arch, s.policy.name, s.autonomy.enabled) == (arch, policy, name == "k1-auto")
-    assert (s.model, s.data, s.optim, s.train) == (cfg.model, cfg.data, cfg.optim, cfg.train)
+    assert (s.data, s.optim, s.train) == (cfg.data, cfg.optim, cfg.train)
+    if name == "k1-balance":  # the one model option a strategy sets
+        assert s.model == cfg.model.model_copy(update={"gate_balance": 0.1})
+    else:
+        assert s.model == cfg.model
     if name == "k1-auto":  # a fixed budget per stage, and room for trials inside a stage
         assert not s.autonomy.self_stop and s.autonomy.check_every == min(cfg.autonomy.check_every, 20)
 
@@ -196,9 +201,10 @@ def cfg_file(tmp_path):
 def test_cli_writes_continual_json_with_the_schema(cfg_file, tmp_path):
     out = tmp_path / "cont"
     r = k1("continual", "--quick", "--config", cfg_file, "--steps-per-domain", "3", "--seeds", "2",
-           "--set", "continual.ewc_lambda=10", "--out", out, "--quiet")
+           "--set", "continual.ewc_lambda=10", "--out", out, "--quiet", "--no-specialize")
     report = json.loads((out / "continual.json").read_text())
-    assert set(report) == {"domains", "seeds", "steps_per_domain", "metric", "command", "strategies"}
+    assert set(report) == {"domains", "seeds", "steps_per_domain", "metric", "command", "strategies", "paired",
+                           "reused_runs"}
     assert report["domains"] == DOMAINS and report["seeds"] == [1337, 1338] and report["steps_per_domain"] == 3
     assert report["metric"] == "bpb" and report["command"].startswith("k1 continual --quick")
     assert [s["name"] for s in report["strategies"]] == STRATEGY_ORDER
@@ -225,6 +231,41 @@ def test_cli_writes_continual_json_with_the_schema(cfg_file, tmp_path):
     md = (out / "continual.md").read_text()
     assert "| strategy | final avg bpb | BWT |" in md and "## k1-auto: R (bits per byte)" in md
     assert "k1-attribution" in r.stdout and "forgetting" in r.stdout
+    # the paired comparisons a claim rests on, one row per pair and metric, over both seeds
+    pairs = {(c["candidate"], c["reference"]) for c in report["paired"]}
+    assert {("k1-attribution", "random-k"), ("k1-replay", "tree-replay"), ("k1-protect", "tree-naive")} <= pairs
+    assert all(c["seeds"] == 2 and c["p_value"] == 1.0 for c in report["paired"])  # 2 seeds: p is 0.5 or 1 ...
+    assert "## Paired comparisons over seeds" in md
+
+
+def test_sign_flip_pvalue_is_exact_over_all_sign_patterns():
+    from k1.experiments.continual import sign_flip_pvalue
+
+    assert sign_flip_pvalue([-0.1, -0.2, -0.3]) == 2 / 8  # every seed favours one side: the smallest p
+    assert sign_flip_pvalue([-0.1] * 8) == pytest.approx(2 / 256)
+    assert sign_flip_pvalue([0.3, -0.3, 0.1, -0.1]) == 1.0  # mean 0
+    # |sum| = 0.3; patterns 0.4a + 0.1(b + c + d) reach it unless a and the rest nearly cancel: 14 of 16
+    assert sign_flip_pvalue([0.4, 0.1, -0.1, -0.1]) == pytest.approx(14 / 16)
+    diffs = [0.5, 0.2, 0.3, -0.1, 0.4, 0.25, 0.35, 0.15, 0.05, 0.45, 0.3, 0.2, -0.05, 0.1, 0.6, 0.2, 0.3]
+    exact = sign_flip_pvalue(diffs, max_exact=20)
+    assert sign_flip_pvalue(diffs) == pytest.approx(exact, abs=0.002)  # the random-pattern estimate agrees
+
+
+def test_a_finished_run_is_read_back_and_a_changed_config_trains_again(cfg_file, tmp_path):
+    cfg, ccfg = load_configs(cfg_file, "small", [])
+    cfg, names = check_run(cfg, DOMAINS, ["k1-protect"], 1, 2)
+    from k1.experiments.continual import run_continual
+
+    first = run_continual(cfg, ccfg, tmp_path / "c", names, [5], quiet=True, specialise=True)
+    run_dir = tmp_path / "c" / "runs" / "k1-protect-seed5"
+    assert (run_dir / "specialize.json").exists() and (run_dir / "config.toml").exists()
+    spec = first["strategies"][0]["strong_specialists"]
+    assert spec["mean"] == int(spec["mean"]) >= 0
+    again = run_continual(cfg, ccfg, tmp_path / "c", names, [5], quiet=True, specialise=True)
+    assert again["reused_runs"] == 1 and again["strategies"] == first["strategies"]
+    changed = cfg.model_copy(update={"optim": cfg.optim.model_copy(update={"lr": cfg.optim.lr / 2})})
+    third = run_continual(changed, ccfg, tmp_path / "c", names, [5], quiet=True, specialise=True)
+    assert third["reused_runs"] == 0 and third["strategies"][0]["R"] != first["strategies"][0]["R"]
 
 
 @pytest.mark.parametrize("domains, strategies, seeds, overrides, needle", [

@@ -2,10 +2,11 @@
 
 Plain attribution drills down to the child with the largest gradient. The agents that carry most of the
 traffic also get the largest gradients, so every new domain is blamed on the same agents and overwrites
-them. This policy keeps, per agent, how much of the blame it drew on each finished domain ("use": the
-agent's RMS gradient over the step's largest, averaged over the domain's steps; the past importance is
-the maximum over finished domains). Two things follow, in the spirit of sparse memory fine-tuning (update
-the slots the new data uses *more than* the background data does):
+them. This policy keeps, per agent, how much each finished domain used it ("use": by default its mean
+path weight, the share of the domain's traffic that flows through it; with `usage = "grad"` its RMS
+gradient over the step's largest), averaged over the domain's steps; the past importance is the maximum
+over finished domains. Two things follow, in the spirit of sparse memory fine-tuning (update the slots
+the new data uses *more than* the background data does):
 
 - the drill-down ranks siblings by gradient ÷ (1 + shield · importance), so a new domain's error goes to
   agents the old domains did not need, when their gradient is comparable;
