@@ -178,6 +178,15 @@ def test_continual_report_has_a_matrix_per_strategy(tmp_path):
     for s in strategies:
         assert f"{s['bwt']['mean']:.4f} ± {s['bwt']['std']:.4f}" in page
     assert "run" not in re.findall(r"K-1 ([a-z +]+) report", page)[0]  # no run sections for a continual directory
+    assert "Paired over seeds" not in page  # an older continual.json without the paired section still renders
+
+    strategies[2]["strong_specialists"] = {"mean": 2.0, "std": 1.0}
+    c["paired"] = [{"candidate": "k1", "reference": "finetune", "metric": "forgetting_max", "seeds": 8,
+                    "mean_diff": -0.125, "std_diff": 0.05, "candidate_better": 8, "p_value": 0.0078125}]
+    (tmp_path / "continual.json").write_text(json.dumps(c))
+    page = write_report(tmp_path).read_text()
+    assert "Paired over seeds" in page and "k1 − finetune" in page and "-0.125 ± 0.050" in page
+    assert "0.0078" in page and "2.0 ± 1.0" in page
 
 
 def test_not_a_report_directory_is_a_one_line_error(tmp_path):

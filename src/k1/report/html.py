@@ -409,11 +409,21 @@ def _continual(c: dict) -> list[Section]:
             mean, labels, domains, f"{s['name']}: {metric} after each stage", f"{metric} (lower is better)",
             annotate=notes, xlabel="evaluated on domain", ylabel="after training stage", limits=limits),
             f"Strategy {s['name']}: the R matrix, mean ± std over seeds (one colour scale for every strategy)."))
-        rows.append([s["name"], *[_pm(s.get(n)) for n in names]])
+        spec = s.get("strong_specialists")
+        rows.append([s["name"], *[_pm(s.get(n)) for n in names], _pct(s.get("frac_params_changed")),
+                     _sci(s.get("train_flops")), "—" if not spec else f"{spec['mean']:.1f} ± {_std(spec):.1f}"])
         bars[s["name"]] = ([_mean(s.get(n)) for n in names], [_std(s.get(n)) for n in names])
     table_sec = Section("continual-metrics", "Continual-learning metrics")
-    table_sec.parts.append(table(["strategy", "final avg", "BWT", "forgetting (first)", "forgetting (max)", "FWT"],
-                                 rows, left=1))
+    table_sec.parts.append(table(["strategy", "final avg", "BWT", "forgetting (first)", "forgetting (max)", "FWT",
+                                  "params changed/step", "training FLOPs", "strong specialists"], rows, left=1))
+    if c.get("paired"):
+        table_sec.parts.append("<p>Paired over seeds: candidate − reference per seed (negative: the candidate is "
+                               "lower, i.e. better); p from a two-sided paired sign-flip permutation test.</p>")
+        table_sec.parts.append(table(
+            ["candidate − reference", "metric", "seeds", "mean diff ± std", "seeds candidate lower", "p"],
+            [[f"{x['candidate']} − {x['reference']}", x["metric"], str(x["seeds"]),
+              f"{x['mean_diff']:+.3f} ± {x['std_diff']:.3f}", f"{x['candidate_better']}/{x['seeds']}",
+              f"{x['p_value']:.4f}"] for x in c["paired"]], left=2))
     table_sec.parts.append(figure("continual-metrics", plots.grouped_bars(
         ["final avg", "BWT", "forget. first", "forget. max", "FWT"], bars,
         f"Continual-learning metrics ({metric}), mean ± std over seeds", metric),
@@ -435,6 +445,14 @@ def _mean(m) -> float:
 
 def _std(m) -> float:
     return 0.0 if not m or m.get("std") is None else m["std"]
+
+
+def _pct(m) -> str:
+    return "—" if not m or m.get("mean") is None else f"{m['mean']:.1%}"
+
+
+def _sci(m) -> str:
+    return "—" if not m or m.get("mean") is None else f"{m['mean']:.3g}"
 
 
 def _pm(m) -> str:
