@@ -63,14 +63,35 @@ def describe(cfg: RunConfig, ccfg: ContinualConfig, strategies: list[str], seeds
             f"windows × fraction {ccfg.replay_fraction:g}; EWC λ {ccfg.ewc_lambda:g} on {ccfg.ewc_batches} batches")
 
 
+def versus(report: dict, reference: str = "tree-naive") -> dict[str, tuple[float, float]]:
+    """Per strategy: (max-based forgetting ÷ the reference's, final average's relative change vs the
+    reference), from the means — the two numbers the continual goals are stated in. Empty without it."""
+    ref = next((s for s in report["strategies"] if s["name"] == reference), None)
+    if ref is None:
+        return {}
+    f0, a0 = ref["forgetting_max"]["mean"], ref["final_avg"]["mean"]
+    return {s["name"]: (s["forgetting_max"]["mean"] / f0 if f0 > 0 else float("nan"),
+                        s["final_avg"]["mean"] / a0 - 1) for s in report["strategies"]}
+
+
+def versus_cells(report: dict, name: str) -> list[str]:
+    v = versus(report).get(name)
+    return ["—", "—"] if v is None else [f"{v[0]:.2f}×", f"{v[1]:+.1%}"]
+
+
+VERSUS = ["forgetting ÷ tree-naive", "final avg vs tree-naive"]
+
+
 def to_table(report: dict) -> Table:
     n = len(report["seeds"])
     t = Table(title=f"K-1 continual: {' → '.join(report['domains'])}, bits per byte, mean ± std over {n} "
                     f"seed{'s' if n > 1 else ''} (every metric lower is better)")
-    for col in ["strategy", *[c for c, _ in COLUMNS], *EXTRA]:
+    vs = VERSUS if versus(report) else []
+    for col in ["strategy", *[c for c, _ in COLUMNS], *EXTRA, *vs]:
         t.add_column(col, justify="left" if col == "strategy" else "right")
     for s in report["strategies"]:
-        t.add_row(s["name"], *[pm(s[key]) for _, key in COLUMNS], *extra_cells(s))
+        t.add_row(s["name"], *[pm(s[key]) for _, key in COLUMNS], *extra_cells(s),
+                  *(versus_cells(report, s["name"]) if vs else []))
     return t
 
 
@@ -87,10 +108,12 @@ def matrix_markdown(s: dict, domains: list[str]) -> str:
 
 def to_markdown(report: dict, cfg: RunConfig, ccfg: ContinualConfig, seconds: float) -> str:
     domains, seeds = report["domains"], report["seeds"]
-    head = ["strategy", *[c for c, _ in COLUMNS], *EXTRA]
+    vs = VERSUS if versus(report) else []
+    head = ["strategy", *[c for c, _ in COLUMNS], *EXTRA, *vs]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in report["strategies"]:
-        lines.append("| " + " | ".join([s["name"], *[pm(s[key]) for _, key in COLUMNS], *extra_cells(s)]) + " |")
+        lines.append("| " + " | ".join([s["name"], *[pm(s[key]) for _, key in COLUMNS], *extra_cells(s),
+                                        *(versus_cells(report, s["name"]) if vs else [])]) + " |")
     names = [s["name"] for s in report["strategies"]]
     reused = report.get("reused_runs", 0)
     out = [
@@ -112,7 +135,9 @@ def to_markdown(report: dict, cfg: RunConfig, ccfg: ContinualConfig, seconds: fl
         "model's total; training FLOPs: counted from the model's shapes for every step executed, the steps of "
         "rolled-back trials included (k1/engine/flops.py); strong specialists: agents `k1 specialize` finds "
         "domain-selective after the last stage (Holm-corrected permutation test, selectivity and effect "
-        "thresholds), per seed.", "",
+        "thresholds), per seed; forgetting ÷ tree-naive and final avg vs tree-naive: the ratio of mean max-based "
+        "forgetting and the relative change of the mean final average against tree-naive (the same tree, "
+        "every agent updated).", "",
         "Strategies: gpt-naive, gpt-replay and gpt-ewc train DenseGPT with dense updates; tree-naive, "
         "tree-replay and tree-ewc train the AgentTree with dense updates (every agent, every step), so the "
         "baselines exist on both architectures (replay: a reservoir buffer of past-domain training windows "
