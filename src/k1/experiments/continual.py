@@ -187,20 +187,26 @@ def strategy_state(cfg: RunConfig, strategy: str, seed: int, corpus) -> TrainSta
     return TrainState(strategy_run_config(cfg, strategy, seed), corpus)
 
 
-def run_identity(cfg: RunConfig, ccfg: ContinualConfig, strategy: str, seed: int, specialise: bool) -> dict:
-    """Everything that decides a (strategy, seed)'s result; a finished run is reused only if it matches."""
-    return {"config": dump_config(strategy_run_config(cfg, strategy, seed)), "continual": ccfg.model_dump(),
-            "specialise": specialise}
+def run_identity(cfg: RunConfig, ccfg: ContinualConfig, strategy: str, seed: int) -> dict:
+    """Everything that decides a (strategy, seed)'s training; a finished run is reused only if it matches."""
+    return {"config": dump_config(strategy_run_config(cfg, strategy, seed)), "continual": ccfg.model_dump()}
 
 
-def finished_run(run_dir: Path, identity: dict) -> dict | None:
-    """The saved result of a finished (strategy, seed) with this identity, or None (absent, other, torn)."""
+def finished_run(run_dir: Path, identity: dict, specialise: bool = False) -> dict | None:
+    """The saved result of a finished (strategy, seed) with this identity, or None (absent, other, torn).
+
+    A finished tree run that was trained without the specialist count gets it now, from its final weights."""
     path = run_dir / "continual_run.json"
     try:
         saved = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return saved if saved.get("identity") == identity else None
+    if saved.get("identity") != identity:
+        return None
+    if specialise and saved.get("model") == "AgentTree" and saved.get("strong_specialists") is None:
+        saved["strong_specialists"] = count_specialists(run_dir)
+        path.write_text(json.dumps(saved, indent=1))
+    return saved
 
 
 def count_specialists(run_dir: Path) -> int:
@@ -224,7 +230,7 @@ def run_one(cfg: RunConfig, ccfg: ContinualConfig, strategy: str, seed: int, cor
 
     `specialise`: also count the tree's strong specialists after the last stage (`count_specialists`)."""
     domains, spd = list(cfg.data.domains), cfg.train.steps // len(cfg.data.domains)
-    identity = run_identity(cfg, ccfg, strategy, seed, specialise)
+    identity = run_identity(cfg, ccfg, strategy, seed)
     if run_dir.exists():  # a stale or torn directory: its config.toml and logs must not leak into this run
         shutil.rmtree(run_dir)
     t0 = time.perf_counter()
@@ -347,7 +353,7 @@ def run_continual(cfg: RunConfig, ccfg: ContinualConfig, out_dir: Path, strategi
                     nxt = f": {domains[i + 1]}" if i + 1 < len(domains) else ""
                     progress.update(task, advance=1, description=f"{name} seed {seed}{nxt}")
                 run_dir = out_dir / "runs" / f"{name}-seed{seed}"
-                done = finished_run(run_dir, run_identity(cfg, ccfg, name, seed, specialise)) if reuse else None
+                done = finished_run(run_dir, run_identity(cfg, ccfg, name, seed), specialise) if reuse else None
                 if done is not None:
                     results[name].append(done)
                     reused += 1
