@@ -26,7 +26,11 @@ def grads(model, x, plan=None, autocast=False):
         loss = model(x, x)[1]
     loss.backward()
     model.finish_weight_grads(plan)
-    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    out = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    for lv, level in enumerate(model.levels):  # a subset of rows keeps its matrix gradients compact
+        for name in level.row_grads:
+            out[f"levels.{lv}.{name}"] = level.weight_grad(name)
+    return out
 
 
 @pytest.mark.parametrize("kw", [{}, {"wiring": "levels"}, {"kinds": ["block", "mlp", "mlp"]}])
@@ -44,6 +48,9 @@ def test_selected_rows_get_their_gradient_and_the_others_none():
     scale = torch.zeros(model.shape.n_agents)
     scale[[0, 2, 5]] = 1.0  # the root, one node, one leaf
     got = grads(model, x, UpdatePlan(scale))
+    for level in model.levels[1:]:  # no full-size zero gradient is built for a strict subset of rows
+        assert all(getattr(level, name).grad is None for name in MATRICES)
+        assert [g.shape[0] for g in level.row_grads.values()] == [1] * len(MATRICES)
     offs = model.shape.level_offsets()
     for lv, level in enumerate(model.levels):
         for name in MATRICES:

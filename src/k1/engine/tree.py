@@ -27,7 +27,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from k1.engine.level import AgentLevel, selected_rows
+from k1.engine.level import AgentLevel
+from k1.engine.rows import LevelRows, select_rows
 from k1.engine.shape import TreeShape
 
 
@@ -127,15 +128,27 @@ class AgentTree(nn.Module):
         return logits, loss
 
     # ---- deferred weight gradients (ModelConfig.defer_weight_grads) -------------------------------------
-    def finish_weight_grads(self, plan=None) -> None:
+    def finish_weight_grads(self, plan=None, rows: list[LevelRows] | None = None) -> list[torch.Tensor]:
         """Between `loss.backward()` and `optimizer.step(plan)`: form the deferred matrix gradients of the
-        agents `plan` selects (every agent when plan is None). A no-op unless the option is on."""
+        agents `plan` selects (every agent when plan is None; `rows`: the step's row selection, rows.py, found
+        from the plan if not given). A no-op unless the option is on. Returns the compact row gradients
+        (`AgentLevel.row_grads`), which the step clips together with every `.grad`."""
         if not self.cfg.defer_weight_grads:
-            return
-        rows = None if plan is None else selected_rows(plan.scale, self.shape.level_offsets(),
-                                                         self.shape.level_sizes())
+            return []
+        offs, sizes = self.shape.level_offsets(), self.shape.level_sizes()
+        if plan is not None and rows is None:
+            rows = select_rows(plan, offs, sizes)
+        formed = []
         for lv, level in enumerate(self.levels):
-            level.finish_weight_grads(None if rows is None else rows[lv])
+            scale = None if plan is None else plan.scale[offs[lv]:offs[lv] + sizes[lv]]
+            formed += level.finish_weight_grads(None if rows is None else rows[lv], scale)
+        return formed
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        super().zero_grad(set_to_none)
+        if self.cfg.defer_weight_grads:  # the compact row gradients are gradients too
+            for level in self.levels:
+                level.clear_deferred()
 
     def _level_keep(self, keep: torch.Tensor | None, lv: int) -> torch.Tensor | None:
         if keep is None:
