@@ -5,7 +5,7 @@ Prints one JSON line and saves it under runs/bench/.
     python bench/engine.py                       # CPU, the default model, synthetic data
     python bench/engine.py --reference           # the public prototype's configuration
     python bench/engine.py --reference --batch 512 --device cuda --autocast bf16 --compile   # GPU
-    python bench/engine.py --routed              # adds soft vs top-1 routed MLP trees
+    python bench/engine.py --routed              # adds soft vs top-1 and top-2 routed MLP trees
 
 Every step runs `train_step` (k1/engine/step.py) (the code path of `k1 train`): forward, backward, signals, plan,
 deferred weight gradients, sparse optimizer step, trust update. Burn-in steps are thrown away; timing sits
@@ -118,7 +118,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--autocast", default="none", choices=["none", "bf16"])
     ap.add_argument("--compile", action="store_true")
-    ap.add_argument("--routed", action="store_true", help="add soft and top-1 routed MLP trees")
+    ap.add_argument("--routed", action="store_true", help="add soft, top-1 and top-2 routed MLP trees")
     ap.add_argument("--no-eager", action="store_true", help="skip attribution without deferral")
     ap.add_argument("--out", type=Path, default=Path("runs/bench"))
     args = ap.parse_args(argv)
@@ -145,6 +145,7 @@ def main(argv=None) -> dict:
     if args.routed:
         candidates["tree_mlp_soft"] = ("tree", "dense", mlp_tree)
         candidates["tree_mlp_routed_top1"] = ("tree", "dense", {**mlp_tree, "routing": "top1"})
+        candidates["tree_mlp_routed_top2"] = ("tree", "dense", {**mlp_tree, "routing": "topk", "route_k": 2})
     trainers = {k: make_trainer(base, a, p, corpus, args.out / k, m) for k, (a, p, m) in candidates.items()}
     first = trainers["tree_dense"]
     device, T = first.state.device, first.cfg.model.context
@@ -215,6 +216,9 @@ def main(argv=None) -> dict:
         result["ratio_routed_vs_soft_mlp_tree"] = round(per_round("tree_mlp_soft", "tree_mlp_routed_top1"), 3)
         result["cpu_time"]["ratio_routed_vs_soft_mlp_tree"] = round(
             per_round("tree_mlp_soft", "tree_mlp_routed_top1", cpu), 3)
+        result["ratio_routed_top2_vs_soft_mlp_tree"] = round(per_round("tree_mlp_soft", "tree_mlp_routed_top2"), 3)
+        result["cpu_time"]["ratio_routed_top2_vs_soft_mlp_tree"] = round(
+            per_round("tree_mlp_soft", "tree_mlp_routed_top2", cpu), 3)
     args.out.mkdir(parents=True, exist_ok=True)
     name = f"engine-{result['config']}-w{result['width']}-b{args.batch}-{args.device.replace(':', '')}.json"
     (args.out / name).write_text(json.dumps(result, indent=1))
