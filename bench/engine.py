@@ -61,10 +61,13 @@ def synthetic_corpus(vocab: int, n_tokens: int = 200_000, seed: int = 0) -> Corp
     return Corpus({"synthetic": split}, ByteTokenizer(), vocab, {})
 
 
-def make_trainer(base, arch: str, policy: str, corpus: Corpus, out: Path, model: dict | None = None) -> Trainer:
+def make_trainer(base, arch: str, policy: str, corpus: Corpus, out: Path, model: dict | None = None,
+                 train: dict | None = None) -> Trainer:
     extra = {**base, "arch": arch, "policy": {"name": policy}}
     if model:
         extra["model"] = {**base["model"], **model}
+    if train:
+        extra["train"] = {**base["train"], **train}
     return Trainer(load_config(extra=extra), out, corpus=corpus, quiet=True, callbacks=[])
 
 
@@ -120,6 +123,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--routed", action="store_true", help="add soft, top-1 and top-2 routed MLP trees")
     ap.add_argument("--no-eager", action="store_true", help="skip attribution without deferral")
+    ap.add_argument("--with-compiled", action="store_true",
+                    help="add torch.compile'd copies of the tree (dense policy) and DenseGPT, measured interleaved")
     ap.add_argument("--out", type=Path, default=Path("runs/bench"))
     args = ap.parse_args(argv)
     if args.threads:
@@ -146,7 +151,10 @@ def main(argv=None) -> dict:
         candidates["tree_mlp_soft"] = ("tree", "dense", mlp_tree)
         candidates["tree_mlp_routed_top1"] = ("tree", "dense", {**mlp_tree, "routing": "top1"})
         candidates["tree_mlp_routed_top2"] = ("tree", "dense", {**mlp_tree, "routing": "topk", "route_k": 2})
-    trainers = {k: make_trainer(base, a, p, corpus, args.out / k, m) for k, (a, p, m) in candidates.items()}
+    if args.with_compiled:
+        candidates["tree_dense_compiled"] = ("tree", "dense", None, {"compile": True})
+        candidates["dense_gpt_compiled"] = ("dense", "dense", None, {"compile": True})
+    trainers = {k: make_trainer(base, c[0], c[1], corpus, args.out / k, *c[2:]) for k, c in candidates.items()}
     first = trainers["tree_dense"]
     device, T = first.state.device, first.cfg.model.context
     batches = [tuple(t.to(device) for t in first.state.sampler.next()) for _ in range(4)]
@@ -208,6 +216,12 @@ def main(argv=None) -> dict:
         "threads": torch.get_num_threads(), "command": "python " + " ".join(sys.argv),
     }
     result["mfu_ratio_tree_vs_dense_gpt"] = round(result["mfu"]["tree_dense"] / result["mfu"]["dense_gpt"], 3)
+    if args.with_compiled:
+        for name, clock in (("", secs), ("cpu", cpu)):
+            out = result["cpu_time"] if name else result
+            out["speedup_compiled_tree"] = round(per_round("tree_dense", "tree_dense_compiled", clock), 3)
+            out["speedup_compiled_dense_gpt"] = round(per_round("dense_gpt", "dense_gpt_compiled", clock), 3)
+            out["ratio_tree_vs_dense_gpt_compiled"] = round(per_round("dense_gpt_compiled", "tree_dense_compiled", clock), 3)
     if "tree_attribution_eager" in trainers:
         result["step_time_ratio_attribution_eager_vs_dense"] = round(per_round("tree_attribution_eager", "tree_dense"), 3)
         result["cpu_time"]["step_time_ratio_attribution_eager_vs_dense"] = round(

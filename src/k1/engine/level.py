@@ -8,8 +8,9 @@ Deferred weight gradients (`defer_weight_grads`): a sparse step updates a few ag
 agent's matrix gradient (a third of a step's FLOPs) is mostly wasted. With deferral on, backward computes
 input gradients and the cheap vector gradients (norms, biases, gates) as usual but only *stashes* each
 matrix's input X and output gradient G; `finish_weight_grads(rows)` then forms X[rows]ᵀ·G[rows] for the
-selected agents alone. The policy decides from a per-agent estimate of the matrix gradient norm that
-backward computes for free (`deferred_grad_sq`, see `DeferredLinear`).
+selected agents alone and keeps them compact (`row_grads`: no zero rows are built, clipped or read). The
+policy decides from a per-agent estimate of the matrix gradient norm that backward computes cheaply
+(`deferred_grad_sq`, see `DeferredLinear`).
 """
 
 from __future__ import annotations

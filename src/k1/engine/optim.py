@@ -3,12 +3,18 @@
 Why not scale gradients? Under Adam a zero gradient still moves a parameter (momentum, weight decay, and
 Adam's scale invariance undoes any scaling), which is how the public prototype moved 100 % of its
 parameters while reporting 7 %. Here an agent with scale 0 is skipped inside the optimizer: its parameters,
-both moments and its step count stay bit-identical, because the optimizer touches only the selected rows:
-consecutive rows (attribution's path has one agent per level) are updated in place through a view, other
-sets are gathered (`index_select`), updated and written back (`index_copy_`), so a step that selects 4 of
-41 agents does about 4/41 of the optimizer's work. Finding the rows is one
-`nonzero` per step (a host sync on GPU); when every row is selected (the dense policy) the update runs in
-place on the whole tensor with no gather at all.
+both moments and its step count stay bit-identical, because the optimizer touches only the selected rows
+(k1/engine/rows.py): consecutive rows (attribution's path has one agent per level) are updated in place
+through a view, other sets are gathered (`index_select`), updated and written back (`index_copy_`), so a
+step that selects 4 of 41 agents does about 4/41 of the optimizer's work. When every row is selected (the
+dense policy) the update runs in place on the whole tensor with no gather at all. A deferred matrix's
+gradient arrives as compact rows (`AgentLevel.row_grads`) and is used as it is.
+
+Host syncs. On CPU the rows are read on the host (one `nonzero`) and a non-finite step is skipped by reading
+`ok`; both are free there. `sync_free` (the default on CUDA) reads nothing: a plan with a blame path gives
+one row per level on the device (static shapes), and every update is masked (`torch.where` on scale > 0),
+so a gathered row the plan did not select, or a whole non-finite step, leaves parameters and state
+bit-identical. Other plans (top-K, dense) still find their rows with one `nonzero`.
 
 Shared parameters (embeddings, final norm, tied head) are used by every path, so the rule is: they are
 updated every step at scale 1 (`shared="always"`), or never (`shared="frozen"`); a non-finite step skips

@@ -11,10 +11,14 @@ Soft gating runs every agent on every token, so a token's cost grows with the tr
 is hard routing (a Switch-Transformer-style mixture over MLP agents): each token keeps one residual stream
 and, level by level, goes to the one child its current agent scores highest; the child's refinement is
 added scaled by its gate probability (so the gate keys learn). A token's cost then grows with the tree's
-depth. Attention needs keys and values of every token, so only level 0 (the root) may be a `block`; the
-routed levels must be `mlp`. Each agent takes at most `capacity_factor · tokens / N` tokens per level (static
-shapes, no host sync); overflow tokens pass the level unchanged. In training a Switch load-balancing term
-(`route_balance` × N·Σ fᵢ·Pᵢ per level) is added to the loss so the router does not collapse onto one agent.
+depth. `routing="topk"` generalises it: each token visits the `route_k` children its current agents score
+highest (with the tree wiring, among the children of the agents it visited on the level above), and adds
+each child's refinement scaled by that child's gate probability; k = 1 is top-1 exactly. Attention needs
+keys and values of every token, so only level 0 (the root) may be a `block`; the routed levels must be
+`mlp`. Each agent takes at most `capacity_factor · k · tokens / N` visits per level (static shapes, no
+host sync); overflow visits are dropped, so a token may pass a level unchanged. In training a Switch
+load-balancing term (`route_balance` × N·Σ fᵢ·Pᵢ per level, fᵢ the share of visits) is added to the loss
+so the router does not collapse onto one agent.
 """
 
 from __future__ import annotations
