@@ -123,6 +123,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--routed", action="store_true", help="add soft, top-1 and top-2 routed MLP trees")
     ap.add_argument("--no-eager", action="store_true", help="skip attribution without deferral")
+    ap.add_argument("--sync-free", action="store_true",
+                    help="add attribution with the optimizer's sync-free rows (k1/engine/rows.py; the CUDA default)")
     ap.add_argument("--with-compiled", action="store_true",
                     help="add torch.compile'd copies of the tree (dense policy) and DenseGPT, measured interleaved")
     ap.add_argument("--out", type=Path, default=Path("runs/bench"))
@@ -154,7 +156,11 @@ def main(argv=None) -> dict:
     if args.with_compiled:
         candidates["tree_dense_compiled"] = ("tree", "dense", None, {"compile": True})
         candidates["dense_gpt_compiled"] = ("dense", "dense", None, {"compile": True})
+    if args.sync_free:
+        candidates["tree_attribution_sync_free"] = candidates["tree_attribution"]
     trainers = {k: make_trainer(base, c[0], c[1], corpus, args.out / k, *c[2:]) for k, c in candidates.items()}
+    if args.sync_free:
+        trainers["tree_attribution_sync_free"].state.optimizer.sync_free = True
     first = trainers["tree_dense"]
     device, T = first.state.device, first.cfg.model.context
     batches = [tuple(t.to(device) for t in first.state.sampler.next()) for _ in range(4)]
@@ -216,6 +222,11 @@ def main(argv=None) -> dict:
         "threads": torch.get_num_threads(), "command": "python " + " ".join(sys.argv),
     }
     result["mfu_ratio_tree_vs_dense_gpt"] = round(result["mfu"]["tree_dense"] / result["mfu"]["dense_gpt"], 3)
+    if args.sync_free:
+        result["step_time_ratio_sync_free_vs_host_rows"] = round(
+            per_round("tree_attribution_sync_free", "tree_attribution"), 3)
+        result["cpu_time"]["step_time_ratio_sync_free_vs_host_rows"] = round(
+            per_round("tree_attribution_sync_free", "tree_attribution", cpu), 3)
     if args.with_compiled:
         for name, clock in (("", secs), ("cpu", cpu)):
             out = result["cpu_time"] if name else result
