@@ -168,7 +168,9 @@ def main(argv=None) -> dict:
 
     flops = {k: step_flops(tr, batches[0]) / tokens for k, tr in trainers.items()}
     analytic = {k: flops_per_token(tr.state.model, tokens).train() for k, tr in trainers.items()}
-    analytic["tree_attribution"] = flops_per_token(first.state.model, tokens).train(path_fractions(first.state.model))
+    for k in ("tree_attribution", "tree_attribution_sync_free"):  # deferred: the path's weight gradients only
+        if k in trainers:
+            analytic[k] = flops_per_token(first.state.model, tokens).train(path_fractions(first.state.model))
 
     for tr in trainers.values():
         time_steps(tr, batches, args.burn_in)  # burn-in: allocator warm-up, compilation
