@@ -119,3 +119,30 @@ def test_a_stash_no_step_finished_is_dropped_by_the_next_forward():
     for level, est in zip(model.levels, first):
         assert len(level._pending) == 4  # qkv, proj, fc, out of this backward only
         assert torch.allclose(level.deferred_grad_sq, est)  # not summed with the stale one
+
+
+def test_clip_follows_torchs_rule_and_sees_the_compact_rows():
+    from k1.engine.step import clip_
+
+    torch.manual_seed(0)
+    grads = [torch.randn(3, 4) * 5, torch.randn(7) * 5]
+    params = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
+    for p, g in zip(params, grads):
+        p.grad = g.clone()
+    want = torch.nn.utils.clip_grad_norm_(params, 1.0)
+    got = clip_(grads, 1.0)
+    assert torch.allclose(got, want)
+    for p, g in zip(params, grads):
+        assert torch.allclose(p.grad, g)
+
+    model = make(True)  # a deferred step: the norm is the norm of the full gradients, zero rows included
+    x = torch.randint(0, 64, (2, 16))
+    path = torch.tensor([0, 1, 4])
+    plan = UpdatePlan(torch.zeros(model.shape.n_agents).index_fill_(0, path, 1.0), path)
+    model(x, x)[1].backward()
+    compact = model.finish_weight_grads(plan)
+    full = [level.weight_grad(n) for level in model.levels for n in level.row_grads]
+    full += [p.grad for p in model.parameters() if p.grad is not None]
+    want = torch.linalg.vector_norm(torch.cat([g.flatten() for g in full]))
+    got = clip_(compact + [p.grad for p in model.parameters() if p.grad is not None], 0.0)
+    assert torch.allclose(got, want)
