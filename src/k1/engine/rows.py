@@ -4,7 +4,7 @@ gradients (`AgentLevel.finish_weight_grads`) and the optimizer (`SparseOptimizer
 Agent i of level lv owns row i of every stacked parameter of that level, so "which agents" is "which rows".
 Two ways to find them:
 
-- **host** (the default on CPU): one `nonzero` over the plan's scale, read on the host. A level's rows are
+- **host** (the default on CPU): the plan's scale > 0, read on the host once and searched there. A level's rows are
   then a slice when they are consecutive (attribution's path has one agent per level: a view, updated in
   place), an index tensor otherwise (gathered and written back), nothing when the level has no selected
   agent (skipped), or every row (the dense policy: updated in place on the whole tensor). On CPU the read
@@ -45,7 +45,8 @@ def select_rows(plan: UpdatePlan, offsets: list[int], sizes: list[int], static: 
     if static and plan.path is not None:
         return [LevelRows((plan.path[lv] - o).clamp(0, n - 1).view(1), static=True)
                 for lv, (o, n) in enumerate(zip(offsets, sizes))]
-    flat = plan.scale.gt(0).nonzero().squeeze(1).tolist()  # the step's one host read
+    # the step's one host read: the mask comes to the host once, and is searched there
+    flat = plan.scale.gt(0).cpu().nonzero().squeeze(1).tolist()
     out = []
     for o, n in zip(offsets, sizes):
         rows = [i - o for i in flat if o <= i < o + n]
@@ -55,7 +56,8 @@ def select_rows(plan: UpdatePlan, offsets: list[int], sizes: list[int], static: 
             start = rows[0] if rows else 0
             out.append(LevelRows(slice(start, start + len(rows))))
         else:
-            out.append(LevelRows(torch.tensor(rows, dtype=torch.long, device=plan.scale.device)))
+            index = torch.tensor(rows, dtype=torch.long)
+            out.append(LevelRows(index.to(plan.scale.device, non_blocking=True)))  # no wait on a GPU
     return out
 
 
