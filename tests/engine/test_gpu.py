@@ -20,8 +20,8 @@ pytestmark = [pytest.mark.gpu,
 @pytest.mark.parametrize("defer", [False, True], ids=["eager", "deferred"])
 def test_a_bf16_step_makes_only_the_optimizers_documented_host_syncs(policy, defer, tiny_cfg, tmp_path):
     """The step itself syncs nothing. On CUDA the optimizer is sync-free (k1/engine/rows.py): attribution's
-    path gives its rows on the device (no sync at all); any other plan's rows are found with one `nonzero`
-    (one sync); the step's finiteness is never read on the host (masked updates)."""
+    path gives its rows on the device (no sync at all); any other plan's rows are found with one read of its
+    mask (one sync); the step's finiteness is never read on the host (masked updates)."""
     import warnings
 
     cfg = tiny_cfg("train.device=\"cuda\"", "train.autocast=\"bf16\"", f"model.defer_weight_grads={str(defer).lower()}",

@@ -10,11 +10,11 @@ step that selects 4 of 41 agents does about 4/41 of the optimizer's work. When e
 dense policy) the update runs in place on the whole tensor with no gather at all. A deferred matrix's
 gradient arrives as compact rows (`AgentLevel.row_grads`) and is used as it is.
 
-Host syncs. On CPU the rows are read on the host (one `nonzero`) and a non-finite step is skipped by reading
-`ok`; both are free there. `sync_free` (the default on CUDA) reads nothing: a plan with a blame path gives
+Host syncs. On CPU the rows are read on the host (one copy of the plan's mask) and a non-finite step is
+skipped by reading `ok`; both are free there. `sync_free` (the default on CUDA) reads nothing: a plan with a blame path gives
 one row per level on the device (static shapes), and every update is masked (`torch.where` on scale > 0),
 so a gathered row the plan did not select, or a whole non-finite step, leaves parameters and state
-bit-identical. Other plans (top-K, dense) still find their rows with one `nonzero`.
+bit-identical. Other plans (top-K, dense) still find their rows with one host read.
 
 Shared parameters (embeddings, final norm, tied head) are used by every path, so the rule is: they are
 updated every step at scale 1 (`shared="always"`), or never (`shared="frozen"`); a non-finite step skips
