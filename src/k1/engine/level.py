@@ -57,8 +57,8 @@ def agent_param_count(kind: str, C: int, M: int) -> int:
 
 # The signal's estimate reads 1/ESTIMATE_SHARE of the tokens, a contiguous block of rows (the first sequences
 # of the batch): rank agreement with the exact norm stays high (docs/performance.md) while its cost, a pass
-# over X and G, drops to 1/ESTIMATE_SHARE. A block reads about twice as fast as every 8th row on CPU, and
-# ranks agents as well (Spearman 0.964 against 0.967 over 60 batches, the same blame path on all 60).
+# over X and G, drops to 1/ESTIMATE_SHARE. A block reads faster than every 8th row on CPU, and ranks
+# agents as well (Spearman 0.964 against 0.967 over 60 batches, the same blame path on all 60).
 ESTIMATE_SHARE = 8
 
 # Stacked matrices whose weight gradient can be deferred (they carry the FLOPs; vectors are cheap).

@@ -52,7 +52,7 @@ class ModelConfig(BaseModel):
     dense_layers: int | None = None  # DenseGPT depth; None: as deep as the tree (MLP widened to match)
     routing: Literal["soft", "top1", "topk"] = "soft"  # hard per-token routing over MLP agents (see above)
     route_k: int = Field(default=2, ge=1)  # routing "topk": children a token visits per level
-    capacity_factor: float = Field(default=1.25, gt=0)  # routed: tokens an agent takes, × tokens / N
+    capacity_factor: float = Field(default=1.25, gt=0)  # routed: visits an agent takes, × k · tokens / N
     route_balance: float = Field(default=0.01, ge=0)  # routed: weight of the load-balancing loss
     defer_weight_grads: bool = False  # matrix gradients only for the agents a sparse step selects (level.py)
 
