@@ -4,8 +4,8 @@ gradients (`AgentLevel.finish_weight_grads`) and the optimizer (`SparseOptimizer
 Agent i of level lv owns row i of every stacked parameter of that level, so "which agents" is "which rows".
 Two ways to find them:
 
-- **host** (the default on CPU): the plan's scale > 0, read on the host once and searched there. A level's rows are
-  then a slice when they are consecutive (attribution's path has one agent per level: a view, updated in
+- **host** (the default on CPU): the plan's mask (scale > 0), copied to the host once and searched there.
+  A level's rows are then a slice when they are consecutive (attribution's path has one agent per level: a view, updated in
   place), an index tensor otherwise (gathered and written back), nothing when the level has no selected
   agent (skipped), or every row (the dense policy: updated in place on the whole tensor). On CPU the read
   is free; on GPU it is a host sync.
