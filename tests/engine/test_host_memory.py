@@ -1,5 +1,7 @@
-"""keep_freed_memory(): a training step's freed buffers are reused by the next step instead of being faulted
-back in page by page. Each case runs in a fresh interpreter, since malloc settings are process-wide."""
+"""keep_freed_memory(): a step's freed buffers are reused by the next step instead of being faulted back in
+page by page. Each case runs in a fresh interpreter, since malloc settings are process-wide. The probe is a
+step's allocation pattern (many large buffers alive at once, then all freed); on the reference
+configuration the same setting takes a real step from ~50,000 faults to 0 (bench/profile_step.py)."""
 
 import json
 import os
@@ -11,20 +13,15 @@ import pytest
 PROBE = """
 import json, resource, torch
 from k1.engine.host_memory import keep_freed_memory
-from k1.engine.shape import TreeShape
-from k1.engine.tree import AgentTree, ModelConfig
 applied = keep_freed_memory()
 torch.set_num_threads(1)
-cfg = ModelConfig(branching=[2], width=64, mlp_width=128, n_heads=2, context=64)
-model = AgentTree(TreeShape.from_branching(cfg.branching, cfg.kinds), cfg, 8192)
-x = torch.randint(0, 8192, (8, 64))
-def step():
-    model.zero_grad(set_to_none=True)
-    model(x, x)[1].backward()
-for _ in range(3):
+def step():  # a step's pattern: many large buffers alive at once, then all freed
+    bufs = [torch.ones(500_000 * k) for k in range(1, 16)]  # 2 MB to 30 MB, 240 MB in all
+    del bufs
+for _ in range(2):
     step()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(5):
+for _ in range(3):
     step()
 print(json.dumps({"applied": applied, "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}))
 """
@@ -40,5 +37,8 @@ def probe(keep: bool) -> dict:
 def test_freed_tensors_are_reused_without_page_faults():
     kept, default = probe(True), probe(False)
     assert kept["applied"] and not default["applied"]
-    assert default["faults"] > 5_000  # by default the steps' freed blocks go back to the kernel, and fault back in
-    assert kept["faults"] < default["faults"] / 2
+    pages = 3 * 240_000_000 // 4096  # every buffer of the 3 measured steps faulted in afresh
+    # kept: the next steps reuse the buffers (0 to 2,930 faults measured). glibc's default adapts its
+    # thresholds as it goes and depends on the address layout, so it is not asserted on: it faulted 7,000
+    # to 155,000 times on the same probe (most often over 100,000)
+    assert kept["faults"] < pages // 20, (kept, default)
