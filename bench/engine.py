@@ -5,7 +5,7 @@ Prints one JSON line and saves it under runs/bench/.
     python bench/engine.py                       # CPU, the default model, synthetic data
     python bench/engine.py --reference           # the public prototype's configuration
     python bench/engine.py --reference --batch 512 --device cuda --autocast bf16 --compile   # GPU
-    python bench/engine.py --routed              # adds soft vs top-1 routed MLP trees
+    python bench/engine.py --routed              # adds soft vs top-1 and top-2 routed MLP trees
 
 Every step runs `train_step` (k1/engine/step.py) (the code path of `k1 train`): forward, backward, signals, plan,
 deferred weight gradients, sparse optimizer step, trust update. Burn-in steps are thrown away; timing sits
@@ -61,10 +61,13 @@ def synthetic_corpus(vocab: int, n_tokens: int = 200_000, seed: int = 0) -> Corp
     return Corpus({"synthetic": split}, ByteTokenizer(), vocab, {})
 
 
-def make_trainer(base, arch: str, policy: str, corpus: Corpus, out: Path, model: dict | None = None) -> Trainer:
+def make_trainer(base, arch: str, policy: str, corpus: Corpus, out: Path, model: dict | None = None,
+                 train: dict | None = None) -> Trainer:
     extra = {**base, "arch": arch, "policy": {"name": policy}}
     if model:
         extra["model"] = {**base["model"], **model}
+    if train:
+        extra["train"] = {**base["train"], **train}
     return Trainer(load_config(extra=extra), out, corpus=corpus, quiet=True, callbacks=[])
 
 
@@ -118,8 +121,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--autocast", default="none", choices=["none", "bf16"])
     ap.add_argument("--compile", action="store_true")
-    ap.add_argument("--routed", action="store_true", help="add soft and top-1 routed MLP trees")
+    ap.add_argument("--routed", action="store_true", help="add soft, top-1 and top-2 routed MLP trees")
     ap.add_argument("--no-eager", action="store_true", help="skip attribution without deferral")
+    ap.add_argument("--sync-free", action="store_true",
+                    help="add attribution with the optimizer's sync-free rows (k1/engine/rows.py; the CUDA default)")
+    ap.add_argument("--with-compiled", action="store_true",
+                    help="add torch.compile'd copies of the tree (dense policy) and DenseGPT, measured interleaved")
     ap.add_argument("--out", type=Path, default=Path("runs/bench"))
     args = ap.parse_args(argv)
     if args.threads:
@@ -145,7 +152,15 @@ def main(argv=None) -> dict:
     if args.routed:
         candidates["tree_mlp_soft"] = ("tree", "dense", mlp_tree)
         candidates["tree_mlp_routed_top1"] = ("tree", "dense", {**mlp_tree, "routing": "top1"})
-    trainers = {k: make_trainer(base, a, p, corpus, args.out / k, m) for k, (a, p, m) in candidates.items()}
+        candidates["tree_mlp_routed_top2"] = ("tree", "dense", {**mlp_tree, "routing": "topk", "route_k": 2})
+    if args.with_compiled:
+        candidates["tree_dense_compiled"] = ("tree", "dense", None, {"compile": True})
+        candidates["dense_gpt_compiled"] = ("dense", "dense", None, {"compile": True})
+    if args.sync_free:
+        candidates["tree_attribution_sync_free"] = candidates["tree_attribution"]
+    trainers = {k: make_trainer(base, c[0], c[1], corpus, args.out / k, *c[2:]) for k, c in candidates.items()}
+    if args.sync_free:
+        trainers["tree_attribution_sync_free"].state.optimizer.sync_free = True
     first = trainers["tree_dense"]
     device, T = first.state.device, first.cfg.model.context
     batches = [tuple(t.to(device) for t in first.state.sampler.next()) for _ in range(4)]
@@ -153,7 +168,9 @@ def main(argv=None) -> dict:
 
     flops = {k: step_flops(tr, batches[0]) / tokens for k, tr in trainers.items()}
     analytic = {k: flops_per_token(tr.state.model, tokens).train() for k, tr in trainers.items()}
-    analytic["tree_attribution"] = flops_per_token(first.state.model, tokens).train(path_fractions(first.state.model))
+    for k in ("tree_attribution", "tree_attribution_sync_free"):  # deferred: the path's weight gradients only
+        if k in trainers:
+            analytic[k] = flops_per_token(first.state.model, tokens).train(path_fractions(first.state.model))
 
     for tr in trainers.values():
         time_steps(tr, batches, args.burn_in)  # burn-in: allocator warm-up, compilation
@@ -207,6 +224,17 @@ def main(argv=None) -> dict:
         "threads": torch.get_num_threads(), "command": "python " + " ".join(sys.argv),
     }
     result["mfu_ratio_tree_vs_dense_gpt"] = round(result["mfu"]["tree_dense"] / result["mfu"]["dense_gpt"], 3)
+    if args.sync_free:
+        result["step_time_ratio_sync_free_vs_host_rows"] = round(
+            per_round("tree_attribution_sync_free", "tree_attribution"), 3)
+        result["cpu_time"]["step_time_ratio_sync_free_vs_host_rows"] = round(
+            per_round("tree_attribution_sync_free", "tree_attribution", cpu), 3)
+    if args.with_compiled:
+        for name, clock in (("", secs), ("cpu", cpu)):
+            out = result["cpu_time"] if name else result
+            out["speedup_compiled_tree"] = round(per_round("tree_dense", "tree_dense_compiled", clock), 3)
+            out["speedup_compiled_dense_gpt"] = round(per_round("dense_gpt", "dense_gpt_compiled", clock), 3)
+            out["ratio_tree_vs_dense_gpt_compiled"] = round(per_round("dense_gpt_compiled", "tree_dense_compiled", clock), 3)
     if "tree_attribution_eager" in trainers:
         result["step_time_ratio_attribution_eager_vs_dense"] = round(per_round("tree_attribution_eager", "tree_dense"), 3)
         result["cpu_time"]["step_time_ratio_attribution_eager_vs_dense"] = round(
@@ -215,6 +243,9 @@ def main(argv=None) -> dict:
         result["ratio_routed_vs_soft_mlp_tree"] = round(per_round("tree_mlp_soft", "tree_mlp_routed_top1"), 3)
         result["cpu_time"]["ratio_routed_vs_soft_mlp_tree"] = round(
             per_round("tree_mlp_soft", "tree_mlp_routed_top1", cpu), 3)
+        result["ratio_routed_top2_vs_soft_mlp_tree"] = round(per_round("tree_mlp_soft", "tree_mlp_routed_top2"), 3)
+        result["cpu_time"]["ratio_routed_top2_vs_soft_mlp_tree"] = round(
+            per_round("tree_mlp_soft", "tree_mlp_routed_top2", cpu), 3)
     args.out.mkdir(parents=True, exist_ok=True)
     name = f"engine-{result['config']}-w{result['width']}-b{args.batch}-{args.device.replace(':', '')}.json"
     (args.out / name).write_text(json.dumps(result, indent=1))

@@ -37,7 +37,7 @@ def main(argv=None) -> None:
     out = Path("runs/bench/profile")
     trainers = {"tree": make_trainer(base, "tree", "dense", corpus, out / "tree"),
                 "gpt": make_trainer(base, "dense", "dense", corpus, out / "gpt")}
-    batches = [tuple(trainers["tree"].sampler.next()) for _ in range(2)]
+    batches = [tuple(trainers["tree"].state.sampler.next()) for _ in range(2)]
     per_op = {}
     for name, tr in trainers.items():
         time_steps(tr, batches, 2)
@@ -54,7 +54,7 @@ def main(argv=None) -> None:
         print(f"| `{op[:60]}` | {a[0]:.1f} | {b[0]:.1f} | {a[1]:.0f} | {b[1]:.0f} |")
     totals = {k: sum(t for t, _ in v.values()) for k, v in per_op.items()}
     print(f"| **total (self CPU)** | {totals['tree']:.1f} | {totals['gpt']:.1f} | | |")
-    print(f"\nparams: tree {trainers['tree'].total_params:,}, DenseGPT {trainers['gpt'].total_params:,}; "
+    print(f"\nparams: tree {trainers['tree'].state.total_params:,}, DenseGPT {trainers['gpt'].state.total_params:,}; "
           f"threads {torch.get_num_threads()}; command: python {' '.join(sys.argv)}")
 
 

@@ -1,8 +1,8 @@
 """Routed compute, quality against speed: the same tree of MLP agents (a block at the root) trained with soft
-gating and with top-1 routing for the same number of tokens on the built-in data; one JSON line.
+gating, top-1 routing and top-k routing for the same number of tokens on the built-in data; one JSON line.
 
-    python bench/routing.py                      # default preset, 250 steps each, CPU
-    python bench/routing.py --steps 100 --threads 1
+    python bench/routing.py                      # default preset, 250 steps each, CPU, k = 2
+    python bench/routing.py --steps 100 --threads 1 --k 2
 
 Quality is the validation bits per byte at the end of `Trainer.fit` (routing's balance term is added to the
 training loss only, never to evaluation). Speed is tokens/s over the training steps of each run (run one after
@@ -30,6 +30,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--steps", type=int, default=250)
     ap.add_argument("--policy", default="dense")
     ap.add_argument("--threads", type=int)
+    ap.add_argument("--k", type=int, default=2, help="children per level for the top-k row")
     ap.add_argument("--out", type=Path, default=Path("runs/bench/routing"))
     args = ap.parse_args(argv)
     if args.threads:
@@ -37,10 +38,11 @@ def main(argv=None) -> dict:
     base = load_config(preset=args.preset)
     kinds = ["block"] + ["mlp"] * len(base.model.branching)
     rows = {}
-    for name, routing in (("soft", "soft"), ("top1", "top1")):
+    topk = f"top{args.k}"
+    for name, routing in (("soft", "soft"), ("top1", "top1"), (topk, "topk")):
         cfg = load_config(preset=args.preset, overrides=[
             f"train.steps={args.steps}", f"model.kinds={json.dumps(kinds)}", f'model.routing="{routing}"',
-            f'policy="{args.policy}"', "train.checkpoint_every=0"])
+            f"model.route_k={args.k}", f'policy="{args.policy}"', "train.checkpoint_every=0"])
         tr = Trainer(cfg, args.out / name, quiet=True, callbacks=[])
         s = tr.fit()
         T = cfg.train.batch_size * cfg.model.context
@@ -51,6 +53,9 @@ def main(argv=None) -> dict:
     result = {"rows": rows, "speedup_top1_vs_soft": round(rows["top1"]["tokens_per_s"] / rows["soft"]["tokens_per_s"], 3),
               "flops_ratio_top1_vs_soft": round(rows["top1"]["train_flops_per_token"] / rows["soft"]["train_flops_per_token"], 3),
               "bpb_gap_top1_minus_soft": round(rows["top1"]["val_bpb"] - rows["soft"]["val_bpb"], 4),
+              f"speedup_{topk}_vs_soft": round(rows[topk]["tokens_per_s"] / rows["soft"]["tokens_per_s"], 3),
+              f"flops_ratio_{topk}_vs_soft": round(rows[topk]["train_flops_per_token"] / rows["soft"]["train_flops_per_token"], 3),
+              f"bpb_gap_{topk}_minus_soft": round(rows[topk]["val_bpb"] - rows["soft"]["val_bpb"], 4),
               "preset": args.preset, "kinds": kinds, "steps": args.steps, "policy": args.policy,
               "threads": torch.get_num_threads(), "command": "python " + " ".join(sys.argv)}
     args.out.mkdir(parents=True, exist_ok=True)

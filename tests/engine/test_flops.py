@@ -10,7 +10,9 @@ from k1.engine.tree import AgentTree, ModelConfig
 
 CONFIGS = [{}, {"wiring": "levels"}, {"kinds": ["block", "mlp", "mlp"]}, {"kinds": "mlp"},
            {"kinds": ["block", "mlp", "mlp"], "routing": "top1"},
-           {"kinds": ["mlp", "mlp", "mlp"], "routing": "top1", "wiring": "levels", "capacity_factor": 2.0}]
+           {"kinds": ["mlp", "mlp", "mlp"], "routing": "top1", "wiring": "levels", "capacity_factor": 2.0},
+           {"kinds": ["block", "mlp", "mlp"], "routing": "topk", "route_k": 2},
+           {"kinds": ["mlp", "mlp", "mlp"], "routing": "topk", "route_k": 3, "wiring": "levels"}]
 
 
 def tree(**kw) -> AgentTree:

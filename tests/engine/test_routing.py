@@ -1,5 +1,6 @@
-"""Top-1 routed compute: each token visits one agent per level, causality holds, the router learns, the
-option refuses attention agents below the root, and every policy trains a routed tree sparsely."""
+"""Routed compute (top-1 and top-k): each token visits k agents per level, causality holds, the router learns,
+capacity bounds every agent's work, the option refuses attention agents below the root, and every policy
+trains a routed tree sparsely."""
 
 import pytest
 import torch
@@ -10,10 +11,10 @@ from k1.engine.tree import AgentTree, ModelConfig
 from k1.errors import ConfigError
 
 
-def routed(branching=(3, 2), wiring="tree", **kw) -> AgentTree:
+def routed(branching=(3, 2), wiring="tree", routing="top1", **kw) -> AgentTree:
     kinds = ["block"] + ["mlp"] * len(branching)
     cfg = ModelConfig(branching=list(branching), kinds=kinds, width=32, mlp_width=48, n_heads=2, context=16,
-                      wiring=wiring, routing="top1", **kw)
+                      wiring=wiring, routing=routing, **kw)
     torch.manual_seed(0)
     model = AgentTree(TreeShape.from_branching(cfg.branching, cfg.kinds), cfg, 64)
     for level in model.levels:  # distinct gate keys, so routing is not a tie
@@ -21,9 +22,10 @@ def routed(branching=(3, 2), wiring="tree", **kw) -> AgentTree:
     return model
 
 
+@pytest.mark.parametrize("routing", ["top1", "topk"])
 @pytest.mark.parametrize("wiring", ["tree", "levels"])
-def test_one_sequence_is_causal(wiring):
-    model = routed(wiring=wiring, capacity_factor=4.0)
+def test_one_sequence_is_causal(wiring, routing):
+    model = routed(wiring=wiring, routing=routing, capacity_factor=4.0)
     x = torch.randint(0, 64, (1, 16))
     x2 = x.clone()
     x2[0, 9] = (x2[0, 9] + 1) % 64
@@ -56,8 +58,9 @@ def test_cost_follows_capacity_not_tree_size():
     assert abs(rows[(2, 2)] - rows[(4, 4)]) <= 16 and rows[(4, 4)] < 2 * 32
 
 
-def test_router_and_agents_get_gradients():
-    model = routed()
+@pytest.mark.parametrize("routing", ["top1", "topk"])
+def test_router_and_agents_get_gradients(routing):
+    model = routed(routing=routing)
     x = torch.randint(0, 64, (4, 16))
     _, loss = model(x, x)
     loss.backward()
@@ -84,12 +87,13 @@ def test_attention_below_the_root_is_refused_in_one_line():
         validate({"model": {"branching": [2, 2], "routing": "top1"}})
 
 
-@pytest.mark.parametrize("policy", ["attribution", "hybrid", "dense"])
-def test_every_policy_trains_a_routed_tree(policy, tiny_cfg, tmp_path):
+@pytest.mark.parametrize("policy,routing", [("attribution", "top1"), ("hybrid", "top1"), ("dense", "top1"),
+                                            ("attribution", "topk"), ("dense", "topk")])
+def test_every_policy_trains_a_routed_tree(policy, routing, tiny_cfg, tmp_path):
     from k1.engine.step import train_step
     from k1.engine.train import Trainer
 
-    cfg = tiny_cfg("model.branching=[3, 2]", 'model.kinds=["block", "mlp", "mlp"]', 'model.routing="top1"',
+    cfg = tiny_cfg("model.branching=[3, 2]", 'model.kinds=["block", "mlp", "mlp"]', f'model.routing="{routing}"',
                    "model.defer_weight_grads=true", policy={"name": policy})
     tr = Trainer(cfg, tmp_path / "run", quiet=True, callbacks=[])
     before = {n: p.detach().clone() for n, p in tr.state.model.named_parameters()}
@@ -98,3 +102,55 @@ def test_every_policy_trains_a_routed_tree(policy, tiny_cfg, tmp_path):
     assert bool(rec.finite)
     moved = sum(not torch.equal(before[n], p) for n, p in tr.state.model.named_parameters())
     assert moved > 0
+
+
+def visits(model, x) -> list[int]:
+    """Per routed level, the dispatched rows an agent MLP received (non-zero rows of its input)."""
+    seen = []
+    for level in model.levels[1:]:
+        orig = level._mlp
+        level._mlp = lambda h, normed=None, orig=orig: seen.append(int(h.abs().sum(-1).gt(0).sum())) or orig(h, normed)
+    model(x)
+    return seen
+
+
+def test_top_k_with_k_1_is_top_1_exactly():
+    x = torch.randint(0, 64, (2, 16))
+    a = routed(routing="top1")(x, x)
+    b = routed(routing="topk", route_k=1)(x, x)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("wiring", ["tree", "levels"])
+def test_top_k_visits_k_children_per_token_and_level(wiring):
+    """Branching [3, 4]: under the root 3 children (k = 2 of them), then the 8 children of a token's two
+    agents (tree) or all 12 (levels): 2 visits per token on every level, with room for all of them."""
+    x = torch.randint(0, 64, (2, 16))
+    model = routed((3, 4), wiring=wiring, routing="topk", route_k=2, capacity_factor=16.0)
+    assert visits(model, x) == [2 * x.numel()] * 2
+    mass, offs, sizes = model.last_gate_mass, model.shape.level_offsets(), model.shape.level_sizes()
+    for lv in (1, 2):  # path weights of the visited agents: positive, at most 1 per token
+        level_mass = mass[offs[lv]:offs[lv] + sizes[lv]]
+        assert (level_mass > 0).sum() >= 2 and 0 < level_mass.sum() <= 1.0 + 1e-6
+    top1 = routed((3, 4), wiring=wiring, routing="top1", capacity_factor=16.0)
+    assert visits(top1, x) == [x.numel()] * 2
+
+
+def test_top_k_needs_at_most_k_allowed_children():
+    """Branching [2, 1]: one child under each node, so a token's two agents offer exactly 2 children on
+    level 2, and with k = 3 it visits only what exists (2 on level 1, 2 on level 2)."""
+    x = torch.randint(0, 64, (2, 16))
+    model = routed((2, 1), routing="topk", route_k=3, capacity_factor=16.0)
+    assert visits(model, x) == [2 * x.numel()] * 2
+
+
+def test_top_k_capacity_bounds_each_agents_rows():
+    x = torch.randint(0, 64, (2, 16))
+    R, k, cf = x.numel(), 2, 0.5
+    model = routed((3, 4), routing="topk", route_k=k, capacity_factor=cf)
+    per_level = visits(model, x)
+    for n, rows in zip((3, 12), per_level):  # at most N · ceil(cf · R · k / N) rows; overflow passes unchanged
+        cap = -(-int(cf * R * k) // n)
+        assert rows <= n * cap and rows < R * k
+    logits, loss = model(x, x)
+    assert torch.isfinite(loss)

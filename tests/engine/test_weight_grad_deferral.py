@@ -26,7 +26,11 @@ def grads(model, x, plan=None, autocast=False):
         loss = model(x, x)[1]
     loss.backward()
     model.finish_weight_grads(plan)
-    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    out = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    for lv, level in enumerate(model.levels):  # a subset of rows keeps its matrix gradients compact
+        for name in level.row_grads:
+            out[f"levels.{lv}.{name}"] = level.weight_grad(name)
+    return out
 
 
 @pytest.mark.parametrize("kw", [{}, {"wiring": "levels"}, {"kinds": ["block", "mlp", "mlp"]}])
@@ -44,6 +48,9 @@ def test_selected_rows_get_their_gradient_and_the_others_none():
     scale = torch.zeros(model.shape.n_agents)
     scale[[0, 2, 5]] = 1.0  # the root, one node, one leaf
     got = grads(model, x, UpdatePlan(scale))
+    for level in model.levels[1:]:  # no full-size zero gradient is built for a strict subset of rows
+        assert all(getattr(level, name).grad is None for name in MATRICES)
+        assert [g.shape[0] for g in level.row_grads.values()] == [1] * len(MATRICES)
     offs = model.shape.level_offsets()
     for lv, level in enumerate(model.levels):
         for name in MATRICES:
@@ -112,3 +119,30 @@ def test_a_stash_no_step_finished_is_dropped_by_the_next_forward():
     for level, est in zip(model.levels, first):
         assert len(level._pending) == 4  # qkv, proj, fc, out of this backward only
         assert torch.allclose(level.deferred_grad_sq, est)  # not summed with the stale one
+
+
+def test_clip_follows_torchs_rule_and_sees_the_compact_rows():
+    from k1.engine.step import clip_
+
+    torch.manual_seed(0)
+    grads = [torch.randn(3, 4) * 5, torch.randn(7) * 5]
+    params = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
+    for p, g in zip(params, grads):
+        p.grad = g.clone()
+    want = torch.nn.utils.clip_grad_norm_(params, 1.0)
+    got = clip_(grads, 1.0)
+    assert torch.allclose(got, want)
+    for p, g in zip(params, grads):
+        assert torch.allclose(p.grad, g)
+
+    model = make(True)  # a deferred step: the norm is the norm of the full gradients, zero rows included
+    x = torch.randint(0, 64, (2, 16))
+    path = torch.tensor([0, 1, 4])
+    plan = UpdatePlan(torch.zeros(model.shape.n_agents).index_fill_(0, path, 1.0), path)
+    model(x, x)[1].backward()
+    compact = model.finish_weight_grads(plan)
+    full = [level.weight_grad(n) for level in model.levels for n in level.row_grads]
+    full += [p.grad for p in model.parameters() if p.grad is not None]
+    want = torch.linalg.vector_norm(torch.cat([g.flatten() for g in full]))
+    got = clip_(compact + [p.grad for p in model.parameters() if p.grad is not None], 0.0)
+    assert torch.allclose(got, want)

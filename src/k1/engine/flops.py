@@ -13,7 +13,8 @@ Per token, for width C, MLP width M, context T, vocabulary V:
   attention recomputes the scores; FlopCounterMode counts it so), and the weight gradients of the matrices again what their forward costs. Weight gradients are the only part a
   sparse step can skip (`defer_weight_grads`): `train(updated_fraction_per_level=...)` scales them per level.
 
-Routed models (`routing="top1"`) run one agent per level per token, padded to the capacity factor.
+Routed models (`routing="top1"`, or `"topk"` with `route_k`) run k agents per level per token, padded to the
+capacity factor.
 """
 
 from __future__ import annotations
@@ -57,12 +58,13 @@ def flops_per_token(model, batch_tokens: int | None = None) -> FlopsPerToken:
         mlp_width = level.fc_w.shape[-1]
         matrices = 2.0 * 2 * C * mlp_width + (2.0 * 4 * C * C if kind == "block" else 0.0)
         attention = 4.0 * T * C if kind == "block" else 0.0
-        if routed and lv > 0:  # one agent per token, N · capacity rows of work per level
+        if routed and lv > 0:  # k agents per token, N · capacity rows of work per level
+            k = min(n, 1 if cfg.routing == "top1" else cfg.route_k)
             if batch_tokens:
                 R = batch_tokens
-                per_token = n * max(1, min(R, math.ceil(cfg.capacity_factor * R / n))) / R
+                per_token = n * max(1, min(R * k, math.ceil(cfg.capacity_factor * R * k / n))) / R
             else:
-                per_token = min(float(n), cfg.capacity_factor)
+                per_token = min(float(n), cfg.capacity_factor * k)
             fwd += per_token * matrices + 2.0 * C * n  # the token is scored against every agent of the level
             bwd_in += per_token * matrices + 2.0 * C * n
             weights.append(per_token * matrices)

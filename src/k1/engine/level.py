@@ -8,8 +8,9 @@ Deferred weight gradients (`defer_weight_grads`): a sparse step updates a few ag
 agent's matrix gradient (a third of a step's FLOPs) is mostly wasted. With deferral on, backward computes
 input gradients and the cheap vector gradients (norms, biases, gates) as usual but only *stashes* each
 matrix's input X and output gradient G; `finish_weight_grads(rows)` then forms X[rows]ᵀ·G[rows] for the
-selected agents alone. The policy decides from a per-agent estimate of the matrix gradient norm that
-backward computes for free (`deferred_grad_sq`, see `DeferredLinear`).
+selected agents alone and keeps them compact (`row_grads`: no zero rows are built, clipped or read). The
+policy decides from a per-agent estimate of the matrix gradient norm that backward computes cheaply
+(`deferred_grad_sq`, see `DeferredLinear`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from k1.engine.rows import LevelRows, take
 
 # Parameter names per agent kind; each is stored as [N, ...].
 BLOCK_PARAMS = ("ln1_w", "ln1_b", "qkv_w", "qkv_b", "proj_w", "proj_b", "ln2_w", "ln2_b", "fc_w", "fc_b", "out_w", "out_b")
@@ -52,26 +55,14 @@ def agent_param_count(kind: str, C: int, M: int) -> int:
     return sum(math.prod(s) for s in _shapes(kind, C, M).values())
 
 
-# The signal's estimate reads every ESTIMATE_STRIDE-th token: rank agreement with the exact norm stays
-# high (docs/performance.md) while its cost, a pass over X and G, drops to 1/ESTIMATE_STRIDE.
-ESTIMATE_STRIDE = 8
+# The signal's estimate reads 1/ESTIMATE_SHARE of the tokens, a contiguous block of rows (the first sequences
+# of the batch): rank agreement with the exact norm stays high (docs/performance.md) while its cost, a pass
+# over X and G, drops to 1/ESTIMATE_SHARE. A block reads faster than every 8th row on CPU, and ranks
+# agents as well (Spearman 0.964 against 0.967 over 60 batches, the same blame path on all 60).
+ESTIMATE_SHARE = 8
 
 # Stacked matrices whose weight gradient can be deferred (they carry the FLOPs; vectors are cheap).
 MATRICES = ("qkv_w", "proj_w", "fc_w", "out_w")
-
-
-def selected_rows(scale: torch.Tensor, offsets: list[int], sizes: list[int]) -> list[list[int]]:
-    """Per level, the agent rows with scale > 0 ([A] flat scale; one `nonzero`, the step's host sync)."""
-    flat = scale.gt(0).nonzero().squeeze(1).tolist()
-    return [[i - o for i in flat if o <= i < o + n] for o, n in zip(offsets, sizes)]
-
-
-def row_selector(rows: list[int], device) -> slice | torch.Tensor:
-    """Index for rows of a stacked [N, ...] tensor: a slice (a view, no copy) when they are consecutive,
-    as on attribution's path (one agent per level), else an index tensor (gather / scatter)."""
-    if rows and rows == list(range(rows[0], rows[0] + len(rows))):
-        return slice(rows[0], rows[0] + len(rows))
-    return torch.tensor(rows, dtype=torch.long, device=device)
 
 
 class DeferredLinear(torch.autograd.Function):
@@ -123,6 +114,8 @@ class AgentLevel(nn.Module):
         self.defer_weight_grads = False  # set by the model (ModelConfig.defer_weight_grads)
         self._pending: list[tuple[str, torch.Tensor, torch.Tensor]] = []  # (matrix, X, G) stashed in backward
         self.deferred_grad_sq: torch.Tensor | None = None  # [N] estimated Σ‖dL/dW‖² of the deferred matrices
+        self.row_grads: dict[str, torch.Tensor] = {}  # compact matrix gradients of `grad_rows` (finish_weight_grads)
+        self.grad_rows: LevelRows | None = None
 
     @property
     def n_agents(self) -> int:
@@ -162,30 +155,54 @@ class AgentLevel(nn.Module):
     # ---- deferred weight gradients ----------------------------------------------------------------
     def _stash(self, name: str, x: torch.Tensor, g: torch.Tensor) -> None:
         # [N], see DeferredLinear; vector_norm is a fused reduction (x·x then sum was 4× slower on CPU)
-        xs, gs = x[:, ::ESTIMATE_STRIDE], g[:, ::ESTIMATE_STRIDE]  # a fixed sample of the rows (tokens)
-        est = (torch.linalg.vector_norm(xs, dim=-1).float().square()
-               * torch.linalg.vector_norm(gs, dim=-1).float().square()).sum(-1) * ESTIMATE_STRIDE
+        rows = max(1, x.shape[1] // ESTIMATE_SHARE)  # a fixed block of the rows (tokens), read contiguously
+        est = (torch.linalg.vector_norm(x[:, :rows], dim=-1).float().square()
+               * torch.linalg.vector_norm(g[:, :rows], dim=-1).float().square()).sum(-1) * (x.shape[1] / rows)
         self.deferred_grad_sq = est if self.deferred_grad_sq is None else self.deferred_grad_sq + est
         self._pending.append((name, x, g))
 
-    def finish_weight_grads(self, rows: list[int] | None) -> None:
-        """Accumulate the stashed matrix gradients into `.grad` for agent `rows` (None: every agent);
-        other rows get zero gradient. Frees the stash."""
-        sel = None if rows is None else row_selector(rows, self.gate_key.device)
-        for name, x, g in self._pending:
-            w = getattr(self, name)
-            x = x.to(g.dtype)  # under autocast the product ran in g's dtype (bf16); the gradient is fp32
-            if sel is None or (isinstance(sel, slice) and sel == slice(0, w.shape[0])):
-                gw = torch.bmm(x.transpose(1, 2), g).to(w.dtype)
-            else:
-                gw = torch.zeros_like(w)
-                if rows:
-                    gw[sel] = torch.bmm(x[sel].transpose(1, 2), g[sel]).to(w.dtype)
-            w.grad = gw if w.grad is None else w.grad + gw
-        self.clear_deferred()
+    @torch.no_grad()  # X was saved from the forward graph: the product must not extend it
+    def finish_weight_grads(self, rows: LevelRows | None = None, scale: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Form the stashed matrix gradients of `rows` (None or every row: into `.grad` as usual) and free
+        the stash. For a subset of rows the gradient is kept compact, [rows, in, out], in `row_grads[name]`
+        (aligned with `rows`), and `.grad` stays None: no zero rows are allocated, clipped or read, and the
+        optimizer takes the rows as they are. With static rows (rows.py) a row whose `scale` ([N]) is 0 gets
+        a zero gradient. Returns the compact gradients formed (the step clips them with the others)."""
+        formed = []
+        if rows is None or not rows.empty:
+            for name, x, g in self._pending:
+                w = getattr(self, name)
+                x = x.to(g.dtype)  # under autocast the product ran in g's dtype (bf16); the gradient is fp32
+                if rows is None or rows.index is None:
+                    gw = torch.bmm(x.transpose(1, 2), g).to(w.dtype)
+                    w.grad = gw if w.grad is None else w.grad + gw
+                    continue
+                gw = torch.bmm(take(x, rows).transpose(1, 2), take(g, rows)).to(w.dtype)
+                if rows.static:  # a gathered row the plan did not select (the path ends above this level)
+                    gw = gw * take(scale, rows).gt(0).to(gw.dtype).view(-1, 1, 1)
+                self.row_grads[name] = gw
+                formed.append(gw)
+            self.grad_rows = rows
+        self._pending, self.deferred_grad_sq = [], None
+        return formed
+
+    def weight_grad(self, name: str) -> torch.Tensor | None:
+        """The full [N, ...] gradient of one parameter, zero in rows without one (for inspection and tests;
+        a step never builds it)."""
+        p = getattr(self, name)
+        if name not in self.row_grads:
+            return p.grad
+        rows, gw = self.grad_rows, self.row_grads[name]
+        full = torch.zeros_like(p) if p.grad is None else p.grad.clone()
+        if isinstance(rows.index, slice):
+            full[rows.index] += gw
+        else:
+            full.index_add_(0, rows.index, gw)
+        return full
 
     def clear_deferred(self) -> None:
-        self._pending, self.deferred_grad_sq = [], None
+        """Drop the stash, the estimate and the compact row gradients (after a step, or when stale)."""
+        self._pending, self.deferred_grad_sq, self.row_grads, self.grad_rows = [], None, {}, None
 
     def _attention(self, x: torch.Tensor, normed: torch.Tensor | None = None) -> torch.Tensor:
         N, B, T, C = x.shape

@@ -44,6 +44,7 @@ from k1.engine.budget import check_fits
 from k1.engine.checkpoint import load_checkpoint, save_checkpoint
 from k1.engine.distributed import Dist
 from k1.engine.flops import flops_per_token
+from k1.engine.host_memory import keep_freed_memory
 from k1.engine.optim import build_optimizer
 from k1.engine.plasticity import Surgery, assemble
 from k1.engine.policies import build_policy
@@ -160,6 +161,8 @@ class TrainState:
         self.cfg, self.corpus, self.dist = cfg, corpus, dist or Dist()
         self.device = device or resolve_device(cfg.train.device)
         check_fits(cfg, corpus.vocab_size, self.device)  # before anything is allocated
+        if self.device.type == "cpu":  # a step's buffers are reused, not faulted back in (host_memory.py)
+            keep_freed_memory()
         torch.manual_seed(cfg.train.seed)
         self.policy = None
         self.install(build_model(cfg, corpus.vocab_size).to(self.device))

@@ -1,7 +1,8 @@
 """`train_step(state, x, y)`: one training step, following DESIGN.md's diagram line by line.
 
     batch → forward → loss (+ hook loss terms) → backward → [all-reduce under torchrun] → StepSignals
-          → policy.plan → finish_weight_grads(plan) → clip → optimizer.step(plan) → trust.update → StepResult
+          → policy.plan → rows → finish_weight_grads(plan, rows) → clip → optimizer.step(plan, rows)
+          → trust.update → StepResult
 
 With `model.defer_weight_grads` the matrices' weight gradients are formed after the plan, for the selected
 agents only (`AgentLevel`); the plan never depends on clipping.
@@ -39,6 +40,16 @@ def step_flops_per_token(state, plan):
     return f.forward + f.backward_input + f.weight_shared + (state.level_weight_flops * sel / state.level_sizes).sum()
 
 
+def clip_(grads: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """Scale `grads` in place so that their global L2 norm is at most `max_norm` (0: no clipping, the norm is
+    still measured); returns the norm before clipping. Takes gradient tensors rather than parameters, so a
+    deferred matrix's compact rows are clipped like any `.grad` (the same rule as torch's clip_grad_norm_)."""
+    norm = torch.nn.utils.get_total_norm(grads, 2.0, foreach=True)
+    if max_norm > 0 and grads:
+        torch._foreach_mul_(grads, (max_norm / (norm + 1e-6)).clamp(max=1.0))
+    return norm
+
+
 def train_step(state, x: torch.Tensor, y: torch.Tensor, log_due: bool = False, loss_terms=(),
                trial: int | None = None, branch: str | None = None) -> StepResult:
     """Train `state` on one batch. `loss_terms`: callables model → scalar added to the objective (EWC);
@@ -57,12 +68,13 @@ def train_step(state, x: torch.Tensor, y: torch.Tensor, log_due: bool = False, l
         state.dist.average_([p.grad for p in state.model.parameters() if p.grad is not None] + [loss])
     signals = StepSignals.measure(state.model, loss, state.parents)
     plan = state.policy.plan(signals, state.trust, state.step)
-    state.model.finish_weight_grads(plan)  # deferred matrix gradients, selected agents only (no-op if off)
-    params = [p for p in state.model.parameters() if p.grad is not None]
-    clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, clip, foreach=True)
+    rows = state.optimizer.select(plan)  # the rows this step touches, found once (rows.py)
+    # deferred matrix gradients of those rows only, kept compact (no-op if off); clipped with every .grad
+    grads = state.model.finish_weight_grads(plan, rows)
+    grads += [p.grad for p in state.model.parameters() if p.grad is not None]
+    grad_norm = clip_(grads, cfg.optim.grad_clip)
     finite = torch.isfinite(loss.detach()) & torch.isfinite(grad_norm)  # stays on the device
-    stats = state.optimizer.step(plan, lr, ok=finite)
+    stats = state.optimizer.step(plan, lr, ok=finite, rows=rows)
     if state.probe is None:
         state.trust.update(plan.masked(finite), loss, state.step)
     else:

@@ -11,10 +11,14 @@ Soft gating runs every agent on every token, so a token's cost grows with the tr
 is hard routing (a Switch-Transformer-style mixture over MLP agents): each token keeps one residual stream
 and, level by level, goes to the one child its current agent scores highest; the child's refinement is
 added scaled by its gate probability (so the gate keys learn). A token's cost then grows with the tree's
-depth. Attention needs keys and values of every token, so only level 0 (the root) may be a `block`; the
-routed levels must be `mlp`. Each agent takes at most `capacity_factor · tokens / N` tokens per level (static
-shapes, no host sync); overflow tokens pass the level unchanged. In training a Switch load-balancing term
-(`route_balance` × N·Σ fᵢ·Pᵢ per level) is added to the loss so the router does not collapse onto one agent.
+depth. `routing="topk"` generalises it: each token visits the `route_k` children its current agents score
+highest (with the tree wiring, among the children of the agents it visited on the level above), and adds
+each child's refinement scaled by that child's gate probability; k = 1 is top-1 exactly. Attention needs
+keys and values of every token, so only level 0 (the root) may be a `block`; the routed levels must be
+`mlp`. Each agent takes at most `capacity_factor · k · tokens / N` visits per level (static shapes, no
+host sync); overflow visits are dropped, so a token may pass a level unchanged. In training a Switch
+load-balancing term (`route_balance` × N·Σ fᵢ·Pᵢ per level, fᵢ the share of visits) is added to the loss
+so the router does not collapse onto one agent.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from k1.engine.level import AgentLevel, selected_rows
+from k1.engine.level import AgentLevel
+from k1.engine.rows import LevelRows, select_rows
 from k1.engine.shape import TreeShape
 
 
@@ -45,8 +50,9 @@ class ModelConfig(BaseModel):
     context: int = Field(default=64, ge=2)
     vocab_size: int | None = None  # None: taken from the tokenizer
     dense_layers: int | None = None  # DenseGPT depth; None: as deep as the tree (MLP widened to match)
-    routing: Literal["soft", "top1"] = "soft"  # top1: hard per-token routing over MLP agents (see above)
-    capacity_factor: float = Field(default=1.25, gt=0)  # routed: tokens an agent takes, × tokens / N
+    routing: Literal["soft", "top1", "topk"] = "soft"  # hard per-token routing over MLP agents (see above)
+    route_k: int = Field(default=2, ge=1)  # routing "topk": children a token visits per level
+    capacity_factor: float = Field(default=1.25, gt=0)  # routed: visits an agent takes, × k · tokens / N
     route_balance: float = Field(default=0.01, ge=0)  # routed: weight of the load-balancing loss
     gate_balance: float = Field(default=0.0, ge=0)  # soft tree: weight of the gate load-balancing loss
     defer_weight_grads: bool = False  # matrix gradients only for the agents a sparse step selects (level.py)
@@ -56,7 +62,7 @@ class ModelConfig(BaseModel):
         if self.routing != "soft":
             kinds = [self.kinds] * (len(self.branching) + 1) if isinstance(self.kinds, str) else self.kinds
             if any(k != "mlp" for k in kinds[1:]):
-                raise ValueError('routing "top1" routes tokens over MLP agents: every level below the root '
+                raise ValueError(f'routing "{self.routing}" routes tokens over MLP agents: every level below the root '
                                  'must be "mlp", e.g. kinds = ["block", "mlp", "mlp", "mlp"]')
         return self
 
@@ -129,15 +135,27 @@ class AgentTree(nn.Module):
         return logits, loss
 
     # ---- deferred weight gradients (ModelConfig.defer_weight_grads) -------------------------------------
-    def finish_weight_grads(self, plan=None) -> None:
+    def finish_weight_grads(self, plan=None, rows: list[LevelRows] | None = None) -> list[torch.Tensor]:
         """Between `loss.backward()` and `optimizer.step(plan)`: form the deferred matrix gradients of the
-        agents `plan` selects (every agent when plan is None). A no-op unless the option is on."""
+        agents `plan` selects (every agent when plan is None; `rows`: the step's row selection, rows.py, found
+        from the plan if not given). A no-op unless the option is on. Returns the compact row gradients
+        (`AgentLevel.row_grads`), which the step clips together with every `.grad`."""
         if not self.cfg.defer_weight_grads:
-            return
-        rows = None if plan is None else selected_rows(plan.scale, self.shape.level_offsets(),
-                                                         self.shape.level_sizes())
+            return []
+        offs, sizes = self.shape.level_offsets(), self.shape.level_sizes()
+        if plan is not None and rows is None:
+            rows = select_rows(plan, offs, sizes)
+        formed = []
         for lv, level in enumerate(self.levels):
-            level.finish_weight_grads(None if rows is None else rows[lv])
+            scale = None if plan is None else plan.scale[offs[lv]:offs[lv] + sizes[lv]]
+            formed += level.finish_weight_grads(None if rows is None else rows[lv], scale)
+        return formed
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        super().zero_grad(set_to_none)
+        if self.cfg.defer_weight_grads:  # the compact row gradients are gradients too
+            for level in self.levels:
+                level.clear_deferred()
 
     def _level_keep(self, keep: torch.Tensor | None, lv: int) -> torch.Tensor | None:
         if keep is None:
@@ -184,45 +202,71 @@ class AgentTree(nn.Module):
         self.last_gate_mass = torch.cat(masses)
         return out
 
+    @property
+    def route_k(self) -> int:
+        """Children a routed token visits per level: 1 for "top1", `cfg.route_k` for "topk"."""
+        return 1 if self.cfg.routing == "top1" else self.cfg.route_k
+
     def _routed(self, h: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """Hard top-1 routing (module docstring): one stream per token, one agent per token per level."""
+        """Hard top-k routing (module docstring): one stream per token; per level each token visits the k
+        children its current agents score highest, and their refinements are added, each scaled by its gate
+        probability. k = 1 is top-1 routing."""
         B, T, C = h.shape
-        R = B * T
+        R, k = B * T, self.route_k
         y0 = self._run_level(0, h.unsqueeze(0), keep)[0]  # the root sees every token (it may attend)
         x = y0.reshape(R, C)
-        agent = torch.zeros(R, dtype=torch.long, device=h.device)  # each token's agent at the last level
-        path_w = h.new_ones(R)
+        agent = torch.full((R, k), -1, dtype=torch.long, device=h.device)  # each token's agents (-1: none)
+        agent[:, 0] = 0  # every token starts at the root
+        path_w = h.new_zeros(R, k)
+        path_w[:, 0] = 1.0
         masses, aux = [h.new_ones(1)], h.new_zeros(())
         for lv in range(1, len(self.levels)):
             level = self.levels[lv]
             N = level.n_agents
             scores = F.layer_norm(x, (C,)) @ level.gate_key.T / math.sqrt(C) + level.gate_bias  # [R, N]
-            if self.cfg.wiring == "tree":  # a token may only go to a child of its current agent
-                allowed = getattr(self, f"parent_idx_{lv}").unsqueeze(0) == agent.unsqueeze(1)
+            if self.cfg.wiring == "tree":  # a token may only go to a child of one of its current agents
+                parent = getattr(self, f"parent_idx_{lv}")
+                under = parent.view(1, 1, N) == agent.unsqueeze(2)  # [R, k, N]: child n is under the token's j-th agent
+                allowed = under.any(1)
             else:
+                under = None
                 allowed = torch.ones(R, N, dtype=torch.bool, device=h.device)
-            active = allowed.any(1)  # False: the token's agent is a leaf, so the token has arrived
+            active = allowed.any(1)  # False: the token's agents are leaves, so the token has arrived
             probs = torch.softmax(scores.masked_fill(~allowed, -torch.inf).masked_fill(~active.unsqueeze(1), 0.0), -1)
-            p, choice = probs.max(-1)
-            onehot = F.one_hot(choice, N) * active.unsqueeze(1)  # [R, N]
-            cap = max(1, min(R, math.ceil(self.cfg.capacity_factor * R / N)))
-            pos = (onehot.cumsum(0) * onehot).sum(1) - 1  # the token's place in its agent's queue
-            kept = active & (pos < cap)
-            slot = torch.where(kept, choice * cap + pos, N * cap)  # overflow → a spare row, dropped
-            buf = x.new_zeros(N * cap + 1, C).index_copy(0, slot, x)
+            p, choice = probs.max(-1, keepdim=True) if k == 1 else probs.topk(min(k, N), -1)  # [R, k']
+            valid = (p > 0) & active.unsqueeze(1)  # fewer than k allowed children: the rest are not visits
+            kk = choice.shape[1]
+            # dispatch the R·k' (token, child) visits, token-major, each agent taking at most `cap` of them
+            onehot = F.one_hot(choice.reshape(-1), N) * valid.reshape(-1, 1)  # [R·k', N]
+            cap = max(1, min(R * kk, math.ceil(self.cfg.capacity_factor * R * kk / N)))
+            pos = (onehot.cumsum(0) * onehot).sum(1) - 1  # the visit's place in its agent's queue
+            kept = valid.reshape(-1) & (pos < cap)
+            slot = torch.where(kept, choice.reshape(-1) * cap + pos, N * cap)  # overflow → a spare row, dropped
+            src = x if kk == 1 else x.unsqueeze(1).expand(R, kk, C).reshape(R * kk, C)
+            buf = x.new_zeros(N * cap + 1, C).index_copy(0, slot, src)
             delta = level._mlp(buf[:-1].view(N, cap, C))  # [N, cap, C]: only dispatched tokens
-            k = self._level_keep(keep, lv)
-            if k is not None:
-                delta = delta * k.view(N, 1, 1)
+            kp = self._level_keep(keep, lv)
+            if kp is not None:
+                delta = delta * kp.view(N, 1, 1)
             delta = torch.cat([delta.reshape(N * cap, C), delta.new_zeros(1, C)]).index_select(0, slot)
-            gate = torch.where(kept, p, torch.zeros_like(p))
-            x = x + gate.unsqueeze(1) * delta
-            path_w = torch.where(active, path_w * p, path_w)
-            hit = onehot * kept.unsqueeze(1)
-            masses.append((hit * path_w.unsqueeze(1)).detach().mean(0))
+            gate = torch.where(kept, p.reshape(-1), torch.zeros_like(p.reshape(-1)))
+            x = x + (gate.unsqueeze(1) * delta).view(R, kk, C).sum(1)
+            # a visit's path weight: its parent's (the token's agent it sits under) times its gate probability
+            if under is None:
+                parent_w = path_w.sum(1, keepdim=True).expand(R, kk)
+            else:
+                parent_w = (under.gather(2, choice.unsqueeze(1).expand(R, k, kk)) * path_w.unsqueeze(2)).sum(1)
+            new_w = torch.where(valid, parent_w * p, torch.zeros_like(p))
+            hit = onehot * kept.reshape(-1, 1)  # [R·k', N]
+            masses.append((hit * new_w.reshape(-1, 1)).detach().sum(0) / R)
             n_active = active.sum().clamp_min(1)
-            aux = aux + N * (hit.sum(0) / n_active * (probs * active.unsqueeze(1)).sum(0) / n_active).sum()
-            agent = torch.where(active, choice, torch.full_like(choice, -1))
+            f = hit.sum(0) / (n_active * kk)  # the share of visits each agent took (sums to ≤ 1)
+            aux = aux + N * (f * (probs * active.unsqueeze(1)).sum(0) / n_active).sum()
+            # tokens that arrived keep their agents (and weights); the others move to their children
+            move = active.unsqueeze(1)
+            nxt = torch.where(valid, choice, torch.full_like(choice, -1))
+            agent = torch.where(move, F.pad(nxt, (0, k - kk), value=-1), agent)
+            path_w = torch.where(move, F.pad(new_w, (0, k - kk)), path_w)
         self.last_gate_mass = torch.cat(masses)
         self.aux_loss = aux
         return x.view(B, T, C)
