@@ -294,3 +294,22 @@ def test_cli_error_is_one_line_and_exit_code_2(cfg_file, tmp_path):
     r = k1("continual", "--config", cfg_file, "--out", tmp_path / "x", "--strategies", "gpt-naive,nope", check=False)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("k1: error:") and "nope" in lines[0]
+
+
+def test_a_saved_identity_matches_when_only_a_later_default_is_missing():
+    import tomllib
+
+    import tomli_w
+
+    from k1.experiments.continual import run_identity, same_training
+
+    cfg, ccfg = load_configs(None, "small", [])
+    cfg, _ = check_run(cfg, DOMAINS, ["k1-balance"], 1, 4)
+    now = run_identity(cfg, ccfg, "k1-balance", 3)
+    older = tomllib.loads(now["config"])
+    del older["model"]["route_k"]  # saved by a version of the code before that option existed
+    assert same_training({**now, "config": tomli_w.dumps(older)}, now)
+    older["model"]["gate_balance"] = 0.5  # a setting that changes training
+    assert not same_training({**now, "config": tomli_w.dumps(older)}, now)
+    assert not same_training({**now, "continual": {**now["continual"], "replay_fraction": 0.5}}, now)
+    assert not same_training({"config": "not [toml"}, now) and not same_training(None, now)

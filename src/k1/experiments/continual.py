@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 from pydantic import ValidationError
 
-from k1.config import RunConfig, dump_config, load_config, merge, parse_override
+from k1.config import RunConfig, dump_config, load_config, merge, parse_override, validate
 from k1.data import load_corpus
 from k1.data.builtin import DEFAULT_RECIPES
 from k1.data.extras import EXTRA_RECIPES
@@ -192,6 +192,17 @@ def run_identity(cfg: RunConfig, ccfg: ContinualConfig, strategy: str, seed: int
     return {"config": dump_config(strategy_run_config(cfg, strategy, seed)), "continual": ccfg.model_dump()}
 
 
+def same_training(saved: dict | None, identity: dict) -> bool:
+    """Whether a saved identity trains like `identity`: the same continual knobs and the same validated
+    config, so an option added to the code later (saved without it, at its default) still matches."""
+    if not isinstance(saved, dict) or saved.get("continual") != identity["continual"]:
+        return False
+    try:
+        return validate(tomllib.loads(saved["config"])) == validate(tomllib.loads(identity["config"]))
+    except (ConfigError, tomllib.TOMLDecodeError, KeyError, TypeError):
+        return False
+
+
 def finished_run(run_dir: Path, identity: dict, specialise: bool = False) -> dict | None:
     """The saved result of a finished (strategy, seed) with this identity, or None (absent, other, torn).
 
@@ -201,7 +212,7 @@ def finished_run(run_dir: Path, identity: dict, specialise: bool = False) -> dic
         saved = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if saved.get("identity") != identity:
+    if not same_training(saved.get("identity"), identity):
         return None
     if specialise and saved.get("model") == "AgentTree" and saved.get("strong_specialists") is None:
         saved["strong_specialists"] = count_specialists(run_dir)
