@@ -1,9 +1,10 @@
 """The `k1 continual` command (registered by `k1.cli`): parse the options, run `continual.py`, print the table.
 
-Budgets, measured on 2 idle CPU cores for all 7 strategies × 3 seeds × 3 domains on the `small` model: one
-step costs ~45 ms for DenseGPT, ~80 ms for the tree and ~100 ms for k1-auto (its trials), about 4.4 s of
-wall time per step per domain in all; hence 130 steps per domain by default (~10 minutes) and 40 with
-`--quick` (~3 minutes).
+Budgets: one step of the `small` model costs ~45 ms for DenseGPT and ~80 ms for the tree on 2 idle CPU
+cores (k1-auto more, for its trials). The default of 130 steps per domain gives forgetting room to show;
+`--quick` (40 per domain, about a third of the cost) is what the README's tables use, at 3 and 8 seeds,
+because a table of 13 strategies at the default length did not fit one session on the shared machine.
+Finished (strategy, seed) runs in `--out` are read back, so a long table can be built over several calls.
 """
 
 from __future__ import annotations
