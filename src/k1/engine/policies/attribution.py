@@ -45,7 +45,10 @@ class AttributionPolicy(UpdatePolicy):
 
     def plan(self, signals, trust, step) -> UpdatePlan:
         g = signals.grad_rms
-        path = self.blame_path(g, signals.parents)
+        return self.path_plan(g, self.blame_path(g, signals.parents))
+
+    def path_plan(self, g: torch.Tensor, path: torch.Tensor) -> UpdatePlan:
+        """The plan that updates `path` ([L], root → culprit) with the fixed or proportional scales."""
         culprit = path[-1:]
         if self.cfg.mode == "fixed":
             vals, culprit_val = self.path_vals.to(g.dtype), self.culprit_val.to(g.dtype)

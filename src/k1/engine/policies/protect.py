@@ -58,16 +58,8 @@ class ProtectPolicy(AttributionPolicy):
         self.use_now += use.to(self.use_now.dtype)
         self.steps_now += 1
         factor = self.shield_factor().to(g.dtype)
-        path = self.blame_path(g / factor, signals.parents)
-        culprit = path[-1:]
-        if self.cfg.mode == "fixed":
-            vals, culprit_val = self.path_vals.to(g.dtype), self.culprit_val.to(g.dtype)
-        else:
-            vals = g[path] / g[path].max().clamp_min(1e-12)
-            culprit_val = vals[-1:].clamp_min(1e-6)
-        scale = torch.zeros_like(g).index_put_((path[:-1],), vals[:-1])
-        scale = scale.index_put_((culprit,), culprit_val)
-        return UpdatePlan(scale / factor, path)
+        plan = self.path_plan(g, self.blame_path(g / factor, signals.parents))
+        return UpdatePlan(plan.scale / factor, plan.path)
 
     def consolidate(self) -> None:
         """A domain ended: fold its mean use into the importance and start counting the next one."""
