@@ -226,7 +226,7 @@ def test_cli_writes_continual_json_with_the_schema(cfg_file, tmp_path):
         assert by_name[naive]["frac_params_changed"]["mean"] > by_name["random-k"]["frac_params_changed"]["mean"]
     # FLOPs are counted for every executed step: k1-auto's trial branches cost compute on top of its steps
     assert by_name["k1-auto"]["train_flops"]["mean"] > by_name["k1-attribution"]["train_flops"]["mean"]
-    auto = report["strategies"][-1]["per_seed"][0]["organizer"]
+    auto = by_name["k1-auto"]["per_seed"][0]["organizer"]
     assert auto["commits"] + auto["trial_rollbacks"] > 0, "k1-auto's autonomy must act inside the stages"
     md = (out / "continual.md").read_text()
     assert "| strategy | final avg bpb | BWT |" in md and "## k1-auto: R (bits per byte)" in md
@@ -234,7 +234,8 @@ def test_cli_writes_continual_json_with_the_schema(cfg_file, tmp_path):
     # the paired comparisons a claim rests on, one row per pair and metric, over both seeds
     pairs = {(c["candidate"], c["reference"]) for c in report["paired"]}
     assert {("k1-attribution", "random-k"), ("k1-replay", "tree-replay"), ("k1-protect", "tree-naive")} <= pairs
-    assert all(c["seeds"] == 2 and c["p_value"] == 1.0 for c in report["paired"])  # 2 seeds: p is 0.5 or 1 ...
+    # with 2 seeds the only possible p-values are 0.5 (both seeds agree in sign) and 1
+    assert all(c["seeds"] == 2 and c["p_value"] in (0.5, 1.0) for c in report["paired"])
     assert "## Paired comparisons over seeds" in md
 
 
