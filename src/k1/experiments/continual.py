@@ -216,8 +216,15 @@ def finished_run(run_dir: Path, identity: dict, specialise: bool = False) -> dic
         return None
     if specialise and saved.get("model") == "AgentTree" and saved.get("strong_specialists") is None:
         saved["strong_specialists"] = count_specialists(run_dir)
-        path.write_text(json.dumps(saved, indent=1))
+        write_run_result(run_dir, saved)
     return saved
+
+
+def write_run_result(run_dir: Path, result: dict) -> None:
+    """`continual_run.json`, written to a temporary name and renamed: its presence means "finished"."""
+    tmp = run_dir / "continual_run.json.tmp"
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(run_dir / "continual_run.json")
 
 
 def count_specialists(run_dir: Path) -> int:
@@ -262,9 +269,7 @@ def run_one(cfg: RunConfig, ccfg: ContinualConfig, strategy: str, seed: int, cor
            "steps": s["steps"], "organizer": s["safety"], "autonomy": s.get("autonomy"),
            "strong_specialists": count_specialists(run_dir) if specialise and cfg.arch == "tree" else None,
            "seconds": time.perf_counter() - t0, "identity": identity}
-    tmp = run_dir / "continual_run.json.tmp"  # written last and renamed: its presence means "finished"
-    tmp.write_text(json.dumps(out, indent=1))
-    tmp.replace(run_dir / "continual_run.json")
+    write_run_result(run_dir, out)  # last: a run cut short before this line is trained again
     return out
 
 
