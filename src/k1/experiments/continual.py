@@ -12,7 +12,7 @@ lower-is-better (a loss, not an accuracy, so the signs are flipped relative to G
     fwt              = mean_{j>0}   (R[j-1][j] − R_init[j])          < 0: earlier domains already helped j
 
 One `TrainState` per (strategy, seed) persists across the stages, trained by the engine's one loop
-(`k1.engine.loop.run`) with one stage per domain: a fresh sampler of that domain, no mid-stage evaluation.
+(`k1.engine.run.loop.run`) with one stage per domain: a fresh sampler of that domain, no mid-stage evaluation.
 Its learning-rate schedule spans the whole sequence (`train.steps = domains × steps_per_domain`): warmup
 once, one cosine. k1-auto's autonomy acts inside each stage; a trial starts only if it ends inside its
 stage, and its held-out judgement sees the current domain's validation windows only (no peeking at other
@@ -42,16 +42,16 @@ from pathlib import Path
 import torch
 from pydantic import ValidationError
 
-from k1.config import RunConfig, dump_config, load_config, merge, parse_override, validate
+from k1.engine.config import RunConfig, dump_config, load_config, merge, parse_override, validate
 from k1.data import load_corpus
 from k1.data.builtin import DEFAULT_RECIPES
 from k1.data.extras import EXTRA_RECIPES
 from k1.errors import ConfigError
-from k1.engine.checkpoint import save_checkpoint
+from k1.engine.run.checkpoint import save_checkpoint
 from k1.engine.hooks import Hook
-from k1.engine.loop import Stage, run
-from k1.engine.state import TrainState
-from k1.engine.train import standard_hooks
+from k1.engine.run.loop import Stage, run
+from k1.engine.run.state import TrainState
+from k1.engine.run.train import standard_hooks
 from k1.experiments.strategies import STRATEGIES, ContinualConfig, check_strategies, strategy_config
 
 log = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ def _row(metrics: dict, domains: list[str], key: str) -> list[float]:
 def strategy_run_config(cfg: RunConfig, strategy: str, seed: int) -> RunConfig:
     """The resolved config of one (strategy, seed): what its run directory's config.toml holds."""
     cfg = strategy_config(strategy, cfg, steps_per_domain=cfg.train.steps // len(cfg.data.domains))
-    train = cfg.train.model_copy(update={"seed": seed, "callbacks": ["metrics", "attribution"]})
+    train = cfg.train.model_copy(update={"seed": seed, "recorders": ["metrics", "attribution"]})
     return cfg.model_copy(update={"train": train, "name": f"{strategy}-seed{seed}"})
 
 

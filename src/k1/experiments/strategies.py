@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from k1.config import RunConfig, load_config
+from k1.engine.config import RunConfig, load_config
 from k1.data import BatchSampler
 from k1.engine.hooks import Hook
-from k1.engine.requests import UseSampler
+from k1.engine.hooks.requests import UseSampler
 from k1.errors import ConfigError
 from k1.registry import Registry
 
