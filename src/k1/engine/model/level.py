@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from k1.engine.model.cache import LevelKV
 from k1.engine.model.rows import LevelRows, take
 
 # Parameter names per agent kind; each is stored as [N, ...].
@@ -124,13 +125,14 @@ class AgentLevel(nn.Module):
     def agent_parameters(self) -> list[tuple[str, nn.Parameter]]:
         return list(self.named_parameters(recurse=False))
 
-    def forward(self, x: torch.Tensor, normed: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, normed: torch.Tensor | None = None, kv: LevelKV | None = None) -> torch.Tensor:
         """x: [N, B, T, C] (agent i reads x[i]) → [N, B, T, C], each agent a residual refinement.
 
         `normed`, if given, is `layer_norm(x)` without affine, already computed by the caller (the tree
-        shares it with the gate scores): it saves this level's first normalisation."""
+        shares it with the gate scores): it saves this level's first normalisation. `kv` (decoding): this
+        level's cached keys and values of the positions before x's; x's own are appended to it."""
         if self.kind == "block":
-            x = x + self._attention(x, normed)
+            x = x + self._attention(x, normed, kv)
             normed = None
         return x + self._mlp(x, normed)
 
@@ -204,13 +206,19 @@ class AgentLevel(nn.Module):
         """Drop the stash, the estimate and the compact row gradients (after a step, or when stale)."""
         self._pending, self.deferred_grad_sq, self.row_grads, self.grad_rows = [], None, {}, None
 
-    def _attention(self, x: torch.Tensor, normed: torch.Tensor | None = None) -> torch.Tensor:
+    def _attention(self, x: torch.Tensor, normed: torch.Tensor | None = None, kv: LevelKV | None = None) -> torch.Tensor:
         N, B, T, C = x.shape
         nh = self.n_heads
         qkv = self._linear(self._norm(x, self.ln1_w, self.ln1_b, normed), "qkv_w", self.qkv_b)  # [N, B, T, 3C]
         # split, not unbind: backward is then one contiguous cat (unbind's stack + permute cost a copy more)
         q, k, v = (t.view(N * B, T, nh, C // nh).transpose(1, 2) for t in qkv.split(C, dim=-1))  # [N*B, nh, T, hs]
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # causal mask: no look-ahead
+        if kv is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # causal mask: no look-ahead
+        else:  # new token i sits at position S - T + i and sees keys 0..S - T + i (causal, after the cache)
+            k, v = kv.extend(k, v)  # [N*B, nh, S, hs]
+            S = k.shape[2]
+            mask = None if T == 1 else torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         y = y.transpose(1, 2).reshape(N, B, T, C)
         return self._linear(y, "proj_w", self.proj_b)
 

@@ -31,6 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from k1.engine.model.cache import KVCache
 from k1.engine.model.level import AgentLevel
 from k1.engine.model.rows import LevelRows, select_rows
 from k1.engine.model.shape import TreeShape
@@ -109,22 +110,33 @@ class AgentTree(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     # ---- forward ---------------------------------------------------------------------------------
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, ablate: torch.Tensor | None = None):
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, ablate: torch.Tensor | None = None,
+                cache: KVCache | None = None):
         """`ablate` ([A] bool, flat order) removes those agents' contributions: an ablated agent passes its
-        input through unchanged (its residual refinement is dropped), so its subtree still runs."""
+        input through unchanged (its residual refinement is dropped), so its subtree still runs.
+
+        `cache` (decoding, `new_cache()`): idx holds the positions after the cached ones; only they are
+        computed, attending to the cached keys, and the cache grows by T. The same code runs with and
+        without it, so cached logits are the uncached ones. Soft-gated trees only."""
         B, T = idx.shape
-        if T > self.cfg.context:
-            raise ValueError(f"sequence length {T} exceeds the model context {self.cfg.context}")
-        pos = torch.arange(T, device=idx.device)
+        p0 = 0 if cache is None else cache.length
+        if p0 + T > self.cfg.context:
+            raise ValueError(f"sequence length {T} exceeds the model context {self.cfg.context}" if cache is None
+                             else f"positions {p0}..{p0 + T - 1} exceed the model context {self.cfg.context}")
+        pos = torch.arange(p0, p0 + T, device=idx.device)
         h = self.tok_emb(idx) + self.pos_emb(pos)  # [B, T, C]
         keep = None if ablate is None else ~ablate.bool()
         if self.cfg.defer_weight_grads:  # a stash left by a backward that no step finished is stale
             for level in self.levels:
                 level.clear_deferred()
         if self.cfg.routing != "soft":
+            if cache is not None:
+                raise ValueError(f"cached decoding supports soft-gated trees, not routing={self.cfg.routing!r}")
             h = self._routed(h, keep)
         else:
-            h = self._tree(h, keep) if self.cfg.wiring == "tree" else self._levels(h, keep)
+            h = self._tree(h, keep, cache) if self.cfg.wiring == "tree" else self._levels(h, keep, cache)
+        if cache is not None:
+            cache.length += T
         logits = F.linear(self.ln_f(h), self.tok_emb.weight)  # tied head, [B, T, V]
         loss = None
         if targets is not None:
@@ -163,13 +175,17 @@ class AgentTree(nn.Module):
         off = self.shape.level_offsets()[lv]
         return keep[off:off + self.levels[lv].n_agents].view(-1, 1, 1, 1)
 
+    def new_cache(self) -> KVCache:
+        """An empty `KVCache` for `forward(idx, cache=...)`."""
+        return KVCache(len(self.levels))
+
     def _run_level(self, lv: int, inp: torch.Tensor, keep: torch.Tensor | None,
-                   normed: torch.Tensor | None = None) -> torch.Tensor:
-        y = self.levels[lv](inp, normed)
+                   normed: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
+        y = self.levels[lv](inp, normed, None if cache is None else cache.levels[lv])
         k = self._level_keep(keep, lv)
         return y if k is None else torch.where(k, y, inp)  # ablated: identity
 
-    def _tree(self, h: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+    def _tree(self, h: torch.Tensor, keep: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
         B, T, C = h.shape
         self.aux_loss = None
         prev_out = h.unsqueeze(0)  # [1, B, T, C]: the embedding is the root's "parent"
@@ -183,7 +199,7 @@ class AgentTree(nn.Module):
             # for the children's first layer norm alike (profiled in docs/performance.md)
             normed = F.layer_norm(prev_out, (C,)).index_select(0, pidx)  # [N, B, T, C]
             inp = prev_out.index_select(0, pidx)  # [N, B, T, C] each agent reads its parent's output
-            y = self._run_level(lv, inp, keep, normed)
+            y = self._run_level(lv, inp, keep, normed, cache)
             if lv == 0:
                 w = prev_w
             else:  # the parent scores its children: softmax over siblings of <norm(parent out), child key>
@@ -287,11 +303,11 @@ class AgentTree(nn.Module):
             out[lv] = pooled @ self.levels[lv].gate_key.T / math.sqrt(C) + self.levels[lv].gate_bias
         return out
 
-    def _levels(self, h: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+    def _levels(self, h: torch.Tensor, keep: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
         self.aux_loss = None
         for lv, level in enumerate(self.levels):
             normed = F.layer_norm(h, (h.shape[-1],)).unsqueeze(0).expand(level.n_agents, *h.shape)
-            h = self._run_level(lv, h.unsqueeze(0).expand(level.n_agents, *h.shape), keep, normed).mean(0)
+            h = self._run_level(lv, h.unsqueeze(0).expand(level.n_agents, *h.shape), keep, normed, cache).mean(0)
         self.last_gate_mass = torch.cat([h.new_full((lv.n_agents,), 1.0 / lv.n_agents) for lv in self.levels])
         return h
 
