@@ -22,9 +22,10 @@ from pathlib import Path
 import torch
 
 from k1.engine.config import load_config
-from k1.engine.update.signals import StepSignals, rank_correlation
+from k1.engine.run.rundir import RunDir
 from k1.engine.run.step import train_step
 from k1.engine.run.train import Trainer
+from k1.engine.update.signals import StepSignals, rank_correlation
 
 
 def rank_agreement(preset: str, warm: int, batches: int, out: Path) -> dict:
@@ -65,7 +66,7 @@ def curve(preset: str, steps: int, seed: int, defer: bool, out: Path) -> dict:
                                                 f"model.defer_weight_grads={str(defer).lower()}"])
     tr = Trainer(cfg, out, quiet=True)
     s = tr.fit()
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records = RunDir(out).read_jsonl(RunDir.METRICS)
     losses = [r["loss"] for r in records if r.get("kind") == "train"]
     return {"val_bpb": round(s["val_bpb"], 4), "train_loss_curve": [round(v, 3) for v in losses],
             "tokens_per_s": round(s["tokens_per_s"], 1)}

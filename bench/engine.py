@@ -34,9 +34,9 @@ from pathlib import Path
 
 import torch
 
-from k1.engine.config import load_config
 from k1.data import Corpus, DomainSplit
 from k1.data.tokenizer import ByteTokenizer
+from k1.engine.config import load_config
 from k1.engine.model.flops import counted_flops, flops_per_token, path_fractions
 from k1.engine.run.step import train_step
 from k1.engine.run.train import Trainer

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import torch
 
-from k1.engine.config import load_config
 from k1.data import load_tokenizer
+from k1.engine.config import load_config
 from k1.engine.run.build import build_model
 from k1.pool.members.k1 import K1Member
 

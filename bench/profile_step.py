@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from engine import REFERENCE, make_trainer, synthetic_corpus  # noqa: E402
 
 from k1.engine.run.host_memory import keep_freed_memory  # noqa: E402
-from k1.engine.update.signals import StepSignals  # noqa: E402
 from k1.engine.run.step import clip_, lr_at  # noqa: E402
+from k1.engine.update.signals import StepSignals  # noqa: E402
 
 PHASES = ("forward", "backward", "signals", "plan", "finish", "clip", "optimizer", "trust", "zero_grad")
 

@@ -57,6 +57,7 @@ def train(
     """Train one model and write runs/<name>/ (config, metrics, attribution log, checkpoints)."""
     from k1.engine.config import load_config
     from k1.engine.run import distributed
+    from k1.engine.run.rundir import RunDir
     from k1.engine.run.train import Trainer
 
     extra: dict = {} if name is None else {"name": name}
@@ -74,28 +75,25 @@ def train(
         if changed:
             raise ConfigError(f"--resume continues a run exactly as configured; {changed[0]} would change it "
                               "(only --steps and --checkpoint-every may be given)")
-        cfg_file = resume / "config.toml"
-        if not cfg_file.is_file():
-            raise ConfigError(f"--resume {resume}: no config.toml there; is it a k1 run directory?")
-        cfg = load_config(cfg_file, extra=extra)
-        dist, cfg = _distributed(cfg)
+        run = RunDir(resume)
+        if not run.has_config():
+            raise ConfigError(f"--resume {resume}: no {RunDir.CONFIG} there; is it a k1 run directory?")
+        cfg = run.read_config(extra=extra)
+        dist = _join(cfg)
         trainer = Trainer(cfg, resume, quiet=quiet, dist=dist)
         trainer.restore()
         if steps is not None and dist.is_main:
-            from k1.engine.config import save_config
-            save_config(cfg, resume / "config.toml")
+            run.write_config(cfg)
     else:
         cfg = load_config(config, preset=preset, overrides=set_, extra=extra)
         run_dir = out or Path("runs") / cfg.name
-        from k1.engine.run.checkpoint import checkpoint_dirs, is_complete
-
-        dist, cfg = _distributed(cfg)
-        if any(is_complete(d) for d in checkpoint_dirs(run_dir)):
+        run = RunDir(run_dir)
+        dist = _join(cfg)
+        if run.has_checkpoint():
             raise ConfigError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")
-        if dist.is_main and (run_dir / "config.toml").exists():  # killed before its first checkpoint
+        if dist.is_main and run.has_config():  # killed before its first checkpoint
             print(f"k1: {run_dir} has no complete checkpoint; starting it over", file=sys.stderr)
-            for stale in ("config.toml", "metrics.jsonl", "attribution.jsonl", "shapes.jsonl", "shape.json"):
-                (run_dir / stale).unlink(missing_ok=True)
+            run.clear_started()
         trainer = Trainer(cfg, run_dir, quiet=quiet, dist=dist)
     try:
         summary = trainer.fit()
@@ -110,19 +108,15 @@ def train(
                       f"{summary['frac_params_changed']:.1%} of parameters changed per step → {trainer.out_dir}")
 
 
-def _distributed(cfg):
-    """Under torchrun: join the process group and pin this rank's device (a one-line error if impossible)."""
+def _join(cfg):
+    """Under torchrun: join the process group (a one-line error if impossible). The config is left as
+    loaded; the run state picks this rank's device (`Dist.device`)."""
     from k1.engine.run import distributed
 
     try:
-        dist, device = distributed.setup(cfg.train.device)
+        return distributed.setup(cfg.train.device)
     except (RuntimeError, ValueError, KeyError) as e:
         raise ConfigError(f"torchrun: could not join the process group ({str(e).splitlines()[0]})") from None
-    if not dist.enabled:
-        return dist, cfg
-    if getattr(cfg.model, "defer_weight_grads", False):
-        raise ConfigError("model.defer_weight_grads is not supported under torchrun yet; turn it off")
-    return dist, cfg.model_copy(update={"train": cfg.train.model_copy(update={"device": device})})
 
 
 @app.command()

@@ -8,8 +8,8 @@ import torch
 from safetensors.torch import save_file
 
 from k1.engine.config import load_config
-from k1.engine.run import distributed
 from k1.engine.hooks import Hook
+from k1.engine.run import distributed
 from k1.engine.run.train import Trainer
 
 
@@ -26,9 +26,8 @@ class Kill(Hook):
 
 def main(cfg_file: str, out: str, mode: str) -> None:
     torch.set_num_threads(1)
-    dist, device = distributed.setup("cpu")
+    dist = distributed.setup("cpu")
     cfg = load_config(cfg_file)
-    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"device": device})})
     tr = Trainer(cfg, Path(out), quiet=True, dist=dist)
     if mode.startswith("kill"):
         tr.loop.hooks.append(Kill(int(mode.split("=")[1])))

@@ -4,12 +4,12 @@
 import pytest
 import torch
 
-from k1.engine.selforg.autonomy import Autonomy, AutonomyConfig, gini
 from k1.engine.model.plan import UpdatePlan
-from k1.engine.update.policies.base import UpdatePolicy
 from k1.engine.model.shape import TreeShape
 from k1.engine.run.step import train_step
 from k1.engine.run.train import Trainer
+from k1.engine.selforg.autonomy import Autonomy, AutonomyConfig, gini
+from k1.engine.update.policies.base import UpdatePolicy
 
 
 def test_gini_by_hand():

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from k1.engine.model.level import AgentLevel
-from k1.engine.selforg.plasticity import extract, grow, merge, prune, reorganize
 from k1.engine.run.step import train_step
 from k1.engine.run.train import Trainer
+from k1.engine.selforg.plasticity import extract, grow, merge, prune, reorganize
 from k1.errors import ConfigError
 
 

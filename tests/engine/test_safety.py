@@ -4,8 +4,9 @@ validation gate, no committed progress lost."""
 import pytest
 import torch
 
-from k1.engine.selforg.autonomy import Proposal
+from k1.engine.run.measure import trial_loss
 from k1.engine.run.train import Trainer
+from k1.engine.selforg.autonomy import Proposal
 
 
 @pytest.fixture
@@ -63,7 +64,7 @@ def test_destructive_change_is_rolled_back_and_control_progress_kept(trainer):
     e = tr.state.record.events[-1]
     assert e["decision"] == "rollback" and e["held_out_with_change"] > e["held_out_control"]
     assert tr.state.step == start + 4 and tr.state.lr_scale == 1.0  # the control branch's 4 steps are kept
-    assert tr.state.trial_loss() == pytest.approx(e["held_out_control"], abs=1e-6)
+    assert trial_loss(tr.state) == pytest.approx(e["held_out_control"], abs=1e-6)
 
 
 def test_destructive_prune_is_rolled_back(trainer):

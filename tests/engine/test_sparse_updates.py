@@ -7,10 +7,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from k1.engine.model.plan import UpdatePlan
 
-from k1.engine.update.policies import POLICIES
 from k1.engine.run.step import train_step
 from k1.engine.run.step import lr_at
 from k1.engine.run.train import Trainer
+from k1.engine.update.policies import POLICIES
 
 
 def snapshot(trainer):

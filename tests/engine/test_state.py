@@ -7,9 +7,10 @@ import json
 import pytest
 import torch
 
-from k1.engine.run.checkpoint import checkpoint_dirs, latest_checkpoint, load_checkpoint
 from k1.engine.hooks import Hook
+from k1.engine.run.checkpoint import load_checkpoint
 from k1.engine.run.loop import Stage
+from k1.engine.run.rundir import RunDir
 from k1.engine.run.state import FIELDS
 from k1.engine.run.train import Trainer
 from k1.errors import CheckpointError
@@ -65,7 +66,7 @@ def test_every_field_is_in_a_checkpoint_and_snapshots_carry_only_theirs(tiny_cfg
     cfg = tiny_cfg("train.steps=12", "train.eval_every=4", *PHASE2)
     tr = Trainer(cfg, tmp_path / "run", quiet=True)
     tr.fit()
-    _, state = load_checkpoint(latest_checkpoint(tmp_path / "run"))
+    _, state = load_checkpoint(RunDir(tmp_path / "run").latest_checkpoint())
     assert set(FIELDS) - {"model"} <= set(state)
     ring = state["ring"]
     assert len(ring) == tr.state.ring.ring.maxlen  # snapshots from the start and each evaluation, saved
@@ -135,7 +136,7 @@ def test_trial_steps_are_logged_with_their_trial_and_branch(tiny_cfg, tmp_path):
 def test_keep_checkpoints_keeps_the_newest_and_the_best(tiny_cfg, tmp_path):
     cfg = tiny_cfg("train.steps=24", "train.checkpoint_every=3", "train.keep_checkpoints=2", "train.eval_every=6")
     Trainer(cfg, tmp_path / "run", quiet=True).fit()
-    kept = [int(p.name.split("-")[1]) for p in checkpoint_dirs(tmp_path / "run")]
+    kept = [int(p.name.split("-")[1]) for p in RunDir(tmp_path / "run").checkpoint_dirs()]
     assert kept[-2:] == [21, 24] and len(kept) <= 3
     assert all(s % 6 == 0 for s in kept[:-2]), "an extra checkpoint is only ever the best evaluated one"
 
@@ -175,5 +176,5 @@ def test_a_save_interrupted_between_files_leaves_the_last_complete_checkpoint(ti
 def test_a_run_without_complete_checkpoints_is_a_one_line_error(tmp_path):
     (tmp_path / "checkpoints" / "step-5").mkdir(parents=True)
     with pytest.raises(CheckpointError, match="no complete checkpoint") as e:
-        latest_checkpoint(tmp_path)
+        RunDir(tmp_path).latest_checkpoint()
     assert "\n" not in str(e.value)

@@ -1,8 +1,8 @@
-"""The `tensorboard` callback: a real tiny run, its event file read back with TensorBoard's own reader."""
+"""The `tensorboard` recorder: a real tiny run, its event file read back with TensorBoard's own reader."""
 
 import pytest
 
-pytest.importorskip("tensorboard", reason="the tensorboard callback needs the tensorboard package")
+pytest.importorskip("tensorboard", reason="the tensorboard recorder needs the tensorboard package")
 
 import k1.engine.hooks.tensorboard  # noqa: E402,F401  (registers "tensorboard")
 from k1.engine.run.train import Trainer  # noqa: E402

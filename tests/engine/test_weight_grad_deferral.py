@@ -8,10 +8,10 @@ from k1.engine.model.flops import counted_flops, flops_per_token, path_fractions
 from k1.engine.model.level import MATRICES
 from k1.engine.model.plan import UpdatePlan
 from k1.engine.model.shape import TreeShape
-from k1.engine.update.signals import StepSignals, flat_parents_tensor, rank_correlation
+from k1.engine.model.tree import AgentTree, ModelConfig
 from k1.engine.run.step import train_step
 from k1.engine.run.train import Trainer
-from k1.engine.model.tree import AgentTree, ModelConfig
+from k1.engine.update.signals import StepSignals, flat_parents_tensor, rank_correlation
 
 
 def make(defer: bool, **kw) -> AgentTree:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from k1.common.files import write_atomic
 from k1.data.builtin import DEFAULT_RECIPES, Recipe
 from k1.data.documents import DOC_SEPARATOR, split_documents
 from k1.data.extras import EXTRA_RECIPES
@@ -118,7 +119,7 @@ def build_corpora(
     }
     if any(manifest[k] != old.get(k) for k in ("domains", "skipped", "cache_dir")):
         manifest["updated_at"] = _now()
-        _write_atomic(cache / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False).encode("utf-8"))
+        write_atomic(cache / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False).encode("utf-8"))
     else:
         manifest = old
     log.info("corpora ready in %s (%.1f s)", cache, time.perf_counter() - started)
@@ -148,10 +149,10 @@ def _build_domain(cache: Path, recipe: Recipe, fingerprint: dict) -> dict:
         log.warning("built-in domain %r is only %d bytes (expected >= %d)", recipe.name, total, MIN_DOMAIN_BYTES)
     folder = cache / recipe.name
     folder.mkdir(parents=True, exist_ok=True)
-    _write_atomic(folder / "train.txt", split.train)
-    _write_atomic(folder / "val.txt", split.val)
+    write_atomic(folder / "train.txt", split.train)
+    write_atomic(folder / "val.txt", split.val)
     index = {"train": split.train_index, "val": split.val_index}
-    _write_atomic(folder / "documents.json", json.dumps(index, ensure_ascii=False).encode("utf-8"))
+    write_atomic(folder / "documents.json", json.dumps(index, ensure_ascii=False).encode("utf-8"))
     seconds = time.perf_counter() - t0
     log.info("%s: %d + %d documents, %.2f + %.2f MB in %.1f s", recipe.name, *split.n_documents.values(),
              len(split.train) / 1e6, len(split.val) / 1e6, seconds)
@@ -166,14 +167,6 @@ def _build_domain(cache: Path, recipe: Recipe, fingerprint: dict) -> dict:
         "built_at": _now(),
         "build_seconds": round(seconds, 3),
     }
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write via a temporary file and rename, so a reader (or a parallel test run) never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _now() -> str:

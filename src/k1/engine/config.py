@@ -12,14 +12,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
+from k1.common.config_files import read_toml, validate_as
 from k1.data.config import DataConfig
-from k1.engine.selforg.autonomy import AutonomyConfig
-from k1.engine.update.optim import OptimConfig
-from k1.engine.selforg.safety import SafetyConfig
-from k1.engine.update.policies import AttributionConfig, PolicyConfig
 from k1.engine.model.tree import ModelConfig
+from k1.engine.selforg.autonomy import AutonomyConfig
+from k1.engine.selforg.safety import SafetyConfig
+from k1.engine.update.optim import OptimConfig
+from k1.engine.update.policies import AttributionConfig, PolicyConfig
 from k1.engine.update.trust import TrustVectorConfig
 from k1.errors import ConfigError
 
@@ -131,16 +132,8 @@ def load_config(path: str | Path | None = None, preset: str | None = None,
         data = merge(data, PRESETS[preset])
     source = "defaults"
     if path is not None:
-        p = Path(path)
-        source = str(p)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            data = merge(data, tomllib.loads(p.read_text(encoding="utf-8")))
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{p}: not valid TOML ({e})") from None
-        except UnicodeDecodeError as e:
-            raise ConfigError(f"{p}: not a UTF-8 text file (byte {e.start}: {e.reason})") from None
+        source = str(Path(path))
+        data = merge(data, read_toml(path))
     if extra:
         data = merge(data, extra)
     for item in overrides or []:
@@ -151,22 +144,9 @@ def load_config(path: str | Path | None = None, preset: str | None = None,
 
 
 def validate(data: dict, source: str = "config") -> RunConfig:
-    try:
-        return RunConfig.model_validate(data)
-    except ValidationError as e:
-        lines = []
-        for err in e.errors():
-            loc = ".".join(str(x) for x in err["loc"] if not str(x).startswith(("function-", "tagged-union")))
-            val = err.get("input")
-            shown = "" if isinstance(val, dict) else f" (got {val!r})"
-            msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"{source}: {loc or '<root>'}: {msg}{shown}")
-        raise ConfigError("; ".join(lines)) from None
+    """`data` as a `RunConfig`; every problem is one line naming `source` and the dotted field."""
+    return validate_as(RunConfig, data, source)
 
 
 def dump_config(cfg: RunConfig) -> str:
     return tomli_w.dumps(cfg.model_dump(mode="json", exclude_none=True))
-
-
-def save_config(cfg: RunConfig, path: Path) -> None:
-    path.write_text(dump_config(cfg))

@@ -16,8 +16,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from k1.engine.config import RunConfig, load_config
 from k1.data import load_corpus
+from k1.engine.config import RunConfig, load_config
 from k1.registry import Registry
 
 log = logging.getLogger(__name__)

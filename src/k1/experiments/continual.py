@@ -50,6 +50,7 @@ from k1.errors import ConfigError
 from k1.engine.run.checkpoint import save_checkpoint
 from k1.engine.hooks import Hook
 from k1.engine.run.loop import Stage, run
+from k1.engine.run.measure import evaluate
 from k1.engine.run.state import TrainState
 from k1.engine.run.train import standard_hooks
 from k1.experiments.strategies import STRATEGIES, ContinualConfig, check_strategies, strategy_config
@@ -254,7 +255,7 @@ def run_one(cfg: RunConfig, ccfg: ContinualConfig, strategy: str, seed: int, cor
     t0 = time.perf_counter()
     state = strategy_state(cfg, strategy, seed, corpus)
     cfg = state.cfg
-    init = state.evaluate()
+    init = evaluate(state)
     recorder = StageRecorder(domains, run_dir, on_stage)
     hooks = standard_hooks(cfg, quiet=True) + STRATEGIES.get(strategy).hooks(
         ccfg, seed, cfg.model.context, len(domains)) + [recorder]

@@ -10,13 +10,14 @@ import json
 from pathlib import Path
 
 from k1.engine.model.shape import TreeShape
+from k1.engine.run.rundir import RunDir
 from k1.errors import CheckpointError
 
 MARKS = {"culprit": "★", "path": "→", "selected": "+", "untouched": "·"}
 
 
 def load_step(run_dir: Path, step: int | None = None) -> dict:
-    path = run_dir / "attribution.jsonl"
+    path = RunDir(run_dir) / RunDir.ATTRIBUTION
     if not path.is_file():
         raise CheckpointError(f"no attribution log at {path}; is {run_dir} a k1 run directory?")
     last = None
@@ -38,7 +39,7 @@ def load_step(run_dir: Path, step: int | None = None) -> dict:
 
 def load_events(run_dir: Path) -> list[dict]:
     """Structural, safety and autonomy events of a run (without the per-check diagnostics)."""
-    path = run_dir / "attribution.jsonl"
+    path = RunDir(run_dir) / RunDir.ATTRIBUTION
     if not path.is_file():
         return []
     rows = (json.loads(line) for line in open(path) if '"event"' in line)
@@ -70,20 +71,8 @@ def render_events(events: list[dict]) -> str:
 
 
 def load_shape(run_dir: Path, step: int | None = None) -> TreeShape:
-    """The tree as it was during `step` (shapes.jsonl history), else the current shape.json."""
-    history = run_dir / "shapes.jsonl"
-    if step is not None and history.is_file():
-        shape = None
-        for line in open(history):
-            row = json.loads(line)
-            if row["step"] < step or shape is None:
-                shape = row["shape"]
-        if shape is not None:
-            return TreeShape.from_dict(shape)
-    path = run_dir / "shape.json"
-    if not path.is_file():
-        raise CheckpointError(f"missing {path}; is {run_dir} a k1 run directory?")
-    return TreeShape.from_dict(json.loads(path.read_text()))
+    """The tree as it was during `step` (the shape history), else the current shape."""
+    return RunDir(run_dir).shape_at(step)
 
 
 def step_tree(run_dir: str | Path, step: int | None = None) -> dict:

@@ -110,11 +110,11 @@ def _save_atomic(out: Path, model, tok) -> None:
 
 def k1_run_dir(domain: str, quiet: bool = True, steps: int = K1_STEPS) -> Path:
     """A K-1 tree trained on one built-in domain (the `small` preset), trained on first use."""
-    from k1.engine.run.checkpoint import latest_checkpoint
+    from k1.engine.run.rundir import RunDir
 
     out = cache_root() / f"k1-{domain}"
     try:
-        latest_checkpoint(out)
+        RunDir(out).latest_checkpoint()
         return out
     except Exception:
         pass

@@ -18,6 +18,7 @@ import numpy as np
 
 from k1 import __version__
 from k1.engine.model.shape import TreeShape
+from k1.engine.run.rundir import RunDir
 from k1.errors import CheckpointError, K1Error
 from k1.report import plots
 
@@ -140,24 +141,25 @@ class RunLog:
 
 
 def load_run(run_dir: Path) -> RunLog:
-    metrics = read_jsonl(run_dir / "metrics.jsonl")
-    attribution = read_jsonl(run_dir / "attribution.jsonl")
+    run = RunDir(run_dir)
+    metrics = read_jsonl(run / RunDir.METRICS)
+    attribution = read_jsonl(run / RunDir.ATTRIBUTION)
     by_step = {r["step"]: r for r in attribution if "event" not in r and "trial" not in r}  # the main line
-    summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else None
+    summary = read_json(run / RunDir.SUMMARY_JSON) if (run / RunDir.SUMMARY_JSON).is_file() else None
     events = [r for r in attribution if "event" in r]
     if not events and summary:
         events = [{"event": e["kind"], **{k: v for k, v in e.items() if k != "kind"}} for e in summary.get("events", [])]
     events = [e for e in events if e["event"] not in ("diagnostics", "proposals")]
-    shapes = [(r["step"], TreeShape.from_dict(r["shape"]).names()) for r in read_jsonl(run_dir / "shapes.jsonl")]
-    if not shapes and (run_dir / "shape.json").is_file():
-        shapes = [(0, TreeShape.from_dict(read_json(run_dir / "shape.json")).names())]
+    shapes = [(r["step"], TreeShape.from_dict(r["shape"]).names()) for r in read_jsonl(run / RunDir.SHAPES)]
+    if not shapes and (run / RunDir.SHAPE).is_file():
+        shapes = [(0, TreeShape.from_dict(read_json(run / RunDir.SHAPE)).names())]
     return RunLog(run_dir, [r for r in metrics if r.get("kind") == "train" and "trial" not in r],
                   [r for r in metrics if r.get("kind") == "eval"], [by_step[s] for s in sorted(by_step)],
                   events, summary, shapes)
 
 
 def is_run_dir(d: Path) -> bool:
-    return (d / "metrics.jsonl").is_file() or (d / "attribution.jsonl").is_file()
+    return RunDir(d).has_logs()
 
 
 # ---- a run ------------------------------------------------------------------------------------------
@@ -208,7 +210,7 @@ def _params(run: RunLog) -> Section:
     sec = Section("params-changed", "Fraction of parameters changed per step")
     if not run.steps:
         sec.parts.append(absent("params-changed", "no attribution.jsonl: run with the <code>attribution</code> "
-                                                  "callback to log which parameters change at each step."))
+                                                  "recorder to log which parameters change at each step."))
         return sec
     fig = plots.params_changed([r["step"] for r in run.steps], [r["frac_params_changed"] for r in run.steps],
                                [len(r.get("selected", [])) for r in run.steps], [len(r["grad_rms"]) for r in run.steps])
@@ -273,7 +275,7 @@ def _trust(run: RunLog) -> Section:
 def _events(run: RunLog) -> Section:
     sec = Section("events", "Structural and autonomy events")
     if not run.events:
-        source = "attribution.jsonl" if (run.dir / "attribution.jsonl").is_file() else "summary.json"
+        source = RunDir.ATTRIBUTION if (run.dir / RunDir.ATTRIBUTION).is_file() else RunDir.SUMMARY_JSON
         sec.parts.append(absent("events", f"no structural, safety or autonomy events in this run ({source} has none: "
                                           "no trial, stage change, rollback, self-stop or phase 2)."))
         return sec

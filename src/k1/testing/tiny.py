@@ -9,9 +9,9 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from k1.engine.config import RunConfig, load_config
 from k1.data.config import DataConfig
 from k1.data.corpus import Corpus, load_corpus
+from k1.engine.config import RunConfig, load_config
 
 _WORDS = {
     "prose": "the a river town old king walked slowly across bridge to market and sold bread in winter".split(),

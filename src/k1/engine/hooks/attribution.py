@@ -17,7 +17,7 @@ from k1.engine.hooks.base import HOOKS, Hook
 class AttributionHook(Hook):
     def on_train_start(self, state, info):
         self.policy = info.policy
-        self.file = open(info.out_dir / "attribution.jsonl", "a")
+        self.file = info.run_dir.open_log(info.run_dir.ATTRIBUTION)
         self.buffer = []
 
     def on_step_end(self, state, r):

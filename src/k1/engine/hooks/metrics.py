@@ -10,7 +10,7 @@ from k1.engine.hooks.base import HOOKS, Hook
 @HOOKS.register("metrics")
 class MetricsHook(Hook):
     def on_train_start(self, state, info):
-        self.file = open(info.out_dir / "metrics.jsonl", "a")
+        self.file = info.run_dir.open_log(info.run_dir.METRICS)
 
     def on_step_end(self, state, r):
         if not r.log_due:

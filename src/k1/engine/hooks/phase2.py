@@ -5,9 +5,9 @@ applies the self-stop rule. The window and the stage book-keeping live in `state
 
 from __future__ import annotations
 
-from k1.engine.selforg.autonomy import diagnose
 from k1.engine.hooks.base import Hook
 from k1.engine.hooks.requests import Event, Stop, Trial
+from k1.engine.selforg.autonomy import diagnose
 
 
 class AutonomyHook(Hook):
@@ -56,7 +56,7 @@ class AutonomyHook(Hook):
 
 def _affinity(state) -> dict | None:
     """The child whose best alternative parent beats its own by the widest margin."""
-    x, _ = state.trial_batches()[0]
+    x, _ = state.eval_sets[state.trial_domains[0]][0]  # the first window trials judge on
     aff = state.model.gate_affinity(x.to(state.device))
     shape, best = state.shape, None
     offs, parents = shape.level_offsets(), shape.flat_parents()

@@ -1,6 +1,6 @@
 """`StepResult`: the read-only account of one training step that hooks receive.
 
-Tensors stay on the device; a callback converts them only when `log_due` is set (the one host sync
+Tensors stay on the device; a recorder converts them only when `log_due` is set (the one host sync
 point of the loop), so an unlogged step costs no synchronisation.
 """
 
@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
-from k1.engine.update.optim import OptimStats
 from k1.engine.model.plan import UpdatePlan
+from k1.engine.update.optim import OptimStats
 from k1.engine.update.signals import StepSignals
 
 
@@ -45,7 +45,7 @@ class StepResult:
 class RunInfo:
     """What recorders may know about the run (never the state itself)."""
 
-    out_dir: object  # pathlib.Path
+    run_dir: object  # the run directory (a `RunDir`: its files are named there), None when nothing is written
     agent_names: list[str]
     total_params: int
     steps: int

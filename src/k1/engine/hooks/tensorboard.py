@@ -27,9 +27,9 @@ class TensorBoardHook(Hook):
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise ConfigError("train.recorders lists 'tensorboard' but the tensorboard package is missing; "
-                              "install it (pip install tensorboard) or remove the callback") from None
+                              "install it (pip install tensorboard) or remove it from train.recorders") from None
         # on a resume, purge_step hides anything an earlier writer logged after the restored step
-        self.writer = SummaryWriter(str(info.out_dir / "tensorboard"), purge_step=info.start_step or None)
+        self.writer = SummaryWriter(str(info.run_dir / info.run_dir.TENSORBOARD), purge_step=info.start_step or None)
         self.counts: torch.Tensor | None = None  # [A] selections per agent since the last log interval
         self.names: list[str] = []
         self.last_step = info.start_step

@@ -1,4 +1,4 @@
-"""`AgentTree`: a language model whose body is a tree of agents (DESIGN.md, "Topology and model").
+"""`AgentTree`: a language model whose body is a tree of agents, each a small transformer block or MLP.
 
 Shared token/position embedding and a tied output head around per-level stacked agents. Two wirings:
 - `tree` (default): each agent refines its parent's output; the parent scores its children with their

@@ -1,4 +1,4 @@
-"""Checkpoints: `checkpoints/step-<N>/` with safetensors for tensors and JSON for the rest.
+"""One checkpoint directory (`RunDir.checkpoint(N)`: `checkpoints/step-<N>/`): safetensors for tensors, JSON for the rest.
 
 model.safetensors   model parameters (weights only: what `k1 generate`, `explain` and the pool load)
 state.safetensors   every other tensor of the run state (optimizer, trust, RNGs, windows, snapshot ring)
@@ -6,7 +6,7 @@ state.json          the rest of the run state, with each tensor replaced by its 
 
 Crash safety: a checkpoint is written into `step-<N>.tmp/`, each file fsynced, then the directory is
 renamed into place and its parent fsynced. A process killed mid-save leaves only a `.tmp` directory, which
-`latest_checkpoint` ignores (and the next save removes); a directory that is nevertheless incomplete or
+`RunDir.latest_checkpoint` ignores (and the next save removes); a directory that is nevertheless incomplete or
 unreadable is skipped with a one-line warning in favour of the newest complete one. A missing, truncated or
 corrupt file named directly is a one-line `CheckpointError`.
 """
@@ -14,9 +14,7 @@ corrupt file named directly is a one-line `CheckpointError`.
 from __future__ import annotations
 
 import json
-import logging
 import os
-import re
 import shutil
 from pathlib import Path
 
@@ -24,8 +22,6 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from k1.errors import CheckpointError
-
-log = logging.getLogger(__name__)
 
 FILES = ("model.safetensors", "state.safetensors", "state.json")
 _TENSOR = "__tensor__"
@@ -134,40 +130,9 @@ def _first_line(e: Exception) -> str:
     return lines[0] if lines else type(e).__name__
 
 
-def checkpoint_dirs(run_dir: Path) -> list[Path]:
-    """`step-N` directories of a run, oldest first (temporary `.tmp`/`.old` directories excluded)."""
-    root = Path(run_dir) / "checkpoints"
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if p.is_dir() and re.fullmatch(r"step-\d+", p.name)]
-    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
-
-
 def is_complete(dir_: Path) -> bool:
     """All three files present and the JSON readable (a cheap check; tensors are read on load)."""
     try:
         return all((dir_ / n).is_file() for n in FILES) and isinstance(json.loads((dir_ / "state.json").read_text()), dict)
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return False
-
-
-def latest_checkpoint(run_dir: Path) -> Path:
-    """The newest complete checkpoint; incomplete ones are skipped with a one-line warning."""
-    for ckpt in reversed(checkpoint_dirs(run_dir)):
-        if is_complete(ckpt):
-            return ckpt
-        log.warning("skipping incomplete checkpoint %s", ckpt)
-        print(f"warning: skipping incomplete checkpoint {ckpt}", flush=True)
-    raise CheckpointError(f"no complete checkpoint in {Path(run_dir) / 'checkpoints'}; "
-                          "train with --checkpoint-every N")
-
-
-def prune_checkpoints(run_dir: Path, keep: int, best: Path | None = None) -> list[Path]:
-    """Delete all but the newest `keep` checkpoints (and `best`); 0 keeps everything. → what was deleted."""
-    if keep <= 0:
-        return []
-    dirs = checkpoint_dirs(run_dir)
-    doomed = [d for d in dirs[:-keep] if best is None or d != best]
-    for d in doomed:
-        shutil.rmtree(d, ignore_errors=True)
-    return doomed

@@ -21,6 +21,7 @@ import torch.distributed as dist
 class Dist:
     rank: int = 0
     world: int = 1
+    local: int = 0  # this process's index on its machine (which GPU it drives)
 
     @property
     def enabled(self) -> bool:
@@ -29,6 +30,13 @@ class Dist:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    def device(self, name: str) -> str:
+        """The device this rank trains on, given `train.device`: under torchrun each rank takes the GPU of
+        its local rank when the config asks for CUDA (or says auto and there is one), else the CPU."""
+        if not self.enabled:
+            return name
+        return f"cuda:{self.local}" if _wants_cuda(name) else "cpu"
 
     def shard(self, t: torch.Tensor) -> torch.Tensor:
         """This rank's slice of a global batch [world·B, ...]."""
@@ -51,19 +59,23 @@ class Dist:
             i += n
 
 
-def setup(device_name: str) -> tuple[Dist, str]:
-    """Join the process group torchrun describes (if any); → (Dist, the device this rank should use)."""
+def _wants_cuda(device_name: str) -> bool:
+    return device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
+
+
+def setup(device_name: str) -> Dist:
+    """Join the process group torchrun describes (if any), on NCCL when `device_name` (`train.device`)
+    means CUDA, else gloo. The config is not changed: `Dist.device` says which device this rank uses."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return Dist(), device_name
+        return Dist()
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
+    use_cuda = _wants_cuda(device_name)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     if use_cuda:
         torch.cuda.set_device(local)
-        return Dist(rank, world), f"cuda:{local}"
-    return Dist(rank, world), "cpu"
+    return Dist(rank, world, local)
 
 
 def teardown() -> None:

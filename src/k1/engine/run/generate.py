@@ -6,22 +6,20 @@ from pathlib import Path
 
 import torch
 
-from k1.engine.config import load_config
 from k1.data import load_tokenizer
-from k1.engine.run.checkpoint import latest_checkpoint, load_checkpoint
 from k1.engine.model.shape import TreeShape
 from k1.engine.run.build import build_model
+from k1.engine.run.checkpoint import load_checkpoint
+from k1.engine.run.rundir import RunDir
 from k1.errors import ConfigError, CheckpointError
 
 
 def load_run_model(run_dir: Path):
     """→ (model in eval mode, tokenizer, config) from the run's config and its latest checkpoint."""
-    cfg_file = run_dir / "config.toml"
-    if not cfg_file.is_file():
-        raise CheckpointError(f"{run_dir}: no config.toml; is it a k1 run directory?")
-    cfg = load_config(cfg_file)
+    run = RunDir(run_dir)
+    cfg = run.read_config()
     tok = load_tokenizer(cfg.data.tokenizer)
-    model_state, state = load_checkpoint(latest_checkpoint(run_dir))
+    model_state, state = load_checkpoint(run.latest_checkpoint())
     model = build_model(cfg, tok.vocab_size, TreeShape.from_dict(state["shape"]))
     try:
         model.load_state_dict(model_state)

@@ -15,7 +15,6 @@ A stage is a step budget (continual runs have one per domain); a run is a list o
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, replace
@@ -24,15 +23,16 @@ from pathlib import Path
 import torch
 
 from k1 import __version__
-from k1.engine.config import save_config
 from k1.data import BatchSampler
-from k1.engine.selforg.actions import ACTIONS
-from k1.engine.run.checkpoint import prune_checkpoints, save_checkpoint
 from k1.engine.hooks.events import format_event
 from k1.engine.hooks.record import RunInfo
 from k1.engine.hooks.requests import Event, Evaluate, PushSnapshot, Rollback, Stop, Trial, UseSampler
+from k1.engine.run.checkpoint import save_checkpoint
+from k1.engine.run.measure import evaluate, trial_loss
+from k1.engine.run.rundir import RunDir
 from k1.engine.run.step import train_step
 from k1.engine.run.summary import run_summary, summary_markdown
+from k1.engine.selforg.actions import ACTIONS
 from k1.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ class Loop:
     def __init__(self, state, hooks, out_dir, final_checkpoint=True):
         self.state, self.hooks, self.final_checkpoint = state, list(hooks), final_checkpoint
         self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.rundir = RunDir(out_dir) if out_dir is not None else None  # every file the run writes
         self._t0, self._tokens = time.perf_counter(), 0
         self._handlers = {Evaluate: self._evaluate, PushSnapshot: self._push, Rollback: self._rollback,
                           Stop: self._stop, Trial: self._trial, Event: lambda r: self.emit(r.data),
@@ -93,12 +94,12 @@ class Loop:
     def start(self) -> None:
         """Write the run directory's config and shape; hooks see the run start (a resume too)."""
         st, cfg = self.state, self.state.cfg
-        if self.out_dir is not None:
+        if self.rundir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            if not (self.out_dir / "config.toml").exists():
-                save_config(cfg, self.out_dir / "config.toml")
-        st.write_shape(self.out_dir)
-        info = RunInfo(self.out_dir, st.agent_names, st.total_params, cfg.train.steps, cfg.policy.name, st.step,
+            if not self.rundir.has_config():
+                self.rundir.write_config(cfg)
+        self.write_shape()
+        info = RunInfo(self.rundir, st.agent_names, st.total_params, cfg.train.steps, cfg.policy.name, st.step,
                        list(st.corpus.domains))
         self.apply(self.notify("on_train_start", info))
         st.model.train()
@@ -118,13 +119,11 @@ class Loop:
             raise
         if st.record.last_eval.get("step") != st.step:  # trials may have moved past the last scheduled point
             self.apply([Evaluate()])
-        if self.final_checkpoint and self.out_dir is not None \
-                and not (self.out_dir / "checkpoints" / f"step-{st.step}").exists():
+        if self.final_checkpoint and self.rundir is not None and not self.rundir.checkpoint(st.step).exists():
             self.save()
         summary = run_summary(st)
-        if self.out_dir is not None:
-            (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-            (self.out_dir / "summary.md").write_text(summary_markdown(summary))
+        if self.rundir is not None:
+            self.rundir.write_summary(summary, summary_markdown(summary))
         self.notify("on_train_end", summary)
         return summary
 
@@ -183,7 +182,7 @@ class Loop:
     # ---- request handlers ---------------------------------------------------------------------------------
     def _evaluate(self, _req) -> None:
         st = self.state
-        st.record.last_eval = {**st.evaluate(), "step": st.step}
+        st.record.last_eval = {**evaluate(st), "step": st.step}
         self.apply(self.notify("on_eval", st.step, st.record.last_eval))
 
     def _push(self, req: PushSnapshot) -> None:
@@ -192,8 +191,8 @@ class Loop:
             return
         snap = st.snapshot(req.reason)
         st.ring.push(snap)
-        if st.cfg.safety.on_disk and self.out_dir is not None:  # the ring mirrored under <run>/snapshots/
-            save_checkpoint(self.out_dir / "snapshots" / f"step-{snap['at_step']}", snap["model"],
+        if st.cfg.safety.on_disk and self.rundir is not None:  # the ring mirrored under <run>/snapshots/
+            save_checkpoint(self.rundir.snapshot(snap["at_step"]), snap["model"],
                             {k: v for k, v in snap.items() if k != "model"})
 
     def _rollback(self, req: Rollback) -> None:
@@ -208,7 +207,7 @@ class Loop:
         st.safety.pending = []
         st.autonomy.reset_window(st.shape)
         if st.shape != shape:
-            st.write_shape(self.out_dir)
+            self.write_shape()
         self.emit({"kind": "rollback", "reason": req.reason, "restored_step": snap["at_step"],
                    "lr_scale": st.lr_scale, **req.measured})
 
@@ -235,9 +234,9 @@ class Loop:
         counts["trials"] += 1
         tid, shape0 = counts["trials"], st.shape
         s0, data0 = st.snapshot("trial"), st.sampler.state_dict()
-        before = st.trial_loss()
+        before = trial_loss(st)
         self._branch(tid, "control")
-        control, c_snap, data1 = st.trial_loss(), st.snapshot("control"), st.sampler.state_dict()
+        control, c_snap, data1 = trial_loss(st), st.snapshot("control"), st.sampler.state_dict()
         st.restore(s0, undo_steps=True)
         st.sampler.load_state_dict(data0)
         try:
@@ -249,7 +248,7 @@ class Loop:
                        "decision": "invalid", "error": str(e)})
             return
         self._branch(tid, "change")
-        after = st.trial_loss()
+        after = trial_loss(st)
         gain = (control - after) / max(abs(control), 1e-12)
         commit = gain >= acfg.break_epsilon if boundary else gain >= -st.cfg.safety.gate_threshold
         if not commit:
@@ -257,7 +256,7 @@ class Loop:
         st.sampler.load_state_dict(data1)  # both branches drew the same batches
         st.autonomy.reset_window(st.shape)
         if st.shape != shape0:
-            st.write_shape(self.out_dir)
+            self.write_shape()
         counts["commits" if commit else "trial_rollbacks"] += 1
         counts["breaks_tried"] += int(boundary)
         self.emit({"kind": "trial", "trial": tid, "action": p.action, "reason": p.reason,
@@ -269,18 +268,23 @@ class Loop:
             if new_stage:
                 self.emit({"kind": "stage", "stage": new_stage, "successful_breaks": a.successful_breaks})
 
+    def write_shape(self) -> None:
+        """Record the tree's current shape (and its history) in the run directory."""
+        if self.rundir is not None:
+            self.rundir.write_shape(self.state.shape, self.state.step)
+
     # ---- checkpoints --------------------------------------------------------------------------------------
     def save(self) -> Path | None:
         st = self.state
-        if self.out_dir is None:
+        if self.rundir is None:
             return None
         ev = st.record.last_eval
         if ev.get("step") == st.step and (st.record.best is None or ev["val_loss"] < st.record.best["val_loss"]):
             st.record.best = {"step": st.step, "val_loss": ev["val_loss"]}
-        path = st.save(self.out_dir / "checkpoints" / f"step-{st.step}",
+        path = st.save(self.rundir.checkpoint(st.step),
                        meta={"k1_version": __version__, "torch_version": torch.__version__,
                              "policy": st.cfg.policy.name})
-        best = st.record.best and self.out_dir / "checkpoints" / f"step-{st.record.best['step']}"
-        prune_checkpoints(self.out_dir, st.cfg.train.keep_checkpoints, best or None)
+        best = st.record.best and self.rundir.checkpoint(st.record.best["step"])
+        self.rundir.prune_checkpoints(st.cfg.train.keep_checkpoints, best or None)
         self.notify("on_checkpoint", st.step, path)
         return path

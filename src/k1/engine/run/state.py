@@ -22,37 +22,32 @@ The run state is a table of named fields (`FIELDS`). Each field says whether a s
 Checkpoints save every field; snapshots (`snapshot()`), rollback (`restore()`) and structural surgery
 (`apply_surgery()`) go through the same table, so a field added here is saved, restored and snapshotted
 without touching anything else. The model, optimizer and policy are rebuilt together whenever the shape
-changes (`install`).
+changes (`build.install`). Beside this file: building the parts (`build.py`), measuring on held-out data
+(`measure.py`) and the run directory's files (`rundir.py`).
 """
 
 from __future__ import annotations
 
 import copy
-import json
-import math
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from k1.engine.config import RunConfig
 from k1.data import BatchSampler, eval_windows
-from k1.engine.selforg.autonomy import Autonomy
+from k1.engine.config import RunConfig
 from k1.engine.model.budget import check_fits
+from k1.engine.model.shape import TreeShape
+from k1.engine.run.build import build_model, install, resolve_device
 from k1.engine.run.checkpoint import load_checkpoint, save_checkpoint
-from k1.engine.run.build import build_model, resolve_device
 from k1.engine.run.distributed import Dist
-from k1.engine.model.flops import flops_per_token
 from k1.engine.run.host_memory import keep_freed_memory
-from k1.engine.update.optim import build_optimizer
+from k1.engine.selforg.autonomy import Autonomy
 from k1.engine.selforg.plasticity import Surgery, assemble
 from k1.engine.selforg.safety import SnapshotRing, clone_tree
-from k1.engine.update.policies import build_policy
-from k1.engine.model.shape import TreeShape
-from k1.engine.update.signals import flat_parents_tensor
 from k1.engine.update.trust import TrustVector
-from k1.errors import CheckpointError
+from k1.errors import CheckpointError, ConfigError
 
 # name → carried by snapshots; the order is the load order (shape first: it decides what is built)
 FIELDS: dict[str, bool] = {
@@ -145,13 +140,15 @@ class TrainState:
 
     def __init__(self, cfg: RunConfig, corpus, device: torch.device | None = None, dist: Dist | None = None):
         self.cfg, self.corpus, self.dist = cfg, corpus, dist or Dist()
-        self.device = device or resolve_device(cfg.train.device)
+        if self.dist.enabled and cfg.model.defer_weight_grads:
+            raise ConfigError("model.defer_weight_grads is not supported under torchrun yet; turn it off")
+        self.device = device or resolve_device(self.dist.device(cfg.train.device))
         check_fits(cfg, corpus.vocab_size, self.device)  # before anything is allocated
         if self.device.type == "cpu":  # a step's buffers are reused, not faulted back in (host_memory.py)
             keep_freed_memory()
         torch.manual_seed(cfg.train.seed)
         self.policy = None
-        self.install(build_model(cfg, corpus.vocab_size).to(self.device))
+        install(self, build_model(cfg, corpus.vocab_size).to(self.device))
         self.trust = TrustVector(self.shape.n_agents, cfg.trust, self.device)
         self.lr_scale = 1.0  # run-time knob (controller, rollbacks); the config stays frozen
         self.progress = Progress(0, torch.zeros((), device=self.device), torch.zeros((), device=self.device))
@@ -179,38 +176,17 @@ class TrainState:
     def step(self) -> int:
         return self.progress.step
 
-    # ---- the model and what is built for its shape ----------------------------------------------------
-    def install(self, model) -> None:
-        """Make `model` current: its shape, a fresh optimizer and the policy rebuilt for the shape (keeping
-        the policy's random stream and top-K knob). Used at start, after surgery and on a shape change."""
-        self.model, self.shape = model, model.shape
-        self.parents = flat_parents_tensor(self.shape, self.device)
-        self.optimizer = build_optimizer(model, self.cfg.optim)
-        old = self.policy
-        self.policy = build_policy(self.cfg.policy, self.shape, self.device, self.cfg.train.seed)
-        if old is not None:
-            self.policy.load_state_dict(old.state_dict())
-            self.policy.k = old.k
-        self.forward = torch.compile(model) if self.cfg.train.compile else model
-        self.total_params = model.num_parameters()
-        self.agent_names = self.shape.names()
-        # the engine's one FLOP counter (flops.py), per token of this shape, and each agent's level
-        B, T = self.cfg.train.batch_size, self.cfg.model.context
-        self.flops = flops_per_token(model, B * T)
-        self.agent_level = torch.tensor([a.level for a in self.shape.agents], device=self.device)
-        self.level_sizes = torch.tensor(self.shape.level_sizes(), device=self.device, dtype=torch.float64)
-        self.level_weight_flops = torch.tensor(self.flops.weight_levels, device=self.device, dtype=torch.float64)
-
+    # ---- shape changes: everything built for the shape is rebuilt (build.install) ----------------------------------------------------
     def rebuild(self, shape: TreeShape) -> None:
         """A fresh model, optimizer and trust ledger of `shape`, to be filled from a snapshot or checkpoint."""
-        self.install(build_model(self.cfg, self.corpus.vocab_size, shape).to(self.device))
+        install(self, build_model(self.cfg, self.corpus.vocab_size, shape).to(self.device))
         self.trust = TrustVector(shape.n_agents, self.cfg.trust, self.device)
         self.autonomy.reset_window(self.shape)
 
     def apply_surgery(self, surgery: Surgery) -> None:
         """Rebuild model and optimizer for the new shape; agent rows (weights, moments, steps) follow ids."""
         old_model, old_opt, old_shape = self.model, self.optimizer, self.shape
-        self.install(build_model(self.cfg, self.corpus.vocab_size, surgery.shape).to(self.device))
+        install(self, build_model(self.cfg, self.corpus.vocab_size, surgery.shape).to(self.device))
         assemble(old_model, old_opt, self.model, self.optimizer, surgery.rows)
         self.trust.remap(old_shape, surgery.shape, surgery.merged)
         self.autonomy.reset_window(self.shape)
@@ -333,50 +309,3 @@ class TrainState:
         """The next batch of this rank (the whole batch on one process)."""
         x, y = self.sampler.next()
         return self.dist.shard(x), self.dist.shard(y)
-
-    # ---- measurement ----------------------------------------------------------------------------------
-    def run_forward(self, x: torch.Tensor, y: torch.Tensor):
-        with self.autocast():
-            return self.forward(x.to(self.device), y.to(self.device))
-
-    @torch.no_grad()
-    def evaluate(self) -> dict:
-        """Validation loss and bits per byte per domain, on fixed windows; means across domains."""
-        self.model.eval()
-        per = {}
-        for d, windows in self.eval_sets.items():
-            loss = torch.stack([self.run_forward(x, y)[1].float() for x, y in windows]).mean().item()  # host sync
-            per[d] = {"loss": loss, "bpb": loss / math.log(2) / self.corpus.domains[d].val_bytes_per_token}
-        self.model.train()
-        return {"val_loss": sum(v["loss"] for v in per.values()) / len(per),
-                "val_bpb": sum(v["bpb"] for v in per.values()) / len(per), "domains": per}
-
-    def trial_batches(self) -> list:
-        n = self.cfg.autonomy.trial_batches
-        return [xy for d in self.trial_domains for xy in self.eval_sets[d][:n]]
-
-    @torch.no_grad()
-    def trial_loss(self) -> float:
-        """Held-out loss that judges a change: the first `trial_batches` validation windows per trial domain."""
-        self.model.eval()
-        loss = torch.stack([self.run_forward(x, y)[1].float() for x, y in self.trial_batches()]).mean().item()
-        self.model.train()
-        return loss
-
-    @torch.no_grad()
-    def probe_loss(self) -> torch.Tensor:
-        with self.autocast():
-            return self.forward(*self.probe)[1]
-
-    def write_shape(self, out_dir: Path | None) -> None:
-        """shape.json is the current tree; shapes.jsonl its history (a shape applies after its step)."""
-        if out_dir is None:
-            return
-        d = self.shape.to_dict()
-        (out_dir / "shape.json").write_text(json.dumps(d))
-        history = out_dir / "shapes.jsonl"
-        lines = history.read_text().splitlines() if history.exists() else []
-        if lines and json.loads(lines[-1])["shape"] == d:
-            return  # unchanged (e.g. a resume): the history records changes only
-        with open(history, "a") as f:
-            f.write(json.dumps({"step": self.step, "shape": d}) + "\n")

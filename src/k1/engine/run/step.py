@@ -1,4 +1,5 @@
-"""`train_step(state, x, y)`: one training step, following DESIGN.md's diagram line by line.
+"""`train_step(state, x, y)`: one training step, the only place one happens (train, compare, continual and
+phase-2 trials all call it), in this order:
 
     batch → forward → loss (+ hook loss terms) → backward → [all-reduce under torchrun] → StepSignals
           → policy.plan → rows → finish_weight_grads(plan, rows) → clip → optimizer.step(plan, rows)
@@ -18,6 +19,7 @@ import math
 import torch
 
 from k1.engine.hooks.record import StepResult
+from k1.engine.run.measure import probe_loss
 from k1.engine.update.signals import StepSignals
 
 
@@ -78,7 +80,7 @@ def train_step(state, x: torch.Tensor, y: torch.Tensor, log_due: bool = False, l
     if state.probe is None:
         state.trust.update(plan.masked(finite), loss, state.step)
     else:
-        state.trust.update_probe(plan.masked(finite), state.probe_loss(), state.step)
+        state.trust.update_probe(plan.masked(finite), probe_loss(state), state.step)
     state.model.zero_grad(set_to_none=True)
     p = state.progress
     p.step += 1

@@ -6,16 +6,15 @@ together for the common case and writes the run summary.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
-from k1.engine.config import RunConfig
 from k1.data import load_corpus
-from k1.engine.run.checkpoint import latest_checkpoint
-from k1.engine.run.distributed import Dist
+from k1.engine.config import RunConfig
 from k1.engine.hooks import HOOKS, AutonomyHook, Hook, SafetyHook
+from k1.engine.run.distributed import Dist
 from k1.engine.run.loop import Loop, Stage
+from k1.engine.run.rundir import RunDir
 from k1.engine.run.state import TrainState
 
 log = logging.getLogger(__name__)
@@ -44,27 +43,13 @@ class Trainer:
 
     def restore(self, ckpt: Path | None = None) -> int:
         """Load the latest complete (or the given) checkpoint and cut the run's logs back to its step."""
-        ckpt = ckpt or latest_checkpoint(self.out_dir)
-        self.state.load(ckpt)
+        run = RunDir(self.out_dir)
+        self.state.load(ckpt or run.latest_checkpoint())
         step = self.state.step
-        for name in ("metrics.jsonl", "attribution.jsonl", "shapes.jsonl") if self.dist.is_main else ():
-            truncate_log(self.out_dir / name, step)
+        if self.dist.is_main:
+            run.truncate_logs(step)
         log.info("resumed %s at step %d", self.out_dir, step)
         return step
 
     def fit(self) -> dict:
         return self.loop.run([Stage("train", self.cfg.train.steps)])
-
-
-def truncate_log(path: Path, step: int) -> None:
-    """Drop log lines written after `step` (they belong to the interrupted tail of the run)."""
-    if not path.exists():
-        return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            if line.strip() and json.loads(line).get("step", 0) <= step:
-                keep.append(line)
-        except json.JSONDecodeError:  # a line torn by the kill
-            continue
-    path.write_text("".join(line + "\n" for line in keep))

@@ -5,7 +5,7 @@ everything an agent owns, keyed by its stable id: its parameter rows, its optimi
 step count, so optimizer state follows its agent through every operation. `extract` reads rows out of a
 model and optimizer; `assemble` writes them into freshly built ones. Ids are never reused.
 
-Rules (DESIGN.md, "Self-organisation"):
+Rules (each keeps the tree valid and the network's function as close to unchanged as the operation allows):
 - prune removes an agent *and its subtree* (children cannot be re-parented across levels); never the root,
   never below `min_agents`.
 - merge fuses two leaf siblings: parameters and moments are averaged, the step count is the larger, the

@@ -1,7 +1,8 @@
 """`StepSignals`: what one step measured about each agent, on the device, with no host sync.
 
 Gradient norms are compared per parameter (RMS = ‖g‖ / sqrt(#params)) so that agents of different size
-and kind sit on a common scale (DESIGN.md, "Signals on a common scale"). One reduction per level.
+and kind sit on a common scale: a large agent does not look more to blame just for having more parameters.
+One reduction per level.
 
 With deferred weight gradients (`ModelConfig.defer_weight_grads`) the matrices have no `.grad` yet when the
 signals are measured: their share of ‖g‖² is the estimate backward recorded (`AgentLevel.deferred_grad_sq`),

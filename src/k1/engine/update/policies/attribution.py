@@ -1,9 +1,10 @@
 """`attribution`: trace the error from the root down to one culprit leaf and update only that path.
 
-At each level the drill-down moves to the child with the largest RMS gradient among its siblings
-(DESIGN.md: gradients are compared within siblings). Scales along the path are either fixed — 5 / 5 / 15 %
-for root / node / agent and 100 % for the culprit (DESIGN.md, "Credit assignment") — or proportional to
-each path agent's gradient relative to the largest on the path.
+At each level the drill-down moves to the child with the largest RMS gradient among its siblings: only
+siblings compete, because they read the same parent output, so their gradients answer the same question.
+Scales along the path are either fixed — 5 / 5 / 15 % for root / node / agent and 100 % for the culprit,
+so the blamed leaf moves most and the shared ancestors only a little — or proportional to each path
+agent's gradient relative to the largest on the path.
 """
 
 from typing import Literal

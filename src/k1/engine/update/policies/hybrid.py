@@ -1,4 +1,5 @@
-"""`hybrid`: score = w_g·grad + w_t·trust + w_d·diversity on normalised terms, top-K (DESIGN.md).
+"""`hybrid`: score = w_g·grad + w_t·trust + w_d·diversity on normalised terms, top-K: blame, the record of
+past updates, and a pull toward agents left untouched for a long time, on one scale.
 
 Phase 1 (step < `phase2_step`): top-(K−1) by gradient plus one agent drawn at random from the rest, so
 every agent gets a chance to earn trust. Phase 2: the weighted score. Diversity is the number of steps

@@ -1,4 +1,5 @@
-"""`trust`: score = responsibility × (1 + trust), top-K (DESIGN.md, "Credit assignment").
+"""`trust`: score = responsibility × (1 + trust), top-K: this step's blame, weighted up for agents whose
+past updates helped (the ledger in `update/trust.py`).
 
 Responsibility is the agent's RMS gradient divided by the largest one this step, so it lies in [0, 1].
 """
