@@ -146,3 +146,34 @@ def test_gate_balance_adds_a_loss_that_trains_the_gate_keys_and_is_off_by_defaul
     balanced(x, x)[0].sum().mul(0).add(balanced.aux_loss).backward()
     bias_grad = balanced.levels[1].gate_bias.grad
     assert bias_grad[0] > 0 > bias_grad[1]  # the balancing term pushes the favoured child's gate down
+
+
+@pytest.mark.parametrize("wiring", ["tree", "levels"])
+def test_cached_forward_gives_the_uncached_logits(wiring):
+    """forward(idx, cache=...) in chunks (several tokens, then one at a time) equals one uncached forward."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(branching=[2, 2], kinds=["block", "mlp", "block"], wiring=wiring, width=16, mlp_width=32,
+                      n_heads=2, context=12)
+    model = AgentTree(TreeShape.from_branching(cfg.branching, cfg.kinds), cfg, vocab_size=64).eval()
+    for p in model.parameters():  # random gates, so the mixing matters
+        p.data.add_(torch.randn_like(p) * 0.05)
+    idx = torch.randint(0, 64, (2, 12))
+    with torch.no_grad():
+        want = model(idx)[0]
+        cache = model.new_cache()
+        got = torch.cat([model(idx[:, :5], cache=cache)[0]] + [model(idx[:, t:t + 1], cache=cache)[0] for t in range(5, 12)], 1)
+        assert cache.length == 12
+        with pytest.raises(ValueError, match="exceed the model context"):
+            model(idx[:, :1], cache=cache)
+        prefix = model.new_cache()
+        model(idx[:, :5], cache=prefix)
+        again = model(idx[:, 3:5], cache=prefix.cropped(3))[0]  # a shared prefix, resumed
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(again, want[:, 3:5], atol=1e-5, rtol=1e-5)
+
+
+def test_cached_forward_refuses_routed_trees():
+    cfg = ModelConfig(branching=[2], kinds="mlp", routing="top1", width=16, mlp_width=32, n_heads=2, context=8)
+    model = AgentTree(TreeShape.from_branching(cfg.branching, cfg.kinds), cfg, vocab_size=64).eval()
+    with pytest.raises(ValueError, match="soft-gated"):
+        model(torch.zeros(1, 2, dtype=torch.long), cache=model.new_cache())
