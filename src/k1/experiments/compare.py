@@ -16,6 +16,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from k1.common.files import write_atomic
 from k1.data import load_corpus
 from k1.engine.config import RunConfig, load_config
 from k1.registry import Registry
@@ -68,8 +69,8 @@ def run_compare(base: RunConfig, out_dir: Path, policies: list[str] | None = Non
             "final_agents": s["final_agents"], "events": len([e for e in s["events"] if e["kind"] == "trial"]),
         })
     unigram = corpus.unigram_bits_per_byte()
-    (out_dir / "compare.json").write_text(json.dumps(rows, indent=1))
-    (out_dir / "compare.md").write_text(to_markdown(rows, unigram, base))
+    write_atomic(out_dir / "compare.json", json.dumps(rows, indent=1))
+    write_atomic(out_dir / "compare.md", to_markdown(rows, unigram, base))
     console.print(to_table(rows, unigram))
     from k1.report import write_report
 

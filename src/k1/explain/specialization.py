@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from k1.common.files import write_atomic
+from k1.engine.run.rundir import RunDir
 from k1.errors import ConfigError, DataError
 from k1.explain.input_attribution import ablation_losses, blame_path, gradient_signals
 
@@ -180,10 +182,10 @@ def _by_agent(means: torch.Tensor) -> list[list[float]]:
 
 def write_outputs(run_dir: Path, result: dict) -> tuple[Path, Path | None, str | None]:
     """Write `specialize.json` and, if matplotlib is installed, `specialize.png`. → (json, png, note)."""
-    path = Path(run_dir) / "specialize.json"
-    path.write_text(json.dumps(result, indent=1))
+    path = RunDir(run_dir) / RunDir.SPECIALIZE
+    write_atomic(path, json.dumps(result, indent=1))
     try:
-        png = heatmap(result, Path(run_dir) / "specialize.png")
+        png = heatmap(result, RunDir(run_dir) / RunDir.SPECIALIZE_PNG)
     except ImportError:
         return path, None, "heatmap skipped: matplotlib is not installed (pip install matplotlib)"
     return path, png, None

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from k1 import __version__
+from k1.common.files import write_atomic
 from k1.engine.model.shape import TreeShape
 from k1.engine.run.rundir import RunDir
 from k1.errors import CheckpointError, K1Error
@@ -309,7 +310,7 @@ def _tree(run: RunLog) -> Section:
 
 def _specialisation(run_dir: Path) -> Section:
     sec = Section("specialisation", "Specialisation of agents to domains")
-    path = run_dir / "specialize.json"
+    path = RunDir(run_dir) / RunDir.SPECIALIZE
     if not path.is_file():
         sec.parts.append(absent("specialisation", "no specialisation measured: run "
                                                   f"<code>k1 specialize --run {esc(run_dir)}</code>."))
@@ -496,6 +497,6 @@ def write_report(dir: str | Path, out: str | Path | None = None) -> Path:
     page = build_report(d)
     path = Path(out) if out is not None else d / "report.html"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page, encoding="utf-8")
+    write_atomic(path, page)
     log.info("wrote %s (%.0f KiB)", path, len(page) / 1024)
     return path

@@ -10,6 +10,7 @@ rules about them live in one place:
     summary.json/.md    the final numbers and every event (written when the run ends)
     checkpoints/step-N  full run state (`checkpoint.py`); snapshots/step-N: the safety ring on disk
     tensorboard/        recorder `tensorboard`
+    specialize.json/.png  `k1 specialize` (agent × domain specialisation), read by `k1 report`
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class RunDir:
     CONFIG, METRICS, ATTRIBUTION = "config.toml", "metrics.jsonl", "attribution.jsonl"
     SHAPES, SHAPE, SUMMARY_JSON, SUMMARY_MD = "shapes.jsonl", "shape.json", "summary.json", "summary.md"
     CHECKPOINTS, SNAPSHOTS, TENSORBOARD = "checkpoints", "snapshots", "tensorboard"
+    SPECIALIZE, SPECIALIZE_PNG = "specialize.json", "specialize.png"  # `k1 specialize`, read by the report
     LOGS = (METRICS, ATTRIBUTION, SHAPES)  # step-keyed logs: cut back to the checkpoint's step on resume
     # what a started run leaves before its first checkpoint (removed when it is started over)
     STARTED = (CONFIG, *LOGS, SHAPE, SUMMARY_JSON, SUMMARY_MD)
