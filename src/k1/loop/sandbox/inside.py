@@ -1,0 +1,240 @@
+"""What runs inside the sandbox, and the value codec that both sides share (standard library only).
+
+The sandbox is handed this file's text, so it must not import k1. Two roles:
+
+- `candidate`: executes the model's code, then answers calls one line at a time: a request names an
+  expression to evaluate or a function to call; the answer is the value, encoded as literal data. That is
+  the only thing the candidate sends back.
+- `checker`: runs opaque test code (a task's `check(candidate)` or asserts of other shapes) in a separate
+  sandbox; the task's functions are proxies that call the candidate over a pipe, so the test code sees
+  only decoded literal values, never a candidate object. Its verdict goes out on a channel the candidate
+  has no handle on.
+
+Values cross as tagged JSON: exact built-in types only (bool, int, float, complex, str, bytes, None, list,
+tuple, dict, set, frozenset). Anything else is refused, so no `__eq__` of the candidate's ever runs outside.
+"""
+
+import json
+import os
+import resource
+import sys
+
+MAX_DEPTH = 64
+
+
+class NotLiteral(TypeError):
+    pass
+
+
+def encode(v, depth=0):
+    """A literal value → JSON-able tagged form; raises NotLiteral for anything else (subclasses included)."""
+    if depth > MAX_DEPTH:
+        raise NotLiteral("value nested too deeply")
+    t = type(v)
+    if v is None:
+        return ["N"]
+    if t is bool:
+        return ["B", v]
+    if t is int:
+        return ["i", format(v, "x")]
+    if t is float:
+        return ["f", v.hex()]
+    if t is complex:
+        return ["c", v.real.hex(), v.imag.hex()]
+    if t is str:
+        return ["s", v]
+    if t is bytes:
+        return ["b", v.hex()]
+    if t in (list, tuple, set, frozenset):
+        tag = {list: "l", tuple: "t", set: "S", frozenset: "F"}[t]
+        return [tag, [encode(x, depth + 1) for x in v]]
+    if t is dict:
+        return ["d", [[encode(k, depth + 1), encode(x, depth + 1)] for k, x in v.items()]]
+    raise NotLiteral(f"a {t.__module__}.{t.__qualname__} is not a literal value")
+
+
+def decode(e, depth=0):
+    """The inverse of `encode`, for untrusted input: anything malformed raises ValueError."""
+    if depth > MAX_DEPTH or type(e) is not list or not e or type(e[0]) is not str:
+        raise ValueError("malformed value")
+    tag, rest = e[0], e[1:]
+    try:
+        if tag == "N" and not rest:
+            return None
+        if tag == "B" and type(rest[0]) is bool:
+            return rest[0]
+        if tag == "i" and type(rest[0]) is str and len(rest[0]) <= 4096:
+            return int(rest[0], 16)
+        if tag == "f" and type(rest[0]) is str:
+            return float.fromhex(rest[0])
+        if tag == "c":
+            return complex(float.fromhex(rest[0]), float.fromhex(rest[1]))
+        if tag == "s" and type(rest[0]) is str:
+            return rest[0]
+        if tag == "b" and type(rest[0]) is str:
+            return bytes.fromhex(rest[0])
+        if tag in ("l", "t", "S", "F") and type(rest[0]) is list:
+            xs = [decode(x, depth + 1) for x in rest[0]]
+            return {"l": list, "t": tuple, "S": set, "F": frozenset}[tag](xs)
+        if tag == "d" and type(rest[0]) is list:
+            return {decode(k, depth + 1): decode(x, depth + 1) for k, x in rest[0]}
+    except (IndexError, TypeError, ValueError, OverflowError) as exc:
+        raise ValueError(f"malformed value: {exc}") from None
+    raise ValueError(f"malformed value (tag {tag!r})")
+
+
+def _key(v):
+    """A hashable form that tells 1, 1.0 and True apart (for strict set and dict comparison)."""
+    t = type(v)
+    if t in (tuple, frozenset):
+        inner = tuple(_key(x) for x in v)
+        return (t.__name__, inner if t is tuple else frozenset(inner))
+    return (t.__name__, v)
+
+
+def strict_eq(a, b) -> bool:
+    """Equality of decoded literals where the types must match too, all the way down (1 != 1.0 != True)."""
+    if type(a) is not type(b):
+        return False
+    t = type(a)
+    if t in (list, tuple):
+        return len(a) == len(b) and all(strict_eq(x, y) for x, y in zip(a, b))
+    if t in (set, frozenset):
+        return {_key(x) for x in a} == {_key(x) for x in b}
+    if t is dict:
+        ka, kb = {_key(k): k for k in a}, {_key(k): k for k in b}
+        return ka.keys() == kb.keys() and all(strict_eq(a[ka[k]], b[kb[k]]) for k in ka)
+    return a == b
+
+
+# --- the in-sandbox programs ---------------------------------------------------------------------------
+
+def _err(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"[:300]
+
+
+def _confine(processes: int) -> None:
+    """Silence stdio (the pipes to the host close with them) and cap this namespace's processes.
+
+    RLIMIT_NPROC counts processes per user namespace, so the count here is this sandbox's tree alone."""
+    null = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+    os.environ.clear()  # empty already, but for what the interpreter sets itself (LC_CTYPE) and PWD
+    here = sum(name.isdigit() for name in os.listdir("/proc"))
+    n = here + processes - 1
+    resource.setrlimit(resource.RLIMIT_NPROC, (n, n))
+
+
+def _lines(fd):
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        buf = b""
+        while True:
+            chunk = f.read(65536)
+            if not chunk:
+                return
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                yield json.loads(line)
+
+
+def candidate(rfd: int, wfd: int, job: dict) -> None:
+    out = os.fdopen(wfd, "wb", buffering=0)
+
+    def send(msg):
+        out.write(json.dumps(msg).encode() + b"\n")
+
+    ns = {"__name__": "__main__", "__builtins__": __builtins__}
+    try:
+        for src in job.get("setup", []):
+            exec(compile(src, "<setup>", "exec"), ns)
+        exec(compile(job["code"], "solution.py", "exec"), ns)
+    except BaseException as e:  # noqa: BLE001 - the code's failure is reported, not raised
+        send({"err": _err(e)})
+        return
+    send({"ready": True})
+    for req in _lines(rfd):
+        try:
+            if "call" in req:
+                v = eval(compile(req["call"], "<test>", "eval"), ns)
+            else:
+                v = ns[req["fn"]](*decode(req["args"]), **decode(req["kwargs"]))
+            send({"ok": encode(v)})
+        except BaseException as e:  # noqa: BLE001
+            send({"err": _err(e)})
+
+
+class _Proxy:
+    """Stands for one of the candidate's functions inside the checker: arguments out, a literal back."""
+
+    def __init__(self, name, link):
+        self.__name__ = self.__qualname__ = name
+        self._link = link
+
+    def __call__(self, *args, **kwargs):
+        send, recv = self._link
+        send({"fn": self.__name__, "args": encode(list(args)), "kwargs": encode(dict(kwargs))})
+        msg = recv()
+        if msg is None:
+            raise RuntimeError("the candidate stopped answering")
+        if "ok" in msg:
+            return decode(msg["ok"])
+        raise RuntimeError(f"candidate raised {str(msg.get('err'))[:300]}")
+
+    def __repr__(self):
+        return f"<candidate {self.__name__}>"
+
+
+def checker(rfd: int, wfd: int, resfd: int, gofd: int, job: dict) -> None:
+    """Run each opaque test against proxies; report one JSON line per test on `resfd`.
+
+    Starts when the host writes a line on `gofd` (after its own calls to the candidate are done)."""
+    res = os.fdopen(resfd, "wb", buffering=0)
+    out = os.fdopen(wfd, "wb", buffering=0)
+    answers = _lines(rfd)
+
+    def send(msg):
+        out.write(json.dumps(msg).encode() + b"\n")
+
+    def recv():
+        return next(answers, None)
+
+    link = (send, recv)
+    base = {"__name__": "__main__", "__builtins__": __builtins__}
+    for src in job.get("setup", []):
+        exec(compile(src, "<setup>", "exec"), base)
+    with os.fdopen(gofd, "rb", buffering=0) as go:
+        if not go.readline():
+            return
+    for name in job["names"]:
+        base[name] = _Proxy(name, link)
+    for i, src in enumerate(job["tests"]):
+        ns = dict(base)
+        if job.get("entry"):
+            ns["candidate"] = ns[job["entry"]]
+        try:
+            exec(compile(src, f"<test {i}>", "exec"), ns)
+            msg = {"i": i, "ok": True}
+        except BaseException as e:  # noqa: BLE001
+            msg = {"i": i, "ok": False, "err": _err(e)}
+        res.write(json.dumps(msg).encode() + b"\n")
+
+
+def main(argv) -> None:
+    role, processes = argv[1], int(argv[2])
+    with open(argv[3], "rb") as f:
+        job = json.load(f)
+    fds = [int(a) for a in argv[4:]]
+    _confine(processes)
+    if role == "candidate":
+        candidate(*fds, job)
+    elif role == "checker":
+        checker(*fds, job)
+    else:  # "ping": the availability probe
+        os.write(fds[0], b"pong\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv)

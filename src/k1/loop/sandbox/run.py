@@ -1,0 +1,180 @@
+"""`run_tests`: score model-written code on a task's tests without letting the code touch the score.
+
+The candidate runs in its own sandbox and only answers calls with literal values. Tests of the form
+`assert CALL == LITERAL` are decided here: the call goes in, the value comes out, and it is compared with
+the expected value (which never enters any sandbox) by type and value. Other test code runs in a second
+sandbox (the checker) whose proxies call the candidate over a pipe; its per-test verdicts come back on a
+pipe that only the checker holds. Everything is killed at the wall-clock deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import time
+from pathlib import Path
+
+from k1.loop.sandbox.bwrap import problem, python_exe, spawn
+from k1.loop.sandbox.checks import as_call, free_names
+from k1.loop.sandbox.inside import decode, strict_eq
+from k1.loop.sandbox.limits import Limits
+
+INSIDE = (Path(__file__).parent / "inside.py").read_text()
+
+
+class _Timeout(Exception):
+    pass
+
+
+class _Lines:
+    """Newline-framed JSON from an fd, read with a deadline and a byte cap per line."""
+
+    def __init__(self, fd: int, cap: int):
+        self.fd, self.cap, self.buf = fd, cap, b""
+
+    def read(self, deadline: float) -> dict | None:
+        """The next message; None at end of stream; raises _Timeout or ValueError (oversized/garbled)."""
+        while b"\n" not in self.buf:
+            if len(self.buf) > self.cap:
+                raise ValueError(f"an answer over {self.cap} bytes")
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                raise _Timeout
+            chunk = os.read(self.fd, 1 << 16)
+            if not chunk:
+                return None
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        if len(line) > self.cap:
+            raise ValueError(f"an answer over {self.cap} bytes")
+        msg = json.loads(line)
+        if not isinstance(msg, dict):
+            raise ValueError("garbled answer")
+        return msg
+
+
+def _write(fd: int, data: bytes, deadline: float) -> None:
+    while data:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([], [fd], [], left)[1]:
+            raise _Timeout
+        data = data[os.write(fd, data):]
+
+
+def _inside(role: str, limits: Limits, *fds: int) -> list[str]:
+    return [python_exe(), "-I", "-S", "-B", "/k1/inside.py", role, str(limits.processes), "/k1/job.json",
+            *map(str, fds)]
+
+
+def run_tests(code: str, tests: list[str], limits: Limits = Limits(), *, entry: str | None = None,
+              setup: list[str] = ()) -> dict:
+    """→ {"passed", "total", "error", "timeout", "values"}: how many of `tests` the code passes.
+
+    `entry` names the function a `check(candidate)` test receives as `candidate`; `setup` is import lines
+    that both the candidate's and the checker's namespaces get first. `values` holds the repr of each
+    value the candidate returned to a call test (for feedback; never used for the score)."""
+    require_sandbox()
+    calls, opaque = {}, {}
+    for i, t in enumerate(tests):
+        c = as_call(t)
+        (calls.__setitem__(i, c) if c else opaque.__setitem__(i, t))
+    ok = [False] * len(tests)
+    out = {"passed": 0, "total": len(tests), "error": None, "timeout": False, "values": []}
+
+    def fail(msg: str):
+        out["error"] = out["error"] or msg[:300]
+
+    deadline = time.monotonic() + limits.timeout_s
+    req_r, req_w = os.pipe()
+    resp_r, resp_w = os.pipe()
+    mine = [req_w, resp_r]
+    procs = []
+    try:
+        job = json.dumps({"code": code, "setup": list(setup)}).encode()
+        procs.append(spawn({"/k1/inside.py": INSIDE.encode(), "/k1/job.json": job},
+                           _inside("candidate", limits, req_r, resp_w), [req_r, resp_w], limits))
+        os.close(req_r)
+        os.close(resp_w)
+        if opaque:
+            res_r, res_w = os.pipe()
+            go_r, go_w = os.pipe()
+            mine += [res_r, go_w]
+            names = sorted(set(free_names(list(opaque.values()), list(setup))) | ({entry} if entry else set()))
+            cjob = json.dumps({"tests": list(opaque.values()), "names": names, "entry": entry,
+                               "setup": list(setup)}).encode()
+            procs.append(spawn({"/k1/inside.py": INSIDE.encode(), "/k1/job.json": cjob},
+                               _inside("checker", limits, resp_r, req_w, res_w, go_r), [resp_r, req_w, res_w, go_r],
+                               limits))
+            os.close(res_w)
+            os.close(go_r)
+        os.set_blocking(req_w, False)
+        answers = _Lines(resp_r, limits.answer_bytes + 4096)
+        try:
+            first = answers.read(deadline)
+            if not first or "ready" not in first:
+                fail((first or {}).get("err") or _startup_error(procs[0]))
+            else:
+                for i, call in calls.items():
+                    _write(req_w, json.dumps({"call": call.expr}).encode() + b"\n", deadline)
+                    msg = answers.read(deadline)
+                    if msg is None:
+                        fail("the code exited before answering")
+                        break
+                    if "ok" in msg:
+                        got = decode(msg["ok"])
+                        out["values"].append(repr(got)[:200])
+                        ok[i] = strict_eq(got, call.expected)
+                        if not ok[i]:
+                            fail(f"{call.expr} returned {repr(got)[:100]}, not the expected {type(call.expected).__name__}")
+                    else:
+                        out["values"].append(None)
+                        fail(f"{call.expr}: {str(msg.get('err'))[:200]}")
+                if opaque:
+                    _write(go_w, b"go\n", deadline)
+                    verdicts = _Lines(res_r, 1 << 16)
+                    for _ in opaque:
+                        v = verdicts.read(deadline)
+                        if v is None:
+                            fail("the checker stopped before the last test")
+                            break
+                        i = list(opaque)[int(v["i"])]
+                        ok[i] = v.get("ok") is True
+                        if not ok[i]:
+                            fail(str(v.get("err")))
+        except _Timeout:
+            out["timeout"] = True
+            fail(f"timeout after {limits.timeout_s:g}s")
+        except (ValueError, KeyError, TypeError, BrokenPipeError) as e:
+            fail(f"{type(e).__name__}: {e}")
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()
+            p.stderr.close()
+        for fd in mine:
+            os.close(fd)
+    out["passed"] = sum(ok)
+    return out
+
+
+def _startup_error(p) -> str:
+    """What the interpreter said when it failed to start (its stderr is closed once it is running)."""
+    if select.select([p.stderr], [], [], 0.2)[0]:
+        msg = " ".join(os.read(p.stderr.fileno(), 4096).decode(errors="replace").split())
+        if msg:
+            return f"no answer from the sandbox: {msg[-250:]}"
+    return "the code exited before it was ready"
+
+
+def require_sandbox() -> None:
+    """Raise SandboxUnavailable (one line, with how to get it) unless the sandbox works here."""
+    from k1.loop.sandbox import SandboxUnavailable
+
+    why = problem()
+    if why is not None:
+        raise SandboxUnavailable(
+            f"refusing to run model-written Python without a sandbox: {why}; install bubblewrap "
+            "(Debian/Ubuntu: apt-get install bubblewrap) and allow unprivileged user namespaces "
+            "(sysctl kernel.unprivileged_userns_clone=1, or on Ubuntu kernel.apparmor_restrict_unprivileged_userns=0)")
