@@ -45,7 +45,10 @@ def extract_code(text: str) -> str:
 def verify_python(task: Task, response: str, limits: Limits = Limits()) -> float:
     """Fraction of the task's tests that pass; the code runs in the sandbox, the values are judged outside."""
     c = task.check
-    r = run_tests(extract_code(response), c["tests"], limits, entry=c.get("entry"), setup=c.get("setup", []))
+    code = extract_code(response)
+    if c.get("prefix"):  # a HumanEval-like prompt: its imports and helpers first, the model's function after
+        code = c["prefix"] + "\n" + code
+    r = run_tests(code, c["tests"], limits, entry=c.get("entry"), setup=c.get("setup", []))
     return r["passed"] / max(r["total"], 1)
 
 
