@@ -1,6 +1,7 @@
 """Start a program inside a bubblewrap sandbox: new user, PID, network, mount, IPC, UTS and cgroup
 namespaces; a read-only view of the system's programs and the Python installation only; a small private
-/tmp; no environment; an unprivileged uid with no capabilities and `no_new_privs`; per-process limits.
+/tmp; no environment; an unprivileged uid with no capabilities and `no_new_privs`. (The per-process limits
+are set by the program inside, first thing: see inside.py.)
 
 When the caller is root it first drops to an unprivileged host uid (nobody), so that the kernel's process
 limit applies (root is exempt from it) and an escape from the namespaces would land as nobody, not root.
@@ -8,10 +9,8 @@ limit applies (root is exempt from it) and an escape from the namespaces would l
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -19,8 +18,6 @@ from pathlib import Path
 
 NOBODY = 65534
 TMP_BYTES = 16 << 20  # the private /tmp (tmpfs): the only writable place
-_LIBC = ctypes.CDLL(None, use_errno=True)
-_CLONE_NEWNS, _MS_BIND, _MS_REC, _MS_PRIVATE = 0x20000, 0x1000, 0x4000, 0x40000
 _STAGE = "/tmp"  # as root: where the Python prefix is bind-mounted, in a mount namespace of bwrap's own
 
 
@@ -63,50 +60,34 @@ def command(files: dict[str, int], argv: list[str]) -> tuple[list[str], list[int
 
     → (argv, fds the child must inherit)."""
     fds = list(files.values())
-    args = [bwrap_exe() or "bwrap", "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
+    root = os.geteuid() == 0
+    prefix = _prefix()
+    args = [*(_as_nobody(prefix) if root else []), bwrap_exe() or "bwrap", "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
             "--uid", str(NOBODY), "--gid", str(NOBODY), "--hostname", "sandbox", "--clearenv",
             *_system_args(), "--proc", "/proc", "--dev", "/dev", "--size", str(TMP_BYTES), "--tmpfs", "/tmp",
             "--chdir", "/tmp"]
-    prefix = _prefix()
     if prefix is not None:
-        args += ["--ro-bind", _STAGE if os.geteuid() == 0 else str(prefix), str(prefix)]
+        args += ["--ro-bind", _STAGE if root else str(prefix), str(prefix)]
     for path, fd in files.items():
         args += ["--ro-bind-data", str(fd), path]
     # the root itself is bwrap's tmpfs: read-only, so the size-bounded /tmp is the only writable place
     return args + ["--remount-ro", "/", "--", *argv], fds
 
 
-def _call(fn, *args):
-    if fn(*args) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
+def _as_nobody(prefix: Path | None) -> list[str]:
+    """As root: the commands that put bwrap in a mount namespace of its own with the Python prefix staged
+    where nobody can reach it, then drop to nobody. The prefix often sits in root's private home folder; it
+    is bind-mounted over /tmp in that namespace only (the host's mounts do not change), and bwrap binds it
+    from there, read-only, to its own path inside the sandbox. Plain programs (util-linux), so the parent
+    is not forked with a Python preexec hook: a large parent (a loaded model) would make that slow."""
+    drop = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--"]
+    if prefix is None:
+        return drop
+    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+            'mount --bind "$1" "$2" && shift 2 && exec "$@"', "sh", str(prefix), _STAGE, *drop]
 
 
-def limiter(memory_bytes: int, cpu_s: int, file_bytes: int, open_files: int):
-    """preexec_fn for the bwrap process: drop root to nobody, then per-process limits (inherited below).
-
-    Root first stages the Python prefix where nobody can reach it: the prefix often sits in root's private
-    home folder, so, in a mount namespace of this process alone, it is bind-mounted over /tmp, and bwrap
-    binds it from there (read-only) to its own path inside the sandbox. The host's mounts do not change."""
-    prefix = _prefix()
-
-    def apply():
-        if os.geteuid() == 0:
-            if prefix is not None:
-                _call(_LIBC.unshare, _CLONE_NEWNS)
-                _call(_LIBC.mount, b"none", b"/", None, _MS_REC | _MS_PRIVATE, None)
-                _call(_LIBC.mount, os.fsencode(prefix), _STAGE.encode(), None, _MS_BIND | _MS_REC, None)
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-        for what, n in ((resource.RLIMIT_AS, memory_bytes), (resource.RLIMIT_CPU, cpu_s),
-                        (resource.RLIMIT_FSIZE, file_bytes), (resource.RLIMIT_NOFILE, open_files),
-                        (resource.RLIMIT_CORE, 0)):
-            resource.setrlimit(what, (n, n))
-    return apply
-
-
-def spawn(files: dict[str, bytes], argv: list[str], keep_fds: list[int], limits) -> subprocess.Popen:
+def spawn(files: dict[str, bytes], argv: list[str], keep_fds: list[int]) -> subprocess.Popen:
     """Start `argv` in a sandbox with `files` (sandbox path → content) and `keep_fds` inherited.
 
     stdout is discarded; stderr is a pipe that only the interpreter's start-up can write to (the program
@@ -120,9 +101,7 @@ def spawn(files: dict[str, bytes], argv: list[str], keep_fds: list[int], limits)
             mem[path] = fd
         cmd, fds = command(mem, argv)
         return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                env={}, pass_fds=[*fds, *keep_fds], close_fds=True,
-                                preexec_fn=limiter(limits.memory_bytes, limits.cpu_s, limits.file_bytes,
-                                                   limits.open_files))
+                                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, pass_fds=[*fds, *keep_fds])
     finally:
         for fd in mem.values():
             os.close(fd)
@@ -131,7 +110,6 @@ def spawn(files: dict[str, bytes], argv: list[str], keep_fds: list[int], limits)
 @functools.lru_cache(maxsize=1)
 def problem() -> str | None:
     """None when a sandboxed interpreter starts and answers here; otherwise why not (one probe per process)."""
-    from k1.loop.sandbox.limits import Limits
     from k1.loop.sandbox.run import INSIDE
 
     if bwrap_exe() is None:
@@ -140,8 +118,8 @@ def problem() -> str | None:
         r, w = os.pipe()
         try:
             p = spawn({"/k1/inside.py": INSIDE.encode(), "/k1/job.json": b"{}"},
-                      [python_exe(), "-I", "-S", "-B", "/k1/inside.py", "ping", "1", "/k1/job.json", str(w)],
-                      [w], Limits())
+                      [python_exe(), "-I", "-S", "-B", "/k1/inside.py", "ping", "/k1/job.json", str(w)],
+                      [w])
         finally:
             os.close(w)
         try:

@@ -113,18 +113,25 @@ def _err(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"[:300]
 
 
-def _confine(processes: int) -> None:
-    """Silence stdio (the pipes to the host close with them) and cap this namespace's processes.
+def _confine(limits: dict) -> None:
+    """Silence stdio (the pipes to the host close with them), empty the environment, set the limits.
 
-    RLIMIT_NPROC counts processes per user namespace, so the count here is this sandbox's tree alone."""
+    Hard limits, so the code cannot raise them again. Memory, CPU and file size are per process and
+    inherited; RLIMIT_NPROC counts the processes of this user namespace alone (this sandbox's tree), so
+    `processes` bounds the whole tree, threads included."""
     null = os.open("/dev/null", os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
     os.close(null)
     os.environ.clear()  # empty already, but for what the interpreter sets itself (LC_CTYPE) and PWD
     here = sum(name.isdigit() for name in os.listdir("/proc"))
-    n = here + processes - 1
-    resource.setrlimit(resource.RLIMIT_NPROC, (n, n))
+    for what, n in ((resource.RLIMIT_AS, limits.get("memory_bytes", 512 << 20)),
+                    (resource.RLIMIT_CPU, limits.get("cpu_s", 5)),
+                    (resource.RLIMIT_FSIZE, limits.get("file_bytes", 1 << 20)),
+                    (resource.RLIMIT_NOFILE, limits.get("open_files", 64)),
+                    (resource.RLIMIT_CORE, 0),
+                    (resource.RLIMIT_NPROC, here + limits.get("processes", 1) - 1)):
+        resource.setrlimit(what, (n, n))
 
 
 def _lines(fd):
@@ -223,11 +230,11 @@ def checker(rfd: int, wfd: int, resfd: int, gofd: int, job: dict) -> None:
 
 
 def main(argv) -> None:
-    role, processes = argv[1], int(argv[2])
-    with open(argv[3], "rb") as f:
+    role = argv[1]
+    with open(argv[2], "rb") as f:
         job = json.load(f)
-    fds = [int(a) for a in argv[4:]]
-    _confine(processes)
+    fds = [int(a) for a in argv[3:]]
+    _confine(job.get("limits", {}))
     if role == "candidate":
         candidate(*fds, job)
     elif role == "checker":

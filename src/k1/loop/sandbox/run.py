@@ -9,6 +9,7 @@ pipe that only the checker holds. Everything is killed at the wall-clock deadlin
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import select
@@ -62,9 +63,8 @@ def _write(fd: int, data: bytes, deadline: float) -> None:
         data = data[os.write(fd, data):]
 
 
-def _inside(role: str, limits: Limits, *fds: int) -> list[str]:
-    return [python_exe(), "-I", "-S", "-B", "/k1/inside.py", role, str(limits.processes), "/k1/job.json",
-            *map(str, fds)]
+def _inside(role: str, *fds: int) -> list[str]:
+    return [python_exe(), "-I", "-S", "-B", "/k1/inside.py", role, "/k1/job.json", *map(str, fds)]
 
 
 def run_tests(code: str, tests: list[str], limits: Limits = Limits(), *, entry: str | None = None,
@@ -91,9 +91,10 @@ def run_tests(code: str, tests: list[str], limits: Limits = Limits(), *, entry: 
     mine = [req_w, resp_r]
     procs = []
     try:
-        job = json.dumps({"code": code, "setup": list(setup)}).encode()
+        lim = dataclasses.asdict(limits)
+        job = json.dumps({"code": code, "setup": list(setup), "limits": lim}).encode()
         procs.append(spawn({"/k1/inside.py": INSIDE.encode(), "/k1/job.json": job},
-                           _inside("candidate", limits, req_r, resp_w), [req_r, resp_w], limits))
+                           _inside("candidate", req_r, resp_w), [req_r, resp_w]))
         os.close(req_r)
         os.close(resp_w)
         if opaque:
@@ -102,10 +103,9 @@ def run_tests(code: str, tests: list[str], limits: Limits = Limits(), *, entry: 
             mine += [res_r, go_w]
             names = sorted(set(free_names(list(opaque.values()), list(setup))) | ({entry} if entry else set()))
             cjob = json.dumps({"tests": list(opaque.values()), "names": names, "entry": entry,
-                               "setup": list(setup)}).encode()
+                               "setup": list(setup), "limits": lim}).encode()
             procs.append(spawn({"/k1/inside.py": INSIDE.encode(), "/k1/job.json": cjob},
-                               _inside("checker", limits, resp_r, req_w, res_w, go_r), [resp_r, req_w, res_w, go_r],
-                               limits))
+                               _inside("checker", resp_r, req_w, res_w, go_r), [resp_r, req_w, res_w, go_r]))
             os.close(res_w)
             os.close(go_r)
         os.set_blocking(req_w, False)
