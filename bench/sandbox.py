@@ -3,6 +3,7 @@ against the current one (bubblewrap, values judged outside); one JSON line last.
 
     python bench/sandbox.py            # 30 calls per kind and sandbox, interleaved
     python bench/sandbox.py --quick    # 8 calls each
+    python bench/sandbox.py --quick --parent-mib 1024   # the caller holds 1 GiB, as the loop does (a model)
 
 Two kinds of call: a built-in task (three `assert f(x) == v` lines, decided outside the sandbox) and a
 HumanEval-like `check(candidate)` (opaque test code: a second sandbox, the checker, runs it). Old and new
@@ -91,7 +92,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calls", type=int, default=30)
     ap.add_argument("--quick", action="store_true", help="8 calls per kind and sandbox")
+    ap.add_argument("--parent-mib", type=int, default=0,
+                    help="hold this much touched memory in the calling process first (the loop's parent holds a model)")
     args = ap.parse_args()
+    ballast = bytearray(args.parent_mib << 20)
+    ballast[::4096] = b"x" * len(ballast[::4096])
     n = 8 if args.quick else args.calls
     old_ok = shutil.which("unshare") is not None and subprocess.run(["unshare", "-n", "true"],
                                                                       capture_output=True).returncode == 0
@@ -106,7 +111,8 @@ def main() -> None:
             r = fn(CODE, tests)
             times[name].append(time.perf_counter() - t0)
             assert r["passed"] == r["total"], (name, r)
-    result = {"bench": "sandbox", "calls": n, "cpus": os.cpu_count(), "load_1min": round(os.getloadavg()[0], 2)}
+    result = {"bench": "sandbox", "calls": n, "parent_mib": args.parent_mib, "cpus": os.cpu_count(),
+              "load_1min": round(os.getloadavg()[0], 2)}
     for name, xs in times.items():
         if xs:
             result[name] = stats(xs)
