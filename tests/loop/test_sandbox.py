@@ -133,6 +133,15 @@ def test_opaque_check_code_runs_apart_from_the_candidate():
     assert V(t, forged) == 0.0
 
 
+def test_garbage_on_every_descriptor_neither_crashes_the_verifier_nor_scores():
+    code = WRONG + ("import os\nfor fd in range(3, 64):\n    for junk in (b'[' * 200000 + b'\\n', b'{\"ok\": [\"i\"]}\\n',"
+                    " b'{\"i\": 99, \"ok\": true}\\n', b'\\xff\\n'):\n        try:\n            os.write(fd, junk)\n"
+                    "        except OSError:\n            pass\n")
+    assert V(ADD3, code) == 0.0
+    check = Task("t", "python", "add_n", {"entry": "add_n", "tests": ["assert add_n(0) > 2"]})
+    assert V(check, code) == 0.0
+
+
 # --- filesystem, environment, /proc ------------------------------------------------------------------------
 
 def test_host_secrets_project_and_home_are_not_visible():

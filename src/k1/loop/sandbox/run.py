@@ -145,8 +145,8 @@ def run_tests(code: str, tests: list[str], limits: Limits = Limits(), *, entry: 
         except _Timeout:
             out["timeout"] = True
             fail(f"timeout after {limits.timeout_s:g}s")
-        except (ValueError, KeyError, TypeError, BrokenPipeError) as e:
-            fail(f"{type(e).__name__}: {e}")
+        except (ValueError, KeyError, TypeError, IndexError, RecursionError, MemoryError, OSError) as e:
+            fail(f"{type(e).__name__}: {str(e)[:200]}")  # garbled answers, a closed pipe: the code fails
     finally:
         for p in procs:
             p.kill()
