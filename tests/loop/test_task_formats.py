@@ -49,6 +49,7 @@ def test_layouts_are_told_from_their_fields(tmp_path):
     assert he.id == "HumanEval/0" and he.check["entry"] == "has_close_elements"
     assert "def has_close_elements" in he.prompt and he.check["prefix"] == HUMANEVAL["prompt"]
     assert he.check["tests"][0].rstrip().endswith("check(has_close_elements)")
+    assert he.check["setup"] == ["from typing import List"]
     assert mb.check["entry"] == "remove_Occ" and mb.check["tests"] == MBPP["test_list"]
     assert "`remove_Occ`" in mb.prompt and "heo" not in mb.prompt  # the name, never an expected value
     assert ms.check["entry"] == "similar_elements"  # `set(...)` is a builtin, not the entry point
@@ -88,6 +89,15 @@ def test_humaneval_task_is_scored_by_its_check_in_the_checker(tmp_path):
              "    return any(abs(a - b) < threshold for i, a in enumerate(numbers) for b in numbers[i + 1:])\n")
     assert verify(t, alone) == 1.0
     assert verify(t, "def has_close_elements(numbers, threshold):\n    return True\n") == 0.0
+
+
+@needs_sandbox
+def test_humaneval_test_code_sees_the_prompts_imports(tmp_path):
+    row = {"task_id": "T/1", "prompt": "import math\n\n\ndef area(r):\n    \"\"\"Area of a circle.\"\"\"\n",
+           "entry_point": "area", "test": "def check(candidate):\n    assert math.isclose(candidate(2.0), 4 * math.pi)\n"}
+    (t,) = load_task_file(write(tmp_path, row))
+    assert verify(t, "def area(r):\n    return math.pi * r * r\n") == 1.0
+    assert verify(t, "def area(r):\n    return 3 * r * r\n") == 0.0
 
 
 @needs_sandbox

@@ -38,8 +38,11 @@ def _humaneval(d: dict, i: int, stem: str) -> Task:
     if not entry.isidentifier():
         raise ValueError(f"entry_point {entry!r} is not a Python name")
     ask = f"Complete this Python function and reply with the whole function:\n```python\n{prompt}```"
+    # the prompt's imports also serve the test code (HumanEval's harness runs both in one namespace)
+    setup = [ast.unparse(n) for n in ast.parse(prompt).body if isinstance(n, (ast.Import, ast.ImportFrom))]
     return Task(str(d.get("task_id", f"{stem}-{i}")), "python", ask,
-                {"entry": entry, "tests": [f"{test}\ncheck({entry})\n"], "prefix": prompt}, source="file")
+                {"entry": entry, "tests": [f"{test}\ncheck({entry})\n"], "prefix": prompt, "setup": setup},
+                source="file")
 
 
 def _called_name(test: str) -> str:
