@@ -115,6 +115,12 @@ def problem() -> str | None:
     if bwrap_exe() is None:
         return "bubblewrap (`bwrap`) is not installed"
     try:
+        version = subprocess.run([bwrap_exe(), "--version"], capture_output=True, text=True, timeout=10).stdout.split()[-1]
+        if tuple(int(x) for x in version.split(".")[:2]) < (0, 8):
+            return f"bubblewrap {version} is too old (0.8 or newer is needed for --disable-userns and --size)"
+    except (OSError, subprocess.TimeoutExpired, ValueError, IndexError) as e:
+        return f"`bwrap --version` failed: {e}"
+    try:
         r, w = os.pipe()
         try:
             p = spawn({"/k1/inside.py": INSIDE.encode(), "/k1/job.json": b"{}"},
