@@ -10,6 +10,7 @@ limit applies (root is exempt from it) and an escape from the namespaces would l
 from __future__ import annotations
 
 import functools
+import marshal
 import os
 import shutil
 import subprocess
@@ -123,8 +124,8 @@ def problem() -> str | None:
     try:
         r, w = os.pipe()
         try:
-            p = spawn({"/k1/inside.py": INSIDE.encode(), "/k1/job.json": b"{}"},
-                      [python_exe(), "-I", "-S", "-B", "/k1/inside.py", "ping", "/k1/job.json", str(w)],
+            p = spawn({"/k1/inside.py": INSIDE.encode(), "/k1/job": marshal.dumps({})},
+                      [python_exe(), "-I", "-S", "-B", "/k1/inside.py", "ping", "/k1/job", str(w)],
                       [w])
         finally:
             os.close(w)

@@ -12,9 +12,12 @@ The sandbox is handed this file's text, so it must not import k1. Two roles:
 
 Values cross as tagged JSON: exact built-in types only (bool, int, float, complex, str, bytes, None, list,
 tuple, dict, set, frozenset). Anything else is refused, so no `__eq__` of the candidate's ever runs outside.
+Every string in that JSON is a tag or hex digits, so the candidate writes it without the `json` module
+(whose import would double its start-up). What goes in (the job, the calls) is `marshal` data: only the
+host and the checker produce it, and the side that reads it is the sandboxed one.
 """
 
-import json
+import marshal
 import os
 import resource
 import sys
@@ -42,7 +45,7 @@ def encode(v, depth=0):
     if t is complex:
         return ["c", v.real.hex(), v.imag.hex()]
     if t is str:
-        return ["s", v]
+        return ["s", v.encode("utf-8", "surrogatepass").hex()]
     if t is bytes:
         return ["b", v.hex()]
     if t in (list, tuple, set, frozenset):
@@ -70,7 +73,7 @@ def decode(e, depth=0):
         if tag == "c":
             return complex(float.fromhex(rest[0]), float.fromhex(rest[1]))
         if tag == "s" and type(rest[0]) is str:
-            return rest[0]
+            return bytes.fromhex(rest[0]).decode("utf-8", "surrogatepass")
         if tag == "b" and type(rest[0]) is str:
             return bytes.fromhex(rest[0])
         if tag in ("l", "t", "S", "F") and type(rest[0]) is list:
@@ -110,7 +113,37 @@ def strict_eq(a, b) -> bool:
 # --- the in-sandbox programs ---------------------------------------------------------------------------
 
 def _err(e: BaseException) -> str:
-    return f"{type(e).__name__}: {e}"[:300]
+    """An exception as hex text (decoded with `unhex`)."""
+    try:
+        text = f"{type(e).__name__}: {e}"[:300]
+    except BaseException:  # noqa: BLE001 - a hostile __str__
+        text = type(e).__name__
+    return text.encode("utf-8", "replace").hex()
+
+
+def unhex(h) -> str:
+    try:
+        return bytes.fromhex(h).decode("utf-8", "replace")
+    except (TypeError, ValueError):
+        return "(garbled)"
+
+
+def dump(x) -> str:
+    """JSON for the tagged form (lists, booleans and strings that need no escaping), without `json`."""
+    if type(x) is list:
+        return "[" + ",".join(map(dump, x)) + "]"
+    if type(x) is bool:
+        return "true" if x else "false"
+    return '"' + x + '"'
+
+
+def message(**kw) -> bytes:
+    return ("{" + ",".join(f'"{k}":{dump(v)}' for k, v in kw.items()) + "}\n").encode()
+
+
+def frame(obj) -> bytes:
+    data = marshal.dumps(obj)
+    return len(data).to_bytes(4, "big") + data
 
 
 def _confine(limits: dict) -> None:
@@ -134,24 +167,21 @@ def _confine(limits: dict) -> None:
         resource.setrlimit(what, (n, n))
 
 
-def _lines(fd):
-    with os.fdopen(fd, "rb", buffering=0) as f:
-        buf = b""
+def _frames(fd):
+    """Length-prefixed marshal messages from `fd` until it closes."""
+    with os.fdopen(fd, "rb") as f:
         while True:
-            chunk = f.read(65536)
-            if not chunk:
+            head = f.read(4)
+            if len(head) < 4:
                 return
-            buf += chunk
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                yield json.loads(line)
+            yield marshal.loads(f.read(int.from_bytes(head, "big")))
 
 
 def candidate(rfd: int, wfd: int, job: dict) -> None:
     out = os.fdopen(wfd, "wb", buffering=0)
 
     def send(msg):
-        out.write(json.dumps(msg).encode() + b"\n")
+        out.write(message(**msg))
 
     ns = {"__name__": "__main__", "__builtins__": __builtins__}
     try:
@@ -162,13 +192,13 @@ def candidate(rfd: int, wfd: int, job: dict) -> None:
         send({"err": _err(e)})
         return
     send({"ready": True})
-    for req in _lines(rfd):
+    for req in _frames(rfd):
         try:
             if "call" in req:
                 v = eval(compile(req["call"], "<test>", "eval"), ns)
             else:
                 v = ns[req["fn"]](*decode(req["args"]), **decode(req["kwargs"]))
-            send({"ok": encode(v)})
+            send({"ok": encode(v)})  # an exception here (not literal, too deep) is reported below
         except BaseException as e:  # noqa: BLE001
             send({"err": _err(e)})
 
@@ -188,7 +218,7 @@ class _Proxy:
             raise RuntimeError("the candidate stopped answering")
         if "ok" in msg:
             return decode(msg["ok"])
-        raise RuntimeError(f"candidate raised {str(msg.get('err'))[:300]}")
+        raise RuntimeError(f"candidate raised {unhex(msg.get('err'))[:300]}")
 
     def __repr__(self):
         return f"<candidate {self.__name__}>"
@@ -198,15 +228,23 @@ def checker(rfd: int, wfd: int, resfd: int, gofd: int, job: dict) -> None:
     """Run each opaque test against proxies; report one JSON line per test on `resfd`.
 
     Starts when the host writes a line on `gofd` (after its own calls to the candidate are done)."""
+    import json  # the checker reads the candidate's JSON with a real parser (it is untrusted)
+
     res = os.fdopen(resfd, "wb", buffering=0)
     out = os.fdopen(wfd, "wb", buffering=0)
-    answers = _lines(rfd)
+    answers = os.fdopen(rfd, "rb")
 
     def send(msg):
-        out.write(json.dumps(msg).encode() + b"\n")
+        out.write(frame(msg))
 
     def recv():
-        return next(answers, None)
+        line = answers.readline(1 << 21)
+        if not line:
+            return None
+        msg = json.loads(line)
+        if type(msg) is not dict:
+            raise ValueError("garbled answer")
+        return msg
 
     link = (send, recv)
     base = {"__name__": "__main__", "__builtins__": __builtins__}
@@ -225,14 +263,14 @@ def checker(rfd: int, wfd: int, resfd: int, gofd: int, job: dict) -> None:
             exec(compile(src, f"<test {i}>", "exec"), ns)
             msg = {"i": i, "ok": True}
         except BaseException as e:  # noqa: BLE001
-            msg = {"i": i, "ok": False, "err": _err(e)}
+            msg = {"i": i, "ok": False, "err": unhex(_err(e))}
         res.write(json.dumps(msg).encode() + b"\n")
 
 
 def main(argv) -> None:
     role = argv[1]
     with open(argv[2], "rb") as f:
-        job = json.load(f)
+        job = marshal.loads(f.read())
     fds = [int(a) for a in argv[3:]]
     _confine(job.get("limits", {}))
     if role == "candidate":

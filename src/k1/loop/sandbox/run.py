@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import marshal
 import os
 import select
 import time
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from k1.loop.sandbox.bwrap import problem, python_exe, spawn
 from k1.loop.sandbox.checks import as_call, free_names
-from k1.loop.sandbox.inside import decode, strict_eq
+from k1.loop.sandbox.inside import decode, frame, strict_eq, unhex
 from k1.loop.sandbox.limits import Limits
 
 INSIDE = (Path(__file__).parent / "inside.py").read_text()
@@ -64,7 +65,7 @@ def _write(fd: int, data: bytes, deadline: float) -> None:
 
 
 def _inside(role: str, *fds: int) -> list[str]:
-    return [python_exe(), "-I", "-S", "-B", "/k1/inside.py", role, "/k1/job.json", *map(str, fds)]
+    return [python_exe(), "-I", "-S", "-B", "/k1/inside.py", role, "/k1/job", *map(str, fds)]
 
 
 def run_tests(code: str, tests: list[str], limits: Limits = Limits(), *, entry: str | None = None,
@@ -92,8 +93,8 @@ def run_tests(code: str, tests: list[str], limits: Limits = Limits(), *, entry: 
     procs = []
     try:
         lim = dataclasses.asdict(limits)
-        job = json.dumps({"code": code, "setup": list(setup), "limits": lim}).encode()
-        procs.append(spawn({"/k1/inside.py": INSIDE.encode(), "/k1/job.json": job},
+        job = marshal.dumps({"code": code, "setup": list(setup), "limits": lim})
+        procs.append(spawn({"/k1/inside.py": INSIDE.encode(), "/k1/job": job},
                            _inside("candidate", req_r, resp_w), [req_r, resp_w]))
         os.close(req_r)
         os.close(resp_w)
@@ -102,9 +103,9 @@ def run_tests(code: str, tests: list[str], limits: Limits = Limits(), *, entry: 
             go_r, go_w = os.pipe()
             mine += [res_r, go_w]
             names = sorted(set(free_names(list(opaque.values()), list(setup))) | ({entry} if entry else set()))
-            cjob = json.dumps({"tests": list(opaque.values()), "names": names, "entry": entry,
-                               "setup": list(setup), "limits": lim}).encode()
-            procs.append(spawn({"/k1/inside.py": INSIDE.encode(), "/k1/job.json": cjob},
+            cjob = marshal.dumps({"tests": list(opaque.values()), "names": names, "entry": entry,
+                                  "setup": list(setup), "limits": lim})
+            procs.append(spawn({"/k1/inside.py": INSIDE.encode(), "/k1/job": cjob},
                                _inside("checker", resp_r, req_w, res_w, go_r), [resp_r, req_w, res_w, go_r]))
             os.close(res_w)
             os.close(go_r)
@@ -113,10 +114,10 @@ def run_tests(code: str, tests: list[str], limits: Limits = Limits(), *, entry: 
         try:
             first = answers.read(deadline)
             if not first or "ready" not in first:
-                fail((first or {}).get("err") or _startup_error(procs[0]))
+                fail(unhex(first["err"]) if first and "err" in first else _startup_error(procs[0]))
             else:
                 for i, call in calls.items():
-                    _write(req_w, json.dumps({"call": call.expr}).encode() + b"\n", deadline)
+                    _write(req_w, frame({"call": call.expr}), deadline)
                     msg = answers.read(deadline)
                     if msg is None:
                         fail("the code exited before answering")
@@ -129,7 +130,7 @@ def run_tests(code: str, tests: list[str], limits: Limits = Limits(), *, entry: 
                             fail(f"{call.expr} returned {repr(got)[:100]}, not the expected {type(call.expected).__name__}")
                     else:
                         out["values"].append(None)
-                        fail(f"{call.expr}: {str(msg.get('err'))[:200]}")
+                        fail(f"{call.expr}: {unhex(msg.get('err'))[:200]}")
                 if opaque:
                     _write(go_w, b"go\n", deadline)
                     verdicts = _Lines(res_r, 1 << 16)
