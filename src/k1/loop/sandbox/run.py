@@ -139,10 +139,10 @@ def run_tests(code: str, tests: list[str], limits: Limits = Limits(), *, entry: 
                         if v is None:
                             fail("the checker stopped before the last test")
                             break
-                        i = list(opaque)[int(v["i"])]
+                        i = list(opaque)[int(v["i"], 16)]
                         ok[i] = v.get("ok") is True
                         if not ok[i]:
-                            fail(str(v.get("err")))
+                            fail(unhex(v.get("err")))
         except _Timeout:
             out["timeout"] = True
             fail(f"timeout after {limits.timeout_s:g}s")
