@@ -35,3 +35,18 @@ def test_the_loop_refuses_python_tasks_before_any_model_runs(monkeypatch, tmp_pa
     finally:
         monkeypatch.undo()
         sandbox.sandbox_problem.cache_clear()
+
+
+def test_loop_eval_refuses_python_tasks_before_loading_the_model(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from k1.loop.cli import app
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    sandbox.sandbox_problem.cache_clear()
+    try:
+        r = CliRunner().invoke(app, ["eval", "--target", "k1:/nonexistent", "--tasks", "python"])
+    finally:
+        monkeypatch.undo()
+        sandbox.sandbox_problem.cache_clear()
+    assert isinstance(r.exception, sandbox.SandboxUnavailable)  # not a missing-run error: it never got that far
