@@ -384,3 +384,25 @@ def test_huge_output_does_not_grow_the_host():
 def test_huge_return_value_is_capped():
     r = probe("return 'x' * (8 << 20)", "x")  # 16 MiB encoded, over the 1 MiB cap
     assert r == 0.0
+
+
+def _orphaned_sandboxes() -> set[int]:
+    out = set()
+    for pid in os.listdir("/proc"):
+        try:
+            if ("\nPPid:\t1\n" in Path(f"/proc/{pid}/status").read_text()
+                    and b"/k1/inside.py" in Path(f"/proc/{pid}/cmdline").read_bytes()):
+                out.add(int(pid))
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def test_no_sandbox_is_orphaned_when_the_code_fails_at_once():
+    # the checker is still starting when the candidate's syntax error ends the call
+    before = _orphaned_sandboxes()
+    check = Task("t", "python", "f", {"entry": "f", "tests": ["def check(candidate):\n    assert candidate(1)\ncheck(f)"]})
+    for _ in range(15):
+        assert V(check, "def f(:\n") == 0.0
+    time.sleep(0.5)
+    assert _orphaned_sandboxes() - before == set()

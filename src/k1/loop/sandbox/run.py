@@ -14,6 +14,7 @@ import json
 import marshal
 import os
 import select
+import subprocess
 import time
 from pathlib import Path
 
@@ -149,15 +150,28 @@ def run_tests(code: str, tests: list[str], limits: Limits = Limits(), *, entry: 
         except (ValueError, KeyError, TypeError, IndexError, RecursionError, MemoryError, OSError) as e:
             fail(f"{type(e).__name__}: {str(e)[:200]}")  # garbled answers, a closed pipe: the code fails
     finally:
-        for p in procs:
-            p.kill()
-        for p in procs:
-            p.wait()
-            p.stderr.close()
-        for fd in mine:
-            os.close(fd)
+        _stop(procs, mine)
     out["passed"] = sum(ok)
     return out
+
+
+GRACE_S = 1.0
+
+
+def _stop(procs: list, fds: list[int]) -> None:
+    """End both sandboxes. Closing our pipe ends first lets well-behaved ones exit by themselves (the
+    programs inside stop at end of input); whatever is still there after GRACE_S is killed. Killing bwrap
+    while it is still setting up can orphan its PID namespace's init, so the kill is the fallback."""
+    for fd in fds:
+        os.close(fd)
+    end = time.monotonic() + GRACE_S
+    for p in procs:
+        try:
+            p.wait(max(end - time.monotonic(), 0.001))
+        except subprocess.TimeoutExpired:
+            p.kill()  # the namespace's init dies with it, and everything in the namespace with that
+            p.wait()
+        p.stderr.close()
 
 
 def _startup_error(p) -> str:
