@@ -63,7 +63,8 @@ def command(files: dict[str, int], argv: list[str]) -> tuple[list[str], list[int
     fds = list(files.values())
     root = os.geteuid() == 0
     prefix = _prefix()
-    args = [*(_as_nobody(prefix) if root else []), bwrap_exe() or "bwrap", "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
+    args = [*(_as_nobody(prefix) if root else []), bwrap_exe() or "bwrap",
+            "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
             "--uid", str(NOBODY), "--gid", str(NOBODY), "--hostname", "sandbox", "--clearenv",
             *_system_args(), "--proc", "/proc", "--dev", "/dev", "--size", str(TMP_BYTES), "--tmpfs", "/tmp",
             "--chdir", "/tmp"]
@@ -116,7 +117,8 @@ def problem() -> str | None:
     if bwrap_exe() is None:
         return "bubblewrap (`bwrap`) is not installed"
     try:
-        version = subprocess.run([bwrap_exe(), "--version"], capture_output=True, text=True, timeout=10).stdout.split()[-1]
+        r = subprocess.run([bwrap_exe(), "--version"], capture_output=True, text=True, timeout=10)
+        version = r.stdout.split()[-1]
         if tuple(int(x) for x in version.split(".")[:2]) < (0, 8):
             return f"bubblewrap {version} is too old (0.8 or newer is needed for --disable-userns and --size)"
     except (OSError, subprocess.TimeoutExpired, ValueError, IndexError) as e:

@@ -128,7 +128,8 @@ def run_tests(code: str, tests: list[str], limits: Limits = Limits(), *, entry: 
                         out["values"].append(repr(got)[:200])
                         ok[i] = strict_eq(got, call.expected)
                         if not ok[i]:
-                            fail(f"{call.expr} returned {repr(got)[:100]}, not the expected {type(call.expected).__name__}")
+                            want = type(call.expected).__name__
+                            fail(f"{call.expr} returned {repr(got)[:100]}, not the expected {want}")
                     else:
                         out["values"].append(None)
                         fail(f"{call.expr}: {unhex(msg.get('err'))[:200]}")
