@@ -77,10 +77,9 @@ def run_tests(code: str, tests: list[str], limits: Limits = Limits(), *, entry: 
     that both the candidate's and the checker's namespaces get first. `values` holds the repr of each
     value the candidate returned to a call test (for feedback; never used for the score)."""
     require_sandbox()
-    calls, opaque = {}, {}
-    for i, t in enumerate(tests):
-        c = as_call(t)
-        (calls.__setitem__(i, c) if c else opaque.__setitem__(i, t))
+    split = {i: as_call(t) for i, t in enumerate(tests)}
+    calls = {i: c for i, c in split.items() if c is not None}             # decided here
+    opaque = {i: tests[i] for i, c in split.items() if c is None}         # run by the checker
     ok = [False] * len(tests)
     out = {"passed": 0, "total": len(tests), "error": None, "timeout": False, "values": []}
 
