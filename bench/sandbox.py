@@ -4,6 +4,7 @@ against the current one (bubblewrap, values judged outside); one JSON line last.
     python bench/sandbox.py            # 30 calls per kind and sandbox, interleaved
     python bench/sandbox.py --quick    # 8 calls each
     python bench/sandbox.py --quick --parent-mib 1024   # the caller holds 1 GiB, as the loop does (a model)
+    python bench/sandbox.py --compare-verifiers runs/python-answers.json   # same answers, both verdicts
 
 Two kinds of call: a built-in task (three `assert f(x) == v` lines, decided outside the sandbox) and a
 HumanEval-like `check(candidate)` (opaque test code: a second sandbox, the checker, runs it). Old and new
@@ -88,13 +89,43 @@ def stats(xs: list[float]) -> dict:
             "min_ms": round(1000 * xs[0], 1), "n": len(xs)}
 
 
+def compare_verifiers(answers: Path, n: int = 20) -> dict:
+    """SmolLM2's greedy answers to the seeded python sample of `k1 loop eval --n N` (seed 0), saved to
+    `answers` on the first run, scored by the old and the new sandbox: the same answers, both verdicts."""
+    from k1.loop.tasks import python_tasks, split_tasks
+    from k1.loop.verifiers import extract_code
+
+    sample, _ = split_tasks(python_tasks(), n, 0, 0)
+    if not answers.exists():
+        from k1.loop import members
+        from k1.loop.improve import ask
+
+        m = members.load("smollm2")
+        answers.write_text(json.dumps([{"id": t.id, "text": ask(m, t).text} for t in sample]))
+    texts = {r["id"]: r["text"] for r in json.loads(answers.read_text())}
+    old, new = [], []
+    for t in sample:
+        code = extract_code(texts[t.id])
+        for out, fn in ((old, old_run_tests), (new, run_tests)):
+            r = fn(code, t.check["tests"])
+            out.append(r["passed"] / max(r["total"], 1))
+    return {"bench": "sandbox-verdicts", "n": n, "old_solved": sum(x == 1 for x in old),
+            "new_solved": sum(x == 1 for x in new), "old_mean": round(sum(old) / n, 4),
+            "new_mean": round(sum(new) / n, 4), "answers_scored_differently": sum(a != b for a, b in zip(old, new))}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calls", type=int, default=30)
     ap.add_argument("--quick", action="store_true", help="8 calls per kind and sandbox")
     ap.add_argument("--parent-mib", type=int, default=0,
                     help="hold this much touched memory in the calling process first (the loop's parent holds a model)")
+    ap.add_argument("--compare-verifiers", type=Path, metavar="ANSWERS.json",
+                    help="instead: score SmolLM2's saved greedy python answers with both sandboxes")
     args = ap.parse_args()
+    if args.compare_verifiers:
+        print(json.dumps(compare_verifiers(args.compare_verifiers)))
+        return
     ballast = bytearray(args.parent_mib << 20)
     ballast[::4096] = b"x" * len(ballast[::4096])
     n = 8 if args.quick else args.calls
