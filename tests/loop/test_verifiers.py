@@ -6,6 +6,9 @@ from k1.loop import Limits, SandboxUnavailable, Task, arithmetic_tasks, python_t
 from k1.loop import sandbox
 from k1.loop.verifiers import stated_answer
 
+needs_sandbox = pytest.mark.skipif(sandbox.sandbox_problem() is not None,
+                                   reason=f"no isolation here: {sandbox.sandbox_problem()}")
+
 
 @pytest.mark.parametrize("text,value", [("12", 12), ("7 + 5 = 12\n\nThis is", 12), ("The answer is 12.", 12),
                                         ("-4", -4), ("[l)eY\ufffd0_", None), ("7xt", None), ("12 apples", None),
@@ -22,6 +25,7 @@ def test_arithmetic_verifier_cannot_be_satisfied_by_a_template():
         assert verify(t, text) == 0.0
 
 
+@needs_sandbox
 def test_python_verifier_runs_the_tests_in_the_sandbox():
     t = next(t for t in python_tasks() if t.id == "py-add_n-3")
     assert "add_n(x)" in t.prompt and "tests" in t.check
@@ -31,6 +35,7 @@ def test_python_verifier_runs_the_tests_in_the_sandbox():
     assert 0 < verify(t, "def add_n(x):\n    return 3 if x == 0 else x + 3 if x > 0 else -1") < 1.0
 
 
+@needs_sandbox
 def test_sandbox_has_no_network_and_enforces_limits():
     r = run_tests("import socket\nsocket.create_connection(('1.1.1.1', 53), timeout=2)", ["assert True"])
     assert r["passed"] == 0 and "unreachable" in r["error"].lower()
@@ -42,8 +47,8 @@ def test_sandbox_has_no_network_and_enforces_limits():
     assert r["passed"] == 1
 
 
-def test_without_unshare_the_verifier_refuses_instead_of_running_unsandboxed(monkeypatch, tmp_path):
-    monkeypatch.setenv("PATH", str(tmp_path))  # no `unshare` on PATH
+def test_without_bwrap_the_verifier_refuses_instead_of_running_unsandboxed(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no `bwrap` on PATH
     sandbox.sandbox_problem.cache_clear()
     try:
         with pytest.raises(SandboxUnavailable, match="refusing"):

@@ -46,10 +46,13 @@ def eval_(
     from k1.loop import members
     from k1.loop.evaluate import evaluate
     from k1.loop.runner import load_tasks
+    from k1.loop.sandbox import require_sandbox
     from k1.loop.tasks import split_tasks
 
+    families = {spec: load_tasks(spec) for spec in tasks.split(",")}
+    if any(t.kind == "python" for ts in families.values() for t in ts):
+        require_sandbox()  # refuse before the model loads
     member = members.load(target)
-    for spec in tasks.split(","):
-        all_tasks = load_tasks(spec)
+    for spec, all_tasks in families.items():
         sample, _ = split_tasks(all_tasks, min(n, len(all_tasks)), 0, seed)
         print(json.dumps({"target": target, "tasks": spec, **evaluate(member, sample)}), flush=True)

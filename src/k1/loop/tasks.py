@@ -6,7 +6,6 @@ improvement step never reads `check` (see improve.py), so a reference answer can
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ class Task:
     id: str
     kind: str
     prompt: str
-    check: dict = field(default_factory=dict)  # verifier-only: {"answer": int} or {"entry": str, "tests": [str]}
+    check: dict = field(default_factory=dict)  # verifier-only: {"answer": int} or {"entry", "tests", "setup"?, "prefix"?}
     source: str = "builtin"                    # builtin | file | self-instruct
 
     def public(self) -> dict:
@@ -107,28 +106,10 @@ def builtin_tasks(kind: str) -> list[Task]:
 
 
 def load_task_file(path: str | Path) -> list[Task]:
-    """JSONL, one task per line: {"id"?, "kind": "arithmetic", "prompt", "answer"} or
-    {"id"?, "kind": "python", "prompt", "entry", "tests": ["assert ..."]}."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"task file {path}: no such file")
-    out = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            d = json.loads(line)
-            kind, prompt = d["kind"], d["prompt"]
-            if kind == "arithmetic":
-                check = {"answer": int(d["answer"])}
-            elif kind == "python":
-                check = {"entry": str(d["entry"]), "tests": [str(t) for t in d["tests"]]}
-            else:
-                raise ValueError(f"kind {kind!r} is not arithmetic or python")
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            raise ConfigError(f"task file {path}:{i}: {e}") from None
-        out.append(Task(str(d.get("id", f"{path.stem}-{i}")), kind, str(prompt), check, source="file"))
-    return out
+    """JSONL tasks in K-1's layout or a HumanEval- / MBPP-like one (see taskfiles.py)."""
+    from k1.loop.taskfiles import load_task_file as load
+
+    return load(path)
 
 
 def split_tasks(tasks: list[Task], n_train: int, n_heldout: int, seed: int) -> tuple[list[Task], list[Task]]:

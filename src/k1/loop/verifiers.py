@@ -1,7 +1,8 @@
 """Verifiers: plain functions (task, response) → score in [0, 1], named by task kind (TRL's reward functions).
 
 They read only the task's hidden `check` and the response text. Nothing here can reward a template: a
-response scores 1 only if its number is the answer, or its code passes the tests in the sandbox.
+response scores 1 only if its number is the answer, or its code passes the tests in the sandbox, where
+its only influence on the score is the values its functions return (see sandbox/).
 """
 
 from __future__ import annotations
@@ -42,8 +43,12 @@ def extract_code(text: str) -> str:
 
 
 def verify_python(task: Task, response: str, limits: Limits = Limits()) -> float:
-    """Fraction of the task's assert lines that pass, run in the network-less sandbox."""
-    r = run_tests(extract_code(response), task.check["tests"], limits)
+    """Fraction of the task's tests that pass; the code runs in the sandbox, the values are judged outside."""
+    c = task.check
+    code = extract_code(response)
+    if c.get("prefix"):  # a HumanEval-like prompt: its imports and helpers first, the model's function after
+        code = c["prefix"] + "\n" + code
+    r = run_tests(code, c["tests"], limits, entry=c.get("entry"), setup=c.get("setup", []))
     return r["passed"] / max(r["total"], 1)
 
 
