@@ -10,10 +10,11 @@ from typing import Optional
 
 import typer
 
+from k1.bridge.protocol import DEFAULT_PORT
 from k1.errors import BridgeError, ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="The agent bridge: a WebSocket hub and its tools.")
-URL = typer.Option("ws://127.0.0.1:8765", "--url", help="The hub (wss:// for TLS).")
+URL = typer.Option(f"ws://127.0.0.1:{DEFAULT_PORT}", "--url", help="The hub (wss:// for TLS).")
 NAME = typer.Option(..., "--name", help="This agent's name, as in the hub's agents file.")
 TOKEN_FILE = typer.Option(None, "--token-file", help="File holding the token (else $K1_BRIDGE_TOKEN).")
 
@@ -23,10 +24,18 @@ def serve(
     agents: Path = typer.Option(..., "--agents", help="Agents file (TOML): names, token sources, allowed roles."),
     db: Path = typer.Option(Path("runs/bridge/bridge.sqlite"), "--db", help="Exchange log (SQLite)."),
     host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(8765, "--port", help="0 picks a free port (printed)."),
+    port: int = typer.Option(DEFAULT_PORT, "--port", help="0 picks a free port (printed)."),
     max_size: int = typer.Option(1 << 20, "--max-size", help="Largest frame in bytes (larger: close 1009)."),
     rate: float = typer.Option(200.0, "--rate", help="Messages per second per agent (0: unlimited)."),
     burst: int = typer.Option(400, "--burst", help="Rate-limit bucket size."),
+    byte_rate: float = typer.Option(4 << 20, "--byte-rate", help="Bytes per second per agent (0: unlimited)."),
+    byte_burst: int = typer.Option(8 << 20, "--byte-burst", help="Byte bucket size (at least --max-size)."),
+    max_pending: int = typer.Option(10_000, "--max-pending", help="Unacked messages held per recipient."),
+    max_pending_bytes: int = typer.Option(256 << 20, "--max-pending-bytes", help="Unacked bytes held per recipient."),
+    retention: float = typer.Option(7 * 86400.0, "--retention",
+                                    help="Seconds a message stays in the log, acked or not (0: forever)."),
+    max_unauthenticated: int = typer.Option(64, "--max-unauthenticated",
+                                            help="Connections allowed to wait for registration at once."),
     certfile: Optional[Path] = typer.Option(None, "--certfile", help="TLS certificate (with --keyfile)."),
     keyfile: Optional[Path] = typer.Option(None, "--keyfile", help="TLS private key."),
     durable: bool = typer.Option(False, "--durable", help="SQLite synchronous=FULL: survive power loss, slower."),
@@ -38,9 +47,14 @@ def serve(
     if (certfile is None) != (keyfile is None):
         raise ConfigError("TLS needs both --certfile and --keyfile")
     book = AgentBook.from_file(agents)
-    cfg = HubConfig(host=host, port=port, db=db, max_size=max_size, rate=rate, burst=burst, certfile=certfile,
+    cfg = HubConfig(host=host, port=port, db=db, max_size=max_size, rate=rate, burst=burst, byte_rate=byte_rate,
+                    byte_burst=byte_burst, max_pending=max_pending, max_pending_bytes=max_pending_bytes,
+                    retention=retention, max_unauthenticated=max_unauthenticated, certfile=certfile,
                     keyfile=keyfile, durable=durable)
     scheme = "wss" if certfile else "ws"
+    if cfg.public_without_tls:
+        print(f"warning: listening on {host} without TLS: tokens and messages cross the network in plain text; "
+              "give --certfile and --keyfile", file=sys.stderr, flush=True)
 
     def ready(hub):
         print(f"listening {scheme}://{host}:{hub.port} agents={len(book.entries)} log={db}", flush=True)
@@ -104,8 +118,14 @@ def listen(
                     break
                 line = msg.envelope.wire()
                 if msg.payload is not None:
-                    line["tensors"] = {k: list(v.shape) for k, v in msg.tensors().items()}
+                    try:
+                        line["tensors"] = {k: list(v.shape) for k, v in msg.tensors().items()}
+                    except BridgeError as e:  # not processed: say so, do not ack, carry on
+                        print(f"k1: error: {e}", file=sys.stderr, flush=True)
+                        await c.release(msg, redeliver=False)
+                        continue
                 print(json.dumps(line), flush=True)
+                await c.ack(msg)  # printed = processed
                 n += 1
 
     asyncio.run(go())

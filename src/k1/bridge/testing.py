@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 # name → (token, allowed roles): four agents, two sharing the role "critic"
-DEMO_AGENTS = {"alice": ("tok-alice", []), "bob": ("tok-bob", ["critic"]),
+DEMO_AGENTS = {"alice": ("tok-alice", "any"), "bob": ("tok-bob", ["critic"]),
                "carol": ("tok-carol", ["critic", "solver"]), "dave": ("tok-dave", [])}
 
 
