@@ -51,3 +51,36 @@ def wait_until(pred, timeout: float = 10.0, every: float = 0.02) -> bool:
             return True
         time.sleep(every)
     return False
+
+
+# --- pytest fixtures (tests/bridge and tests/agents import them into their conftest) -----------------------
+try:
+    import pytest
+except ImportError:  # the bench does not need pytest
+    pytest = None
+
+if pytest is not None:
+    @pytest.fixture
+    def agents_file(tmp_path):
+        from k1.bridge.auth import write_agents_file
+
+        return write_agents_file(tmp_path / "agents.toml", DEMO_AGENTS)
+
+    @pytest.fixture
+    def make_hub(tmp_path, agents_file):
+        """make_hub(**HubConfig fields) → a started in-process hub (stopped after the test)."""
+        from k1.bridge.auth import AgentBook
+        from k1.bridge.hub import BackgroundHub, HubConfig
+
+        hubs = []
+
+        def make(**kw):
+            kw.setdefault("db", tmp_path / "bridge.sqlite")
+            kw.setdefault("ping_interval", 5)
+            h = BackgroundHub(HubConfig(port=0, **kw), AgentBook.from_file(agents_file))
+            hubs.append(h)
+            return h.__enter__()
+
+        yield make
+        for h in hubs:
+            h.__exit__(None, None, None)
