@@ -62,7 +62,8 @@ def test_a_released_message_comes_back_on_the_same_connection(make_hub):
             await b.ack(third)
         return [first.data, second.data, third.data]
 
-    assert run(go()) == [1, 2, 1]
+    first, *rest = run(go())
+    assert first == 1 and sorted(rest) == [1, 2]  # 1 comes back (after 2 if 2 had arrived already)
     assert ExchangeLog(hub.cfg.db).counts()["pending_deliveries"] == 0
 
 

@@ -233,7 +233,7 @@ class Hub:
             if e.sent is not None and e.sent.code == 1009:
                 self.stats["oversize_first_frames"] += 1
             return None
-        ws.protocol.max_message_size = self.cfg.max_size  # authenticated: the full frame size applies
+        _frame_limit(ws, self.cfg.max_size)  # authenticated: the full frame size applies
         old = self.online.get(name)
         if old is not None:  # the agent reconnected before the hub noticed its old connection died
             await old.ws.close(CLOSE_REPLACED, "replaced by a new connection")
@@ -359,6 +359,14 @@ class Hub:
             pass
 
 
+def _frame_limit(ws: ServerConnection, size: int) -> None:
+    """Raise a connection's frame limit after the handshake (websockets ≥ 15 names it max_message_size)."""
+    if hasattr(ws.protocol, "max_message_size"):
+        ws.protocol.max_message_size = size
+    else:
+        ws.protocol.max_size = size
+
+
 async def serve_forever(cfg: HubConfig, book: AgentBook, ready=None) -> None:
     """Run a hub until cancelled; `ready(hub)` is called once it listens."""
     hub = await Hub(cfg, book).start()
@@ -367,7 +375,8 @@ async def serve_forever(cfg: HubConfig, book: AgentBook, ready=None) -> None:
     try:
         await asyncio.Future()
     finally:
-        await hub.stop()
+        counts = await hub.stop()
+        log.info("hub stopped: %s, %s", counts, hub.stats)
 
 
 class BackgroundHub:
