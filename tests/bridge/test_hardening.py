@@ -255,3 +255,33 @@ def test_a_hub_on_a_public_address_without_tls_warns(tmp_path):
     hub.kill()
     _, err = hub.communicate()
     assert "without TLS" not in err
+
+
+# --- stored files from before per-sender ids -------------------------------------------------------------
+def test_a_version_1_exchange_log_and_inbox_are_migrated(tmp_path):
+    import sqlite3
+
+    from k1.bridge import Inbox
+    from k1.bridge.store import _MIGRATIONS
+
+    db = sqlite3.connect(tmp_path / "old.sqlite", isolation_level=None)
+    db.executescript(f"BEGIN; {_MIGRATIONS[0]}; PRAGMA user_version=1; COMMIT;")
+    env = json.dumps({"id": "m1", "type": "message", "from": "alice", "to": "dave", "data": "x" * 100})
+    db.execute("INSERT INTO messages (id, type, sender, target, ts, stored_ts, envelope) VALUES "
+               "('m1', 'message', 'alice', 'dave', 0, 0, ?)", (env,))
+    db.execute("INSERT INTO deliveries (recipient, seq) VALUES ('dave', 1)")
+    db.close()
+    store = ExchangeLog(tmp_path / "old.sqlite")
+    assert store.pending_totals() == {"dave": (1, len(env))}
+    assert store.append(Envelope(id="m1", type="message", sender="bob", to="dave"), ["dave"])  # bob's own m1
+    assert not store.append(Envelope(id="m1", type="message", sender="alice", to="dave"), ["dave"])
+    store.close()
+
+    inbox = sqlite3.connect(tmp_path / "inbox.sqlite", isolation_level=None)
+    inbox.execute("CREATE TABLE inbox (n INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE, envelope TEXT NOT NULL, "
+                  "payload BLOB, received_ts REAL NOT NULL)")
+    inbox.execute("INSERT INTO inbox (id, envelope, received_ts) VALUES ('m1', ?, 0)", (env,))
+    inbox.close()
+    box = Inbox(tmp_path / "inbox.sqlite")
+    assert not box.take({"id": "m1", "from": "alice"}) and box.take({"id": "m1", "from": "bob"})
+    assert [m["from"] for m in box.messages()] == ["alice", "bob"]
