@@ -11,7 +11,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from k1.bridge import AgentBook, BridgeClient, ExchangeLog, write_agents_file
 from k1.bridge.protocol import PROTOCOL_VERSION, Envelope, encode_binary
-from k1.bridge.testing import bridge_cmd, run, start_hub_process, subprocess_env, url, wait_until
+from k1.bridge.testing import bridge_cmd, run, start_hub_process, subprocess_env, url
 from k1.errors import BridgeError, ConfigError
 
 
