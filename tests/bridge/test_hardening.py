@@ -285,3 +285,26 @@ def test_a_version_1_exchange_log_and_inbox_are_migrated(tmp_path):
     box = Inbox(tmp_path / "inbox.sqlite")
     assert not box.take({"id": "m1", "from": "alice"}) and box.take({"id": "m1", "from": "bob"})
     assert [m["from"] for m in box.messages()] == ["alice", "bob"]
+
+
+def test_acks_are_bounded_in_size_and_by_the_byte_rate(make_hub):
+    hub = make_hub(max_size=100_000, byte_rate=100_000, byte_burst=100_000)
+
+    async def go():
+        ws = await raw_agent(hub)
+        too_many = json.dumps({"type": "ack", "data": {"ids": [f"id{i}" for i in range(1001)]}})
+        await ws.send(too_many)
+        first = json.loads(await ws.recv())["data"]["code"]
+        big = json.dumps({"type": "ack", "data": {"ids": [f"{i:060d}" for i in range(1000)]}})  # ~64 kB each
+        codes = []
+        for _ in range(4):
+            await ws.send(big)
+            try:
+                codes.append(json.loads(await asyncio.wait_for(ws.recv(), 0.5))["data"]["code"])
+            except asyncio.TimeoutError:
+                codes.append(None)  # accepted: acks get no reply
+        await ws.close()
+        return first, codes
+
+    first, codes = run(go())
+    assert first == "bad_envelope" and codes[0] is None and "rate_limited" in codes

@@ -271,7 +271,9 @@ class Hub:
             await s.ws.send(encode_text(error(e.code, str(e), reply_to=env.id)))
 
     async def _on_envelope(self, s: _Session, env: Envelope, payload: bytes | None, nbytes: int = 0) -> None:
-        if env.type == ACK:
+        if env.type == ACK:  # acks are not counted as messages, but their bytes are
+            if not s.bytes_bucket.take(nbytes):
+                raise ProtocolError("rate_limited", f"over {self.cfg.byte_rate:g} bytes/s; resend later")
             d = env.data if isinstance(env.data, dict) else {}
             ids, sender = d.get("ids"), d.get("from")
             if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or not 0 < len(ids) <= 1000:
