@@ -6,6 +6,8 @@ under runs/bench/bridge.json.
 
     python bench/bridge.py            # 20 clients x 500 messages
     python bench/bridge.py --quick    # 5 clients x 100 messages (the test suite runs this)
+    python bench/bridge.py --soak     # the delivery promise under churn (tests/bridge/test_soak.py, full size)
+    python bench/bridge.py --flood    # unauthenticated connections each holding half a frame: refused, RSS bounded
 
 Every message goes the full path: client → hub (validate, route, SQLite append, receipt) → pump → recipient →
 ack → hub (SQLite update). Each client keeps `--window` messages in flight (awaiting receipts).
@@ -26,7 +28,7 @@ from pathlib import Path
 import websockets
 
 from k1.bridge import BridgeClient, write_agents_file
-from k1.bridge.testing import start_hub_process
+from k1.bridge.testing import soak, start_hub_process
 
 
 async def load(port: int, tokens: dict[str, str], m: int, window: int) -> dict:
@@ -69,14 +71,92 @@ async def load(port: int, tokens: dict[str, str], m: int, window: int) -> dict:
             "p50_ms": round(1000 * statistics.median(lat), 2), "p99_ms": round(1000 * lat[int(0.99 * (len(lat) - 1))], 2)}
 
 
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def flood(tmp: Path, n: int, frame: int = 1 << 20) -> dict:
+    """n raw TCP clients upgrade to WebSocket and send the first half of a `frame`-byte text frame, never
+    registering: how many the hub turns away, and what the hub process's RSS does meanwhile and after."""
+    import base64
+    import os
+    import struct
+
+    agents = write_agents_file(tmp / "agents.toml", {"a": ("t", [])})
+    hub, port = start_hub_process(agents, tmp / "flood.sqlite")
+    before = _rss_mb(hub.pid)
+    half = b"x" * (frame // 2)
+    header = bytes([0x81, 0xFF]) + struct.pack(">Q", frame) + os.urandom(4)  # FIN text, masked, 64-bit length
+    opened, upgraded, refused, writers = 0, 0, 0, []
+
+    async def one():
+        nonlocal opened, upgraded, refused
+        try:
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            refused += 1
+            return
+        opened += 1
+        writers.append(w)
+        key = base64.b64encode(os.urandom(16)).decode()
+        w.write((f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        status = await r.readline()
+        if b" 101 " not in status:
+            refused += 1
+            return
+        upgraded += 1
+        try:
+            w.write(header + half)  # unmasked-by-content: the hub only needs the length to decide
+            await w.drain()
+        except OSError:
+            pass
+
+    try:
+        await asyncio.gather(*(one() for _ in range(n)))
+        await asyncio.sleep(2.0)
+        during = _rss_mb(hub.pid)
+        for w in writers:
+            w.close()
+        await asyncio.sleep(2.0)
+        after = _rss_mb(hub.pid)
+    finally:
+        hub.kill()
+        hub.wait()
+    return {"connections": n, "frame_bytes": frame, "opened": opened, "upgraded": upgraded, "refused": refused,
+            "offered_bytes": upgraded * len(half), "rss_mb_before": round(before, 1),
+            "rss_mb_during": round(during, 1), "rss_mb_after": round(after, 1)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clients", type=int, default=20)
     ap.add_argument("--messages", type=int, default=500, help="messages each client sends")
     ap.add_argument("--window", type=int, default=8, help="messages in flight per client")
     ap.add_argument("--quick", action="store_true", help="5 clients x 100 messages")
-    ap.add_argument("--out", type=Path, default=Path("runs/bench/bridge.json"))
+    ap.add_argument("--soak", action="store_true", help="5 senders x 1000 messages, a failing consumer, 3 hub kills")
+    ap.add_argument("--flood", type=int, default=0, metavar="N",
+                    help="N unauthenticated connections, each sending half of a max-size frame")
+    ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    if args.soak or args.flood:
+        with tempfile.TemporaryDirectory() as tmp:
+            if args.soak:
+                result = asyncio.run(soak(Path(tmp), senders=5, messages=args.messages if args.messages != 500 else 1000,
+                                          kills=3, timeout=900))
+            else:
+                result = asyncio.run(flood(Path(tmp), args.flood))
+        result.update(command=" ".join(["python bench/bridge.py", *sys.argv[1:]]), python=platform.python_version(),
+                      websockets=websockets.__version__, machine=platform.machine())
+        out = args.out or Path(f"runs/bench/bridge-{'soak' if args.soak else 'flood'}.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1))
+        print(json.dumps(result))
+        return
+    args.out = args.out or Path("runs/bench/bridge.json")
     if args.quick:
         args.clients, args.messages = 5, 100
     tokens = {f"agent{i:02d}": f"token-{i}" for i in range(args.clients)}

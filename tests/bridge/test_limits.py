@@ -107,7 +107,8 @@ def test_rate_limit_drops_with_an_error_and_recovers(make_hub):
     hub = make_hub(rate=20, burst=5)
 
     async def go():
-        async with BridgeClient(url(hub), "alice", "tok-alice") as a, BridgeClient(url(hub), "bob", "tok-bob"):
+        async with BridgeClient(url(hub), "alice", "tok-alice", retry_limited=False) as a, \
+                BridgeClient(url(hub), "bob", "tok-bob"):
             sent, limited = 0, 0
             for i in range(10):
                 try:
@@ -122,6 +123,24 @@ def test_rate_limit_drops_with_an_error_and_recovers(make_hub):
 
     sent, limited = run(go())
     assert sent >= 5 and limited >= 1 and sent + limited == 10
+
+
+def test_a_rate_limited_client_backs_off_and_resends_by_default(make_hub):
+    hub = make_hub(rate=20, burst=5)
+
+    async def go():
+        async with BridgeClient(url(hub), "alice", "tok-alice") as a, BridgeClient(url(hub), "bob", "tok-bob") as b:
+            for i in range(15):
+                await a.send("bob", i)  # none raises: refused sends wait and go again
+            got = []
+            for _ in range(15):
+                m = await b.recv(5)
+                got.append(m.data)
+                await b.ack(m)
+            return got, a.stats["limited"]
+
+    got, limited = run(go())
+    assert got == list(range(15)) and limited >= 1
 
 
 def test_heartbeats_drop_a_peer_that_stops_answering(make_hub):

@@ -31,7 +31,7 @@ def test_loop_on_smollm2_with_lora(smollm2, tmp_path):
 
 
 def test_two_smollm2_agents_collaborate_through_the_bridge(smollm2, tmp_path):
-    from k1.bridge.collab import self_hosted
+    from k1.agents.collab import self_hosted
     from k1.loop.tasks import arithmetic_tasks
 
     tasks = arithmetic_tasks("d2")[:3]

@@ -5,7 +5,7 @@ line (where `ps` shows them). Comparison is constant-time.
 
     [agents.alice]
     token_env = "ALICE_TOKEN"       # or: token = "..." (keep the file chmod 600)
-    roles = ["proposer"]            # roles alice may declare; empty = any
+    roles = ["proposer"]            # the roles alice may declare; "any" = every role; [] or absent = none
 """
 
 from __future__ import annotations
@@ -18,12 +18,15 @@ from pathlib import Path
 
 from k1.errors import ConfigError
 
+ANY = "any"  # `roles = "any"` in the agents file: the agent may declare every role
+
 
 @dataclass(frozen=True)
 class AgentEntry:
     name: str
     token: str
-    roles: frozenset[str] = field(default_factory=frozenset)  # empty: the agent may declare any role
+    roles: frozenset[str] = field(default_factory=frozenset)  # the roles the agent may declare
+    any_role: bool = False                                    # `roles = "any"`: it may declare every role
 
 
 class AgentBook:
@@ -58,7 +61,14 @@ class AgentBook:
                 token = str(spec["token"])
             else:
                 raise ConfigError(f"agents file {path}: agents.{name}: give `token` or `token_env`")
-            entries[name] = AgentEntry(name, token, frozenset(spec.get("roles", [])))
+            roles = spec.get("roles", [])
+            if roles == ANY:
+                entries[name] = AgentEntry(name, token, frozenset(), any_role=True)
+            elif isinstance(roles, list) and all(isinstance(r, str) for r in roles):
+                entries[name] = AgentEntry(name, token, frozenset(roles))
+            else:
+                raise ConfigError(f'agents file {path}: agents.{name}: roles is a list of role names or "any", '
+                                  f"got {roles!r}")
         return cls(entries)
 
     def check(self, name: str, token: str) -> bool:
@@ -68,8 +78,8 @@ class AgentBook:
         return hmac.compare_digest(expected.encode(), token.encode()) and entry is not None
 
     def allowed_roles(self, name: str, roles: list[str]) -> bool:
-        allowed = self.entries[name].roles
-        return not allowed or set(roles) <= allowed
+        entry = self.entries[name]
+        return entry.any_role or set(roles) <= entry.roles
 
 
 def read_token(token_file: str | Path | None, env_var: str = "K1_BRIDGE_TOKEN") -> str:
@@ -85,8 +95,8 @@ def read_token(token_file: str | Path | None, env_var: str = "K1_BRIDGE_TOKEN") 
     return token
 
 
-def write_agents_file(path: str | Path, agents: dict[str, tuple[str, list[str]]]) -> Path:
-    """Write an agents file from name → (token, roles); used by tests, the bench and `k1 bridge` demos."""
+def write_agents_file(path: str | Path, agents: dict[str, tuple[str, list[str] | str]]) -> Path:
+    """Write an agents file from name → (token, roles or "any"); used by tests, the bench and `k1 bridge` demos."""
     import tomli_w
 
     path = Path(path)

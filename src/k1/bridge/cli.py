@@ -1,4 +1,5 @@
-"""`k1 bridge serve | send | listen | log`: run a hub, and talk to it from a terminal."""
+"""`k1 bridge serve | send | listen | log`: run a hub, and talk to it from a terminal (`agent` and `collab`
+are the agents' commands, from k1.agents.cli)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from typing import Optional
 
 import typer
 
+from k1.bridge.protocol import DEFAULT_PORT
 from k1.errors import BridgeError, ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="The agent bridge: a WebSocket hub and its tools.")
-URL = typer.Option("ws://127.0.0.1:8765", "--url", help="The hub (wss:// for TLS).")
+URL = typer.Option(f"ws://127.0.0.1:{DEFAULT_PORT}", "--url", help="The hub (wss:// for TLS).")
 NAME = typer.Option(..., "--name", help="This agent's name, as in the hub's agents file.")
 TOKEN_FILE = typer.Option(None, "--token-file", help="File holding the token (else $K1_BRIDGE_TOKEN).")
 
@@ -23,10 +25,18 @@ def serve(
     agents: Path = typer.Option(..., "--agents", help="Agents file (TOML): names, token sources, allowed roles."),
     db: Path = typer.Option(Path("runs/bridge/bridge.sqlite"), "--db", help="Exchange log (SQLite)."),
     host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(8765, "--port", help="0 picks a free port (printed)."),
+    port: int = typer.Option(DEFAULT_PORT, "--port", help="0 picks a free port (printed)."),
     max_size: int = typer.Option(1 << 20, "--max-size", help="Largest frame in bytes (larger: close 1009)."),
     rate: float = typer.Option(200.0, "--rate", help="Messages per second per agent (0: unlimited)."),
     burst: int = typer.Option(400, "--burst", help="Rate-limit bucket size."),
+    byte_rate: float = typer.Option(4 << 20, "--byte-rate", help="Bytes per second per agent (0: unlimited)."),
+    byte_burst: int = typer.Option(8 << 20, "--byte-burst", help="Byte bucket size (at least --max-size)."),
+    max_pending: int = typer.Option(10_000, "--max-pending", help="Unacked messages held per recipient."),
+    max_pending_bytes: int = typer.Option(256 << 20, "--max-pending-bytes", help="Unacked bytes held per recipient."),
+    retention: float = typer.Option(7 * 86400.0, "--retention",
+                                    help="Seconds a message stays in the log, acked or not (0: forever)."),
+    max_unauthenticated: int = typer.Option(64, "--max-unauthenticated",
+                                            help="Connections allowed to wait for registration at once."),
     certfile: Optional[Path] = typer.Option(None, "--certfile", help="TLS certificate (with --keyfile)."),
     keyfile: Optional[Path] = typer.Option(None, "--keyfile", help="TLS private key."),
     durable: bool = typer.Option(False, "--durable", help="SQLite synchronous=FULL: survive power loss, slower."),
@@ -38,9 +48,14 @@ def serve(
     if (certfile is None) != (keyfile is None):
         raise ConfigError("TLS needs both --certfile and --keyfile")
     book = AgentBook.from_file(agents)
-    cfg = HubConfig(host=host, port=port, db=db, max_size=max_size, rate=rate, burst=burst, certfile=certfile,
+    cfg = HubConfig(host=host, port=port, db=db, max_size=max_size, rate=rate, burst=burst, byte_rate=byte_rate,
+                    byte_burst=byte_burst, max_pending=max_pending, max_pending_bytes=max_pending_bytes,
+                    retention=retention, max_unauthenticated=max_unauthenticated, certfile=certfile,
                     keyfile=keyfile, durable=durable)
     scheme = "wss" if certfile else "ws"
+    if cfg.public_without_tls:
+        print(f"warning: listening on {host} without TLS: tokens and messages cross the network in plain text; "
+              "give --certfile and --keyfile", file=sys.stderr, flush=True)
 
     def ready(hub):
         print(f"listening {scheme}://{host}:{hub.port} agents={len(book.entries)} log={db}", flush=True)
@@ -104,8 +119,14 @@ def listen(
                     break
                 line = msg.envelope.wire()
                 if msg.payload is not None:
-                    line["tensors"] = {k: list(v.shape) for k, v in msg.tensors().items()}
+                    try:
+                        line["tensors"] = {k: list(v.shape) for k, v in msg.tensors().items()}
+                    except BridgeError as e:  # not processed: say so, do not ack, carry on
+                        print(f"k1: error: {e}", file=sys.stderr, flush=True)
+                        await c.release(msg, redeliver=False)
+                        continue
                 print(json.dumps(line), flush=True)
+                await c.ack(msg)  # printed = processed
                 n += 1
 
     asyncio.run(go())
@@ -139,67 +160,8 @@ def show_log(
     store.close()
 
 
-@app.command()
-def agent(
-    member: str = typer.Option(..., "--member", help="k1:RUN_DIR, hf:PATH[::FILE.gguf] or smollm2."),
-    roles: str = typer.Option("", "--roles", help="Comma-separated roles (e.g. proposer, critic)."),
-    url: str = URL, name: str = NAME, token_file: Optional[Path] = TOKEN_FILE,
-):
-    """Put a model on the bridge: it answers `generate` requests addressed to its name or roles until Ctrl-C."""
-    from k1.bridge.agents import ModelAgent
-    from k1.loop import members
+# `agent` and `collab` put models on the bridge; they live with the agents (k1.agents.cli), not the transport
+from k1.agents.cli import agent, collab  # noqa: E402
 
-    role_list = [r for r in roles.split(",") if r]
-    m = members.load(member, name=name, roles=role_list)
-
-    async def go():
-        async with _client(url, name, token_file, role_list) as c:
-            c.capabilities = {"member": m.info()}
-            print(f"agent {name} ({m.kind}) on {url} with roles {role_list}", flush=True)
-            await ModelAgent(c, m).serve()
-
-    asyncio.run(go())
-
-
-@app.command()
-def collab(
-    tasks: str = typer.Option("arithmetic:d2", "--tasks", help="Task family or JSONL task file."),
-    n: int = typer.Option(30, "--n", help="How many tasks (a seeded sample)."),
-    seed: int = typer.Option(0, "--seed"),
-    proposer: str = typer.Option("smollm2", "--proposer", help="Member for the proposer (self-hosted mode)."),
-    critic: str = typer.Option("smollm2", "--critic", help="Member for the critic (self-hosted mode)."),
-    out: Path = typer.Option(Path("runs/collab"), "--out", help="Output directory (collab.json, the hub's log)."),
-    url: Optional[str] = typer.Option(None, "--url", help="Use a running hub whose agents hold the roles proposer "
-                                                         "and critic (default: host a hub and both agents here)."),
-    name: str = typer.Option("coordinator", "--name", help="This coordinator's agent name (with --url)."),
-    token_file: Optional[Path] = TOKEN_FILE,
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
-):
-    """Propose-only vs propose-critique-revise on verifiable tasks, through the bridge, with cost."""
-    from k1.bridge.collab import measure, self_hosted
-    from k1.loop.runner import load_tasks
-    from k1.loop.tasks import split_tasks
-
-    all_tasks = load_tasks(tasks)
-    sample, _ = split_tasks(all_tasks, min(n, len(all_tasks)), 0, seed)
-    out.mkdir(parents=True, exist_ok=True)
-
-    async def remote():
-        async with _client(url, name, token_file) as c:
-            return await measure(c, sample)
-
-    if url is None:
-        db = out / "bridge.sqlite"
-        db.unlink(missing_ok=True)
-        result = asyncio.run(self_hosted(sample, proposer, critic, db, quiet))
-    else:
-        result = asyncio.run(remote())
-    result.update(tasks=tasks, n=len(sample), seed=seed)
-    (out / "collab.json").write_text(json.dumps(result, indent=1))
-    for key in ("propose_only", "propose_critique_revise"):
-        r = result[key]
-        print(f"{key:<24} solved {r['solved']}/{r['n']} ({r['rate']:.1%})  {r['atp_per_task']:.1f} ATP/task  "
-              f"{r['latency_s_per_task']:.2f} s/task")
-    print(f"revisions: fixed {result['revisions']['fixed']}, broke {result['revisions']['broke']}; "
-          f"→ {out}/collab.json" + (f", exchange log {result['hub']['log']} ({result['hub']['messages']} messages)"
-                                     if "hub" in result else ""))
+app.command()(agent)
+app.command()(collab)

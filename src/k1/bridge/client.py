@@ -1,9 +1,14 @@
 """BridgeClient: one agent's connection to the hub, with reconnect, receipts, acks, request/reply and tensors.
 
 Sending: `send()` returns once the hub has logged the message (its receipt); messages not yet receipted are
-resent after a reconnect (the hub drops repeats by id). Receiving: `recv()` hands over each message once
-(the `Inbox` drops redeliveries) and acks the previous one, because asking for the next message means the
-last was processed; `ack(msg)` does it explicitly. `SyncBridgeClient` wraps all of it for plain scripts.
+resent after a reconnect (the hub drops repeats by sender and id), and a message the hub refused for a
+limit (`rate_limited`, `recipient_full`) is resent with backoff until the receipt deadline.
+Receiving (at least once, exactly once to the application): `recv()` hands over each message once (the
+`Inbox` drops redeliveries of what is in hand or processed) and acks the previous one, because asking for
+the next message means the last was processed; `ack(msg)` does it explicitly, `release(msg)` says
+processing failed (the message is handed out again, never acked). Leaving `async with` on an exception,
+or calling `close()`, acks nothing. A tensor frame whose payload is not safetensors is never handed over
+and never acked. `SyncBridgeClient` wraps all of it for plain scripts.
 """
 
 from __future__ import annotations
@@ -21,8 +26,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from k1.bridge.inbox import Inbox
 from k1.bridge.protocol import (ACK, ERROR, PROTOCOL_VERSION, RECEIPT, REGISTER, WELCOME, Envelope, ProtocolError,
-                                encode_binary, encode_text, parse_binary, parse_text, tensors_from_bytes,
-                                tensors_to_bytes)
+                                check_payload, encode_binary, encode_text, parse_binary, parse_text,
+                                tensors_from_bytes, tensors_to_bytes)
 from k1.errors import BridgeError
 
 log = logging.getLogger(__name__)
@@ -46,10 +51,19 @@ class Message:
     @property
     def reply_to(self) -> str | None: return self.envelope.reply_to
 
+    @property
+    def key(self) -> tuple[str, str]: return self.envelope.sender, self.envelope.id
+
     def tensors(self) -> dict:
         if self.payload is None:
             raise BridgeError(f"message {self.id} carries no tensors")
-        return tensors_from_bytes(self.payload)
+        try:
+            return tensors_from_bytes(self.payload)
+        except ProtocolError as e:
+            raise BridgeError(f"message {self.id} from {self.sender}: {e}") from None
+
+
+LIMITS = ("rate_limited", "recipient_full")  # refusals that mean "later", not "never"
 
 
 class HubRefused(BridgeError):
@@ -61,14 +75,16 @@ class BridgeClient:
 
     def __init__(self, url: str, name: str, token: str, *, roles: list[str] | tuple = (), capabilities: dict | None = None,
                  inbox: str | Path | None = None, receipt_timeout: float = 10.0, backoff: tuple[float, float] = (0.05, 2.0),
-                 ssl=None):
+                 ssl=None, retry_limited: bool = True):
         self.url, self.name, self.token = url, name, token
         self.roles, self.capabilities = list(roles), capabilities or {}
         self.inbox = Inbox(inbox)
         self.durable = inbox is not None
         self.receipt_timeout, self.backoff, self.ssl = receipt_timeout, backoff, ssl
+        self.retry_limited = retry_limited  # resend what the hub refused for a limit, with backoff
         self.welcome: dict = {}
-        self.stats = {"connects": 0, "duplicates_dropped": 0, "resent": 0}
+        self.stats = {"connects": 0, "duplicates_dropped": 0, "resent": 0, "limited": 0, "released": 0,
+                      "bad_payloads": 0}
         self._ws = None
         self._connected = asyncio.Event()
         self._closing = False
@@ -76,8 +92,8 @@ class BridgeClient:
         self._queue: asyncio.Queue[Message] = asyncio.Queue()
         self._outbox: dict[str, tuple[str | bytes, asyncio.Future]] = {}  # id → (frame, receipt future)
         self._waiting: dict[str, asyncio.Future] = {}                     # request id → reply future
-        self._unacked: dict[str, Message] = {}
-        self._last: Message | None = None
+        self._unacked: dict[tuple[str, str], Message] = {}  # (sender, id) → in hand: queued or being processed
+        self._last: Message | None = None                   # returned by recv() and not yet acked or released
         self._task: asyncio.Task | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------------------
@@ -92,8 +108,10 @@ class BridgeClient:
             raise BridgeError(f"could not reach the hub at {self.url} within {timeout:g}s")
         return self
 
-    async def close(self) -> None:
-        if self._last is not None and not self.durable:
+    async def close(self, ack_last: bool = False) -> None:
+        """Disconnect. The message last returned by recv() is acked only with `ack_last` (leaving `async with`
+        without an exception passes it): a consumer that failed must not ack what it did not finish."""
+        if ack_last and self._last is not None:
             await self.ack(self._last)
         self._closing = True
         if self._ws is not None:
@@ -109,8 +127,8 @@ class BridgeClient:
     async def __aenter__(self) -> "BridgeClient":
         return await self.connect()
 
-    async def __aexit__(self, *exc) -> None:
-        await self.close()
+    async def __aexit__(self, exc_type, *exc) -> None:
+        await self.close(ack_last=exc_type is None)
 
     async def _run(self) -> None:
         """Connect, register, read until the connection drops; repeat with exponential backoff and jitter."""
@@ -177,15 +195,29 @@ class BridgeClient:
             log.warning("%s: hub error %s", self.name, exc)
 
     async def _on_message(self, msg: Message) -> None:
-        if not self.inbox.take(msg.envelope.wire(), msg.payload):
+        if msg.payload is not None:
+            try:
+                check_payload(msg.payload)
+            except ProtocolError as e:  # never handed over, never acked: it stays in the hub's log
+                self.stats["bad_payloads"] += 1
+                log.warning("%s: message %s from %s not taken: %s", self.name, msg.id, msg.sender, e)
+                return
+        wire = msg.envelope.wire()
+        if self.durable:
+            if not self.inbox.take(wire, msg.payload):
+                self.stats["duplicates_dropped"] += 1
+                await self._send_ack([msg.id], msg.sender)  # processed before: our earlier ack was lost
+                return
+            await self._send_ack([msg.id], msg.sender)  # committed to the inbox = processed, for the hub
+        elif msg.key in self._unacked:  # in hand already (a redelivery after a reconnect): not done, no ack
             self.stats["duplicates_dropped"] += 1
-            if self.durable or msg.id not in self._unacked:
-                await self._send_ack([msg.id])  # processed before: our earlier ack was lost with the connection
             return
-        if self.durable:  # committed to the inbox = processed, as far as the hub is concerned
-            await self._send_ack([msg.id])
+        elif self.inbox.seen(wire):  # processed and acked before; that ack was lost with the connection
+            self.stats["duplicates_dropped"] += 1
+            await self._send_ack([msg.id], msg.sender)
+            return
         else:
-            self._unacked[msg.id] = msg
+            self._unacked[msg.key] = msg
         waiter = self._waiting.pop(msg.reply_to, None) if msg.reply_to else None
         if waiter is not None and not waiter.done():
             waiter.set_result(msg)
@@ -193,11 +225,11 @@ class BridgeClient:
         else:
             self._queue.put_nowait(msg)
 
-    async def _send_ack(self, ids: list[str]) -> None:
+    async def _send_ack(self, ids: list[str], sender: str) -> None:
         if self._ws is None:
             return  # lost with the connection; the hub will redeliver and we ack the duplicate
         try:
-            await self._ws.send(encode_text(Envelope(type=ACK, sender=self.name, data={"ids": ids})))
+            await self._ws.send(encode_text(Envelope(type=ACK, sender=self.name, data={"ids": ids, "from": sender})))
         except ConnectionClosed:
             pass
 
@@ -207,18 +239,28 @@ class BridgeClient:
         limit = self.welcome.get("max_size")
         if limit and len(frame) > limit:
             raise BridgeError(f"message of {len(frame)} bytes exceeds the hub's max_size {limit}")
-        fut = asyncio.get_running_loop().create_future()
-        self._outbox[env.id] = (frame, fut)
-        if self._ws is not None:
+        loop = asyncio.get_running_loop()
+        deadline, delay = loop.time() + self.receipt_timeout, self.backoff[0]
+        while True:
+            fut = loop.create_future()
+            self._outbox[env.id] = (frame, fut)
+            if self._ws is not None:
+                try:
+                    await self._ws.send(frame)
+                except ConnectionClosed:
+                    pass  # resent on reconnect
             try:
-                await self._ws.send(frame)
-            except ConnectionClosed:
-                pass  # resent on reconnect
-        try:
-            return await asyncio.wait_for(fut, self.receipt_timeout)
-        except asyncio.TimeoutError:
-            self._outbox.pop(env.id, None)
-            raise BridgeError(f"no receipt from the hub for {env.id} within {self.receipt_timeout:g}s") from None
+                return await asyncio.wait_for(fut, max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                self._outbox.pop(env.id, None)
+                raise BridgeError(f"no receipt from the hub for {env.id} within {self.receipt_timeout:g}s") from None
+            except BridgeError as e:  # refused; for a limit, wait and resend while the deadline allows
+                if not self.retry_limited or getattr(e, "code", None) not in LIMITS or \
+                        loop.time() + delay > deadline:
+                    raise
+                self.stats["limited"] += 1
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, self.backoff[1])
 
     async def send(self, to: str, data: Any = None, *, type: str = "message", reply_to: str | None = None,
                    id: str | None = None) -> str:
@@ -263,8 +305,26 @@ class BridgeClient:
         return msg
 
     async def ack(self, msg: Message) -> None:
-        if self._unacked.pop(msg.id, None) is not None:
-            await self._send_ack([msg.id])
+        """`msg` was processed: the hub will not send it again, and a redelivery is dropped here."""
+        if self._last is msg:
+            self._last = None
+        if self._unacked.pop(msg.key, None) is not None:
+            self.inbox.done(msg.envelope.wire())
+            await self._send_ack([msg.id], msg.sender)
+
+    async def release(self, msg: Message, redeliver: bool = True) -> None:
+        """Processing `msg` failed: it is not acked. With `redeliver`, recv() hands it out again (after the
+        messages already waiting); without, it comes back from the hub on the next connection. Either way a
+        process that dies now gets it again from the hub. (A durable inbox has acked on commit: no-op there.)"""
+        if self._last is msg:
+            self._last = None
+        if self.durable or msg.key not in self._unacked:
+            return
+        self.stats["released"] += 1
+        if redeliver:
+            self._queue.put_nowait(msg)
+        else:
+            del self._unacked[msg.key]
 
 
 class SyncBridgeClient:
@@ -289,13 +349,14 @@ class SyncBridgeClient:
     def reply(self, msg, data=None, **kw) -> str: return self._call(self.client.reply(msg, data, **kw))
     def recv(self, timeout=None) -> Message: return self._call(self.client.recv(timeout))
     def ack(self, msg) -> None: self._call(self.client.ack(msg))
+    def release(self, msg, redeliver=True) -> None: self._call(self.client.release(msg, redeliver))
 
-    def close(self) -> None:
+    def close(self, ack_last: bool = False) -> None:
         try:
-            self._call(self.client.close(), timeout=10)
+            self._call(self.client.close(ack_last), timeout=10)
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
 
     def __enter__(self): return self
-    def __exit__(self, *exc): self.close()
+    def __exit__(self, exc_type, *exc): self.close(ack_last=exc_type is None)

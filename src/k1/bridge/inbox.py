@@ -1,9 +1,11 @@
-"""The client's side of exactly-once: a record of message ids already taken, in memory or in a SQLite file.
+"""The client's side of exactly-once: a record of messages already processed, in memory or in a SQLite file.
 
 The hub redelivers every message until its recipient acks it, so a recipient sees duplicates after a
-reconnect. `Inbox.take(msg)` is True only the first time an id is seen. With a file, the message itself is
-committed in the same transaction, so a process killed at any instant and restarted with the same file
-neither loses nor repeats a message: what is in the inbox was taken exactly once.
+reconnect. A message is known by its sender and id (ids are unique per sender, not across senders).
+In memory, `done(msg)` records a message once it was processed and `seen(msg)` asks; with a file,
+`take(msg)` commits the message itself and its key in one transaction, so a process killed at any instant
+and restarted with the same file neither loses nor repeats a message: what is in the inbox was taken
+exactly once.
 """
 
 from __future__ import annotations
@@ -15,34 +17,59 @@ from collections import OrderedDict
 from pathlib import Path
 
 
+def key(envelope: dict) -> tuple[str, str]:
+    return envelope.get("from", ""), envelope["id"]
+
+
 class Inbox:
-    """Seen ids (bounded, in memory) or, with `path`, a durable inbox table that also holds the messages."""
+    """Processed keys (bounded, in memory) or, with `path`, a durable inbox table that also holds the messages."""
 
     def __init__(self, path: str | Path | None = None, memory_limit: int = 200_000):
         self.path = None if path is None else Path(path)
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
         self.memory_limit = memory_limit
         self.db = None
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("CREATE TABLE IF NOT EXISTS inbox (n INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE, "
-                            "envelope TEXT NOT NULL, payload BLOB, received_ts REAL NOT NULL)")
+            self._migrate()
+
+    def _migrate(self) -> None:
+        cols = [r[1] for r in self.db.execute("PRAGMA table_info(inbox)")]
+        create = ("CREATE TABLE inbox (n INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, sender TEXT NOT NULL, "
+                  "envelope TEXT NOT NULL, payload BLOB, received_ts REAL NOT NULL, UNIQUE (sender, id))")
+        if not cols:
+            self.db.execute(create)
+        elif "sender" not in cols:  # an inbox written when ids were unique across senders
+            self.db.executescript(f"BEGIN; ALTER TABLE inbox RENAME TO inbox_v1; {create}; "
+                                  "INSERT INTO inbox (n, id, sender, envelope, payload, received_ts) SELECT n, id, "
+                                  "COALESCE(json_extract(envelope, '$.from'), ''), envelope, payload, received_ts "
+                                  "FROM inbox_v1; DROP TABLE inbox_v1; COMMIT;")
 
     def take(self, envelope: dict, payload: bytes | None = None) -> bool:
-        """Record this message; False when its id was taken before (a redelivery to drop)."""
-        mid = envelope["id"]
+        """Record this message (durably, with its content, when the inbox has a file); False when it was
+        recorded before (a redelivery to drop)."""
         if self.db is not None:
-            cur = self.db.execute("INSERT OR IGNORE INTO inbox (id, envelope, payload, received_ts) VALUES (?, ?, ?, ?)",
-                                  (mid, json.dumps(envelope), payload, time.time()))
+            sender, mid = key(envelope)
+            cur = self.db.execute("INSERT OR IGNORE INTO inbox (id, sender, envelope, payload, received_ts) "
+                                  "VALUES (?, ?, ?, ?, ?)", (mid, sender, json.dumps(envelope), payload, time.time()))
             return cur.rowcount == 1
-        if mid in self._seen:
+        if self.seen(envelope):
             return False
-        self._seen[mid] = None
+        self.done(envelope)
+        return True
+
+    def seen(self, envelope: dict) -> bool:
+        if self.db is not None:
+            return self.db.execute("SELECT 1 FROM inbox WHERE sender = ? AND id = ?", key(envelope)).fetchone() is not None
+        return key(envelope) in self._seen
+
+    def done(self, envelope: dict) -> None:
+        """Record a processed message (in memory; the durable inbox records at `take`)."""
+        self._seen[key(envelope)] = None
         if len(self._seen) > self.memory_limit:
             self._seen.popitem(last=False)
-        return True
 
     def messages(self) -> list[dict]:
         """Everything taken so far, in arrival order (durable inbox only)."""

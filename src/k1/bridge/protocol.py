@@ -31,12 +31,16 @@ ERROR_CODES = {
     "bad_version": "the client speaks another protocol version",
     "auth_failed": "unknown agent name or wrong token",
     "not_registered": "the first message must be `register`",
+    "bad_payload": "a binary frame whose payload is not a safetensors file; the message was not stored",
     "unknown_recipient": "`to` names no known agent or role",
-    "rate_limited": "too many messages per second from this agent; the message was dropped, resend later",
+    "rate_limited": "too many messages or bytes per second from this agent; the message was dropped, resend later",
+    "recipient_full": "a recipient already holds its limit of pending messages or bytes; the message was not stored",
     "reserved_type": "a client sent a type only the hub may send",
 }
+MAX_DEPTH = 64  # deepest nesting of JSON arrays/objects a frame may hold (deeper: bad_json, never a crash)
 CLOSE_POLICY = 1008   # auth failure / protocol violation (RFC 6455)
 CLOSE_TOO_BIG = 1009  # the frame exceeds the hub's max_size (websockets closes with it itself)
+CLOSE_TRY_LATER = 1013  # too many connections waiting to register
 CLOSE_REPLACED = 4000  # the same agent registered again on a new connection
 
 
@@ -77,7 +81,24 @@ def parse_text(frame: str | bytes) -> Envelope:
         obj = json.loads(frame)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ProtocolError("bad_json", f"not JSON: {e}") from None
+    except RecursionError:
+        raise ProtocolError("bad_json", f"JSON nested deeper than {MAX_DEPTH} levels") from None
+    if _depth(obj) > MAX_DEPTH:
+        raise ProtocolError("bad_json", f"JSON nested deeper than {MAX_DEPTH} levels")
     return _envelope(obj)
+
+
+def _depth(obj: Any) -> int:
+    """Nesting depth of parsed JSON, without recursion (deep data must not crash whoever stores or re-encodes it)."""
+    deepest, stack = 0, [(obj, 1)]
+    while stack:
+        o, d = stack.pop()
+        if isinstance(o, (list, dict)):
+            deepest = max(deepest, d)
+            if deepest > MAX_DEPTH:
+                return deepest
+            stack.extend((v, d + 1) for v in (o.values() if isinstance(o, dict) else o))
+    return deepest
 
 
 def _envelope(obj: Any) -> Envelope:
@@ -120,9 +141,22 @@ def tensors_to_bytes(tensors: dict) -> bytes:
 
 
 def tensors_from_bytes(payload: bytes) -> dict:
+    """safetensors bytes → dict of tensors; ProtocolError(bad_payload) when they are not a safetensors file."""
     from safetensors.torch import load
 
+    check_payload(payload)
     return load(payload)
+
+
+def check_payload(payload: bytes) -> None:
+    """Raise ProtocolError(bad_payload) unless `payload` parses as a safetensors file (no torch needed: the hub
+    checks every binary frame with this before storing it)."""
+    from safetensors import SafetensorError, deserialize
+
+    try:
+        deserialize(payload)
+    except (SafetensorError, ValueError, TypeError) as e:
+        raise ProtocolError("bad_payload", f"payload is not a safetensors file: {e}") from None
 
 
 def error(code: str, message: str, reply_to: str | None = None) -> Envelope:

@@ -4,6 +4,8 @@ A message is written, with one delivery row per recipient, in one transaction *b
 receipt goes out; a delivery row is marked acked when its recipient says it processed the message. So
 "replay everything unacked for X in order" is one query, and a hub killed at any instant loses nothing it
 had receipted (WAL + synchronous=NORMAL survives a process kill; `durable=True` sets FULL for power loss).
+Ids are unique per sender (one agent's id never shadows another's), and every delivery row carries the
+message's size, so the hub can hold each recipient to a budget of pending messages and bytes.
 """
 
 from __future__ import annotations
@@ -33,6 +35,26 @@ _MIGRATIONS = [
     CREATE INDEX deliveries_pending ON deliveries(recipient, seq) WHERE acked_ts IS NULL;
     CREATE TABLE agents (name TEXT PRIMARY KEY, roles TEXT NOT NULL, last_seen REAL NOT NULL);
     """,
+    # 2: ids unique per sender (was: across all senders); the size of each delivery; an index for expiry
+    """
+    CREATE TABLE messages_v2 (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL,
+        type TEXT NOT NULL, sender TEXT NOT NULL, target TEXT NOT NULL, reply_to TEXT,
+        ts REAL NOT NULL, stored_ts REAL NOT NULL,
+        envelope TEXT NOT NULL,
+        payload BLOB,
+        UNIQUE (sender, id)
+    );
+    INSERT INTO messages_v2 SELECT seq, id, type, sender, target, reply_to, ts, stored_ts, envelope, payload
+        FROM messages;
+    DROP TABLE messages;
+    ALTER TABLE messages_v2 RENAME TO messages;
+    CREATE INDEX messages_stored ON messages(stored_ts);
+    ALTER TABLE deliveries ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
+    UPDATE deliveries SET size = (SELECT length(CAST(envelope AS BLOB)) + COALESCE(length(payload), 0)
+                                  FROM messages m WHERE m.seq = deliveries.seq);
+    """,
 ]
 
 
@@ -61,20 +83,30 @@ class ExchangeLog:
         return {n: set(json.loads(r)) for n, r in self.db.execute("SELECT name, roles FROM agents")}
 
     # --- messages -----------------------------------------------------------------------------------------
+    @staticmethod
+    def encode(env: Envelope) -> str:
+        return json.dumps(env.wire(), separators=(",", ":"))
+
+    def has(self, sender: str, mid: str) -> bool:
+        """Was this sender's id stored already (a resend)?"""
+        return self.db.execute("SELECT 1 FROM messages WHERE sender = ? AND id = ?", (sender, mid)).fetchone() is not None
+
     def append(self, env: Envelope, recipients: list[str], payload: bytes | None = None) -> bool:
-        """Store a message and its deliveries atomically; False when this id was already stored (a resend)."""
+        """Store a message and its deliveries atomically; False when the sender's id was already stored (a resend)."""
+        envelope = self.encode(env)
+        size = len(envelope.encode()) + (len(payload) if payload is not None else 0)
         cur = self.db.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
             cur.execute("INSERT OR IGNORE INTO messages (id, type, sender, target, reply_to, ts, stored_ts, envelope, "
                         "payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (env.id, env.type, env.sender, env.to, env.reply_to, env.ts, time.time(),
-                         json.dumps(env.wire(), separators=(",", ":")), payload))
+                        (env.id, env.type, env.sender, env.to, env.reply_to, env.ts, time.time(), envelope, payload))
             if cur.rowcount == 0:
                 cur.execute("COMMIT")
                 return False
             seq = cur.lastrowid
-            cur.executemany("INSERT INTO deliveries (recipient, seq) VALUES (?, ?)", [(r, seq) for r in recipients])
+            cur.executemany("INSERT INTO deliveries (recipient, seq, size) VALUES (?, ?, ?)",
+                            [(r, seq, size) for r in recipients])
             cur.execute("COMMIT")
             return True
         except BaseException:
@@ -92,15 +124,40 @@ class ExchangeLog:
         return self.db.execute("SELECT COUNT(*) FROM deliveries WHERE recipient = ? AND acked_ts IS NULL",
                                (recipient,)).fetchone()[0]
 
-    def ack(self, recipient: str, ids: list[str]) -> int:
-        """Mark these messages processed by `recipient`; returns how many deliveries changed."""
+    def pending_totals(self) -> dict[str, tuple[int, int]]:
+        """recipient → (pending messages, pending bytes): the hub's budgets start from this after a restart."""
+        return {r: (n, b) for r, n, b in self.db.execute(
+            "SELECT recipient, COUNT(*), COALESCE(SUM(size), 0) FROM deliveries WHERE acked_ts IS NULL "
+            "GROUP BY recipient")}
+
+    def ack(self, recipient: str, ids: list[str], sender: str | None = None) -> list[int]:
+        """Mark these messages processed by `recipient` (only `sender`'s, when given); returns the sizes of the
+        deliveries that changed."""
         if not ids:
-            return 0
+            return []
         marks = ",".join("?" * len(ids))
-        cur = self.db.execute(
+        by_sender, args = ("sender = ? AND ", (sender,)) if sender is not None else ("", ())
+        rows = self.db.execute(
             f"UPDATE deliveries SET acked_ts = ? WHERE recipient = ? AND acked_ts IS NULL AND seq IN "
-            f"(SELECT seq FROM messages WHERE id IN ({marks}))", (time.time(), recipient, *ids))
-        return cur.rowcount
+            f"(SELECT seq FROM messages WHERE {by_sender}id IN ({marks})) RETURNING size",
+            (time.time(), recipient, *args, *ids)).fetchall()
+        return [size for (size,) in rows]
+
+    def expire(self, before: float) -> list[tuple[str, int]]:
+        """Delete every message stored before `before` (Unix time) with its deliveries, acked or not; returns the
+        (recipient, size) of each pending delivery dropped, so the hub can lower its budgets."""
+        cur = self.db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            dropped = cur.execute(
+                "DELETE FROM deliveries WHERE seq IN (SELECT seq FROM messages WHERE stored_ts < ?) "
+                "RETURNING recipient, size, acked_ts", (before,)).fetchall()
+            cur.execute("DELETE FROM messages WHERE stored_ts < ?", (before,))
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        return [(r, size) for r, size, acked in dropped if acked is None]
 
     def history(self, agent: str | None = None, limit: int = 50) -> list[dict]:
         """The newest `limit` messages (optionally to or from `agent`), oldest first, with per-recipient state."""

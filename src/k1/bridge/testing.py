@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 # name → (token, allowed roles): four agents, two sharing the role "critic"
-DEMO_AGENTS = {"alice": ("tok-alice", []), "bob": ("tok-bob", ["critic"]),
+DEMO_AGENTS = {"alice": ("tok-alice", "any"), "bob": ("tok-bob", ["critic"]),
                "carol": ("tok-carol", ["critic", "solver"]), "dave": ("tok-dave", [])}
 
 
@@ -51,3 +51,124 @@ def wait_until(pred, timeout: float = 10.0, every: float = 0.02) -> bool:
             return True
         time.sleep(every)
     return False
+
+
+
+async def soak(tmp: Path, senders: int = 3, messages: int = 100, kills: int = 1, fail_rate: float = 0.1,
+               window: int = 4, seed: int = 0, timeout: float = 120.0) -> dict:
+    """Senders → one consumer through a hub process that is SIGKILLed and restarted `kills` times mid-run.
+
+    The consumer's handler raises on `fail_rate` of the messages it is handed (seeded): those are released,
+    not acked, and must come back. Returns what the promise is checked by: sent (receipted), delivered
+    (distinct messages processed), lost, processed_twice (a message processed again after its ack),
+    failures (handler raises), redeliveries dropped by the client, restarts, sender resends, and what the
+    log still holds afterwards.
+    """
+    import random
+    import signal
+
+    from k1.bridge.auth import write_agents_file
+    from k1.bridge.client import BridgeClient
+    from k1.bridge.store import ExchangeLog
+
+    tokens = {f"s{i}": f"tok-s{i}" for i in range(senders)} | {"worker": "tok-worker"}
+    agents = write_agents_file(Path(tmp) / "soak-agents.toml", {n: (t, []) for n, t in tokens.items()})
+    db = Path(tmp) / "soak.sqlite"
+    hub, port = start_hub_process(agents, db)
+    u = f"ws://127.0.0.1:{port}"
+    total = senders * messages
+    rng = random.Random(seed)
+    receipted: set[tuple[str, str]] = set()
+    processed: list[tuple[str, str]] = []
+    failures = restarts = 0
+
+    worker = await BridgeClient(u, "worker", tokens["worker"], backoff=(0.02, 0.3)).connect()
+    clients = [await BridgeClient(u, f"s{i}", tokens[f"s{i}"], backoff=(0.02, 0.3), receipt_timeout=60).connect()
+               for i in range(senders)]
+
+    async def send_all(c: BridgeClient):
+        sem = asyncio.Semaphore(window)
+
+        async def one(k: int):
+            async with sem:
+                mid = await c.send("worker", {"k": k})
+                receipted.add((c.name, mid))
+
+        await asyncio.gather(*(one(k) for k in range(messages)))
+
+    async def consume():
+        nonlocal failures
+        while len(set(processed)) < total:
+            msg = await worker.recv(timeout=60)
+            try:
+                if rng.random() < fail_rate:
+                    raise RuntimeError("the handler failed")
+            except RuntimeError:
+                failures += 1
+                await worker.release(msg)
+                continue
+            processed.append(msg.key)
+            await worker.ack(msg)
+
+    async def killer():
+        nonlocal hub, restarts
+        for i in range(kills):
+            while len(set(processed)) < total * (i + 1) / (kills + 1):
+                await asyncio.sleep(0.01)
+            hub.send_signal(signal.SIGKILL)  # no shutdown: only what SQLite committed survives
+            await asyncio.to_thread(hub.wait)
+            hub, _ = await asyncio.to_thread(start_hub_process, agents, db, port)
+            restarts += 1
+
+    try:
+        await asyncio.wait_for(asyncio.gather(*(send_all(c) for c in clients), consume(), killer()), timeout)
+        # the last acks reach the hub asynchronously: wait until its log agrees nothing is pending
+        for _ in range(200):
+            counts = ExchangeLog(db).counts()
+            if counts["pending_deliveries"] == 0:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        for c in (*clients, worker):
+            await c.close()
+        hub.kill()
+        hub.wait()
+    return {"senders": senders, "messages_per_sender": messages, "sent": len(receipted),
+            "delivered": len(set(processed)), "lost": len(receipted - set(processed)),
+            "processed_twice": len(processed) - len(set(processed)), "failures": failures,
+            "redeliveries_dropped": worker.stats["duplicates_dropped"], "restarts": restarts,
+            "resent": sum(c.stats["resent"] for c in clients), "limited": sum(c.stats["limited"] for c in clients),
+            "log_messages": counts["messages"], "log_pending": counts["pending_deliveries"]}
+
+
+# --- pytest fixtures (tests/bridge and tests/agents import them into their conftest) -----------------------
+try:
+    import pytest
+except ImportError:  # the bench does not need pytest
+    pytest = None
+
+if pytest is not None:
+    @pytest.fixture
+    def agents_file(tmp_path):
+        from k1.bridge.auth import write_agents_file
+
+        return write_agents_file(tmp_path / "agents.toml", DEMO_AGENTS)
+
+    @pytest.fixture
+    def make_hub(tmp_path, agents_file):
+        """make_hub(**HubConfig fields) → a started in-process hub (stopped after the test)."""
+        from k1.bridge.auth import AgentBook
+        from k1.bridge.hub import BackgroundHub, HubConfig
+
+        hubs = []
+
+        def make(**kw):
+            kw.setdefault("db", tmp_path / "bridge.sqlite")
+            kw.setdefault("ping_interval", 5)
+            h = BackgroundHub(HubConfig(port=0, **kw), AgentBook.from_file(agents_file))
+            hubs.append(h)
+            return h.__enter__()
+
+        yield make
+        for h in hubs:
+            h.__exit__(None, None, None)

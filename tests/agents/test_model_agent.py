@@ -4,8 +4,8 @@ runs through the hub with every exchange logged, and is scored by verifiers."""
 import asyncio
 
 from k1.bridge import BridgeClient, ExchangeLog
-from k1.bridge.agents import ModelAgent, ask_agent
-from k1.bridge.collab import self_hosted
+from k1.agents.model import ModelAgent, ask_agent
+from k1.agents.collab import self_hosted
 from k1.bridge.testing import run, url
 from k1.loop.tasks import arithmetic_tasks
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 
-from k1.bridge.agents import ask_agent
+from k1.agents.model import ask_agent
 from k1.bridge.client import BridgeClient
 from k1.loop.formats import MAX_TOKENS
 from k1.loop.tasks import Task
@@ -85,7 +85,7 @@ async def self_hosted(tasks: list[Task], proposer_spec: str, critic_spec: str, d
 
     from rich.progress import Progress
 
-    from k1.bridge.agents import ModelAgent
+    from k1.agents.model import ModelAgent
     from k1.bridge.auth import AgentBook, AgentEntry
     from k1.bridge.hub import Hub, HubConfig
     from k1.loop import members
