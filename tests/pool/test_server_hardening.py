@@ -344,3 +344,11 @@ def test_the_serve_command_takes_its_key_from_a_file_and_stops_on_sigterm(tmp_pa
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_unknown_paths_and_methods_are_openai_errors(tmp_path, small):
+    with ServedPool(_router(tmp_path, [small])) as s:
+        _is_error(httpx.get(f"{s.url}/nope"), 404, "not_found")
+        _is_error(httpx.get(f"{s.url}/chat/completions"), 405, "method_not_allowed")
+        _is_error(httpx.post(f"{s.url}/chat/completions", content=b"a=1",
+                             headers={"Content-Type": "application/x-www-form-urlencoded"}), 400)

@@ -25,6 +25,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 
 from k1.errors import BackendError, ConfigError, K1Error
 from k1.pool.limits import Limits
@@ -55,6 +56,13 @@ def build_app(router: Router, *, api_key: str | None = None, limits: Limits | No
         param = ".".join(str(x) for x in first["loc"] if x != "body" and "[" not in str(x)) or None
         return JSONResponse(P.error(f"{param}: {first['msg']}" if param else first["msg"], "invalid_request_error",
                                     "invalid_value", param), status_code=400)
+
+    @app.exception_handler(HTTPException)  # unknown path, wrong method, a body FastAPI cannot parse
+    async def _http(request: Request, exc: HTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
+        kind = "server_error" if exc.status_code >= 500 else "invalid_request_error"
+        return JSONResponse(P.error(str(exc.detail), kind, code), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
 
     @app.exception_handler(K1Error)
     async def _k1(request: Request, exc: K1Error):
