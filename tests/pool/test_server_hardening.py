@@ -120,6 +120,9 @@ def test_a_foreign_host_header_is_refused(tmp_path, small):
     with ServedPool(_router(tmp_path, [small])) as s:
         _is_error(httpx.get(f"{s.url}/models", headers={"Host": "attacker.example"}), 400, "invalid_host")
         assert httpx.get(f"{s.url}/models", headers={"Host": f"localhost:{s.port}"}).status_code == 200
+    with ServedPool(_router(tmp_path, [small]), allowed_hosts=("pool.lan",)) as s:
+        assert httpx.get(f"{s.url}/models", headers={"Host": f"pool.lan:{s.port}"}).status_code == 200
+        _is_error(httpx.get(f"{s.url}/models", headers={"Host": "attacker.example"}), 400, "invalid_host")
 
 
 def test_feedback_counts_once_per_request_and_its_source_is_bounded(tmp_path, small):

@@ -36,7 +36,9 @@ def serve(pool: Optional[Path] = POOL_OPT,
           max_body_bytes: int = typer.Option(1 << 20, help="Largest request body accepted (413 above)."),
           queue: int = typer.Option(16, help="Requests that may wait for one member (503 above)."),
           concurrency: str = typer.Option("member", help="'member': members answer at the same time; "
-                                                         "'global': one request at a time.")):
+                                                         "'global': one request at a time."),
+          allowed_host: list[str] = typer.Option([], help="A Host name clients may use besides the bound address "
+                                                          "and localhost (repeat; needed with --host 0.0.0.0).")):
     """An OpenAI-compatible server: /v1/models, /v1/chat/completions, /v1/completions, /v1/feedback."""
     import os
 
@@ -62,7 +64,8 @@ def serve(pool: Optional[Path] = POOL_OPT,
     console.print(f"pool: {', '.join(router.pool.names)} + auto → http://{host}:{port}/v1"
                   f" ({'API key required' if key else 'no API key: anyone who can reach the port can use it'})")
     try:
-        uvicorn.run(build_app(router, api_key=key, limits=limits, host=host), host=host, port=port,
+        uvicorn.run(build_app(router, api_key=key, limits=limits, host=host, allowed_hosts=tuple(allowed_host)),
+                    host=host, port=port,
                     log_level="warning", timeout_graceful_shutdown=5)
     finally:
         router.pool.close()

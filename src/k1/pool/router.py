@@ -154,7 +154,11 @@ class Router:
         self.contexts = ContextClassifier(self.settings.context, self.reference)
         self.metabolism = Metabolism(self.settings.metabolic, log=self.store.log_state, clock=clock)
         from k1.pool.dream import apply_dream_weights
-        self.consolidated = apply_dream_weights(self)  # students keep what DREAM taught them across restarts
+        try:
+            self.consolidated = apply_dream_weights(self)  # students keep what DREAM taught them across restarts
+        except Exception as e:  # stored data never stops the pool from starting
+            log.warning("DREAM weights not applied: %s: %s", type(e).__name__, e)
+            self.consolidated = []
         self._memory = [e["prompt"] + "\n" + e["response"]
                         for e in reversed(self.store.experiences(limit=self.settings.snarc.memory, newest_first=True))]
         for session in {e["session"] for e in self.store.experiences(limit=2000, newest_first=True) if e["session"]}:

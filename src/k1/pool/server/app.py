@@ -43,7 +43,7 @@ POLL_S = 0.1  # how often a waiting non-streamed request checks that its client 
 
 
 def build_app(router: Router, *, api_key: str | None = None, limits: Limits | None = None,
-              host: str = "127.0.0.1"):
+              host: str = "127.0.0.1", allowed_hosts: tuple[str, ...] = ()):
     """The ASGI app: the FastAPI routes behind a `Guard`. `.state` (a FastAPI app's) holds the inner app."""
     limits = limits or router.limits
     router.set_limits(limits)
@@ -170,7 +170,7 @@ def build_app(router: Router, *, api_key: str | None = None, limits: Limits | No
     async def status():
         return await run_in_threadpool(pool_status, router)
 
-    guard = Guard(app, api_key=api_key, body_bytes=limits.body_bytes, host=host)
+    guard = Guard(app, api_key=api_key, body_bytes=limits.body_bytes, host=host, allowed_hosts=allowed_hosts)
     guard.state, guard.router, guard.fastapi = app.state, router, app
     return guard
 

@@ -1,7 +1,8 @@
 """`Guard`: what every request passes before the app sees it — its Host, its key and its size.
 
-- Host: only the bound address, localhost and the loopback addresses (a page on another site that
-  rebinds its DNS name to 127.0.0.1 still sends its own name, and is refused: DNS rebinding).
+- Host: only the bound address, localhost, the loopback addresses and names given in `allowed_hosts` (a
+  page on another site that rebinds its DNS name to 127.0.0.1 still sends its own name, and is refused:
+  DNS rebinding). A server bound to 0.0.0.0 is called by the machine's name: list it in `allowed_hosts`.
 - Key: with an API key set, every path but `/v1/models` and the schema needs `Authorization: Bearer <key>`
   (compared in constant time), as vLLM's and llama.cpp's servers do; 401 otherwise.
 - Size: a body over `limit` bytes gets 413 as soon as the count passes it; nothing larger is ever held.
@@ -18,9 +19,10 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 
 class Guard:
-    def __init__(self, app, *, api_key: str | None, body_bytes: int, host: str = "127.0.0.1"):
+    def __init__(self, app, *, api_key: str | None, body_bytes: int, host: str = "127.0.0.1",
+                 allowed_hosts: tuple[str, ...] = ()):
         self.app, self.api_key, self.body_bytes = app, api_key, body_bytes
-        self.hosts = LOOPBACK | {host.lower(), f"[{host.lower()}]"}
+        self.hosts = LOOPBACK | {host.lower(), f"[{host.lower()}]"} | {h.lower() for h in allowed_hosts}
         self.refused_bytes = 0  # bodies refused for size, as announced or as counted (for the soak figures)
 
     async def __call__(self, scope, receive, send):
