@@ -14,12 +14,11 @@ from k1.pool.config import PoolSettings
 from k1.pool.limits import Limits
 from k1.pool.members.openai import OpenAIMember
 from k1.pool.pool import Pool
-from k1.pool.router import BudgetExhausted, PromptTooLong, Router
+from k1.pool import CallFailed
+from k1.pool.router import PromptTooLong, Router
 from k1.pool.server.thread import ServedPool
 from k1.pool.store import PoolStore
 from k1.pool.testing import tiny_hf_member
-
-from k1.pool import CallFailed
 
 
 @pytest.fixture(scope="module")
