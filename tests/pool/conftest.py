@@ -80,3 +80,54 @@ def prose_prompts():
 
     words = synthetic_text(seed=1).split()
     return [" ".join(words[i:i + 3]) + " " for i in random.Random(1).sample(range(len(words) - 5), 16)]
+
+
+@pytest.fixture
+def hostile_server():
+    """A real HTTP server on 127.0.0.1 that speaks OpenAI's streaming format but misbehaves, by path:
+    `/negative/v1` reports negative usage, `/flood/v1` streams 5 MB of text, `/trickle/v1` sends one
+    small chunk every 0.2 s for ever. → a function mode → base URL."""
+    import http.server
+    import json
+    import threading
+    import time
+
+    def event(obj) -> bytes:
+        return f"data: {json.dumps(obj)}\n\n".encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            mode = self.path.split("/")[1]
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            try:
+                if mode == "negative":
+                    self.wfile.write(event({"choices": [{"index": 0, "text": "hi", "finish_reason": "stop"}],
+                                            "usage": {"prompt_tokens": -100000, "completion_tokens": -5}}))
+                elif mode == "flood":
+                    piece = event({"choices": [{"index": 0, "text": "x" * 65536}]})
+                    for _ in range(80):
+                        self.wfile.write(piece)
+                elif mode == "trickle":
+                    while True:
+                        self.wfile.write(event({"choices": [{"index": 0, "text": "."}]}))
+                        self.wfile.flush()
+                        time.sleep(0.2)
+                self.wfile.write(b"data: [DONE]\n\n")
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield lambda mode: f"http://127.0.0.1:{srv.server_address[1]}/{mode}/v1"
+    srv.shutdown()
+    srv.server_close()

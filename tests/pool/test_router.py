@@ -95,12 +95,15 @@ def test_an_unreachable_member_is_recorded(tmp_path):
 
 
 def test_an_exhausted_budget_refuses_calls(tmp_path, big):
-    r = _router(tmp_path, [big], budget_atp=1e-4)
-    r.generate("hello", max_tokens=20)  # this one overspends the tiny budget
+    est = big.estimate_cost(big.prompt_tokens("hello"), 20)  # the most a 20-token answer can cost
+    r = _router(tmp_path, [big], budget_atp=1.5 * est)
+    r.generate("hello", max_tokens=20)  # fits: its whole estimate is reserved before it runs
+    assert 0 < r.store.spent() <= est
     n = len(r.store.ledger())
     with pytest.raises(BudgetExhausted, match="budget"):
-        r.generate("hello")
+        r.generate("hello", max_tokens=20)  # what is left cannot pay for another one
     assert len(r.store.ledger()) == n  # refused before any member ran
+    assert r.store.spent() <= r.settings.budget_atp  # never overshot
     r.store.reset_budget()
     r.generate("hello", max_tokens=2)
 

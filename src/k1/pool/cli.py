@@ -30,16 +30,43 @@ def _open_router(pool_file: Optional[Path], quiet: bool = False):
 @app.command()
 def serve(pool: Optional[Path] = POOL_OPT,
           host: str = typer.Option("127.0.0.1", help="Address to listen on."),
-          port: int = typer.Option(8000, help="Port to listen on.")):
+          port: int = typer.Option(8000, help="Port to listen on."),
+          api_key_file: Optional[Path] = typer.Option(
+              None, help="File holding the API key clients must send (default: $K1_POOL_API_KEY; none: no key)."),
+          max_body_bytes: int = typer.Option(1 << 20, help="Largest request body accepted (413 above)."),
+          queue: int = typer.Option(16, help="Requests that may wait for one member (503 above)."),
+          concurrency: str = typer.Option("member", help="'member': members answer at the same time; "
+                                                         "'global': one request at a time."),
+          allowed_host: list[str] = typer.Option([], help="A Host name clients may use besides the bound address "
+                                                          "and localhost (repeat; needed with --host 0.0.0.0).")):
     """An OpenAI-compatible server: /v1/models, /v1/chat/completions, /v1/completions, /v1/feedback."""
+    import os
+
     import uvicorn
 
+    from k1.errors import ConfigError
+    from k1.pool.limits import Limits
     from k1.pool.server.app import build_app
 
-    router = _open_router(pool)
-    console.print(f"pool: {', '.join(router.pool.names)} + auto → http://{host}:{port}/v1")
+    if api_key_file is not None:
+        if not api_key_file.is_file():
+            raise ConfigError(f"--api-key-file {api_key_file}: no such file")
+        key = api_key_file.read_text().strip()
+        if not key:
+            raise ConfigError(f"--api-key-file {api_key_file} is empty; write the key in it")
+    else:
+        key = os.environ.get("K1_POOL_API_KEY", "").strip() or None
     try:
-        uvicorn.run(build_app(router), host=host, port=port, log_level="warning")
+        limits = Limits(body_bytes=max_body_bytes, queue=queue, concurrency=concurrency)
+    except ValueError as e:
+        raise ConfigError(f"k1 pool serve: {e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}") from None
+    router = _open_router(pool)
+    console.print(f"pool: {', '.join(router.pool.names)} + auto → http://{host}:{port}/v1"
+                  f" ({'API key required' if key else 'no API key: anyone who can reach the port can use it'})")
+    try:
+        uvicorn.run(build_app(router, api_key=key, limits=limits, host=host, allowed_hosts=tuple(allowed_host)),
+                    host=host, port=port,
+                    log_level="warning", timeout_graceful_shutdown=5)
     finally:
         router.pool.close()
         router.close()

@@ -67,6 +67,8 @@ class OpenAISpec(_Spec):
     backoff_s: float = Field(default=0.5, ge=0)
     breaker_failures: int = Field(default=3, ge=1)
     breaker_cooldown_s: float = Field(default=30.0, ge=0)
+    deadline_s: float = Field(default=120.0, gt=0)  # the whole call, retries included
+    max_response_bytes: int = Field(default=4 << 20, ge=1024)  # a longer answer fails the call
 
 
 MemberSpec = Annotated[Union[K1Spec, HFSpec, OpenAISpec], Field(discriminator="kind")]

@@ -8,6 +8,12 @@ prompt under it). The rule, in order (thresholds in `ContextSettings`):
             `unstable_window` prompts, or surprise ≥ surprise_at — the conversation will not settle;
 - moving:   the topic shifted now, but towards something seen before;
 - stable:   otherwise.
+
+A prompt joins a session's history only once its call succeeded (`read` classifies, `add` records), and
+restoring histories at startup only compares n-grams: no stored prompt is ever run through a model there,
+so stored data cannot stop the pool from starting. Surprise scores at most the reference member's context:
+the prompt's head (half its positions, counted as characters) after the previous prompt's tail (a quarter);
+a prompt it still cannot score has no surprise (None), never an error.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from k1.errors import BackendError
 from k1.pool.members.base import Member
 from k1.pool.signals import ngrams, similarity, surprise_bpb
 
@@ -58,19 +65,26 @@ class ContextClassifier:
         self.sessions: dict[str, _Session] = {}
 
     def seed(self, session: str, prompts: list[str]) -> None:
-        """Load a session's history (e.g. from the experience store after a restart)."""
+        """Load a session's history (e.g. from the experience store after a restart); no model runs."""
         for p in prompts[-self.settings.history:]:
-            self.observe(session, p)
+            self.add(session, p)
 
     def observe(self, session: str, prompt: str) -> ContextReading:
         """Classify `prompt` against the session's history, then add it to the history."""
-        s, cfg = self.sessions.setdefault(session, _Session()), self.settings
+        reading = self.read(session, prompt)
+        self.add(session, prompt)
+        return reading
+
+    def read(self, session: str, prompt: str, score: bool = True) -> ContextReading:
+        """Classify `prompt` against the session's history (which it does not change); `score=False` leaves
+        surprise out (the router does when the reference member is busy)."""
+        s, cfg = self.sessions.get(session) or _Session(), self.settings
         g = ngrams(prompt)
         grams = [ngrams(p) for p in s.prompts]
         novelty = 1.0 - max((similarity(g, h) for h in grams), default=0.0)
         shift = 1.0 - similarity(g, grams[-1]) if grams else 1.0
         previous = s.prompts[-1] if s.prompts else ""
-        surprise = surprise_bpb(self.reference, previous, prompt) if self.reference is not None else None
+        surprise = self._surprise(previous, prompt) if score and self.reference is not None else None
         shifted = shift >= cfg.shift_at
         recent = list(s.shifts)[-(cfg.unstable_window - 1):] + [shifted] if cfg.unstable_window > 1 else [shifted]
         if novelty >= cfg.novel_at:
@@ -81,9 +95,23 @@ class ContextClassifier:
             label = "moving"
         else:
             label = "stable"
+        return ContextReading(label, novelty, shift, surprise)
+
+    def add(self, session: str, prompt: str) -> None:
+        """Append `prompt` to the session's history (after its call succeeded)."""
+        s, cfg = self.sessions.setdefault(session, _Session()), self.settings
+        shift = 1.0 - similarity(ngrams(prompt), ngrams(s.prompts[-1])) if s.prompts else 1.0
         s.prompts.append(prompt)
-        s.shifts.append(shifted)
+        s.shifts.append(shift >= cfg.shift_at)
         while len(s.prompts) > cfg.history:
             s.prompts.popleft()
             s.shifts.popleft()
-        return ContextReading(label, novelty, shift, surprise)
+
+    def _surprise(self, previous: str, prompt: str) -> float | None:
+        n = getattr(self.reference, "max_positions", None)
+        if n:
+            previous, prompt = previous[-(n // 4):], prompt[:n // 2]
+        try:
+            return surprise_bpb(self.reference, previous, prompt)
+        except BackendError:
+            return None

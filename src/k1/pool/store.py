@@ -53,7 +53,14 @@ def m003_state_log(db: sqlite3.Connection) -> None:
         reason TEXT NOT NULL)""")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_trust_and_ledger, m002_experiences, m003_state_log]
+def m004_feedback_once(db: sqlite3.Connection) -> None:
+    """One feedback outcome per request id: replaying a verdict must not move trust again."""
+    db.execute("""CREATE TABLE feedback (
+        request TEXT PRIMARY KEY, ts REAL NOT NULL, success REAL NOT NULL, source TEXT NOT NULL)""")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_trust_and_ledger, m002_experiences, m003_state_log,
+                                                          m004_feedback_once]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # every way a call can end; each is charged to the budget (DESIGN.md, "The pool")
@@ -128,6 +135,23 @@ class PoolStore:
             db.execute("INSERT INTO outcomes (ts, request, member, context, success, source) VALUES (?, ?, ?, ?, ?, ?)",
                        (now, request, member, context, success, source))
 
+    def record_feedback(self, member: str, context: str, success: float, source: str, request: str) -> bool:
+        """The outcome of `request` as told by its caller, once: → False (nothing recorded) if it was told before."""
+        if not 0.0 <= success <= 1.0:
+            raise ValueError(f"success must be in [0, 1], got {success}")
+        now = time.time()
+        with self.write() as db:
+            if db.execute("INSERT OR IGNORE INTO feedback VALUES (?, ?, ?, ?)",
+                          (request, now, success, source)).rowcount == 0:
+                return False
+            db.execute("""INSERT INTO trust (member, context, successes, failures, updated) VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT (member, context) DO UPDATE SET successes = successes + excluded.successes,
+                failures = failures + excluded.failures, updated = excluded.updated""",
+                       (member, context, success, 1.0 - success, now))
+            db.execute("INSERT INTO outcomes (ts, request, member, context, success, source) VALUES (?, ?, ?, ?, ?, ?)",
+                       (now, request, member, context, success, source))
+        return True
+
     def trust(self, context: str | None = None) -> dict[tuple[str, str], tuple[float, float]]:
         """(member, context) → (successes, failures); one context, or all."""
         q, args = "SELECT member, context, successes, failures FROM trust", ()
@@ -153,6 +177,12 @@ class PoolStore:
                              (time.time(), request, session, member, context, path, int(stream), atp, flops, latency_s,
                               prompt_tokens, completion_tokens))
             return cur.lastrowid
+
+    def charges(self, request: str) -> list[dict]:
+        """The ledger rows of one request (its call, any retries, a judge or a cross-check)."""
+        with self._lock:
+            rows = self.db.execute("SELECT * FROM ledger WHERE request = ? ORDER BY id", (request,)).fetchall()
+        return [dict(r) for r in rows]
 
     def spent(self) -> float:
         """ATP charged since the budget was last reset."""

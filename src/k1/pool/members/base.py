@@ -82,6 +82,7 @@ class Member(ABC):
     kind: str = "member"
     supports_score: bool = False
     is_local: bool = False
+    max_positions: int | None = None  # prompt + answer limit in tokens, where the member has one
 
     def __init__(self, name: str, roles: tuple[str, ...] | list[str] = ()):
         self.name = name
@@ -106,6 +107,10 @@ class Member(ABC):
     def score(self, prompt: Prompt, continuation: str) -> Score:
         """Bits per byte of `continuation` given `prompt`. Raises NotImplementedError without log-probabilities."""
         raise NotImplementedError(f"member {self.name!r} ({self.kind}) has no token log-probabilities")
+
+    def prompt_tokens(self, prompt: Prompt) -> int:
+        """How many tokens `prompt` takes (remote members: UTF-8 bytes / 4, as their cost estimate does)."""
+        return max(1, len(prompt_text(prompt).encode("utf-8", "replace")) // 4)
 
     def estimate_cost(self, prompt_tokens: int, max_tokens: int) -> float:
         """Expected ATP of a call before any has been measured (the router's prior; measured means replace it)."""

@@ -104,6 +104,9 @@ class LocalMember(Member):
         f = self.flops(s)
         return Cost(flops=f, latency_s=time.perf_counter() - t0, atp=f / FLOPS_PER_ATP)
 
+    def prompt_tokens(self, prompt: Prompt) -> int:
+        return len(self.encode(self.render(prompt)))
+
     def _prompt_ids(self, prompt: Prompt) -> list[int]:
         ids = self.encode(self.render(prompt))
         if not ids:
@@ -129,6 +132,7 @@ class LocalMember(Member):
                                               finish_reason=reason, token_logprobs=logprobs,
                                               token_entropies=entropies)
 
+        reason = "cancelled"  # unless the loop below finishes: a close at any yield is a cancellation
         try:
             logits = s.feed(ids[s.n_cached:], last_only=True)[-1] if max_tokens > 0 else None
             for _ in range(max_tokens):
@@ -152,13 +156,12 @@ class LocalMember(Member):
                     break  # out of positions: finish as "length"
                 if len(out) < max_tokens:
                     logits = s.feed([tok])[-1]
-        except GeneratorExit:
-            record("cancelled")
-            raise
-        self.remember(s)
-        if text.startswith(emitted) and len(text) > len(emitted):
-            yield text[len(emitted):]
-        record(finish)
+            self.remember(s)
+            if text.startswith(emitted) and len(text) > len(emitted):
+                yield text[len(emitted):]  # a close here is still a cancellation, charged what was computed
+            reason = finish
+        finally:  # every way out (finished, closed at any yield, raised) records what this call computed
+            record(reason)
 
     @torch.no_grad()
     def score(self, prompt: Prompt, continuation: str) -> Score:

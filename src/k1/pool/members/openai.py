@@ -5,6 +5,11 @@ httpx with a timeout per request, retries with exponential backoff on transport 
 string prompt goes to `/completions`, chat messages to `/chat/completions`. Cost: the configured price per
 1,000 tokens times the tokens the server reports in `usage` (estimated as UTF-8 bytes / 4 when it reports
 none); a timed-out call is charged for its prompt (the server had it), a refused one for nothing.
+
+A remote server is not trusted: `usage` counts that are not non-negative integers are replaced by the
+estimate (a negative count would refund the budget), a call ends with a timeout once `deadline_s` has passed
+in all (httpx's timeout is per read, so a server trickling bytes would never time out), and a response
+larger than `max_response_bytes` is cut off and fails the call.
 """
 
 from __future__ import annotations
@@ -51,7 +56,16 @@ class CircuitBreaker:
 
 
 def _tokens_estimate(text: str) -> int:
-    return max(1, len(text.encode("utf-8")) // 4) if text else 0
+    return max(1, len(text.encode("utf-8", "replace")) // 4) if text else 0
+
+
+def _count(v) -> int | None:
+    """A usage count the server reported, if it is one: a non-negative integer (bools and floats are not)."""
+    return v if type(v) is int and 0 <= v < 1 << 40 else None
+
+
+class _TooLarge(Exception):
+    pass
 
 
 class OpenAIMember(Member):
@@ -59,8 +73,10 @@ class OpenAIMember(Member):
 
     def __init__(self, name: str, base_url: str, *, model: str | None = None, roles=(), api_key: str | None = None,
                  price_per_1k_tokens: float = 1.0, timeout_s: float = 30.0, retries: int = 2, backoff_s: float = 0.5,
-                 breaker_failures: int = 3, breaker_cooldown_s: float = 30.0):
+                 breaker_failures: int = 3, breaker_cooldown_s: float = 30.0, deadline_s: float = 120.0,
+                 max_response_bytes: int = 4 << 20):
         super().__init__(name, roles)
+        self.deadline_s, self.max_response_bytes = deadline_s, max_response_bytes
         self.base_url, self.model = base_url.rstrip("/"), model or name
         self.price_per_1k_tokens, self.retries, self.backoff_s = price_per_1k_tokens, retries, backoff_s
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -96,6 +112,9 @@ class OpenAIMember(Member):
                              "unavailable")
         reason, message = "error", ""
         for attempt in range(self.retries + 1):
+            if attempt and time.perf_counter() - t0 >= self.deadline_s:
+                reason, message = "timeout", f"no answer within the {self.deadline_s:g} s deadline"
+                break
             if attempt:
                 time.sleep(self.backoff_s * 2 ** (attempt - 1) * (0.5 + random.random()))  # jittered backoff
             try:
@@ -108,14 +127,29 @@ class OpenAIMember(Member):
                 continue
             if resp.status_code == 200:
                 return resp
-            resp.read()
-            reason, message = "error", f"HTTP {resp.status_code}: {resp.text[:200]}"
+            head = next(resp.iter_bytes(), b"")[:200]  # an error body is not read to its end
+            reason, message = "error", f"HTTP {resp.status_code}: {head.decode('utf-8', 'replace')}"
             resp.close()
             if resp.status_code not in RETRY_STATUS:
                 break  # a 4xx other than 429 will not get better by asking again
         self.breaker.failure()
         billed = self._price(_tokens_estimate(prompt_text(prompt))) if reason == "timeout" else 0.0
         raise CallFailed(f"member {self.name!r}: {message}", Cost(0.0, time.perf_counter() - t0, billed), reason)
+
+    def _lines(self, resp: httpx.Response, t0: float) -> Iterator[str]:
+        """The response's lines, counting bytes as they arrive (a line without an end is not held whole)."""
+        buf, n = b"", 0
+        for chunk in resp.iter_bytes():
+            n += len(chunk)
+            if n > self.max_response_bytes:
+                raise _TooLarge(f"member {self.name!r}: the answer passed {self.max_response_bytes} bytes")
+            if time.perf_counter() - t0 > self.deadline_s:
+                raise httpx.ReadTimeout(f"past the {self.deadline_s:g} s deadline")
+            *lines, buf = (buf + chunk).split(b"\n")
+            for line in lines:
+                yield line.rstrip(b"\r").decode("utf-8", "replace")
+        if buf:
+            yield buf.decode("utf-8", "replace")
 
     # ---- the member verbs -------------------------------------------------------------------------
     def stream(self, prompt: Prompt, *, max_tokens: int = 64, temperature: float = 0.0,
@@ -128,34 +162,44 @@ class OpenAIMember(Member):
 
         def record(reason: str) -> None:
             text = "".join(parts)
-            pt = (usage or {}).get("prompt_tokens") or _tokens_estimate(prompt_text(prompt))
-            ct = (usage or {}).get("completion_tokens") or _tokens_estimate(text)
+            pt = _count((usage or {}).get("prompt_tokens")) or _tokens_estimate(prompt_text(prompt))
+            ct = _count((usage or {}).get("completion_tokens")) or _tokens_estimate(text)
             self.last_generation = Generation(text=text, member=self.name, prompt_tokens=pt, completion_tokens=ct,
                                               cost=Cost(0.0, time.perf_counter() - t0, self._price(pt + ct)),
                                               finish_reason=reason)
 
         try:
-            for line in resp.iter_lines():
+            for line in self._lines(resp, t0):
                 if not line.startswith("data:"):
                     continue
                 data = line[5:].strip()
                 if data == "[DONE]":
                     break
                 chunk = json.loads(data)
+                if not isinstance(chunk, dict):
+                    raise json.JSONDecodeError("not an object", data, 0)
                 if "error" in chunk:
-                    raise CallFailed(f"member {self.name!r}: {chunk['error'].get('message')}",
+                    err = chunk["error"] if isinstance(chunk["error"], dict) else {"message": str(chunk["error"])}
+                    raise CallFailed(f"member {self.name!r}: {str(err.get('message'))[:200]}",
                                      Cost(0.0, time.perf_counter() - t0, 0.0))
-                usage = chunk.get("usage") or usage
-                for choice in chunk.get("choices", []):
-                    delta = choice.get("text") if "text" in choice else (choice.get("delta") or {}).get("content")
-                    if delta:
+                usage = chunk.get("usage") if isinstance(chunk.get("usage"), dict) else usage
+                for choice in chunk.get("choices") or []:
+                    if not isinstance(choice, dict):
+                        continue
+                    d = choice.get("delta")
+                    delta = choice.get("text") if "text" in choice else d.get("content") if isinstance(d, dict) else None
+                    if delta and isinstance(delta, str):
                         parts.append(delta)
                         yield delta
-                    if choice.get("finish_reason"):
+                    if choice.get("finish_reason") in ("stop", "length"):
                         finish = choice["finish_reason"]
         except GeneratorExit:
             record("cancelled")
             raise
+        except _TooLarge as e:
+            self.breaker.failure()
+            raise CallFailed(str(e), Cost(0.0, time.perf_counter() - t0, self._price(
+                _tokens_estimate(prompt_text(prompt)) + _tokens_estimate("".join(parts)))), "error") from None
         except (httpx.HTTPError, json.JSONDecodeError) as e:
             self.breaker.failure()
             raise CallFailed(f"member {self.name!r}: the stream broke ({type(e).__name__})",

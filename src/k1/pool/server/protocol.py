@@ -1,40 +1,63 @@
 """The OpenAI wire format the server speaks: request models (validated) and response builders.
 
 Unknown request fields are ignored, as OpenAI's own server does for forward compatibility; the pool reads
-`user` as the session id and `metadata.context` as a context class named by the caller.
+`user` as the session id and `metadata.context` as a context class named by the caller. Every text must be
+valid Unicode (a lone surrogate is refused with 400), at most 4 stop strings of 256 characters, a seed in
+int64, and a content part of type "text" must carry a string.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Literal, Union
+from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from k1.pool.limits import MAX_STOP_CHARS, MAX_STOPS, MAX_TOKENS
+
+
+def _unicode(s: str) -> str:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("the text holds a lone surrogate; send valid UTF-8") from None
+    return s
+
+
+Text = Annotated[str, AfterValidator(_unicode)]
+Stop = Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS), AfterValidator(_unicode)]
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: str
+    text: Text | None = None
 
 
 class Message(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "user", "assistant", "developer", "tool"]
-    content: Union[str, list[dict], None] = ""
+    content: Union[Text, list[ContentPart], None] = ""
 
     def text(self) -> str:
         if isinstance(self.content, list):  # content parts: keep the text ones
-            return "".join(p.get("text", "") for p in self.content if p.get("type") == "text")
+            return "".join(p.text or "" for p in self.content if p.type == "text")
         return self.content or ""
 
 
 class _Common(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    model: str = Field(min_length=1)
-    max_tokens: int | None = Field(default=None, ge=1, le=4096)
+    model: str = Field(min_length=1, max_length=256)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
-    stop: Union[str, list[str], None] = None
-    seed: int | None = None
+    stop: Union[Stop, Annotated[list[Stop], Field(max_length=MAX_STOPS)], None] = None
+    seed: int | None = Field(default=None, ge=-(1 << 63), le=(1 << 63) - 1)
     stream: bool = False
     stream_options: dict | None = None
     n: int = Field(default=1, ge=1, le=1)  # one answer per request: the pool answers with one member
-    user: str | None = Field(default=None, max_length=256)
-    metadata: dict[str, str] | None = None
+    user: Text | None = Field(default=None, max_length=256)
+    metadata: dict[Annotated[Text, Field(max_length=64)], Annotated[Text, Field(max_length=512)]] | None = Field(
+        default=None, max_length=16)
 
     def stops(self) -> list[str] | None:
         return [self.stop] if isinstance(self.stop, str) else self.stop
@@ -51,7 +74,7 @@ class _Common(BaseModel):
 
 class ChatRequest(_Common):
     messages: list[Message] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=4096)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
 
     def limit(self) -> int:
         return self.max_completion_tokens or self.max_tokens or 64
@@ -61,7 +84,7 @@ class ChatRequest(_Common):
 
 
 class CompletionRequest(_Common):
-    prompt: Union[str, list[str]]
+    prompt: Union[Text, list[Text]]
 
     def text(self) -> str:
         if isinstance(self.prompt, list):
@@ -75,7 +98,7 @@ class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     request: str = Field(min_length=1, description="the `k1.request` id of an answer")
     success: float = Field(ge=0.0, le=1.0)
-    source: str = "feedback"
+    source: str = Field(default="feedback", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
 
 
 def k1_block(routed) -> dict:

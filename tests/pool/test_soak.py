@@ -1,0 +1,242 @@
+"""Soak: many mixed requests against a real `k1 pool serve` process — streamed and not, cancelled at random
+points, given up on, malformed, oversized, feedback and its replays, concurrent — with restarts (SIGTERM,
+then start again on the same store) in the middle. Then: the server still answers, no member is held,
+every answer's charge is the ledger's row for it and the ledger holds nothing else, trust counts equal the
+feedback accepted, and the server's memory stayed bounded.
+
+The default suite runs a short version (120 requests, one restart); `-m slow` runs 1,000 with three.
+Each run prints its figures as one JSON line (`soak: {...}`)."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import psutil
+import pytest
+
+from k1.pool.store import PoolStore
+from k1.pool.testing import free_port
+
+KEY = "soak-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+class Server:
+    def __init__(self, pool_file, port):
+        self.pool_file, self.port, self.proc = pool_file, port, None
+        self.url = f"http://127.0.0.1:{port}/v1"
+
+    def start(self):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "K1_POOL_API_KEY": KEY}
+        self.proc = subprocess.Popen([sys.executable, "-m", "k1", "pool", "serve", "--pool", str(self.pool_file),
+                                      "--port", str(self.port)], env=env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        t0 = time.time()
+        while True:
+            try:
+                if httpx.get(f"{self.url}/models", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            assert self.proc.poll() is None, self.proc.stderr.read().decode()[-3000:]
+            assert time.time() - t0 < 120, "k1 pool serve did not start"
+            time.sleep(0.2)
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError("k1 pool serve ignored SIGTERM")
+
+    def rss(self) -> int:
+        return psutil.Process(self.proc.pid).memory_info().rss
+
+
+def _check_error(r: httpx.Response, statuses) -> None:
+    assert r.status_code in statuses, (r.status_code, r.text[:300])
+    err = r.json()["error"]
+    assert isinstance(err["message"], str) and err["message"] and isinstance(err["type"], str)
+
+
+def _check_answer(body: dict, kind: str) -> dict:
+    assert body["object"] == ("chat.completion" if kind == "chat" else "text_completion")
+    choice = body["choices"][0]
+    assert isinstance(choice["message"]["content"] if kind == "chat" else choice["text"], str)
+    assert body["usage"]["completion_tokens"] >= 0 and body["k1"]["cost"]["atp"] >= 0
+    return body["k1"]
+
+
+class Tally(Counter):
+    """Counts from several client threads."""
+
+    def __init__(self):
+        super().__init__()
+        self.lock = threading.Lock()
+
+    def add(self, key: str, n: int = 1) -> None:
+        with self.lock:
+            self[key] += n
+
+
+def _one(url: str, rng: random.Random, answered: list, stats: Tally) -> None:
+    """One random request; what it got back is checked, its outcome counted."""
+    kind = rng.choices(["chat", "completion", "stream", "cancel", "give_up", "malformed", "oversized",
+                        "too_many_stops", "feedback", "pool", "no_key"],
+                       weights=[20, 10, 12, 12, 3, 8, 3, 4, 12, 3, 3])[0]
+    model = rng.choice(["auto", "a", "b"])
+    n = rng.randint(1, 12)
+    msgs = [{"role": "user", "content": f"soak {rng.random():.6f} " * rng.randint(1, 4)}]
+    stats.add(kind, 1)
+    with httpx.Client(base_url=url, headers=AUTH, timeout=60) as c:
+        if kind in ("chat", "completion"):
+            body = {"model": model, "max_tokens": n, "user": f"s{rng.randint(0, 5)}"}
+            path = "/chat/completions" if kind == "chat" else "/completions"
+            body |= {"messages": msgs} if kind == "chat" else {"prompt": msgs[0]["content"]}
+            r = c.post(path, json=body)
+            if r.status_code == 503:  # a full queue is an answer too
+                _check_error(r, {503})
+                return
+            assert r.status_code == 200, r.text[:300]
+            answered.append(_check_answer(r.json(), kind))
+        elif kind in ("stream", "cancel"):
+            body = {"model": model, "max_tokens": n, "messages": msgs, "stream": True,
+                    "stream_options": {"include_usage": True}}
+            stop_after = rng.randint(0, n + 2) if kind == "cancel" else None
+            with c.stream("POST", "/chat/completions", json=body) as r:
+                if r.status_code != 200:
+                    r.read()
+                    _check_error(r, {503})
+                    return
+                events = 0
+                for line in r.iter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    chunk = json.loads(data)
+                    assert "error" not in chunk, chunk
+                    assert chunk["object"] == "chat.completion.chunk"
+                    if chunk.get("k1"):
+                        answered.append(chunk["k1"])
+                    events += 1
+                    if stop_after is not None and events > stop_after:
+                        stats.add("cancelled", 1)
+                        break  # leaves the loop: the connection closes mid-stream
+        elif kind == "give_up":
+            try:
+                c.post("/chat/completions", json={"model": model, "max_tokens": 400, "messages": msgs},
+                       timeout=0.05)
+            except httpx.TimeoutException:
+                stats.add("gave_up", 1)
+        elif kind == "malformed":
+            junk = rng.choice([b"{", b"[]", b'{"model": 5}', b'{"model": "a", "messages": "x"}', bytes(
+                rng.getrandbits(8) for _ in range(rng.randint(1, 200))),
+                b'{"model": "a", "messages": [{"role": "user", "content": "\\ud800"}]}',
+                b'{"model": "a", "messages": [{"role": "user", "content": "x"}], "seed": 99999999999999999999}'])
+            _check_error(c.post("/chat/completions", content=junk, headers={"Content-Type": "application/json"}),
+                         {400, 422})
+        elif kind == "oversized":
+            size = rng.randint(1 << 20 | 1, 3 << 20)
+            _check_error(c.post("/completions", content=b"x" * size, headers={"Content-Type": "application/json"}),
+                         {413})
+            stats.add("bytes_refused", size)
+        elif kind == "too_many_stops":
+            _check_error(c.post("/chat/completions", json={"model": model, "messages": msgs,
+                                                           "stop": ["x" * 10] * rng.randint(5, 40)}), {400})
+        elif kind == "feedback":
+            if not answered:
+                _check_error(c.post("/feedback", json={"request": "nope", "success": 1}), {404})
+                return
+            k1 = rng.choice(answered)
+            r = c.post("/feedback", json={"request": k1["request"], "success": rng.choice([0, 1])})
+            if r.status_code == 200:
+                stats.add("feedback_accepted", 1)
+            else:
+                _check_error(r, {409})
+        elif kind == "pool":
+            assert c.get("/pool").status_code == 200
+        elif kind == "no_key":
+            _check_error(httpx.post(f"{url}/chat/completions", json={"model": "a", "messages": msgs}), {401})
+
+
+def soak(tmp_path, hf_dir, n: int, restarts: int, workers: int = 6, seed: int = 0) -> dict:
+    pool = tmp_path / "pool.toml"
+    pool.write_text(f'[pool]\nstore = "pool.sqlite"\nbudget_atp = 1e9\nseed = 0\n\n'
+                    f'[[members]]\nname = "a"\nkind = "hf"\npath = "{hf_dir}"\n\n'
+                    f'[[members]]\nname = "b"\nkind = "hf"\npath = "{hf_dir}"\n')
+    server = Server(pool, free_port())
+    server.start()
+    rng = random.Random(seed)
+    answered: list[dict] = []
+    stats = Tally()
+    rss = []
+    t0 = time.time()
+    try:
+        cuts = {round(n * (i + 1) / (restarts + 1)) for i in range(restarts)}
+        done = 0
+        with ThreadPoolExecutor(workers) as ex:
+            while done < n:
+                batch = min(n - done, 40)
+                seeds = [rng.random() for _ in range(batch)]
+                for f in [ex.submit(_one, server.url, random.Random(s), answered, stats) for s in seeds]:
+                    f.result()
+                done += batch
+                rss.append(server.rss())
+                if any(done - batch < c <= done for c in cuts) and done < n:
+                    server.stop()
+                    server.start()
+                    stats.add("restarts", 1)
+        # still answers, and no member is held: each answers at once
+        for m in ("a", "b"):
+            r = httpx.post(f"{server.url}/chat/completions", headers=AUTH, timeout=15,
+                           json={"model": m, "max_tokens": 2, "messages": [{"role": "user", "content": "alive?"}]})
+            assert r.status_code == 200, r.text[:300]
+            answered.append(r.json()["k1"])
+        rss.append(server.rss())
+    finally:
+        server.stop()
+    store = PoolStore(tmp_path / "pool.sqlite")
+    ledger = store.ledger(10_000_000)
+    by_request: dict[str, list[dict]] = {}
+    for row in ledger:
+        by_request.setdefault(row["request"], []).append(row)
+    for k1 in answered:  # each answer's charge is exactly its ledger row
+        rows = by_request[k1["request"]]
+        assert [r["path"] for r in rows] == ["success"], rows
+        assert rows[0]["atp"] == pytest.approx(k1["cost"]["atp"])
+    assert all(len(rows) == 1 and rows[0]["path"] in ("success", "cancelled") for rows in by_request.values())
+    answered_atp = sum(k1["cost"]["atp"] for k1 in answered)
+    other_atp = sum(r["atp"] for r in ledger if r["request"] not in {k1["request"] for k1 in answered})
+    assert store.spent() == pytest.approx(answered_atp + other_atp)
+    outcomes = sum(s + f for s, f in store.trust().values())
+    assert outcomes == pytest.approx(stats["feedback_accepted"])  # one per accepted feedback, none lost
+    store.close()
+    growth = max(rss) - rss[0]
+    assert growth < 400 << 20, f"server RSS grew by {growth >> 20} MB"
+    figures = {"requests": n, "workers": workers, "seconds": round(time.time() - t0, 1), "answered": len(answered),
+               "ledger_rows": len(ledger), "cancelled_rows": sum(r["path"] == "cancelled" for r in ledger),
+               "rss_start_mb": rss[0] >> 20, "rss_max_mb": max(rss) >> 20, **stats}
+    print("soak:", json.dumps(figures))
+    return figures
+
+
+def test_soak_short(tmp_path, hf_dir):
+    f = soak(tmp_path, hf_dir, n=120, restarts=1)
+    assert f["restarts"] == 1 and f["answered"] > 20
+
+
+@pytest.mark.slow
+def test_soak_full(tmp_path, hf_dir):
+    f = soak(tmp_path, hf_dir, n=1000, restarts=3, workers=8, seed=1)
+    assert f["restarts"] == 3 and f["answered"] > 200
