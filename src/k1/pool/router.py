@@ -24,6 +24,7 @@ from k1.pool.metabolic import Metabolism
 from k1.pool.pool import Pool
 from k1.pool.select import Candidate, Decision, select
 from k1.pool.store import PoolStore
+from k1.pool.taskclass import TaskClassifier
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class Router:
         self.rng = random.Random(self.settings.seed)
         self.reference = self._reference()
         self.contexts = ContextClassifier(self.settings.context, self.reference)
+        self.task_classes = TaskClassifier()  # trust is keyed by (member, task class)
         self.metabolism = Metabolism(self.settings.metabolic, log=self.store.log_state, clock=clock)
         from k1.pool.dream import apply_dream_weights
         self.consolidated = apply_dream_weights(self)  # students keep what DREAM taught them across restarts
@@ -84,11 +86,19 @@ class Router:
         return max(0.0, 1.0 - self.store.spent() / self.settings.budget_atp)
 
     def candidates(self, context: str, prompt_tokens: int, max_tokens: int) -> list[Candidate]:
+        """Trust = calibration prior (w · solved, w · unsolved) + live outcomes for this task class; cost =
+        measured mean ATP per call (the ledger's, else calibration's, else the member's own estimate)."""
         trust, measured = self.store.trust(context), self.store.mean_cost()
+        cal, w = self.store.calibration_summary(), self.settings.calibration_weight
         out = []
         for name, m in self.pool.members.items():
             s, f = trust.get((name, context), (0.0, 0.0))
+            c = cal.get((name, context))
+            if c:
+                s, f = s + w * c["solved"], f + w * (c["n"] - c["solved"])
             cost = measured.get(name)
+            if cost is None and c:
+                cost = c["atp"]
             out.append(Candidate(name, s, f, cost if cost is not None else m.estimate_cost(prompt_tokens, max_tokens)))
         return out
 
@@ -103,8 +113,10 @@ class Router:
                                   "budget; raise [pool] budget_atp or run `k1 pool budget --reset`")
         text = prompt_text(prompt)
         reading = self.contexts.observe(session, text)
-        if context:  # a caller who knows the task class names it (e.g. the routing bench)
-            reading = ContextReading(context, reading.novelty, reading.shift, reading.surprise)
+        # trust is keyed by the task class: the caller's (e.g. the routing bench), else the classifier's; the
+        # context state's signals (novelty, shift, surprise) stay in the reading and the experience
+        reading = ContextReading(context or self.task_classes.classify(text), reading.novelty, reading.shift,
+                                 reading.surprise)
         state = self.metabolism.before_call(self.budget_left())
         if self.metabolism.policy.unload_idle:
             self.pool.unload_idle(self.settings.idle_unload_s)
