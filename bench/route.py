@@ -269,11 +269,21 @@ def apgr(table, tasks, seeds, s_strong, s_weak, c_strong, c_weak, mode="thompson
     return statistics.fmean(best)
 
 
-def calibration_priors(router, quiet: bool) -> tuple[dict, dict]:
-    """Calibrate the pool's members into the bench's store (once) → ({(member, class): (s, f)}, summary)."""
+def calibration_priors(router, quiet: bool, pool_store: str | None = None) -> tuple[dict, dict]:
+    """The members' calibration, copied from the pool's own store where it has it, else measured into the
+    bench's store (once) → ({(member, class): (s, f)}, summary)."""
     from k1.pool.calibrate import calibrate, missing
+    from k1.pool.store import PoolStore
 
     todo = missing(router)
+    if todo and pool_store and Path(pool_store).is_file():
+        src = PoolStore(pool_store)
+        for name in todo:
+            rows = src.calibration_rows(name)
+            if rows:
+                router.store.set_calibration(name, [{"cls": r["task_class"], **r} for r in rows])
+        src.close()
+        todo = missing(router)
     if todo:
         calibrate(router, todo, quiet=quiet)
     w = router.settings.calibration_weight
@@ -311,11 +321,12 @@ def main() -> None:
         from k1.pool.default import default_pool_file
         args.pool = default_pool_file(quiet=args.quiet)
     pool = load_pool(args.pool)
+    pool_store = pool.settings.store
     tag = "quick" if args.quick else f"n{n}"
     pool.settings = PoolSettings(budget_atp=1e12, seed=0)  # the bench's own store and an unlimited budget
     router = Router(pool, PoolStore(args.out / f"route-{tag}.sqlite"))
     table = outcome_table(router, tasks, args.out / f"route-table-{tag}.json", args.quiet)
-    priors, cal_summary = calibration_priors(router, args.quiet)
+    priors, cal_summary = calibration_priors(router, args.quiet, pool_store)
     from k1.pool.taskclass import TaskClassifier
     clf = TaskClassifier()
     keys = [clf.classify(t["prompt"]) for t in tasks]  # what the pool routes on: the class read from the prompt

@@ -6,10 +6,13 @@
   before saving, so the copy reloads in about a second). The strongest and most expensive member.
 - `smollm2-15l`, `smollm2-6l`: students cut from SmolLM2 — 15 and 6 of its 30 layers (evenly spaced) with its
   embeddings, final norm and head. They share the tokenizer, so DREAM can use logit distillation.
-Nothing is trained on first use: a user adds a trained K-1 run (`k1 pool add k1:RUN`) or any other model, and
-calibration decides what it is trusted with. Members added that way are kept in `added.toml` beside the
-default pool file and appended to it. The wheel is never imported: its folder is found with
-`importlib.util.find_spec`.
+
+Its selection is greedy on calibrated trust with a small cost weight (0.1): the members are small, so a right
+answer matters more than its price, and trust moves by live outcomes and DREAM's measurements rather than by
+exploring with users' requests (set `selection = "thompson"` in a copy to explore). Nothing is trained on first
+use: a user adds a trained K-1 run (`k1 pool add k1:RUN`) or any other model, and calibration decides what it is
+trusted with. Members added that way are kept in `added.toml` beside the default pool file and appended to it.
+The wheel is never imported: its folder is found with `importlib.util.find_spec`.
 """
 
 from __future__ import annotations
@@ -136,7 +139,7 @@ def default_pool_file(quiet: bool = False) -> Path:
         for n, d in students.items()]
     added = added_file().read_text() if added_file().is_file() else ""
     text = ("# The default pool (written by k1.pool.default; edit a copy and pass it with --pool).\n"
-            "[pool]\nbudget_atp = 20000.0\nselection = \"thompson\"\ncost_weight = 0.3\n"
+            "[pool]\nbudget_atp = 20000.0\nselection = \"greedy\"\ncost_weight = 0.1\n"
             f"store = \"{root / 'pool.sqlite'}\"\n\n" + "\n".join(members) + ("\n" + added if added else ""))
     if not path.is_file() or path.read_text() != text:
         root.mkdir(parents=True, exist_ok=True)
