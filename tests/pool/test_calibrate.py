@@ -156,3 +156,29 @@ def test_cli_add_and_calibrate(tmp_path, hf_dir):
         r = CliRunner().invoke(app, ["pool", "add", *args, "--pool", str(pool_file)])
         assert isinstance(r.exception, ConfigError) and msg in str(r.exception)
     assert pool_file.read_text() == before
+
+
+def test_dream_per_task_class_measures_and_recalibrates_the_student(tmp_path, arithmetic_member):
+    from k1.pool.dream import dream
+    from k1.pool.testing import tiny_hf_member
+
+    student = tiny_hf_member("student", seed=0, hidden=32, layers=1, roles=["student"])
+    pool = Pool([arithmetic_member, student], PoolSettings(selection="greedy", store=str(tmp_path / "s.sqlite")))
+    router = Router(pool, PoolStore(tmp_path / "s.sqlite"))
+    calibrate(router, quiet=True, tasks=arithmetic_tasks())
+    for q in QA:  # arithmetic experiences, and prose ones that a per-class DREAM must leave out
+        router.generate([{"role": "user", "content": q}], model="adder", max_tokens=4)
+    for p in ("Once upon a", "The door creaked open and"):
+        router.generate(p, model="adder", max_tokens=4)
+    rep = dream(router, teacher="adder", student="student", k=8, epochs=1, lr=1e-3, max_tokens=4,
+                task_class="arithmetic", class_tasks=3, weights_dir=tmp_path / "w")
+    assert rep["task_class"] == "arithmetic" and rep["experiences"] == len(QA)  # only the class's experiences
+    assert rep["class_before"]["n"] == rep["class_after"]["n"] == 3
+    assert 0.0 <= rep["class_after"]["success"] <= 1.0
+    cal = router.store.calibration_summary()
+    assert cal[("student", "arithmetic")]["n"] == 3  # the measurement replaced the class's calibration
+    assert cal[("student", "facts")]["n"] == 1  # other classes untouched
+    assert cal[("adder", "arithmetic")]["n"] == 4
+    with pytest.raises(Exception, match="of class 'code'"):
+        dream(router, teacher="adder", student="student", task_class="code")
+    router.close()

@@ -192,6 +192,8 @@ def dream(pool: Optional[Path] = POOL_OPT,
           lr: float = typer.Option(3e-4, help="Student learning rate (AdamW)."),
           temperature: float = typer.Option(2.0, help="Distillation temperature (logit KD)."),
           max_tokens: int = typer.Option(32, help="Teacher answer length."),
+          task_class: Optional[str] = typer.Option(None, "--task-class", help="Consolidate one task class and "
+                                                   "measure the student on its held-out verifiable tasks."),
           as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")):
     """Consolidate: distil the teacher into the student on the most important experiences; measured before/after."""
     from k1.pool.dream import dream as run_dream
@@ -199,7 +201,7 @@ def dream(pool: Optional[Path] = POOL_OPT,
     router = _open_router(pool)
     try:
         rep = run_dream(router, teacher=teacher, student=student, k=k, epochs=epochs, lr=lr, temperature=temperature,
-                        max_tokens=max_tokens, quiet=as_json)
+                        max_tokens=max_tokens, quiet=as_json, task_class=task_class)
     finally:
         router.pool.close()
         router.close()
@@ -216,6 +218,10 @@ def dream(pool: Optional[Path] = POOL_OPT,
     t.add_row("replayed workload: ATP", f"{rb['atp']:.3f}", f"{ra['atp']:.3f}")
     t.add_row("replayed workload: members", json.dumps(rb["members"]), json.dumps(ra["members"]))
     console.print(t)
+    if rep.get("class_before"):
+        console.print(f"{rep['task_class']}: the student solves {rep['class_before']['success']:.0%} → "
+                      f"{rep['class_after']['success']:.0%} of {rep['class_after']['n']} held-out tasks "
+                      "(its calibration for the class now says so)")
     console.print(f"weights → {rep['weights']}")
 
 

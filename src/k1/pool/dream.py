@@ -177,13 +177,23 @@ def replay(router, prompts: list[str], verifier: Callable | None, max_tokens: in
 def dream(router, *, teacher: str | None = None, student: str | None = None, k: int = 64, holdout: float = 0.25,
           epochs: int = 3, lr: float = 3e-4, temperature: float = 2.0, max_tokens: int = 32,
           verifier: Callable | None = None, weights_dir: str | Path | None = None, seed: int = 0,
-          quiet: bool = True) -> dict:
+          quiet: bool = True, task_class: str | None = None, class_tasks: int = 16) -> dict:
+    """With `task_class`, only that class's experiences are consolidated, and the student is also measured
+    before and after on `class_tasks` calibration tasks of the class (judged by their verifiers; never
+    trained on): that measurement replaces its calibration for the class, so its trust follows it."""
     t_start = time.perf_counter()
     rng = random.Random(seed)
     store = router.store
     exps = store.experiences()
+    probe = []
+    if task_class is not None:
+        from k1.pool.calibrate import calibration_tasks
+        probe = [c for c in calibration_tasks(class_tasks) if c.cls == task_class]
+        held_texts = {c.text for c in probe}
+        exps = [e for e in exps if e["context"] == task_class and e["prompt"] not in held_texts]
     if len(exps) < 4:
-        raise BackendError(f"DREAM needs at least 4 experiences; the pool has {len(exps)} (use it first)")
+        raise BackendError(f"DREAM needs at least 4 experiences{f' of class {task_class!r}' if task_class else ''}; "
+                           f"the pool has {len(exps)} (use it first)")
     t, s = pick_pair(router, teacher, student)
     logit_kd = same_tokenizer(t, s)
     router.metabolism.enter_dream(f"distilling {t.name} → {s.name}")
@@ -206,6 +216,7 @@ def dream(router, *, teacher: str | None = None, student: str | None = None, k: 
         prompts = [it["prompt"] for it in items["held"]]
         replay_before = replay(router, prompts, verifier, max_tokens)
         before = measure(s, items["held"], verifier)
+        class_before = _probe(s, probe)
         model = s.model
         model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
@@ -225,6 +236,9 @@ def dream(router, *, teacher: str | None = None, student: str | None = None, k: 
                     bar.advance(task)
         model.eval()
         after = measure(s, items["held"], verifier)
+        class_after = _probe(s, probe)
+        if probe:  # the student's prior for this class is now what it solves after DREAM
+            store.set_calibration(s.name, class_after["rows"], task_class)
         # the student's trust follows the measurement: one graded outcome per held-out item
         for it in items["held"]:
             a = measure(s, [it], verifier)
@@ -240,9 +254,22 @@ def dream(router, *, teacher: str | None = None, student: str | None = None, k: 
         "held_out": len(items["held"]), "epochs": epochs, "first_loss": losses[0] if losses else None,
         "last_loss": sum(losses[-len(train_items):]) / max(1, len(train_items)) if losses else None,
         "before": before, "after": after, "replay_before": replay_before, "replay_after": replay_after,
+        "task_class": task_class,
+        "class_before": {k: v for k, v in class_before.items() if k != "rows"} if probe else None,
+        "class_after": {k: v for k, v in class_after.items() if k != "rows"} if probe else None,
         "replay_atp_change": replay_after["atp"] / replay_before["atp"] - 1 if replay_before["atp"] else None, "weights": str(saved) if saved else None,
         "seconds": time.perf_counter() - t_start,
     }
+
+
+def _probe(student: LocalMember, tasks: list) -> dict:
+    """The student on held-out calibration tasks of one class: verifier success and the rows to store."""
+    if not tasks:
+        return {"success": None, "n": 0, "rows": []}
+    from k1.pool.calibrate import calibrate_member
+
+    rows = calibrate_member(student, tasks)
+    return {"success": sum(r["score"] for r in rows) / len(rows), "n": len(rows), "rows": rows}
 
 
 def save_student(router, member: LocalMember, weights_dir: str | Path | None) -> Path | None:

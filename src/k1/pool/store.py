@@ -266,11 +266,15 @@ class PoolStore:
         return [{**dict(r), "extra": json.loads(r["extra"] or "{}")} for r in rows]
 
     # ---- calibration (the measured priors of trust per (member, task class); see calibrate.py) -------------
-    def set_calibration(self, member: str, rows: list[dict]) -> None:
-        """Replace `member`'s calibration answers with `rows` ({cls, task, prompt, response, score, atp})."""
+    def set_calibration(self, member: str, rows: list[dict], task_class: str | None = None) -> None:
+        """Replace `member`'s calibration answers (of one task class, or all) with `rows`
+        ({cls, task, prompt, response, score, atp})."""
         now = time.time()
         with self.write() as db:
-            db.execute("DELETE FROM calibration WHERE member = ?", (member,))
+            if task_class is None:
+                db.execute("DELETE FROM calibration WHERE member = ?", (member,))
+            else:
+                db.execute("DELETE FROM calibration WHERE member = ? AND task_class = ?", (member, task_class))
             db.executemany("""INSERT INTO calibration (ts, member, task_class, task, prompt, response, score, atp)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)""", [(now, member, r["cls"], r["task"], r["prompt"], r["response"],
                                                       float(r["score"]), float(r["atp"])) for r in rows])
