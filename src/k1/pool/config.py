@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from k1.errors import ConfigError
 from k1.pool.context import ContextSettings
-from k1.pool.experiences import SnarcWeights
+from k1.pool.snarc import SnarcWeights
 from k1.pool.metabolic import MetabolicSettings
 
 

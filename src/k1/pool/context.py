@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel, ConfigDict, Field
 
 from k1.pool.members.base import Member
-from k1.pool.signals import ngrams, similarity, surprise_bpb
+from k1.pool.textsignals import ngrams, similarity, surprise_bpb
 
 CONTEXT_CLASSES = ("stable", "moving", "unstable", "novel")
 

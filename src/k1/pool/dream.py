@@ -17,6 +17,7 @@ Every number in the returned report is computed here.
 
 from __future__ import annotations
 
+import copy
 import logging
 import random
 import shutil
@@ -31,9 +32,10 @@ import torch.nn.functional as F
 from rich.progress import Progress
 
 from k1.errors import BackendError
-from k1.pool.experiences import prioritized_sample
 from k1.pool.members.base import Member, prompt_text
 from k1.pool.members.local import LocalMember
+from k1.pool.snarc import prioritized_sample
+from k1.pool.weights import save_student
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +84,7 @@ def same_tokenizer(a: Member, b: Member) -> bool:
 # ---- examples and losses ------------------------------------------------------------------------------
 def _ids(member: LocalMember, prompt, answer: str) -> tuple[list[int], int]:
     """prompt + answer ids (cut from the left to the member's context) and where the answer starts."""
-    p, a = member._prompt_ids(prompt), member.encode(answer)
+    p, a = member.prompt_ids(prompt), member.encode(answer)
     limit = getattr(member, "context", None) or member.max_positions
     ids = p + a
     if limit and len(ids) > limit:
@@ -150,11 +152,11 @@ def replay(router, prompts: list[str], verifier: Callable | None, max_tokens: in
         for m in pool.members.values():  # measure cold: a prefix cached by an earlier replay is not DREAM's doing
             if getattr(m, "prefix_cache", None) is not None:
                 m.prefix_cache.clear()
-        saved = pool.settings
-        pool.settings = saved.model_copy(update={"selection": "greedy", "cross_check": 0.0, "judge": None,
-                                                 "budget_atp": float("inf")})
+        scratch = copy.copy(pool)  # the same loaded members under replay settings; the pool itself is untouched
+        scratch.settings = pool.settings.model_copy(update={"selection": "greedy", "cross_check": 0.0, "judge": None,
+                                                           "budget_atp": float("inf")})
         try:
-            r = Router(pool, store)
+            r = Router(scratch, store)
             atp, ok, members = 0.0, [], {}
             for p in prompts:
                 out = r.generate(p, session="dream-replay", max_tokens=max_tokens)
@@ -165,7 +167,6 @@ def replay(router, prompts: list[str], verifier: Callable | None, max_tokens: in
                     if v is not None:
                         ok.append(float(v))
         finally:
-            pool.settings = saved
             store.close()
         return {"atp": atp, "calls": len(prompts), "members": members,
                 "verifier_success": sum(ok) / len(ok) if ok else None}
@@ -270,28 +271,3 @@ def _probe(student: LocalMember, tasks: list) -> dict:
 
     rows = calibrate_member(student, tasks)
     return {"success": sum(r["score"] for r in rows) / len(rows), "n": len(rows), "rows": rows}
-
-
-def save_student(router, member: LocalMember, weights_dir: str | Path | None) -> Path | None:
-    """Write the student's weights beside the store and remember them (reapplied by `apply_dream_weights`)."""
-    from safetensors.torch import save_model
-
-    root = Path(weights_dir) if weights_dir else router.store.path.parent / "dream"
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / f"{member.name}.safetensors"
-    save_model(member.model, str(path))
-    router.store.set_meta(f"dream_weights:{member.name}", str(path))
-    return path
-
-
-def apply_dream_weights(router) -> list[str]:
-    """Load the latest DREAM weights into the members that have them; → their names."""
-    from safetensors.torch import load_model
-
-    done = []
-    for name, m in router.pool.members.items():
-        path = router.store.get_meta(f"dream_weights:{name}")
-        if path and Path(path).is_file() and _model(m) is not None:
-            load_model(m.model, path)
-            done.append(name)
-    return done

@@ -18,13 +18,14 @@ from typing import Callable, Iterator
 
 from k1.errors import BackendError, K1Error
 from k1.pool.context import ContextClassifier, ContextReading
-from k1.pool.experiences import importance, snarc
+from k1.pool.snarc import importance, snarc
 from k1.pool.members.base import CallFailed, Generation, Member, Prompt, prompt_text
 from k1.pool.metabolic import Metabolism
 from k1.pool.pool import Pool
 from k1.pool.select import Candidate, Decision, select
 from k1.pool.store import PoolStore
 from k1.pool.taskclass import TaskClassifier
+from k1.pool.weights import apply_dream_weights
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,6 @@ class Router:
         self.contexts = ContextClassifier(self.settings.context, self.reference)
         self.task_classes = TaskClassifier()  # trust is keyed by (member, task class)
         self.metabolism = Metabolism(self.settings.metabolic, log=self.store.log_state, clock=clock)
-        from k1.pool.dream import apply_dream_weights
         self.consolidated = apply_dream_weights(self)  # students keep what DREAM taught them across restarts
         self._memory = [e["prompt"] + "\n" + e["response"]
                         for e in reversed(self.store.experiences(limit=self.settings.snarc.memory, newest_first=True))]

@@ -220,7 +220,7 @@ class PoolStore:
             rows = self.db.execute("SELECT * FROM state_log ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
         return [dict(r) for r in reversed(rows)]
 
-    # ---- experiences (SNARC; see experiences.py for how the scores are computed) ----------------------
+    # ---- experiences (SNARC; see snarc.py for how the scores are computed) ----- ----------------------
     def add_experience(self, row: dict) -> int:
         cols = ("ts", "request", "session", "prompt", "response", "member", "context", "latency_s", "atp", "outcome",
                 "surprise", "novelty", "arousal", "reward", "conflict", "importance")

@@ -104,6 +104,10 @@ class LocalMember(Member):
         f = self.flops(s)
         return Cost(flops=f, latency_s=time.perf_counter() - t0, atp=f / FLOPS_PER_ATP)
 
+    def prompt_ids(self, prompt: Prompt) -> list[int]:
+        """The token ids this member reads for `prompt` (public: DREAM and the loop build training examples)."""
+        return self._prompt_ids(prompt)
+
     def _prompt_ids(self, prompt: Prompt) -> list[int]:
         ids = self.encode(self.render(prompt))
         if not ids:
