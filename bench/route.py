@@ -184,6 +184,7 @@ def replay(table: dict, tasks: list[dict], router: str, seed: int, lam: float = 
             counts[k] = [a, b]
     seen_cost = defaultdict(list)
     succ = cost = 0.0
+    solvable = solvable_ok = 0
     picks = defaultdict(int)
     for i in order:
         cls = keys[i] if keys else tasks[i]["cls"]
@@ -206,7 +207,10 @@ def replay(table: dict, tasks: list[dict], router: str, seed: int, lam: float = 
         succ += ok
         cost += table["cost"][m][i]
         picks[m] += 1
-    return {"success": succ / len(tasks), "cost": cost, "picks": dict(picks)}
+        if any(table["outcomes"][n][i] for n in members):
+            solvable, solvable_ok = solvable + 1, solvable_ok + ok
+    return {"success": succ / len(tasks), "cost": cost, "picks": dict(picks),
+            "solvable_routed": solvable_ok / solvable if solvable else None}
 
 
 def remeasure(router, table: dict, tasks: list[dict], name: str) -> dict:
@@ -357,7 +361,10 @@ def main() -> None:
         res[r] = {"success": statistics.fmean(x["success"] for x in runs),
                   "success_sd": statistics.pstdev(x["success"] for x in runs),
                   "cost": statistics.fmean(x["cost"] for x in runs), "cost_sd": statistics.pstdev(x["cost"] for x in runs),
-                  "picks": runs[0]["picks"]}
+                  "picks": runs[0]["picks"],
+                  # of the tasks some member solves, the share routed to a member that solves them
+                  "solvable_routed": None if runs[0]["solvable_routed"] is None
+                  else statistics.fmean(x["solvable_routed"] for x in runs)}
     s_strong, c_strong = res["always-strongest"]["success"], res["always-strongest"]["cost"]
     s_weak, c_weak = res["always-cheapest"]["success"], res["always-cheapest"]["cost"]
     defined = s_strong - s_weak >= CLEARLY_BETTER
@@ -372,13 +379,14 @@ def main() -> None:
 
     print(f"\nstrongest: {strongest} ({s_strong:.0%}), cheapest: {cheapest} ({s_weak:.0%}); λ = {args.lam}, "
           f"{len(seeds)} seeds")
-    print(f"{'router':18s}{'success':>14s}{'ATP':>18s}{'cost share':>12s}{'PGR':>8s}{'regret':>9s}")
+    print(f"{'router':18s}{'success':>14s}{'ATP':>18s}{'cost share':>12s}{'PGR':>8s}{'regret':>9s}{'solvable→ok':>13s}")
     for r in routers:
         x = res[r]
         pgr = "—" if x["pgr"] is None else f"{x['pgr']:.2f}"
         share = "—" if x["cost_share"] is None else f"{x['cost_share']:.1%}"
         print(f"{r:18s}{x['success']:9.1%} ±{x['success_sd']:4.1%}{x['cost']:11.2f} ±{x['cost_sd']:5.2f}"
-              f"{share:>12s}{pgr:>8s}{x['regret_success']:9.1%}")
+              f"{share:>12s}{pgr:>8s}{x['regret_success']:9.1%}"
+              f"{'—' if x['solvable_routed'] is None else format(x['solvable_routed'], '.1%'):>13s}")
     if defined:
         print("APGR (λ sweep): " + ", ".join(f"{k} {v:.3f}" for k, v in apgrs.items()))
     else:

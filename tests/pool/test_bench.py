@@ -37,6 +37,7 @@ def test_route_replay_and_apgr_by_hand():
               ("weak", "y"): (0.0, 20.0)}
     cal = route.replay(table, tasks, "greedy-cal", 0, 0.3, keys, priors)
     assert cal["picks"] == {"weak": 2, "strong": 2} and (cal["success"], cal["cost"]) == (1.0, 22.0)
+    assert cal["solvable_routed"] == 1.0 and route.replay(table, tasks, "always-cheapest", 0)["solvable_routed"] == 0.5
     assert route.replay(table, tasks, "greedy", 0, 0.3, keys, priors)["picks"] != cal["picks"]  # cold ignores priors
     assert route.check({"cls": "arithmetic", "answer": 71}, "23 + 48 = 71")
     assert not route.check({"cls": "arithmetic", "answer": 71}, "23 + 48 = 100")
