@@ -47,7 +47,7 @@ def main(argv=None) -> None:
                         for e in prof.key_averages()}
     ops = sorted(set(per_op["tree"]) | set(per_op["gpt"]),
                  key=lambda k: -(per_op["tree"].get(k, (0, 0))[0] - per_op["gpt"].get(k, (0, 0))[0]))
-    print(f"| op | tree ms/step | DenseGPT ms/step | tree calls/step | DenseGPT calls/step |")
+    print("| op | tree ms/step | DenseGPT ms/step | tree calls/step | DenseGPT calls/step |")
     print("|---|---:|---:|---:|---:|")
     for op in ops[:args.rows]:
         a, b = per_op["tree"].get(op, (0, 0)), per_op["gpt"].get(op, (0, 0))

@@ -1,27 +1,30 @@
 """Routing benchmark: does trust-based routing keep the strong member's success at a fraction of its cost?
 
-The task classes, their sizes and the success criteria are fixed below, before anything is measured:
-- `prose`, `code`, `science` next word: 64 bytes of held-out text from a built-in corpus ending at the end of a
-  word; success = the answer's first word is the text's next word (the K-1 members' own domains);
-- `instruction`: short questions with a checkable answer (success = the expected word appears);
-- `arithmetic`: "What is a + b?"; success = the sum appears as a number in the answer.
+The task classes, their sizes and the success criteria are fixed below, before anything is measured
+(5 classes × 30 tasks, or 20 with --quick; none of them in the calibration set):
+- `arithmetic` (the loop's d2 problems) and `code` (the loop's Python functions): the loop's verifiers judge
+  (the stated integer; every assert passes in the sandbox);
+- `facts`: short questions, success = an expected word appears; `prose`: a familiar phrase as raw text,
+  success = its next word; `copy`: "Repeat this word exactly: w", success = the answer starts with w.
 Each member answers every task once (greedy), through a `Router` pinned to it, so the outcome and the
 measured cost (ATP) of every (member, task) are real; the table is cached under runs/bench/. Routers are
 then evaluated by replaying that table over shuffled task orders (several seeds), learning online from
-the outcomes as they go: always-strongest, always-cheapest, random, greedy, Thompson, UCB, and the oracle
-(the cheapest member that succeeds on each task). Reported: success, cost, PGR and APGR (RouteLLM: the share
-of the strong–weak success gap recovered; APGR averages it over the cost range, swept with λ), regret
-against the oracle, with the spread over seeds. If the strongest member is not clearly (≥ 10 points)
-better than the cheapest, APGR is undefined and the bench says so.
+the outcomes as they go and keyed, as the pool is, by the task class its classifier reads from each prompt:
+always-strongest, always-cheapest, random, greedy, Thompson, UCB — each cold (no trust) and "-cal" (from the
+members' calibration priors, as `auto` starts) — and the oracle (the cheapest member that succeeds on each
+task). Reported: success, cost, PGR and APGR (RouteLLM: the share of the strong–weak success gap recovered;
+APGR averages it over the cost range, swept with λ), regret against the oracle, with the spread over seeds.
+If the strongest member is not clearly (≥ 10 points) better than the cheapest, APGR is undefined and the
+bench says so.
 
-    python bench/route.py --quick      # 8 tasks per class on the default pool; a few minutes on 2 cores
-    python bench/route.py              # 24 tasks per class
+    python bench/route.py --quick      # 20 tasks per class on the default pool
+    python bench/route.py              # 30 tasks per class
     python bench/route.py --pool FILE  # any pool file
     python bench/route.py --quick --dream   # then DREAM (strongest → student), re-measure the student, replay
 
 With `--dream`, DREAM consolidates the bench's own experiences (teacher = the strongest member, student =
 the pool's "student" member), the student answers every task again, and the routers are replayed on the
-updated table: the report gives Thompson's success and cost before and after.
+updated table: the report gives calibrated Thompson's success and cost before and after.
 
 Prints tables, then the results as one JSON object on the last line.
 """
@@ -39,68 +42,89 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-CLASSES = ("prose", "code", "science", "instruction", "arithmetic")
+CLASSES = ("arithmetic", "code", "facts", "prose", "copy")
 CLEARLY_BETTER = 0.10  # success gap (strongest − cheapest) below which APGR is undefined
-GOAL_SUCCESS, GOAL_COST = 0.95, 0.50  # Thompson vs always-strongest
+GOAL_SUCCESS, GOAL_COST = 0.95, 0.70  # Thompson vs always-strongest, before DREAM (after: cost ≤ 0.50)
 LAMBDAS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
-MAX_TOKENS = {"prose": 8, "code": 8, "science": 8, "instruction": 32, "arithmetic": 32}
+MAX_TOKENS = {"arithmetic": 16, "code": 64, "facts": 16, "prose": 4, "copy": 8}
 
-INSTRUCTIONS = [
-    ("What is the capital of France?", ["paris"]), ("What is the capital of Japan?", ["tokyo"]),
-    ("What is the capital of Italy?", ["rome"]), ("What color is the sky on a clear day?", ["blue"]),
-    ("How many legs does a spider have?", ["8", "eight"]), ("Reply with the single word: yes", ["yes"]),
-    ("What is the opposite of hot?", ["cold"]), ("Which animal says meow?", ["cat"]),
-    ("What is the largest planet in the solar system?", ["jupiter"]), ("What do bees make?", ["honey"]),
-    ("What is frozen water called?", ["ice"]), ("How many days are in a week?", ["7", "seven"]),
-    ("What is the capital of Germany?", ["berlin"]), ("What is the opposite of up?", ["down"]),
-    ("What color is grass?", ["green"]), ("How many hours are in a day?", ["24", "twenty-four", "twenty four"]),
-    ("What is the capital of Spain?", ["madrid"]), ("What gas do people breathe in to live?", ["oxygen"]),
-    ("Which season comes after winter?", ["spring"]), ("What is the opposite of black?", ["white"]),
-    ("What is the capital of England?", ["london"]), ("How many wheels does a bicycle have?", ["2", "two"]),
-    ("What do cows drink?", ["water"]), ("What is the color of a banana?", ["yellow"]),
+# facts and prose: disjoint from the calibration set (k1.pool.calibrate), so priors are not measured on these
+FACTS = [
+    ("What is the capital of England?", ["london"]), ("What is the capital of Russia?", ["moscow"]),
+    ("What is the capital of Egypt?", ["cairo"]), ("What is the capital of Canada?", ["ottawa"]),
+    ("What is the capital of China?", ["beijing"]), ("What is the capital of Greece?", ["athens"]),
+    ("What is the capital of Portugal?", ["lisbon"]), ("What is the capital of Ireland?", ["dublin"]),
+    ("How many wheels does a bicycle have?", ["2", "two"]), ("How many hours are in a day?", ["24", "twenty"]),
+    ("What color is a banana?", ["yellow"]), ("What do cows drink?", ["water"]), ("What is the opposite of up?", ["down"]),
+    ("What is the opposite of black?", ["white"]), ("Which animal barks?", ["dog"]),
+    ("What is the closest star to Earth?", ["sun"]), ("How many months are in a year?", ["12", "twelve"]),
+    ("What is the boiling point of water in Celsius?", ["100"]), ("What color are strawberries?", ["red"]),
+    ("Which planet do we live on?", ["earth"]), ("What do you call a baby cat?", ["kitten"]),
+    ("How many legs does a dog have?", ["4", "four"]), ("What is the opposite of big?", ["small", "little"]),
+    ("Which ocean is the largest?", ["pacific"]), ("What is the chemical symbol for gold?", ["au"]),
+    ("Who wrote Romeo and Juliet?", ["shakespeare"]), ("What is the color of snow?", ["white"]),
+    ("Which season is the coldest?", ["winter"]), ("What is the capital of Poland?", ["warsaw"]),
+    ("What is the opposite of day?", ["night"]),
 ]
+PROSE = [
+    ("Don't count your chickens before they", "hatch"), ("A picture is worth a thousand", "words"),
+    ("When in Rome, do as the Romans", "do"), ("Curiosity killed the", "cat"), ("Two heads are better than", "one"),
+    ("Don't judge a book by its", "cover"), ("The grass is always greener on the other", "side"),
+    ("Birds of a feather flock", "together"), ("Laughter is the best", "medicine"), ("Time flies when you're having", "fun"),
+    ("Slow and steady wins the", "race"), ("Honesty is the best", "policy"), ("Old habits die", "hard"),
+    ("Knowledge is", "power"), ("Look before you", "leap"), ("Easy come, easy", "go"),
+    ("Great minds think", "alike"), ("Absence makes the heart grow", "fonder"), ("Out of sight, out of", "mind"),
+    ("Strike while the iron is", "hot"), ("Let sleeping dogs", "lie"), ("No pain, no", "gain"),
+    ("Money doesn't grow on", "trees"), ("The squeaky wheel gets the", "grease"), ("Home sweet", "home"),
+    ("Mary had a little", "lamb"), ("Jack and Jill went up the", "hill"), ("Humpty Dumpty sat on a", "wall"),
+    ("Row, row, row your", "boat"), ("Hickory dickory", "dock"),
+]
+WORDS = ["apple", "river", "garden", "yellow", "window", "silver", "pencil", "orange", "button", "candle", "forest",
+         "butter", "rocket", "planet", "monkey", "ladder", "castle", "summer", "winter", "bottle", "guitar", "pillow",
+         "dragon", "tomato", "jacket", "island", "basket", "carpet", "mirror", "violin"]
 
 
 # ---- the tasks (fixed before anything is measured) ----------------------------------------------------
-def word_tasks(domain: str, n: int, seed: int) -> list[dict]:
-    from k1.data.config import DataConfig
-    from k1.data.corpus import load_corpus
-
-    val = load_corpus(DataConfig(domains=[domain])).domains[domain].val
-    text = bytes(val.tolist()).decode("utf-8", errors="replace")
-    rng = random.Random(f"{domain}-{seed}")
-    # the next word after a space: the prompt ends at the end of the previous word (no cut token)
-    words = [m for m in re.finditer(r" ([A-Za-z]{4,})\b", text) if m.start() > 64]
-    tasks = []
-    for m in rng.sample(words, n):
-        tasks.append({"cls": domain, "prompt": text[m.start() - 64:m.start()], "answer": m.group(1), "chat": False})
-    return tasks
-
-
 def build_tasks(n: int, seed: int = 0) -> list[dict]:
-    tasks = []
-    for d in ("prose", "code", "science"):
-        tasks += word_tasks(d, n, seed)
+    """n tasks per class, drawn with a fixed seed; arithmetic and code leave out the calibration set's tasks."""
+    from k1.loop.tasks import arithmetic_tasks, python_tasks
+    from k1.pool.calibrate import calibration_tasks
+
+    if n > min(len(FACTS), len(PROSE), len(WORDS)):
+        raise SystemExit(f"--per-class {n}: at most {min(len(FACTS), len(PROSE), len(WORDS))} tasks per class exist")
+    calibrated = {t.id for t in calibration_tasks(16)}
     rng = random.Random(f"tasks-{seed}")
-    for q, ok in rng.sample(INSTRUCTIONS, min(n, len(INSTRUCTIONS))):
-        tasks.append({"cls": "instruction", "prompt": q, "answer": ok, "chat": True})
-    for _ in range(n):
-        a, b = rng.randint(1, 60), rng.randint(1, 40)
-        tasks.append({"cls": "arithmetic", "prompt": f"What is {a} + {b}? Answer with the number only.",
-                      "answer": a + b, "chat": True})
+    tasks = []
+    for t in rng.sample([t for t in arithmetic_tasks("d2") if t.id not in calibrated], n):
+        tasks.append({"cls": "arithmetic", "prompt": t.prompt, "answer": t.check["answer"], "chat": True})
+    for t in rng.sample([t for t in python_tasks() if t.id not in calibrated], n):
+        tasks.append({"cls": "code", "prompt": t.prompt, "answer": t.check, "chat": True})
+    for q, ok in rng.sample(FACTS, n):
+        tasks.append({"cls": "facts", "prompt": q, "answer": ok, "chat": True})
+    for p, w in rng.sample(PROSE, n):
+        tasks.append({"cls": "prose", "prompt": p, "answer": w, "chat": False})
+    for w in rng.sample(WORDS, n):
+        tasks.append({"cls": "copy", "prompt": f"Repeat this word exactly: {w}", "answer": w, "chat": True})
     for i, t in enumerate(tasks):
         t["id"] = i
     return tasks
 
 
 def check(task: dict, answer: str) -> bool:
-    if task["cls"] in ("prose", "code", "science"):
-        m = re.match(r"\s*([A-Za-z]+)", answer)
-        return m is not None and m.group(1) == task["answer"]
-    if task["cls"] == "instruction":
+    """Success, judged by the loop's verifiers (arithmetic, code) or the expected word."""
+    from k1.loop.tasks import Task
+    from k1.loop.verifiers import solved, verify
+
+    cls = task["cls"]
+    if cls == "arithmetic":
+        return bool(verify(Task("t", "arithmetic", task.get("prompt", ""), {"answer": task["answer"]}), answer))
+    if cls == "code":
+        return solved(verify(Task("t", "python", task.get("prompt", ""), task["answer"]), answer))
+    if cls == "facts":
         low = answer.lower()
         return any(re.search(rf"\b{re.escape(w)}\b", low) for w in task["answer"])
-    return task["answer"] in [int(x) for x in re.findall(r"-?\d+", answer)]
+    m = re.match(r"\W*([A-Za-z]+)", answer)
+    return m is not None and m.group(1).lower() == task["answer"]
 
 
 # ---- the outcome table: every member on every task, once -------------------------------------------------
@@ -141,7 +165,11 @@ def outcome_table(router, tasks: list[dict], cache: Path, quiet: bool) -> dict:
 
 
 # ---- replaying routers over the table -------------------------------------------------------------------
-def replay(table: dict, tasks: list[dict], router: str, seed: int, lam: float = 0.3) -> dict:
+def replay(table: dict, tasks: list[dict], router: str, seed: int, lam: float = 0.3, keys: list[str] | None = None,
+           priors: dict | None = None) -> dict:
+    """One pass over the tasks in a shuffled order. Learning routers key trust by `keys[i]` (the task class
+    the pool's classifier reads from the prompt; default: the task's own class); a router named "…-cal"
+    starts from the calibration `priors` {(member, class): (successes, failures)} instead of no trust."""
     from k1.pool.select import Candidate, select
 
     members = table["members"]
@@ -149,12 +177,17 @@ def replay(table: dict, tasks: list[dict], router: str, seed: int, lam: float = 
     order = list(range(len(tasks)))
     rng.shuffle(order)
     strongest, cheapest = roles(table)
+    mode, calibrated = router.removesuffix("-cal"), router.endswith("-cal")
     counts = defaultdict(lambda: [0.0, 0.0])
+    if calibrated:
+        for k, (a, b) in (priors or {}).items():
+            counts[k] = [a, b]
     seen_cost = defaultdict(list)
     succ = cost = 0.0
+    solvable = solvable_ok = 0
     picks = defaultdict(int)
     for i in order:
-        cls = tasks[i]["cls"]
+        cls = keys[i] if keys else tasks[i]["cls"]
         if router == "always-strongest":
             m = strongest
         elif router == "always-cheapest":
@@ -167,14 +200,17 @@ def replay(table: dict, tasks: list[dict], router: str, seed: int, lam: float = 
         else:
             cands = [Candidate(n, *counts[(n, cls)], cost=statistics.fmean(seen_cost[n]) if seen_cost[n]
                                else table["estimate"][n]) for n in members]
-            m = select(cands, router, lam, rng).member
+            m = select(cands, mode, lam, rng).member
         ok = table["outcomes"][m][i]
         counts[(m, cls)][0 if ok else 1] += 1
         seen_cost[m].append(table["cost"][m][i])
         succ += ok
         cost += table["cost"][m][i]
         picks[m] += 1
-    return {"success": succ / len(tasks), "cost": cost, "picks": dict(picks)}
+        if any(table["outcomes"][n][i] for n in members):
+            solvable, solvable_ok = solvable + 1, solvable_ok + ok
+    return {"success": succ / len(tasks), "cost": cost, "picks": dict(picks),
+            "solvable_routed": solvable_ok / solvable if solvable else None}
 
 
 def remeasure(router, table: dict, tasks: list[dict], name: str) -> dict:
@@ -221,11 +257,11 @@ def roles(table: dict) -> tuple[str, str]:
     return strongest, cheapest
 
 
-def apgr(table, tasks, seeds, s_strong, s_weak, c_strong, c_weak, mode="thompson") -> float:
+def apgr(table, tasks, seeds, s_strong, s_weak, c_strong, c_weak, mode="thompson", keys=None, priors=None) -> float:
     """Mean PGR over the cost range [weak, strong], from a λ sweep (running best PGR at each cost level)."""
     pts = []
     for lam in LAMBDAS:
-        runs = [replay(table, tasks, mode, s, lam) for s in seeds]
+        runs = [replay(table, tasks, mode, s, lam, keys, priors) for s in seeds]
         c = statistics.fmean(r["cost"] for r in runs)
         s = statistics.fmean(r["success"] for r in runs)
         pts.append(((c - c_weak) / (c_strong - c_weak), (s - s_weak) / (s_strong - s_weak)))
@@ -237,9 +273,32 @@ def apgr(table, tasks, seeds, s_strong, s_weak, c_strong, c_weak, mode="thompson
     return statistics.fmean(best)
 
 
+def calibration_priors(router, quiet: bool, pool_store: str | None = None) -> tuple[dict, dict]:
+    """The members' calibration, copied from the pool's own store where it has it, else measured into the
+    bench's store (once) → ({(member, class): (s, f)}, summary)."""
+    from k1.pool.calibrate import calibrate, missing
+    from k1.pool.store import PoolStore
+
+    todo = missing(router)
+    if todo and pool_store and Path(pool_store).is_file():
+        src = PoolStore(pool_store)
+        for name in todo:
+            rows = src.calibration_rows(name)
+            if rows:
+                router.store.set_calibration(name, [{"cls": r["task_class"], **r} for r in rows])
+        src.close()
+        todo = missing(router)
+    if todo:
+        calibrate(router, todo, quiet=quiet)
+    w = router.settings.calibration_weight
+    cal = router.store.calibration_summary()
+    priors = {k: (w * v["solved"], w * (v["n"] - v["solved"])) for k, v in cal.items()}
+    return priors, {f"{m}/{c}": f"{v['solved']:g}/{v['n']}" for (m, c), v in sorted(cal.items())}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="8 tasks per class")
+    ap.add_argument("--quick", action="store_true", help="20 tasks per class (default 30)")
     ap.add_argument("--per-class", type=int, default=None)
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--pool", type=Path, default=None, help="pool file (default: the built-in default pool)")
@@ -260,16 +319,23 @@ def main() -> None:
     from k1.pool.store import PoolStore
 
     t0 = time.time()
-    n = args.per_class or (8 if args.quick else 24)
+    n = args.per_class or (20 if args.quick else 30)
     tasks = build_tasks(n)
     if args.pool is None:
         from k1.pool.default import default_pool_file
         args.pool = default_pool_file(quiet=args.quiet)
     pool = load_pool(args.pool)
+    pool_store = pool.settings.store
     tag = "quick" if args.quick else f"n{n}"
     pool.settings = PoolSettings(budget_atp=1e12, seed=0)  # the bench's own store and an unlimited budget
     router = Router(pool, PoolStore(args.out / f"route-{tag}.sqlite"))
     table = outcome_table(router, tasks, args.out / f"route-table-{tag}.json", args.quiet)
+    priors, cal_summary = calibration_priors(router, args.quiet, pool_store)
+    from k1.pool.taskclass import TaskClassifier
+    clf = TaskClassifier()
+    keys = [clf.classify(t["prompt"]) for t in tasks]  # what the pool routes on: the class read from the prompt
+    known = [i for i, t in enumerate(tasks) if t["cls"] in clf.classes]
+    clf_acc = statistics.fmean(keys[i] == tasks[i]["cls"] for i in known) if known else None
     members = table["members"]
     strongest, cheapest = roles(table)
     idx = {c: [i for i, t in enumerate(tasks) if t["cls"] == c] for c in CLASSES}
@@ -287,14 +353,18 @@ def main() -> None:
               f"{row['atp_per_task']:11.3f}")
 
     seeds = list(range(args.seeds))
-    routers = ("always-strongest", "always-cheapest", "random", "greedy", "thompson", "ucb", "oracle")
+    routers = ("always-strongest", "always-cheapest", "random", "greedy", "thompson", "ucb", "greedy-cal",
+               "thompson-cal", "ucb-cal", "oracle")
     res = {}
     for r in routers:
-        runs = [replay(table, tasks, r, s, args.lam) for s in seeds]
+        runs = [replay(table, tasks, r, s, args.lam, keys, priors) for s in seeds]
         res[r] = {"success": statistics.fmean(x["success"] for x in runs),
                   "success_sd": statistics.pstdev(x["success"] for x in runs),
                   "cost": statistics.fmean(x["cost"] for x in runs), "cost_sd": statistics.pstdev(x["cost"] for x in runs),
-                  "picks": runs[0]["picks"]}
+                  "picks": runs[0]["picks"],
+                  # of the tasks some member solves, the share routed to a member that solves them
+                  "solvable_routed": None if runs[0]["solvable_routed"] is None
+                  else statistics.fmean(x["solvable_routed"] for x in runs)}
     s_strong, c_strong = res["always-strongest"]["success"], res["always-strongest"]["cost"]
     s_weak, c_weak = res["always-cheapest"]["success"], res["always-cheapest"]["cost"]
     defined = s_strong - s_weak >= CLEARLY_BETTER
@@ -304,40 +374,44 @@ def main() -> None:
         x["pgr"] = (x["success"] - s_weak) / (s_strong - s_weak) if defined else None
         x["regret_success"] = res["oracle"]["success"] - x["success"]
         x["regret_cost"] = x["cost"] - res["oracle"]["cost"]
-    apgrs = {m: apgr(table, tasks, seeds, s_strong, s_weak, c_strong, c_weak, m) if defined else None
-             for m in ("thompson", "ucb", "greedy")}
+    apgrs = {m: apgr(table, tasks, seeds, s_strong, s_weak, c_strong, c_weak, m, keys, priors) if defined else None
+             for m in ("thompson", "ucb", "greedy", "thompson-cal", "ucb-cal", "greedy-cal")}
 
     print(f"\nstrongest: {strongest} ({s_strong:.0%}), cheapest: {cheapest} ({s_weak:.0%}); λ = {args.lam}, "
           f"{len(seeds)} seeds")
-    print(f"{'router':18s}{'success':>14s}{'ATP':>18s}{'cost share':>12s}{'PGR':>8s}{'regret':>9s}")
+    print(f"{'router':18s}{'success':>14s}{'ATP':>18s}{'cost share':>12s}{'PGR':>8s}{'regret':>9s}{'solvable→ok':>13s}")
     for r in routers:
         x = res[r]
         pgr = "—" if x["pgr"] is None else f"{x['pgr']:.2f}"
         share = "—" if x["cost_share"] is None else f"{x['cost_share']:.1%}"
         print(f"{r:18s}{x['success']:9.1%} ±{x['success_sd']:4.1%}{x['cost']:11.2f} ±{x['cost_sd']:5.2f}"
-              f"{share:>12s}{pgr:>8s}{x['regret_success']:9.1%}")
+              f"{share:>12s}{pgr:>8s}{x['regret_success']:9.1%}"
+              f"{'—' if x['solvable_routed'] is None else format(x['solvable_routed'], '.1%'):>13s}")
     if defined:
         print("APGR (λ sweep): " + ", ".join(f"{k} {v:.3f}" for k, v in apgrs.items()))
     else:
         print(f"APGR undefined: the strongest member ({s_strong:.0%}) is not ≥ {CLEARLY_BETTER:.0%} better than the "
               f"cheapest ({s_weak:.0%})")
-    th = res["thompson"]
+    th = res["thompson-cal"]  # what `auto` does: Thompson from the calibrated priors, keyed by the predicted class
     goal = {"success_ratio": th["success"] / s_strong if s_strong else None, "cost_ratio": th["cost_share"]}
     goal["met"] = bool(goal["success_ratio"] is not None and goal["success_ratio"] >= GOAL_SUCCESS
                        and goal["cost_ratio"] is not None and goal["cost_ratio"] <= GOAL_COST)
+    if clf_acc is not None:
+        print(f"classifier: {clf_acc:.1%} of the bench's prompts in their own class (over the classes it knows)")
     if goal["success_ratio"] is None:
         print("goal undefined: always-strongest succeeds on nothing")
     else:
-        print(f"goal (Thompson ≥ {GOAL_SUCCESS:.0%} of always-strongest's success at ≤ {GOAL_COST:.0%} of its cost): "
+        print(f"goal (calibrated Thompson ≥ {GOAL_SUCCESS:.0%} of always-strongest's success at ≤ {GOAL_COST:.0%} of its cost): "
               f"{goal['success_ratio']:.1%} of the success at {goal['cost_ratio']:.1%} of the cost → "
               f"{'met' if goal['met'] else 'NOT met'}")
     out = {"command": " ".join(["python"] + sys.argv), "tasks": len(tasks), "per_class": n, "members": per_member,
            "strongest": strongest, "cheapest": cheapest, "lambda": args.lam, "seeds": len(seeds), "routers": res,
-           "apgr": apgrs, "apgr_defined": defined, "goal": goal}
+           "apgr": apgrs, "apgr_defined": defined, "goal": goal, "calibration": cal_summary,
+           "classifier_accuracy": clf_acc}
     if args.dream:
         d = run_dream(router, table, tasks, strongest, args)
         if "table" in d:
-            after = [replay(d["table"], tasks, "thompson", s, args.lam) for s in seeds]
+            after = [replay(d["table"], tasks, "thompson-cal", s, args.lam, keys, priors) for s in seeds]
             st = d["student"]
             out["dream"] = {
                 "student": st, "method": d["report"]["method"], "held_out_before": d["report"]["before"],

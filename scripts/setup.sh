@@ -35,3 +35,6 @@ else
   echo "setup: skipping chromium (needs root and apt-get); the browser test will be skipped"
 fi
 k1 data build
+# The default pool: SmolLM2 converted once, its 15- and 6-layer students cut, every member calibrated
+# (about two CPU-minutes), so the first `k1 pool serve`/`ask` answers within seconds.
+k1 pool calibrate

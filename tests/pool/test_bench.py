@@ -31,12 +31,24 @@ def test_route_replay_and_apgr_by_hand():
     # APGR averages the best PGR reached at each cost level, so it lies in [0, 1]
     a = route.apgr(table, tasks, [0, 1], 1.0, 0.5, 40.0, 4.0, mode="thompson")
     assert 0 <= a <= 1
+    # calibration priors: a "-cal" router starts from them, keyed by the class the classifier gave each task
+    keys = ["x", "x", "y", "y"]
+    priors = {("strong", "x"): (0.0, 20.0), ("weak", "x"): (20.0, 0.0), ("strong", "y"): (20.0, 0.0),
+              ("weak", "y"): (0.0, 20.0)}
+    cal = route.replay(table, tasks, "greedy-cal", 0, 0.3, keys, priors)
+    assert cal["picks"] == {"weak": 2, "strong": 2} and (cal["success"], cal["cost"]) == (1.0, 22.0)
+    assert cal["solvable_routed"] == 1.0 and route.replay(table, tasks, "always-cheapest", 0)["solvable_routed"] == 0.5
+    assert route.replay(table, tasks, "greedy", 0, 0.3, keys, priors)["picks"] != cal["picks"]  # cold ignores priors
     assert route.check({"cls": "arithmetic", "answer": 71}, "23 + 48 = 71")
     assert not route.check({"cls": "arithmetic", "answer": 71}, "23 + 48 = 100")
-    assert route.check({"cls": "instruction", "answer": ["paris"]}, "The capital is Paris.")
-    assert not route.check({"cls": "instruction", "answer": ["rome"]}, "Romeo")
+    assert route.check({"cls": "facts", "answer": ["paris"]}, "The capital is Paris.")
+    assert not route.check({"cls": "facts", "answer": ["rome"]}, "Romeo")
     assert route.check({"cls": "prose", "answer": "river"}, " river flows")
     assert not route.check({"cls": "prose", "answer": "river"}, " rivers")
+    assert route.check({"cls": "copy", "answer": "apple"}, "Apple")
+    tasks = route.build_tasks(20)
+    assert len(tasks) == 100 and {t["cls"] for t in tasks} == set(route.CLASSES)
+    assert [t["prompt"] for t in route.build_tasks(20)] == [t["prompt"] for t in tasks]  # fixed in code
 
 
 def test_route_bench_on_a_tiny_pool(tmp_path, k1_run, hf_dir):
@@ -48,7 +60,9 @@ def test_route_bench_on_a_tiny_pool(tmp_path, k1_run, hf_dir):
                         "--dream-epochs", "1", "--dream-lr", "1e-3"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout.strip().splitlines()[-1])
-    assert res["tasks"] == 5 and set(res["routers"]) >= {"thompson", "ucb", "greedy", "oracle", "random"}
+    assert res["tasks"] == 5 and set(res["routers"]) >= {"thompson", "ucb", "greedy", "oracle", "random",
+                                                         "thompson-cal"}
+    assert set(res["calibration"]) >= {"k1/arithmetic", "tiny/facts"}  # the bench calibrated both members
     assert res["routers"]["oracle"]["success"] >= max(m["overall"] for m in res["members"].values())
     # random tiny models succeed on nothing: the gap is not there, and the bench says so
     assert res["apgr_defined"] is False and res["apgr"]["thompson"] is None

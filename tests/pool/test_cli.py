@@ -84,11 +84,13 @@ def test_ask_routes_one_prompt_and_records_feedback(tmp_path, hf_dir, k1_run):
     from k1.pool.cli import app
     from k1.pool.config import read_pool_config
     from k1.pool.store import PoolStore
+    from k1.pool.taskclass import TaskClassifier
 
     f = _pool_file(tmp_path, hf_dir, k1_run)
     r = CliRunner().invoke(app, ["ask", "the river", "--pool", str(f), "--max-tokens", "4", "--good"],
                            catch_exceptions=False)
-    assert r.exit_code == 0 and "ATP" in r.stdout and "context novel" in r.stdout
+    cls = TaskClassifier().classify("the river")  # trust is keyed by the prompt's task class
+    assert r.exit_code == 0 and "ATP" in r.stdout and f"context {cls}" in r.stdout
     store = PoolStore(read_pool_config(f).pool.store)
     (member, ctx), (s, fails) = next(iter(store.trust().items()))
-    assert ctx == "novel" and (s, fails) == (1.0, 0.0) and member in r.stdout
+    assert ctx == cls and (s, fails) == (1.0, 0.0) and member in r.stdout

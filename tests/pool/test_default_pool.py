@@ -23,8 +23,8 @@ def test_student_is_a_degraded_copy_sharing_the_tokenizer(smollm2):
     from k1.pool.default import student_member
     from k1.pool.dream import same_tokenizer
 
-    student = student_member()
-    assert same_tokenizer(smollm2, student)
+    student = student_member(6)
+    assert student.name == "smollm2-6l" and same_tokenizer(smollm2, student)
     assert student.model.config.num_hidden_layers == 6
     q, a = "The capital of France is", " Paris, a city on the Seine."
     assert student.score(q, a).bits_per_byte > smollm2.score(q, a).bits_per_byte
@@ -36,4 +36,5 @@ def test_default_pool_file_lists_every_member():
     from k1.pool.default import default_pool_file
 
     cfg = read_pool_config(default_pool_file(quiet=True))
-    assert [m.name for m in cfg.members] == ["smollm2", "smollm2-student", "k1-prose", "k1-code", "k1-science"]
+    assert [m.name for m in cfg.members] == ["smollm2", "smollm2-15l", "smollm2-6l"]
+    assert cfg.pool.selection == "greedy" and all(m.kind == "hf" for m in cfg.members)  # nothing trained on first use

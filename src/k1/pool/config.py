@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from k1.errors import ConfigError
 from k1.pool.context import ContextSettings
-from k1.pool.experiences import SnarcWeights
+from k1.pool.snarc import SnarcWeights
 from k1.pool.metabolic import MetabolicSettings
 
 
@@ -85,6 +85,9 @@ class PoolSettings(BaseModel):
     cross_check: float = Field(default=0.0, ge=0, le=1)  # share of calls a second member also answers (conflict)
     idle_unload_s: float = Field(default=300.0, gt=0)  # REST unloads local members unused for this long
     seed: int | None = None
+    # calibration (calibrate.py): tasks per class each member answers, and how many observations each weighs
+    calibration_per_class: int = Field(default=5, ge=1, le=16)
+    calibration_weight: float = Field(default=1.0, ge=0)
     context: ContextSettings = ContextSettings()
     metabolic: MetabolicSettings = MetabolicSettings()
     snarc: SnarcWeights = SnarcWeights()

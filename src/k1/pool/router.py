@@ -31,13 +31,15 @@ from typing import Callable, Iterator
 
 from k1.errors import BackendError, K1Error
 from k1.pool.context import ContextClassifier, ContextReading
-from k1.pool.experiences import importance, snarc
 from k1.pool.limits import Limits
 from k1.pool.members.base import CallFailed, Generation, Member, Prompt, prompt_text
 from k1.pool.metabolic import Metabolism
 from k1.pool.pool import Pool
 from k1.pool.select import Candidate, Decision, select
+from k1.pool.snarc import importance, snarc
 from k1.pool.store import PoolStore
+from k1.pool.taskclass import TaskClassifier
+from k1.pool.weights import apply_dream_weights
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +154,8 @@ class Router:
         self.set_limits(limits or Limits())
         self.reference = self._reference()
         self.contexts = ContextClassifier(self.settings.context, self.reference)
+        self.task_classes = TaskClassifier()  # trust is keyed by (member, task class)
         self.metabolism = Metabolism(self.settings.metabolic, log=self.store.log_state, clock=clock)
-        from k1.pool.dream import apply_dream_weights
         try:
             self.consolidated = apply_dream_weights(self)  # students keep what DREAM taught them across restarts
         except Exception as e:  # stored data never stops the pool from starting
@@ -190,11 +192,19 @@ class Router:
         return self._cool.get(name, (0, 0.0))[1] > time.monotonic() or (breaker is not None and not breaker.allow())
 
     def candidates(self, context: str, prompt_tokens: int, max_tokens: int) -> list[Candidate]:
+        """Trust = calibration prior (w · solved, w · unsolved) + live outcomes for this task class; cost =
+        measured mean ATP per call (the ledger's, else calibration's, else the member's own estimate)."""
         trust, measured = self.store.trust(context), self.store.mean_cost()
+        cal, w = self.store.calibration_summary(), self.settings.calibration_weight
         out = []
         for name, m in self.pool.members.items():
             s, f = trust.get((name, context), (0.0, 0.0))
+            c = cal.get((name, context))
+            if c:
+                s, f = s + w * c["solved"], f + w * (c["n"] - c["solved"])
             cost = measured.get(name)
+            if cost is None and c:
+                cost = c["atp"]
             out.append(Candidate(name, s, f, cost if cost is not None else m.estimate_cost(prompt_tokens, max_tokens)))
         warm = [c for c in out if not self.cooled(c.name)]
         return warm or out  # every member cooling down: choose among them all rather than refuse
@@ -216,8 +226,10 @@ class Router:
                 self.pool[model]  # an unknown member is the caller's error, before anything is recorded
             with self._borrow_reference() as ref:
                 reading = self.contexts.read(session, text, score=ref)
-            if context:  # a caller who knows the task class names it (e.g. the routing bench)
-                reading = ContextReading(context, reading.novelty, reading.shift, reading.surprise)
+            # trust is keyed by the task class: the caller's (e.g. the routing bench), else the classifier's; the
+            # context state's signals (novelty, shift, surprise) stay in the reading and the experience
+            reading = ContextReading(context or self.task_classes.classify(text), reading.novelty, reading.shift,
+                                     reading.surprise)
             state = self.metabolism.before_call(self.budget_left())
             if self.metabolism.policy.unload_idle:
                 self._unload_idle()

@@ -1,13 +1,21 @@
-"""`pool_status`: what `k1 pool status` and `/v1/pool` show — trust table, budget, state, recent experiences."""
+"""`pool_status`: what `k1 pool status` and `/v1/pool` show — trust per (member, task class) with its
+calibration prior, budget, state, recent experiences."""
 
 from __future__ import annotations
 
 
-def trust_table(store) -> list[dict]:
+def trust_table(store, calibration_weight: float = 1.0) -> list[dict]:
+    """One row per (member, task class): live successes/failures, the calibration prior, and the posterior
+    mean the router starts from (Beta(1 + w·solved + s, 1 + w·unsolved + f))."""
+    live, cal = store.trust(), store.calibration_summary()
     rows = []
-    for (member, context), (s, f) in sorted(store.trust().items()):
+    for member, context in sorted(set(live) | set(cal)):
+        s, f = live.get((member, context), (0.0, 0.0))
+        c = cal.get((member, context), {"n": 0, "solved": 0.0, "atp": None})
+        ps, pf = calibration_weight * c["solved"], calibration_weight * (c["n"] - c["solved"])
         rows.append({"member": member, "context": context, "successes": s, "failures": f,
-                     "mean": (1 + s) / (2 + s + f)})
+                     "cal_n": c["n"], "cal_solved": c["solved"], "cal_atp": c["atp"],
+                     "mean": (1 + s + ps) / (2 + s + f + ps + pf)})
     return rows
 
 
@@ -17,7 +25,8 @@ def pool_status(router, recent: int = 10) -> dict:
     return {
         "members": [{**m.info(), "loaded": name not in router.pool.unloaded}
                     for name, m in router.pool.members.items()],
-        "trust": trust_table(store),
+        "trust": trust_table(store, st.calibration_weight),
+        "calibration_weight": st.calibration_weight,
         "budget": {"limit_atp": st.budget_atp, "spent_atp": spent, "left_share": router.budget_left()},
         "state": router.metabolism.idle_check(),
         "selection": st.selection,

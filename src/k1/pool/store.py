@@ -59,8 +59,16 @@ def m004_feedback_once(db: sqlite3.Connection) -> None:
         request TEXT PRIMARY KEY, ts REAL NOT NULL, success REAL NOT NULL, source TEXT NOT NULL)""")
 
 
+def m005_calibration(db: sqlite3.Connection) -> None:
+    """Calibration answers per (member, task class): the measured priors of the trust per (member, class)."""
+    db.execute("""CREATE TABLE calibration (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, member TEXT NOT NULL, task_class TEXT NOT NULL,
+        task TEXT NOT NULL, prompt TEXT NOT NULL, response TEXT NOT NULL, score REAL NOT NULL, atp REAL NOT NULL)""")
+    db.execute("CREATE INDEX calibration_member ON calibration (member, task_class)")
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_trust_and_ledger, m002_experiences, m003_state_log,
-                                                          m004_feedback_once]
+                                                          m004_feedback_once, m005_calibration]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # every way a call can end; each is charged to the budget (DESIGN.md, "The pool")
@@ -241,7 +249,7 @@ class PoolStore:
             rows = self.db.execute("SELECT * FROM state_log ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
         return [dict(r) for r in reversed(rows)]
 
-    # ---- experiences (SNARC; see experiences.py for how the scores are computed) ----------------------
+    # ---- experiences (SNARC; see snarc.py for how the scores are computed) ----- ----------------------
     def add_experience(self, row: dict) -> int:
         cols = ("ts", "request", "session", "prompt", "response", "member", "context", "latency_s", "atp", "outcome",
                 "surprise", "novelty", "arousal", "reward", "conflict", "importance")
@@ -285,3 +293,31 @@ class PoolStore:
         with self._lock:
             rows = self.db.execute("SELECT * FROM experiences WHERE request = ?", (request,)).fetchall()
         return [{**dict(r), "extra": json.loads(r["extra"] or "{}")} for r in rows]
+
+    # ---- calibration (the measured priors of trust per (member, task class); see calibrate.py) -------------
+    def set_calibration(self, member: str, rows: list[dict], task_class: str | None = None) -> None:
+        """Replace `member`'s calibration answers (of one task class, or all) with `rows`
+        ({cls, task, prompt, response, score, atp})."""
+        now = time.time()
+        with self.write() as db:
+            if task_class is None:
+                db.execute("DELETE FROM calibration WHERE member = ?", (member,))
+            else:
+                db.execute("DELETE FROM calibration WHERE member = ? AND task_class = ?", (member, task_class))
+            db.executemany("""INSERT INTO calibration (ts, member, task_class, task, prompt, response, score, atp)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?)""", [(now, member, r["cls"], r["task"], r["prompt"], r["response"],
+                                                      float(r["score"]), float(r["atp"])) for r in rows])
+
+    def calibration_summary(self) -> dict[tuple[str, str], dict]:
+        """(member, task class) → {n, solved, atp (mean per item), ts}."""
+        with self._lock:
+            rows = self.db.execute("""SELECT member, task_class, COUNT(*), SUM(score), AVG(atp), MAX(ts)
+                FROM calibration GROUP BY member, task_class""").fetchall()
+        return {(r[0], r[1]): {"n": r[2], "solved": r[3], "atp": r[4], "ts": r[5]} for r in rows}
+
+    def calibration_rows(self, member: str | None = None) -> list[dict]:
+        q, args = "SELECT * FROM calibration", ()
+        if member is not None:
+            q, args = q + " WHERE member = ?", (member,)
+        with self._lock:
+            return [dict(r) for r in self.db.execute(q + " ORDER BY id", args)]

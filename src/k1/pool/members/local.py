@@ -107,6 +107,10 @@ class LocalMember(Member):
     def prompt_tokens(self, prompt: Prompt) -> int:
         return len(self.encode(self.render(prompt)))
 
+    def prompt_ids(self, prompt: Prompt) -> list[int]:
+        """The token ids this member reads for `prompt` (public: DREAM and the loop build training examples)."""
+        return self._prompt_ids(prompt)
+
     def _prompt_ids(self, prompt: Prompt) -> list[int]:
         ids = self.encode(self.render(prompt))
         if not ids:

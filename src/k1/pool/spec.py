@@ -1,0 +1,46 @@
+"""Member spec strings for `k1 pool add`: `k1:RUN_DIR`, `hf:PATH[::FILE.gguf]`, `openai:BASE_URL`, turned into
+a pool-file `[[members]]` table, validated, and appended to a pool file (every value is a string, a number or
+a list of strings, which JSON quoting writes as valid TOML)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from k1.errors import ConfigError
+
+
+def parse_spec(spec: str, *, name: str | None = None, roles: list[str] = (), model: str | None = None,
+               price: float = 1.0) -> dict:
+    """→ a member table ({"name", "kind", ...}), validated like a pool file's entry."""
+    from k1.pool.config import PoolConfig, validate_model
+
+    kind, _, rest = spec.partition(":")
+    if kind == "k1" and rest:
+        path = Path(rest).expanduser().resolve()
+        table = {"name": name or f"k1-{path.name}", "kind": "k1", "run": str(path)}
+    elif kind == "hf" and rest:
+        p, _, gguf = rest.partition("::")
+        path = Path(p).expanduser().resolve()
+        table = {"name": name or path.name, "kind": "hf", "path": str(path)} | ({"gguf_file": gguf} if gguf else {})
+    elif kind == "openai" and rest:
+        table = {"name": name or (model or "remote"), "kind": "openai", "base_url": rest,
+                 "price_per_1k_tokens": price} | ({"model": model} if model else {})
+    else:
+        raise ConfigError(f"member {spec!r}: use k1:RUN_DIR, hf:PATH[::FILE.gguf] or openai:BASE_URL")
+    if kind in ("k1", "hf") and not path.exists():
+        raise ConfigError(f"member {spec!r}: {path} does not exist")
+    table["roles"] = list(roles)
+    validate_model(PoolConfig, {"members": [table]}, "member")
+    return table
+
+
+def append_member(pool_file: Path, table: dict, existing: list[str]) -> None:
+    """Append `table` to `pool_file` as a [[members]] entry (refusing a name the pool already has)."""
+    if table["name"] in existing or table["name"] == "auto":
+        raise ConfigError(f"the pool already has a member {table['name']!r} (or it is reserved); pass --name")
+    lines = ["[[members]]"] + [f"{k} = {json.dumps(v)}" for k, v in table.items()]
+    pool_file = Path(pool_file)
+    pool_file.parent.mkdir(parents=True, exist_ok=True)
+    with pool_file.open("a") as f:
+        f.write("\n" + "\n".join(lines) + "\n")

@@ -1,0 +1,184 @@
+"""Calibration, task classes and trust per (member, task class), with tiny real models."""
+
+import json
+import random
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from k1.errors import ConfigError
+from k1.pool.calibrate import CalTask, calibrate, calibration_tasks, class_summary, missing
+from k1.pool.config import PoolSettings
+from k1.pool.pool import Pool
+from k1.pool.router import Router
+from k1.pool.store import PoolStore
+from k1.pool.taskclass import HELD_OUT, TASK_CLASSES, TaskClassifier, held_out_accuracy, training_prompts
+
+QA = {"What is 7 + 5?": 12, "What is 3 + 4?": 7, "What is 9 - 2?": 7, "What is 6 + 2?": 8}
+
+
+def test_task_classifier_on_held_out_prompts():
+    acc = held_out_accuracy()
+    assert acc["n"] == len(HELD_OUT) >= 30 and acc["accuracy"] >= 0.9
+    held = {p for p, _ in HELD_OUT}
+    assert not held & {p for p, _ in training_prompts()}  # disjoint phrasings
+    clf = TaskClassifier()
+    assert clf.classify("What is 7 + 5?") == "arithmetic"
+    assert clf.classify("Write a Python function `cube(x)` that returns x cubed.") == "code"
+    assert clf.classify("What is the capital of France?") == "facts"
+    assert sorted(clf.classes) == sorted(TASK_CLASSES)
+
+
+def test_task_classifier_learns_a_new_class():
+    clf = TaskClassifier()
+    clf.fit([(f"Translate '{w}' into French.", "translate") for w in ("dog", "cat", "house", "tree", "water")])
+    assert clf.classify("Translate 'bread' into French.") == "translate"
+    assert clf.classify("What is 12 - 4?") == "arithmetic"
+
+
+@pytest.fixture(scope="module")
+def arithmetic_member():
+    """A tiny Llama fitted to answer four sums through its chat template: it knows arithmetic, nothing else."""
+    from k1.pool.testing import tiny_hf_member, train_tiny_llama
+
+    torch.set_num_threads(1)
+    m = tiny_hf_member("adder", seed=3, hidden=64, layers=2)
+    rng = random.Random(0)
+    lines = [f"<|user|>{q}\n<|assistant|>{a}\n" for q, a in QA.items()]
+    text = "".join(rng.choice(lines) for _ in range(400))
+    train_tiny_llama(m.model, text, steps=200, seq=40, lr=3e-3)
+    return m
+
+
+def arithmetic_tasks():
+    from k1.loop.tasks import Task
+    from k1.loop.verifiers import verify
+
+    out = []
+    for q, a in QA.items():
+        t = Task(q, "arithmetic", q, {"answer": a})
+        out.append(CalTask("arithmetic", q, [{"role": "user", "content": q}], lambda r, t=t: verify(t, r)))
+    out.append(CalTask("facts", "paris", [{"role": "user", "content": "What is the capital of France?"}],
+                       lambda r: float("paris" in r.lower())))
+    return out
+
+
+def test_calibration_seeds_trust_and_auto_answers(tmp_path, arithmetic_member):
+    from k1.pool.testing import tiny_hf_member
+
+    cheap = tiny_hf_member("cheap", seed=0, hidden=32, layers=1)
+    pool = Pool([arithmetic_member, cheap], PoolSettings(selection="greedy", store=str(tmp_path / "s.sqlite")))
+    router = Router(pool, PoolStore(tmp_path / "s.sqlite"))
+    assert missing(router) == ["adder", "cheap"]
+    # with equal (no) trust the cheapest member wins: the failure the calibration is for
+    assert router.choose("arithmetic").member == "cheap"
+    summary = calibrate(router, quiet=True, tasks=arithmetic_tasks())
+    assert summary["adder"]["arithmetic"]["solved"] == 4 and summary["cheap"]["arithmetic"]["solved"] == 0
+    assert missing(router) == []
+    cal = router.store.calibration_summary()
+    assert cal[("adder", "arithmetic")]["n"] == 4 and cal[("adder", "arithmetic")]["atp"] > 0
+    cand = {c.name: c for c in router.candidates("arithmetic", 8, 8)}
+    assert (cand["adder"].successes, cand["adder"].failures) == (4.0, 0.0)
+    assert (cand["cheap"].successes, cand["cheap"].failures) == (0.0, 4.0)
+    assert cand["cheap"].cost < cand["adder"].cost  # calibration measured what a call costs
+
+    out = router.generate([{"role": "user", "content": "What is 7 + 5?"}], max_tokens=4)
+    assert out.context.label == "arithmetic"  # the task class, from the prompt
+    assert out.member == "adder" and out.generation.text.strip().startswith("12")
+
+    # live outcomes land on (member, task class) and move the trust from the calibrated prior
+    router.feedback(out.request, 0.0)
+    assert router.store.trust("arithmetic")[("adder", "arithmetic")] == (0.0, 1.0)
+    cand = {c.name: c for c in router.candidates("arithmetic", 8, 8)}
+    assert (cand["adder"].successes, cand["adder"].failures) == (4.0, 1.0)
+
+    # calibrating again replaces a member's results instead of adding to them
+    calibrate(router, ["adder"], quiet=True, tasks=arithmetic_tasks()[:2])
+    assert router.store.calibration_summary()[("adder", "arithmetic")]["n"] == 2
+
+    # the weight of a calibration answer is a setting
+    pool.settings = router.settings = PoolSettings(selection="greedy", calibration_weight=0.5)
+    cand = {c.name: c for c in router.candidates("arithmetic", 8, 8)}
+    assert (cand["adder"].successes, cand["adder"].failures) == (1.0, 1.0)
+    router.close()
+
+
+def test_status_shows_calibrated_trust(tmp_path, arithmetic_member):
+    from k1.pool.status import pool_status
+
+    pool = Pool([arithmetic_member], PoolSettings(store=str(tmp_path / "s.sqlite")))
+    router = Router(pool, PoolStore(tmp_path / "s.sqlite"))
+    calibrate(router, quiet=True, tasks=arithmetic_tasks())
+    st = pool_status(router)
+    rows = {(r["member"], r["context"]): r for r in st["trust"]}
+    assert rows[("adder", "arithmetic")]["cal_n"] == 4 and rows[("adder", "arithmetic")]["mean"] == pytest.approx(5 / 6)
+    assert rows[("adder", "facts")]["cal_solved"] == 0
+    router.close()
+
+
+def test_builtin_calibration_set_is_fixed():
+    a, b = calibration_tasks(4), calibration_tasks(4)
+    assert [t.id for t in a] == [t.id for t in b]
+    classes = {t.cls for t in a}
+    assert {"arithmetic", "facts", "prose"} <= classes <= set(TASK_CLASSES)
+    assert all(sum(t.cls == c for t in a) == 4 for c in classes)
+    t = next(t for t in a if t.cls == "arithmetic")
+    from k1.loop.tasks import arithmetic_tasks as loop_tasks
+    answer = next(x.check["answer"] for x in loop_tasks("d2") if x.id == t.id)
+    assert t.judge(f"The answer is {answer}.") == 1.0 and t.judge("I do not know") == 0.0
+    assert class_summary([{"cls": "x", "score": 1.0, "atp": 2.0}, {"cls": "x", "score": 0.0, "atp": 4.0}]) == \
+        {"x": {"n": 2, "solved": 1.0, "atp": 3.0, "rate": 0.5}}
+
+
+def test_cli_add_and_calibrate(tmp_path, hf_dir):
+    from k1.cli import app
+
+    pool_file = tmp_path / "pool.toml"
+    pool_file.write_text(f'[pool]\nstore = "s.sqlite"\n\n[[members]]\nname = "a"\nkind = "hf"\npath = "{hf_dir}"\n')
+    r = CliRunner().invoke(app, ["pool", "add", f"hf:{hf_dir}", "--name", "b", "--role", "student",
+                                 "--pool", str(pool_file)])
+    assert r.exit_code == 0, r.output
+    from k1.pool.config import read_pool_config
+    cfg = read_pool_config(pool_file)
+    assert [m.name for m in cfg.members] == ["a", "b"] and cfg.members[1].roles == ["student"]
+    s = PoolStore(tmp_path / "s.sqlite")
+    assert {m for m, _ in s.calibration_summary()} == {"b"}  # `add` calibrated the new member only
+    s.close()
+    r = CliRunner().invoke(app, ["pool", "calibrate", "--pool", str(pool_file), "--per-class", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert set(out["calibration"]) == {"a", "b"} and out["task_classifier"]["accuracy"] >= 0.9
+    # bad input: a ConfigError (one line on the command line), and the pool file is left as it was
+    before = pool_file.read_text()
+    for args, msg in ((["hf:/no/such/dir"], "does not exist"), ([f"hf:{hf_dir}", "--name", "a"], "already has a member 'a'"),
+                      (["nonsense"], "k1:RUN_DIR")):
+        r = CliRunner().invoke(app, ["pool", "add", *args, "--pool", str(pool_file)])
+        assert isinstance(r.exception, ConfigError) and msg in str(r.exception)
+    assert pool_file.read_text() == before
+
+
+def test_dream_per_task_class_measures_and_recalibrates_the_student(tmp_path, arithmetic_member):
+    from k1.pool.dream import dream
+    from k1.pool.testing import tiny_hf_member
+
+    student = tiny_hf_member("student", seed=0, hidden=32, layers=1, roles=["student"])
+    pool = Pool([arithmetic_member, student], PoolSettings(selection="greedy", store=str(tmp_path / "s.sqlite")))
+    router = Router(pool, PoolStore(tmp_path / "s.sqlite"))
+    calibrate(router, quiet=True, tasks=arithmetic_tasks())
+    for q in QA:  # arithmetic experiences, and prose ones that a per-class DREAM must leave out
+        router.generate([{"role": "user", "content": q}], model="adder", max_tokens=4)
+    for p in ("Once upon a", "The door creaked open and"):
+        router.generate(p, model="adder", max_tokens=4)
+    rep = dream(router, teacher="adder", student="student", k=8, epochs=1, lr=1e-3, max_tokens=4,
+                task_class="arithmetic", class_tasks=3, weights_dir=tmp_path / "w")
+    assert rep["task_class"] == "arithmetic" and rep["experiences"] == len(QA)  # only the class's experiences
+    assert rep["class_before"]["n"] == rep["class_after"]["n"] == 3
+    assert 0.0 <= rep["class_after"]["success"] <= 1.0
+    cal = router.store.calibration_summary()
+    assert cal[("student", "arithmetic")]["n"] == 3  # the measurement replaced the class's calibration
+    assert cal[("student", "facts")]["n"] == 1  # other classes untouched
+    assert cal[("adder", "arithmetic")]["n"] == 4
+    with pytest.raises(Exception, match="of class 'code'"):
+        dream(router, teacher="adder", student="student", task_class="code")
+    router.close()
