@@ -157,7 +157,8 @@ def test_ewc_penalty_is_zero_at_anchor_and_its_gradient_is_lambda_f_delta(tiny):
     ("tree-naive", "tree", "dense"), ("tree-replay", "tree", "dense"), ("tree-ewc", "tree", "dense"),
     ("random-k", "tree", "random"), ("k1-attribution", "tree", "attribution"), ("k1-hybrid", "tree", "hybrid"),
     ("k1-auto", "tree", "attribution"), ("k1-replay", "tree", "attribution"), ("k1-protect", "tree", "protect"),
-    ("k1-balance", "tree", "attribution"),
+    ("k1-balance", "tree", "attribution"), ("k1-grow", "tree", "grow"), ("k1-usage", "tree", "usage"),
+    ("k1-ewc", "tree", "attribution"),
 ])
 def test_strategy_configs_differ_only_in_model_policy_and_autonomy(tiny, name, arch, policy):
     cfg, _ = tiny

@@ -229,6 +229,8 @@ def run_one(cfg: RunConfig, ccfg: ContinualConfig, strategy: str, seed: int, cor
            "model": "DenseGPT" if cfg.arch == "dense" else "AgentTree", "policy": cfg.policy.name,
            "steps": s["steps"], "organizer": s["safety"], "autonomy": s.get("autonomy"),
            "strong_specialists": count_specialists(run_dir) if specialise and cfg.arch == "tree" else None,
+           "shifts_detected": state.extras["shift"].shifts if "shift" in state.extras else None,
+           "forgetting_sources": state.extras["sources"].result if "sources" in state.extras else None,
            "seconds": book.seconds, "resumed_from": ckpt.name if ckpt is not None else None, "identity": identity}
     for d in checkpoint_dirs(run_dir):  # an interrupt's checkpoint inside a stage: superseded by the stage ends
         if int(d.name.split("-")[1]) % spd:

@@ -18,6 +18,7 @@ from k1.engine.hooks import Hook
 from k1.engine.requests import UseSampler
 from k1.experiments.ewc import EWCPenalty
 from k1.experiments.replay import ReplaySampler, ReservoirBuffer
+from k1.experiments.shift import ConsolidateOnShift, ForgettingSources, GrowOnShift, ShiftDetector
 from k1.registry import Registry
 
 
@@ -164,3 +165,30 @@ class Boundary(Plugin):
 class DomainBoundaryHook(Hook):
     def on_stage_end(self, state, stage, metrics):
         state.policy.consolidate()
+
+
+# ---- label-free shifts (shift.py) --------------------------------------------------------------------------
+@PLUGINS.register("shift")
+@dataclass(frozen=True)
+class ConsolidateAtShift(Plugin):
+    """At a shift detected from the training loss (no label), call `policy.consolidate()` (`k1-usage`)."""
+
+    def hooks(self, ctx):
+        detector = ShiftDetector()
+        ctx.state.extras["shift"] = detector
+        return [ConsolidateOnShift(detector)]
+
+
+@PLUGINS.register("grow")
+@dataclass(frozen=True)
+class GrowAtShift(Plugin):
+    """At a shift detected from the training loss (no label), protect the tree and grow a fresh agent
+    under each agent of level `under` (`k1-grow`); also measure where the forgetting comes from."""
+
+    under: int = 1
+
+    def hooks(self, ctx):
+        detector = ShiftDetector()
+        sources = ForgettingSources(list(ctx.state.cfg.data.domains))
+        ctx.state.extras["shift"], ctx.state.extras["sources"] = detector, sources
+        return [GrowOnShift(detector, self.under), sources]

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from k1.config import RunConfig
 from k1.errors import ConfigError
 from k1.experiments.ewc import EWCPenalty
-from k1.experiments.plugins import (EWC, PLUGINS, Autonomy, Boundary, ContinualConfig, Context, ModelOptions,
-                                    PathK, Plugin, Replay, _policy)
+from k1.experiments.plugins import (EWC, PLUGINS, Autonomy, Boundary, ConsolidateAtShift, ContinualConfig, Context,
+                                    GrowAtShift, ModelOptions, PathK, Plugin, Replay, _policy)
 from k1.experiments.replay import ReplaySampler, ReservoirBuffer
 from k1.registry import Registry
 
@@ -64,6 +64,10 @@ for _s in [
     Strategy("k1-replay", "tree", "attribution", (Replay(),)),
     Strategy("k1-protect", "tree", "protect", (Boundary(),)),
     Strategy("k1-balance", "tree", "attribution", (ModelOptions((("gate_balance", 0.1),)),)),
+    # the mechanisms of docs/continual.md that need no domain label: shifts are detected from the loss
+    Strategy("k1-grow", "tree", "grow", (GrowAtShift(),)),
+    Strategy("k1-usage", "tree", "usage", (ConsolidateAtShift(),)),
+    Strategy("k1-ewc", "tree", "attribution", (EWC(),)),
 ]:
     STRATEGIES.add(_s.name, _s)
 STRATEGY_ORDER = STRATEGIES.names()  # table order
