@@ -159,19 +159,39 @@ def aggregate(name: str, runs: list[dict]) -> dict:
         entry[key] = mean_std([r[key] for r in runs])
     if all(r.get("strong_specialists") is not None for r in runs):
         entry["strong_specialists"] = mean_std([float(r["strong_specialists"]) for r in runs])
+    if all(r.get("agents_after_stage") for r in runs):  # a grown tree ends larger than it started
+        entry["final_agents"] = mean_std([float(r["agents_after_stage"][-1]) for r in runs])
+    if all(r.get("shifts_detected") is not None for r in runs):
+        entry["shifts_detected"] = mean_std([float(len(r["shifts_detected"])) for r in runs])
+    if all(r.get("forgetting_sources") for r in runs):
+        entry["forgetting_sources"] = forgetting_sources(runs)
     entry["per_seed"] = [{k: v for k, v in r.items() if k != "identity"} for r in runs]
     return entry
+
+
+def forgetting_sources(runs: list[dict]) -> list[dict]:
+    """Per earlier domain, mean over seeds of the final bits per byte and of the three counterfactuals
+    (`shift.ForgettingSources`): the shared parameters put back, the agents grown later switched off, both."""
+    keys = ("final", "shared_restored", "new_gates_off", "both")
+    out = []
+    for j, row in enumerate(runs[0]["forgetting_sources"]):
+        vals = {k: statistics.fmean(r["forgetting_sources"][j][k] for r in runs) for k in keys}
+        best = statistics.fmean(min(R[i][j] for i in range(len(R) - 1)) for R in (r["R"] for r in runs))
+        out.append({"domain": row["domain"], "best": best, **vals})
+    return out
 
 
 # ---- paired comparisons over seeds ---------------------------------------------------------------------
 def comparisons(names: list[str]) -> list[tuple[str, str]]:
     """The pairs a claim rests on, among the strategies run: (candidate, reference).
 
-    Every sparse tree strategy against tree-naive (same architecture, every agent updated), attribution
-    against random-K (does choosing by blame matter?), K-1 + replay against tree-replay.
+    Every sparse tree strategy against tree-naive (same architecture, every agent updated); the K-1
+    selection rules against random-K (does choosing by blame, or by usage, matter?); every K-1 mechanism
+    without replay against tree-ewc (the classic regulariser); K-1 + replay against tree-replay.
     """
     pairs = [(n, "tree-naive") for n in names if n.startswith("k1-") or n == "random-k"]
-    pairs += [("k1-attribution", "random-k"), ("k1-replay", "tree-replay")]
+    pairs += [("k1-attribution", "random-k"), ("k1-usage", "random-k"), ("k1-replay", "tree-replay")]
+    pairs += [(n, "tree-ewc") for n in names if n.startswith("k1-") and n != "k1-replay"]
     return [(a, b) for a, b in pairs if a in names and b in names]
 
 
