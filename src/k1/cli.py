@@ -42,7 +42,7 @@ app.add_typer(_data_app(), name="data", help="Build and inspect the built-in cor
 def train(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config file."),
     preset: Optional[str] = typer.Option(None, help="Named preset: tiny, small, default."),
-    policy: Optional[str] = typer.Option(None, help="Update policy: dense, attribution, hybrid, trust, random, protect."),
+    policy: Optional[str] = typer.Option(None, help="Update policy: dense, attribution, hybrid, trust, random, protect, usage, grow."),
     set_: list[str] = typer.Option([], "--set", help="Override a config key: --set train.steps=50 (repeatable)."),
     name: Optional[str] = typer.Option(None, help="Run name (the default run directory is runs/<name>)."),
     steps: Optional[int] = typer.Option(None, help="Number of training steps."),
