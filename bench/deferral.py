@@ -21,15 +21,15 @@ from pathlib import Path
 
 import torch
 
-from k1.config import load_config
-from k1.engine.signals import StepSignals, rank_correlation
-from k1.engine.step import train_step
-from k1.engine.train import Trainer
+from k1.engine.config import load_config
+from k1.engine.update.signals import StepSignals, rank_correlation
+from k1.engine.run.step import train_step
+from k1.engine.run.train import Trainer
 
 
 def rank_agreement(preset: str, warm: int, batches: int, out: Path) -> dict:
     cfg = load_config(preset=preset, overrides=[f"train.steps={warm + batches}", 'policy="attribution"'])
-    tr = Trainer(cfg, out, quiet=True, callbacks=[])
+    tr = Trainer(cfg, out, quiet=True, recorders=[])
     for _ in range(warm):
         train_step(tr.state, *tr.state.sampler.next())
     model, rhos, rhos_vec, same_path = tr.state.model, [], [], 0

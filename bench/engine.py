@@ -7,13 +7,13 @@ Prints one JSON line and saves it under runs/bench/.
     python bench/engine.py --reference --batch 512 --device cuda --autocast bf16 --compile   # GPU
     python bench/engine.py --routed              # adds soft vs top-1 and top-2 routed MLP trees
 
-Every step runs `train_step` (k1/engine/step.py) (the code path of `k1 train`): forward, backward, signals, plan,
+Every step runs `train_step` (k1/engine/run/step.py) (the code path of `k1 train`): forward, backward, signals, plan,
 deferred weight gradients, sparse optimizer step, trust update. Burn-in steps are thrown away; timing sits
 between device syncs; the candidates are measured in interleaved rounds (so drift in machine load hits all
 alike) and each figure is the median over rounds; ratios are medians of per-round ratios.
 
 What it reports, per row: tokens/s, seconds per step, training FLOPs per token (torch's FlopCounterMode on
-one real step, checked against the shape count of `k1.engine.flops`) and MFU = tokens/s × FLOPs per token /
+one real step, checked against the shape count of `k1.engine.model.flops`) and MFU = tokens/s × FLOPs per token /
 peak. The peak is, on CPU, a 2048 × 2048 fp32 matmul timed in the same rounds; on GPU the device's dense
 bf16 peak from its data sheet (or a timed 8192² bf16 matmul for an unknown device). Across rows:
 - `step_time_ratio_attribution_vs_dense`: measured step time of attribution (deferred) / dense policy;
@@ -34,12 +34,12 @@ from pathlib import Path
 
 import torch
 
-from k1.config import load_config
+from k1.engine.config import load_config
 from k1.data import Corpus, DomainSplit
 from k1.data.tokenizer import ByteTokenizer
-from k1.engine.flops import counted_flops, flops_per_token, path_fractions
-from k1.engine.step import train_step
-from k1.engine.train import Trainer
+from k1.engine.model.flops import counted_flops, flops_per_token, path_fractions
+from k1.engine.run.step import train_step
+from k1.engine.run.train import Trainer
 
 # The public prototype's defaults (issue #2): branching [4, 3, 2], width 128, MLP 256, 4 heads, context 64,
 # vocab 10000, every agent a block, `levels` wiring, AdamW lr 1e-3.
@@ -68,7 +68,7 @@ def make_trainer(base, arch: str, policy: str, corpus: Corpus, out: Path, model:
         extra["model"] = {**base["model"], **model}
     if train:
         extra["train"] = {**base["train"], **train}
-    return Trainer(load_config(extra=extra), out, corpus=corpus, quiet=True, callbacks=[])
+    return Trainer(load_config(extra=extra), out, corpus=corpus, quiet=True, recorders=[])
 
 
 def _sync(device: torch.device) -> None:
@@ -124,7 +124,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--routed", action="store_true", help="add soft, top-1 and top-2 routed MLP trees")
     ap.add_argument("--no-eager", action="store_true", help="skip attribution without deferral")
     ap.add_argument("--sync-free", action="store_true",
-                    help="add attribution with the optimizer's sync-free rows (k1/engine/rows.py; the CUDA default)")
+                    help="add attribution with the optimizer's sync-free rows (k1/engine/model/rows.py; the CUDA default)")
     ap.add_argument("--with-compiled", action="store_true",
                     help="add torch.compile'd copies of the tree (dense policy) and DenseGPT, measured interleaved")
     ap.add_argument("--out", type=Path, default=Path("runs/bench"))
@@ -132,7 +132,7 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from k1.config import PRESETS, merge
+    from k1.engine.config import PRESETS, merge
     over = {"train": {"batch_size": args.batch, "device": args.device, "compile": args.compile,
                       "autocast": "bf16" if args.autocast == "bf16" else "off", "steps": 10 ** 6},
             "optim": {"warmup_steps": 0}}

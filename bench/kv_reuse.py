@@ -26,9 +26,9 @@ from pathlib import Path
 
 import torch
 
-from k1.config import load_config
+from k1.engine.config import load_config
 from k1.data import load_tokenizer
-from k1.engine.train import build_model
+from k1.engine.run.build import build_model
 from k1.pool.members.k1 import K1Member
 
 TURNS = ["Hi! What is a river?", "Where do rivers end?", "Name a long one.", "How long is it?",

@@ -1,6 +1,6 @@
 """Where a training step spends its time, phase by phase: the tree with the `dense` policy, with `attribution`
 (deferred weight gradients), and DenseGPT; process CPU milliseconds per phase, minor page faults and system
-time per step. One table; the phases are those of `train_step` (k1/engine/step.py), timed one by one.
+time per step. One table; the phases are those of `train_step` (k1/engine/run/step.py), timed one by one.
 
     python bench/profile_step.py --reference     # the public prototype's configuration
     python bench/profile_step.py                 # default preset
@@ -24,9 +24,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from engine import REFERENCE, make_trainer, synthetic_corpus  # noqa: E402
 
-from k1.engine.host_memory import keep_freed_memory  # noqa: E402
-from k1.engine.signals import StepSignals  # noqa: E402
-from k1.engine.step import clip_, lr_at  # noqa: E402
+from k1.engine.run.host_memory import keep_freed_memory  # noqa: E402
+from k1.engine.update.signals import StepSignals  # noqa: E402
+from k1.engine.run.step import clip_, lr_at  # noqa: E402
 
 PHASES = ("forward", "backward", "signals", "plan", "finish", "clip", "optimizer", "trust", "zero_grad")
 
@@ -72,7 +72,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from k1.config import PRESETS, merge
+    from k1.engine.config import PRESETS, merge
     base = merge(REFERENCE if args.reference else PRESETS["default"],
                  {"train": {"batch_size": args.batch, "device": "cpu", "steps": 10 ** 6}, "optim": {"warmup_steps": 0}})
     corpus = synthetic_corpus(10_000 if args.reference else 256)

@@ -3,7 +3,7 @@
     python bench/profile_tree.py                 # default preset, batch 16, CPU, 1 thread
     python bench/profile_tree.py --reference
 
-Profiles `train_step` (k1/engine/step.py) (dense policy) of both models after a burn-in and prints, per aten op, the
+Profiles `train_step` (k1/engine/run/step.py) (dense policy) of both models after a burn-in and prints, per aten op, the
 self CPU milliseconds per step and calls per step of each, sorted by the tree's excess time. The summary of
 one run is in docs/performance.md.
 """
@@ -30,7 +30,7 @@ def main(argv=None) -> None:
     ap.add_argument("--rows", type=int, default=25)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from k1.config import PRESETS, merge
+    from k1.engine.config import PRESETS, merge
     base = merge(REFERENCE if args.reference else PRESETS["default"],
                  {"train": {"batch_size": args.batch, "device": "cpu", "steps": 10 ** 6}, "optim": {"warmup_steps": 0}})
     corpus = synthetic_corpus(10_000 if args.reference else 256)

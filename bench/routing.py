@@ -7,7 +7,7 @@ gating, top-1 routing and top-k routing for the same number of tokens on the bui
 Quality is the validation bits per byte at the end of `Trainer.fit` (routing's balance term is added to the
 training loss only, never to evaluation). Speed is tokens/s over the training steps of each run (run one after
 the other, so load drift on a shared machine can tilt it; `bench/engine.py --routed` measures the same pair
-interleaved) and training FLOPs per token from `k1.engine.flops`.
+interleaved) and training FLOPs per token from `k1.engine.model.flops`.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
-from k1.config import load_config
-from k1.engine.flops import flops_per_token
-from k1.engine.train import Trainer
+from k1.engine.config import load_config
+from k1.engine.model.flops import flops_per_token
+from k1.engine.run.train import Trainer
 
 
 def main(argv=None) -> dict:
@@ -43,7 +43,7 @@ def main(argv=None) -> dict:
         cfg = load_config(preset=args.preset, overrides=[
             f"train.steps={args.steps}", f"model.kinds={json.dumps(kinds)}", f'model.routing="{routing}"',
             f"model.route_k={args.k}", f'policy="{args.policy}"', "train.checkpoint_every=0"])
-        tr = Trainer(cfg, args.out / name, quiet=True, callbacks=[])
+        tr = Trainer(cfg, args.out / name, quiet=True, recorders=[])
         s = tr.fit()
         T = cfg.train.batch_size * cfg.model.context
         rows[name] = {"val_bpb": round(s["val_bpb"], 4), "val_loss": round(s["val_loss"], 4),

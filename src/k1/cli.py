@@ -55,9 +55,9 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; print only the summary JSON."),
 ):
     """Train one model and write runs/<name>/ (config, metrics, attribution log, checkpoints)."""
-    from k1.config import load_config
-    from k1.engine import distributed
-    from k1.engine.train import Trainer
+    from k1.engine.config import load_config
+    from k1.engine.run import distributed
+    from k1.engine.run.train import Trainer
 
     extra: dict = {} if name is None else {"name": name}
     if policy:
@@ -82,12 +82,12 @@ def train(
         trainer = Trainer(cfg, resume, quiet=quiet, dist=dist)
         trainer.restore()
         if steps is not None and dist.is_main:
-            from k1.config import save_config
+            from k1.engine.config import save_config
             save_config(cfg, resume / "config.toml")
     else:
         cfg = load_config(config, preset=preset, overrides=set_, extra=extra)
         run_dir = out or Path("runs") / cfg.name
-        from k1.engine.checkpoint import checkpoint_dirs, is_complete
+        from k1.engine.run.checkpoint import checkpoint_dirs, is_complete
 
         dist, cfg = _distributed(cfg)
         if any(is_complete(d) for d in checkpoint_dirs(run_dir)):
@@ -112,7 +112,7 @@ def train(
 
 def _distributed(cfg):
     """Under torchrun: join the process group and pin this rank's device (a one-line error if impossible)."""
-    from k1.engine import distributed
+    from k1.engine.run import distributed
 
     try:
         dist, device = distributed.setup(cfg.train.device)
@@ -135,7 +135,7 @@ def compare(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ):
     """The main job: DenseGPT vs the tree under every policy, same data/seed/budget; prints the table."""
-    from k1.config import load_config
+    from k1.engine.config import load_config
     from k1.experiments.compare import run_compare
 
     cfg = load_config(config, preset="small" if quick else "default", overrides=set_)
@@ -179,7 +179,7 @@ def generate(
     seed: int = typer.Option(0, help="Sampling seed."),
 ):
     """Sample a continuation of --prompt from the run's latest checkpoint."""
-    from k1.engine.generate import generate_text
+    from k1.engine.run.generate import generate_text
 
     print(generate_text(run, prompt, tokens, temperature, top_k, seed))
 

@@ -1,4 +1,4 @@
-"""A tiny name → class registry used for policies, optimizers, callbacks and data sources.
+"""A tiny name → class registry used for policies, optimizers, hooks and data sources.
 
 Registration happens on import (each package's `__init__` imports its members), so the full list of
 names is visible in one file; an unknown name is a `ConfigError` listing the valid ones.

@@ -7,10 +7,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from k1.config import load_config
-from k1.engine import distributed
+from k1.engine.config import load_config
+from k1.engine.run import distributed
 from k1.engine.hooks import Hook
-from k1.engine.train import Trainer
+from k1.engine.run.train import Trainer
 
 
 class Kill(Hook):

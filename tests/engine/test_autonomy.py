@@ -4,12 +4,12 @@
 import pytest
 import torch
 
-from k1.engine.autonomy import Autonomy, AutonomyConfig, gini
-from k1.engine.plan import UpdatePlan
-from k1.engine.policies.base import UpdatePolicy
-from k1.engine.shape import TreeShape
-from k1.engine.step import train_step
-from k1.engine.train import Trainer
+from k1.engine.selforg.autonomy import Autonomy, AutonomyConfig, gini
+from k1.engine.model.plan import UpdatePlan
+from k1.engine.update.policies.base import UpdatePolicy
+from k1.engine.model.shape import TreeShape
+from k1.engine.run.step import train_step
+from k1.engine.run.train import Trainer
 
 
 def test_gini_by_hand():
@@ -72,7 +72,7 @@ class Alternate(UpdatePolicy):
 def test_trust_falls_for_a_harmful_agent_and_rises_for_a_helpful_one(outcome, tiny_cfg, tmp_path):
     cfg = tiny_cfg("model.branching=[2]", "optim.lr=3e-3", "optim.shared=\"frozen\"", "optim.warmup_steps=0",
                    f"trust.outcome=\"{outcome}\"", policy={"name": "dense"})
-    tr = Trainer(cfg, tmp_path / "run", quiet=True, callbacks=[])
+    tr = Trainer(cfg, tmp_path / "run", quiet=True, recorders=[])
     tr.state.policy = Alternate(cfg.policy, tr.state.shape)
     # make agent 2's updates harmful: its gradient rows are negated, so its optimizer step ascends the loss
     flip = torch.tensor([1.0, -1.0])

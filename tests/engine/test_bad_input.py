@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
-from k1.config import load_config
-from k1.engine.state import TrainState
+from k1.engine.config import load_config
+from k1.engine.run.state import TrainState
 from k1.errors import ConfigError, K1Error
 from k1.testing import tiny_config, tiny_corpus
 from k1.testing.cli import run_k1
@@ -42,7 +42,7 @@ def _nest(key: str, value) -> dict:
 @FUZZ
 @given(st.dictionaries(st.sampled_from(KEYS), ABSURD, min_size=1, max_size=4))
 def test_fuzzed_config_files_load_or_fail_in_one_line(tmp_path, values):
-    from k1.config import merge
+    from k1.engine.config import merge
 
     data: dict = {}
     for k, v in values.items():
@@ -83,9 +83,9 @@ def test_sizes_that_cannot_fit_fail_before_anything_is_built(override, tmp_path)
 def saved(tmp_path_factory):
     root = tmp_path_factory.mktemp("ckpt")
     cfg = tiny_config(root / "data", ["train.steps=4", "autonomy.enabled=true"])
-    from k1.engine.train import Trainer
+    from k1.engine.run.train import Trainer
 
-    tr = Trainer(cfg, root / "run", quiet=True, callbacks=[])
+    tr = Trainer(cfg, root / "run", quiet=True, recorders=[])
     tr.fit()
     return cfg, root / "data", root / "run" / "checkpoints" / "step-4"
 

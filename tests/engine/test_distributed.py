@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from k1.config import load_config
-from k1.engine.train import Trainer
+from k1.engine.config import load_config
+from k1.engine.run.train import Trainer
 from k1.testing.tiny import write_tiny_config_file
 
 WORKER = Path(__file__).with_name("dist_worker.py")
@@ -63,7 +63,7 @@ def test_dense_at_two_times_b_matches_one_process_at_2b(tmp_path):
     one_cfg = load_config(cfg)
     one_cfg = one_cfg.model_copy(update={"train": one_cfg.train.model_copy(update={"batch_size": 8})})
     torch.set_num_threads(1)
-    tr = Trainer(one_cfg, tmp_path / "one", quiet=True, callbacks=[])
+    tr = Trainer(one_cfg, tmp_path / "one", quiet=True, recorders=[])
     tr.fit()
     one = tr.state.model.state_dict()
     for k, v in one.items():

@@ -1,6 +1,6 @@
 """Console event lines are short and human: 3–4 significant digits, the agent's name, the decision."""
 
-from k1.engine.events import format_event
+from k1.engine.hooks.events import format_event
 
 
 def test_a_trial_reads_as_one_short_line():

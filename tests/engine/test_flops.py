@@ -1,12 +1,12 @@
-"""The engine's FLOP counter (k1.engine.flops) against torch's own FlopCounterMode on real steps."""
+"""The engine's FLOP counter (k1.engine.model.flops) against torch's own FlopCounterMode on real steps."""
 
 import pytest
 import torch
 
-from k1.engine.baseline import DenseGPT
-from k1.engine.flops import counted_flops, flops_per_token, forward_flops_per_token, train_flops
-from k1.engine.shape import TreeShape
-from k1.engine.tree import AgentTree, ModelConfig
+from k1.engine.model.baseline import DenseGPT
+from k1.engine.model.flops import counted_flops, flops_per_token, forward_flops_per_token, train_flops
+from k1.engine.model.shape import TreeShape
+from k1.engine.model.tree import AgentTree, ModelConfig
 
 CONFIGS = [{}, {"wiring": "levels"}, {"kinds": ["block", "mlp", "mlp"]}, {"kinds": "mlp"},
            {"kinds": ["block", "mlp", "mlp"], "routing": "top1"},

@@ -3,8 +3,8 @@ over the sliding window allow (greedy = argmax; top-k = one of the k most likely
 
 import torch
 
-from k1.engine.shape import TreeShape
-from k1.engine.tree import AgentTree, ModelConfig
+from k1.engine.model.shape import TreeShape
+from k1.engine.model.tree import AgentTree, ModelConfig
 
 
 def model():

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from k1.engine.step import train_step
-from k1.engine.train import Trainer
+from k1.engine.run.step import train_step
+from k1.engine.run.train import Trainer
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -19,14 +19,14 @@ pytestmark = [pytest.mark.gpu,
 @pytest.mark.parametrize("policy", ["dense", "attribution", "hybrid", "trust", "random"])
 @pytest.mark.parametrize("defer", [False, True], ids=["eager", "deferred"])
 def test_a_bf16_step_makes_only_the_optimizers_documented_host_syncs(policy, defer, tiny_cfg, tmp_path):
-    """The step itself syncs nothing. On CUDA the optimizer is sync-free (k1/engine/rows.py): attribution's
+    """The step itself syncs nothing. On CUDA the optimizer is sync-free (k1/engine/model/rows.py): attribution's
     path gives its rows on the device (no sync at all); any other plan's rows are found with one read of its
     mask (one sync); the step's finiteness is never read on the host (masked updates)."""
     import warnings
 
     cfg = tiny_cfg("train.device=\"cuda\"", "train.autocast=\"bf16\"", f"model.defer_weight_grads={str(defer).lower()}",
                    policy={"name": policy})
-    tr = Trainer(cfg, tmp_path / "run", quiet=True, callbacks=[])
+    tr = Trainer(cfg, tmp_path / "run", quiet=True, recorders=[])
     st = tr.state
     assert st.optimizer.sync_free
     for _ in range(2):  # warm up allocator and kernels
@@ -50,7 +50,7 @@ def test_compiled_training_matches_eager_loss_closely(tiny_cfg, tmp_path):
     for compile_ in (False, True):
         cfg = tiny_cfg("train.device=\"cuda\"", "train.steps=6", f"train.compile={str(compile_).lower()}",
                        policy={"name": "dense"})
-        s = Trainer(cfg, tmp_path / f"run{compile_}", quiet=True, callbacks=[]).fit()
+        s = Trainer(cfg, tmp_path / f"run{compile_}", quiet=True, recorders=[]).fit()
         losses[compile_] = s["val_loss"]
     assert losses[True] == pytest.approx(losses[False], rel=1e-2)
 
@@ -59,7 +59,7 @@ def test_compiled_training_matches_eager_loss_closely(tiny_cfg, tmp_path):
 def test_deferred_bf16_step_is_exactly_sparse_on_cuda(policy, tiny_cfg, tmp_path):
     cfg = tiny_cfg("model.branching=[3, 2]", 'train.device="cuda"', 'train.autocast="bf16"',
                    "model.defer_weight_grads=true", policy={"name": policy})
-    tr = Trainer(cfg, tmp_path / "run", quiet=True, callbacks=[])
+    tr = Trainer(cfg, tmp_path / "run", quiet=True, recorders=[])
     for _ in range(2):
         train_step(tr.state, *(t.cuda() for t in tr.state.sampler.next()))
     before = {n: p.detach().clone() for n, p in tr.state.model.named_parameters()}
@@ -78,7 +78,7 @@ def test_deferred_bf16_step_is_exactly_sparse_on_cuda(policy, tiny_cfg, tmp_path
 def test_routed_tree_trains_on_cuda_with_compile(tiny_cfg, tmp_path):
     cfg = tiny_cfg("model.branching=[3, 2]", 'model.kinds=["block", "mlp", "mlp"]', 'model.routing="top1"',
                    'train.device="cuda"', 'train.autocast="bf16"', "train.compile=true", policy={"name": "dense"})
-    tr = Trainer(cfg, tmp_path / "run", quiet=True, callbacks=[])
+    tr = Trainer(cfg, tmp_path / "run", quiet=True, recorders=[])
     for _ in range(3):
         rec = train_step(tr.state, *(t.cuda() for t in tr.state.sampler.next()))
     assert bool(rec.finite)

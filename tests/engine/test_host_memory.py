@@ -12,7 +12,7 @@ import pytest
 
 PROBE = """
 import json, resource, torch
-from k1.engine.host_memory import keep_freed_memory
+from k1.engine.run.host_memory import keep_freed_memory
 applied = keep_freed_memory()
 torch.set_num_threads(1)
 def step():  # a step's pattern: many large buffers alive at once, then all freed

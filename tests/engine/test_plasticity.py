@@ -6,17 +6,17 @@ import json
 import pytest
 import torch
 
-from k1.engine.level import AgentLevel
-from k1.engine.plasticity import extract, grow, merge, prune, reorganize
-from k1.engine.step import train_step
-from k1.engine.train import Trainer
+from k1.engine.model.level import AgentLevel
+from k1.engine.selforg.plasticity import extract, grow, merge, prune, reorganize
+from k1.engine.run.step import train_step
+from k1.engine.run.train import Trainer
 from k1.errors import ConfigError
 
 
 @pytest.fixture
 def trainer(tiny_cfg, tmp_path):
     tr = Trainer(tiny_cfg("model.branching=[2, 2]", policy={"name": "dense"}), tmp_path / "run", quiet=True,
-                 callbacks=[])
+                 recorders=[])
     tr.out_dir.mkdir(parents=True, exist_ok=True)
     for _ in range(3):  # non-trivial moments
         train_step(tr.state, *tr.state.sampler.next())
@@ -126,7 +126,7 @@ def test_checkpoint_after_surgery_reloads_exactly(trainer, tiny_cfg):
     tr.state.apply_surgery(prune(tr.state.shape, extract(tr.state.model, tr.state.optimizer), by_name(tr, "n0.a0")))
     train_step(tr.state, *tr.state.sampler.next())
     path = tr.loop.save()
-    other = Trainer(tr.cfg, tr.out_dir, quiet=True, callbacks=[])
+    other = Trainer(tr.cfg, tr.out_dir, quiet=True, recorders=[])
     other.restore(path)
     assert other.state.shape == tr.state.shape
     for (n, p), (_, q) in zip(tr.state.model.named_parameters(), other.state.model.named_parameters()):

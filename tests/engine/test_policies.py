@@ -2,11 +2,11 @@
 
 import torch
 
-from k1.engine.policies import (AttributionConfig, AttributionPolicy, HybridConfig, HybridPolicy, RandomConfig,
+from k1.engine.update.policies import (AttributionConfig, AttributionPolicy, HybridConfig, HybridPolicy, RandomConfig,
                                 RandomPolicy, TrustConfig, TrustPolicy)
-from k1.engine.shape import TreeShape
-from k1.engine.signals import StepSignals, flat_parents_tensor
-from k1.engine.trust import TrustVector
+from k1.engine.model.shape import TreeShape
+from k1.engine.update.signals import StepSignals, flat_parents_tensor
+from k1.engine.update.trust import TrustVector
 
 SHAPE = TreeShape.from_branching([2, 2])  # root; n0 n1; n0.a0 n0.a1 n1.a0 n1.a1
 
@@ -74,7 +74,7 @@ def test_random_policy_draws_k_distinct_agents_reproducibly():
 
 
 def test_trust_rises_for_helpful_updates_and_falls_for_harmful_ones():
-    from k1.engine.plan import UpdatePlan
+    from k1.engine.model.plan import UpdatePlan
     tv = TrustVector(2)
     helpful, harmful = UpdatePlan(torch.tensor([1.0, 0.0])), UpdatePlan(torch.tensor([0.0, 1.0]))
     loss = 3.0
@@ -106,7 +106,7 @@ def gated(grad, gate):
 
 
 def test_protect_equals_attribution_until_a_domain_ends_then_shields_what_that_domain_used():
-    from k1.engine.policies import ProtectConfig, ProtectPolicy
+    from k1.engine.update.policies import ProtectConfig, ProtectPolicy
 
     protect, attribution = ProtectPolicy(ProtectConfig(), SHAPE), AttributionPolicy(AttributionConfig(), SHAPE)
     # domain 1 routes its traffic through n0 and n0.a1
@@ -129,7 +129,7 @@ def test_protect_equals_attribution_until_a_domain_ends_then_shields_what_that_d
 
 
 def test_protect_usage_survives_its_state_dict_and_restarts_after_a_change_of_shape():
-    from k1.engine.policies import ProtectConfig, ProtectPolicy
+    from k1.engine.update.policies import ProtectConfig, ProtectPolicy
 
     p = ProtectPolicy(ProtectConfig(), SHAPE)
     p.plan(gated([1.0, 0.5, 0.4, 0.1, 0.2, 0.9, 0.3], [1.0, 0.9, 0.1, 0.1, 0.8, 0.05, 0.05]), None, 0)

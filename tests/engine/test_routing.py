@@ -5,9 +5,9 @@ trains a routed tree sparsely."""
 import pytest
 import torch
 
-from k1.config import validate
-from k1.engine.shape import TreeShape
-from k1.engine.tree import AgentTree, ModelConfig
+from k1.engine.config import validate
+from k1.engine.model.shape import TreeShape
+from k1.engine.model.tree import AgentTree, ModelConfig
 from k1.errors import ConfigError
 
 
@@ -90,12 +90,12 @@ def test_attention_below_the_root_is_refused_in_one_line():
 @pytest.mark.parametrize("policy,routing", [("attribution", "top1"), ("hybrid", "top1"), ("dense", "top1"),
                                             ("attribution", "topk"), ("dense", "topk")])
 def test_every_policy_trains_a_routed_tree(policy, routing, tiny_cfg, tmp_path):
-    from k1.engine.step import train_step
-    from k1.engine.train import Trainer
+    from k1.engine.run.step import train_step
+    from k1.engine.run.train import Trainer
 
     cfg = tiny_cfg("model.branching=[3, 2]", 'model.kinds=["block", "mlp", "mlp"]', f'model.routing="{routing}"',
                    "model.defer_weight_grads=true", policy={"name": policy})
-    tr = Trainer(cfg, tmp_path / "run", quiet=True, callbacks=[])
+    tr = Trainer(cfg, tmp_path / "run", quiet=True, recorders=[])
     before = {n: p.detach().clone() for n, p in tr.state.model.named_parameters()}
     for _ in range(3):
         rec = train_step(tr.state, *tr.state.sampler.next())

@@ -4,15 +4,15 @@ validation gate, no committed progress lost."""
 import pytest
 import torch
 
-from k1.engine.autonomy import Proposal
-from k1.engine.train import Trainer
+from k1.engine.selforg.autonomy import Proposal
+from k1.engine.run.train import Trainer
 
 
 @pytest.fixture
 def trainer(tiny_cfg, tmp_path):
     """A state with the rails and autonomy, driven one piece at a time through the loop's public parts."""
     cfg = tiny_cfg("autonomy.enabled=true", "autonomy.trial_steps=4", "train.steps=1000", policy={"name": "dense"})
-    tr = Trainer(cfg, tmp_path / "run", quiet=True, callbacks=[])
+    tr = Trainer(cfg, tmp_path / "run", quiet=True, recorders=[])
     tr.loop.start()  # the rails push the starting snapshot
     return tr
 

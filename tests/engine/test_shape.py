@@ -1,6 +1,6 @@
 import pytest
 
-from k1.engine.shape import TreeShape
+from k1.engine.model.shape import TreeShape
 from k1.errors import ConfigError
 
 

@@ -5,11 +5,12 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from k1.engine.plan import UpdatePlan
+from k1.engine.model.plan import UpdatePlan
 
-from k1.engine.policies import POLICIES
-from k1.engine.step import train_step
-from k1.engine.train import Trainer, lr_at
+from k1.engine.update.policies import POLICIES
+from k1.engine.run.step import train_step
+from k1.engine.run.step import lr_at
+from k1.engine.run.train import Trainer
 
 
 def snapshot(trainer):
@@ -34,7 +35,7 @@ def test_unselected_agents_are_bit_identical_and_selected_ones_move(policy, opti
                                                                      tmp_path):
     cfg = tiny_cfg("model.branching=[3, 2]", f"optim.name={optim!r}", f"model.defer_weight_grads={str(defer).lower()}",
                    policy={"name": policy})
-    tr = Trainer(cfg, tmp_path / "run", quiet=True, callbacks=[])
+    tr = Trainer(cfg, tmp_path / "run", quiet=True, recorders=[])
     tr.state.optimizer.sync_free = sync_free  # the GPU default, here on CPU: static rows, masked updates
     for _ in range(3):  # fill the moments so "unchanged moments" is not trivially zero == zero
         train_step(tr.state, *tr.state.sampler.next())
@@ -73,7 +74,7 @@ def test_unselected_agents_are_bit_identical_and_selected_ones_move(policy, opti
 
 def test_dense_policy_matches_torch_adamw(tiny_cfg, tmp_path):
     cfg = tiny_cfg("optim.grad_clip=0", "optim.warmup_steps=0", policy={"name": "dense"})
-    tr = Trainer(cfg, tmp_path / "run", quiet=True, callbacks=[])
+    tr = Trainer(cfg, tmp_path / "run", quiet=True, recorders=[])
     ref = {n: p.detach().clone().requires_grad_(True) for n, p in tr.state.model.named_parameters()}
     o = cfg.optim
     decay = [p for n, p in ref.items() if (n.startswith("levels.") and n.split(".")[-1].endswith("_w")
@@ -101,7 +102,7 @@ def test_dense_policy_matches_torch_adamw(tiny_cfg, tmp_path):
                                                      ("attribution", True, True), ("hybrid", False, True)])
 def test_non_finite_loss_changes_nothing(policy, defer, sync_free, tiny_cfg, tmp_path):
     cfg = tiny_cfg(f"model.defer_weight_grads={str(defer).lower()}", policy={"name": policy})
-    tr = Trainer(cfg, tmp_path / "run", quiet=True, callbacks=[])
+    tr = Trainer(cfg, tmp_path / "run", quiet=True, recorders=[])
     tr.state.optimizer.sync_free = sync_free
     train_step(tr.state, *tr.state.sampler.next())
     before, state, steps = snapshot(tr)
@@ -124,7 +125,7 @@ def test_a_plan_with_a_path_selects_only_path_agents(tiny_cfg, tmp_path):
     """The static rows (rows.py) gather one row per level from the path: that is complete only if nothing
     off the path is selected, which is the attribution policy's contract."""
     tr = Trainer(tiny_cfg("model.branching=[3, 2]", policy={"name": "attribution"}), tmp_path / "run", quiet=True,
-                 callbacks=[])
+                 recorders=[])
     for _ in range(3):
         rec = train_step(tr.state, *tr.state.sampler.next())
         on_path = torch.zeros_like(rec.plan.selected).index_fill_(0, rec.plan.path, True)
@@ -135,7 +136,7 @@ def test_static_rows_leave_a_level_the_path_does_not_reach_untouched(tiny_cfg, t
     """A path that ends above the last level (a shallow leaf) repeats its culprit: the row gathered on the
     deeper level has scale 0 and the masked update keeps it, and its whole level, bit-identical."""
     tr = Trainer(tiny_cfg("model.branching=[3, 2]", "model.defer_weight_grads=true", policy={"name": "attribution"}),
-                 tmp_path / "run", quiet=True, callbacks=[])
+                 tmp_path / "run", quiet=True, recorders=[])
     st = tr.state
     st.optimizer.sync_free = True
     for _ in range(2):
@@ -177,7 +178,7 @@ def test_a_sync_free_attribution_step_reads_nothing_on_the_host(defer, tiny_cfg,
     """The CPU stand-in for tests/engine/test_gpu.py's sync count: no op of the step waits for a value."""
     cfg = tiny_cfg("model.branching=[3, 2]", f"model.defer_weight_grads={str(defer).lower()}",
                    policy={"name": "attribution"})
-    tr = Trainer(cfg, tmp_path / "run", quiet=True, callbacks=[])
+    tr = Trainer(cfg, tmp_path / "run", quiet=True, recorders=[])
     train_step(tr.state, *tr.state.sampler.next())
     x, y = tr.state.sampler.next()
     counted = {}

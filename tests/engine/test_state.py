@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-from k1.engine.checkpoint import checkpoint_dirs, latest_checkpoint, load_checkpoint
+from k1.engine.run.checkpoint import checkpoint_dirs, latest_checkpoint, load_checkpoint
 from k1.engine.hooks import Hook
-from k1.engine.loop import Stage
-from k1.engine.state import FIELDS
-from k1.engine.train import Trainer
+from k1.engine.run.loop import Stage
+from k1.engine.run.state import FIELDS
+from k1.engine.run.train import Trainer
 from k1.errors import CheckpointError
 
 PHASE2 = ["autonomy.enabled=true", "autonomy.phase2_step=0", "autonomy.check_every=5", "autonomy.trial_steps=2",
@@ -40,8 +40,8 @@ def params(state):
 def test_a_loaded_state_continues_exactly_even_when_built_with_another_seed(extra, tiny_cfg, tmp_path):
     cfg = tiny_cfg("train.steps=30", "train.eval_every=10", *extra, policy={"name": "attribution"})
     other = cfg.model_copy(update={"train": cfg.train.model_copy(update={"seed": 4242})})
-    b = Trainer(other, tmp_path / "b", quiet=True, callbacks=[])  # a fresh state, another seed
-    a = Trainer(cfg, tmp_path / "a", quiet=True, callbacks=[])
+    b = Trainer(other, tmp_path / "b", quiet=True, recorders=[])  # a fresh state, another seed
+    a = Trainer(cfg, tmp_path / "a", quiet=True, recorders=[])
     a.loop.run([Stage("train", 12)])
     saved = a.state.state_dict()
     assert not torch.equal(next(b.state.model.parameters()), next(a.state.model.parameters()))
@@ -100,11 +100,11 @@ class Kill(Hook):
 def test_a_rollback_after_a_resume_restores_the_same_snapshot(tiny_cfg, tmp_path):
     """The ring is part of the checkpoint: an uninterrupted run and a resumed one roll back alike."""
     cfg = tiny_cfg("train.steps=20", "train.eval_every=5", "train.checkpoint_every=7", policy={"name": "dense"})
-    full = Trainer(cfg, tmp_path / "full", quiet=True, callbacks=[Poison(9)])
+    full = Trainer(cfg, tmp_path / "full", quiet=True, recorders=[Poison(9)])
     full.fit()
     with pytest.raises(RuntimeError, match="killed"):
-        Trainer(cfg, tmp_path / "cut", quiet=True, callbacks=[Kill(8)]).fit()  # last checkpoint: step 7
-    resumed = Trainer(cfg, tmp_path / "cut", quiet=True, callbacks=[Poison(9)])
+        Trainer(cfg, tmp_path / "cut", quiet=True, recorders=[Kill(8)]).fit()  # last checkpoint: step 7
+    resumed = Trainer(cfg, tmp_path / "cut", quiet=True, recorders=[Poison(9)])
     assert resumed.restore() == 7
     resumed.fit()
     ev_full, ev_res = ([e for e in t.state.record.events if e["kind"] == "rollback"] for t in (full, resumed))
@@ -143,10 +143,10 @@ def test_keep_checkpoints_keeps_the_newest_and_the_best(tiny_cfg, tmp_path):
 def test_a_save_interrupted_between_files_leaves_the_last_complete_checkpoint(tiny_cfg, tmp_path, monkeypatch):
     cfg = tiny_cfg("train.steps=9", "train.checkpoint_every=3", policy={"name": "random"})
     run = tmp_path / "run"
-    full = Trainer(cfg, tmp_path / "full", quiet=True, callbacks=[])
+    full = Trainer(cfg, tmp_path / "full", quiet=True, recorders=[])
     full.fit()
-    tr = Trainer(cfg, run, quiet=True, callbacks=[])
-    import k1.engine.checkpoint as ck
+    tr = Trainer(cfg, run, quiet=True, recorders=[])
+    import k1.engine.run.checkpoint as ck
 
     real, calls = ck.save_file, []
 
@@ -165,7 +165,7 @@ def test_a_save_interrupted_between_files_leaves_the_last_complete_checkpoint(ti
     torn = run / "checkpoints" / "step-8"
     torn.mkdir()
     (torn / "model.safetensors").write_bytes(b"partial")
-    resumed = Trainer(cfg, run, quiet=True, callbacks=[])
+    resumed = Trainer(cfg, run, quiet=True, recorders=[])
     assert resumed.restore() == 3
     resumed.fit()
     assert params(resumed.state).keys() == params(full.state).keys()

@@ -4,8 +4,8 @@ import pytest
 
 pytest.importorskip("tensorboard", reason="the tensorboard callback needs the tensorboard package")
 
-import k1.engine.callbacks.tensorboard  # noqa: E402,F401  (registers "tensorboard")
-from k1.engine.train import Trainer  # noqa: E402
+import k1.engine.hooks.tensorboard  # noqa: E402,F401  (registers "tensorboard")
+from k1.engine.run.train import Trainer  # noqa: E402
 
 
 def _accumulator(run_dir):
@@ -20,7 +20,7 @@ def _accumulator(run_dir):
 
 def test_scalars_and_histograms_at_the_logged_steps(tiny_cfg, tmp_path):
     cfg = tiny_cfg("train.steps=12", "train.log_every=4", "train.eval_every=6", policy={"name": "hybrid"},
-                   train={"callbacks": ["metrics", "attribution", "tensorboard"]})
+                   train={"recorders": ["metrics", "attribution", "tensorboard"]})
     run = tmp_path / "run"
     summary = Trainer(cfg, run, quiet=True).fit()
     acc = _accumulator(run)
@@ -59,7 +59,7 @@ def test_selection_counts_survive_a_reshaped_tree(tiny_cfg, tmp_path):
     cfg = tiny_cfg("train.steps=24", "train.log_every=4", "train.eval_every=8", "autonomy.enabled=true",
                    "autonomy.phase2_step=0", "autonomy.check_every=6", "autonomy.trial_steps=1",
                    "autonomy.break_epsilon=-1.0", policy={"name": "hybrid"},
-                   train={"callbacks": ["metrics", "attribution", "tensorboard"]})
+                   train={"recorders": ["metrics", "attribution", "tensorboard"]})
     run = tmp_path / "run"
     summary = Trainer(cfg, run, quiet=True).fit()
     assert any(e["kind"] == "trial" and e["decision"] == "commit" for e in summary["events"])

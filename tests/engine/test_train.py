@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from k1.engine.train import Trainer, lr_at
+from k1.engine.run.step import lr_at
+from k1.engine.run.train import Trainer
 from k1.errors import CheckpointError
 
 

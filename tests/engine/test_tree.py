@@ -4,9 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from k1.engine.baseline import DenseGPT
-from k1.engine.shape import TreeShape
-from k1.engine.tree import AgentTree, ModelConfig
+from k1.engine.model.baseline import DenseGPT
+from k1.engine.model.shape import TreeShape
+from k1.engine.model.tree import AgentTree, ModelConfig
 
 SHAPES = [[1], [5], [2, 2, 2, 2], [4, 3, 2]]
 
@@ -114,7 +114,7 @@ def test_ablating_an_agent_changes_the_output_and_ablating_none_does_not(wiring)
 
 # ---- gate load balancing (model.gate_balance) -----------------------------------------------------------------
 def test_gate_imbalance_is_zero_for_an_even_split_and_n_minus_1_when_one_child_takes_all():
-    from k1.engine.tree import _gate_imbalance
+    from k1.engine.model.tree import _gate_imbalance
 
     group = torch.tensor([0, 0, 0, 1, 1])  # parent 0 has three children, parent 1 two
     parent_w = torch.tensor([0.5, 0.5]).view(2, 1, 1).expand(2, 2, 3)
@@ -125,8 +125,8 @@ def test_gate_imbalance_is_zero_for_an_even_split_and_n_minus_1_when_one_child_t
 
 
 def test_gate_balance_adds_a_loss_that_trains_the_gate_keys_and_is_off_by_default():
-    from k1.engine.shape import TreeShape
-    from k1.engine.tree import AgentTree, ModelConfig
+    from k1.engine.model.shape import TreeShape
+    from k1.engine.model.tree import AgentTree, ModelConfig
 
     torch.manual_seed(0)
     shape = TreeShape.from_branching([3, 2])

@@ -4,14 +4,14 @@ policy signal that ranks agents like the exact one, and the skipped work visible
 import pytest
 import torch
 
-from k1.engine.flops import counted_flops, flops_per_token, path_fractions
-from k1.engine.level import MATRICES
-from k1.engine.plan import UpdatePlan
-from k1.engine.shape import TreeShape
-from k1.engine.signals import StepSignals, flat_parents_tensor, rank_correlation
-from k1.engine.step import train_step
-from k1.engine.train import Trainer
-from k1.engine.tree import AgentTree, ModelConfig
+from k1.engine.model.flops import counted_flops, flops_per_token, path_fractions
+from k1.engine.model.level import MATRICES
+from k1.engine.model.plan import UpdatePlan
+from k1.engine.model.shape import TreeShape
+from k1.engine.update.signals import StepSignals, flat_parents_tensor, rank_correlation
+from k1.engine.run.step import train_step
+from k1.engine.run.train import Trainer
+from k1.engine.model.tree import AgentTree, ModelConfig
 
 
 def make(defer: bool, **kw) -> AgentTree:
@@ -71,7 +71,7 @@ def test_bf16_autocast_defers_too():
 
 def test_estimated_signal_ranks_agents_like_the_exact_one(tiny_cfg, tmp_path):
     cfg = tiny_cfg("model.branching=[3, 2]", policy={"name": "dense"})
-    tr = Trainer(cfg, tmp_path / "run", quiet=True, callbacks=[])
+    tr = Trainer(cfg, tmp_path / "run", quiet=True, recorders=[])
     for _ in range(10):  # past the symmetric start
         train_step(tr.state, *tr.state.sampler.next())
     model, parents = tr.state.model, flat_parents_tensor(tr.state.shape, "cpu")
@@ -122,7 +122,7 @@ def test_a_stash_no_step_finished_is_dropped_by_the_next_forward():
 
 
 def test_clip_follows_torchs_rule_and_sees_the_compact_rows():
-    from k1.engine.step import clip_
+    from k1.engine.run.step import clip_
 
     torch.manual_seed(0)
     grads = [torch.randn(3, 4) * 5, torch.randn(7) * 5]

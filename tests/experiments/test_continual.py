@@ -9,9 +9,10 @@ import torch
 
 from k1.data import BatchSampler, load_corpus
 from k1.engine.hooks import Hook
-from k1.engine.loop import Stage, run
-from k1.engine.step import train_step
-from k1.engine.train import Trainer, build_model, standard_hooks
+from k1.engine.run.loop import Stage, run
+from k1.engine.run.step import train_step
+from k1.engine.run.build import build_model
+from k1.engine.run.train import Trainer, standard_hooks
 from k1.errors import ConfigError
 from k1.experiments.continual import (StageRecorder, check_run, continual_metrics, domain_stages, load_configs,
                                       mean_std, run_one, strategy_state)
@@ -88,7 +89,7 @@ def test_a_continual_run_is_an_ordinary_run_directory(tiny, tmp_path):
     run_dir = tmp_path / "run"
     assert (run_dir / "config.toml").is_file() and (run_dir / "attribution.jsonl").is_file()
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step-12", "step-4", "step-8"]
-    from k1.engine.generate import load_run_model
+    from k1.engine.run.generate import load_run_model
 
     model, _, _ = load_run_model(run_dir)
     assert model.shape.n_agents == 7
@@ -180,7 +181,7 @@ def test_random_k_and_hybrid_update_as_many_agents_per_step_as_attribution(tiny,
     cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"branching": branching})})
     counts = {}
     for name in ("k1-attribution", "random-k", "k1-hybrid"):
-        tr = Trainer(strategy_config(name, cfg), tmp_path / name, corpus=corpus, quiet=True, callbacks=[])
+        tr = Trainer(strategy_config(name, cfg), tmp_path / name, corpus=corpus, quiet=True, recorders=[])
         counts[name] = [int(train_step(tr.state, *tr.state.sampler.next()).plan.selected.sum()) for _ in range(4)]
         assert tr.state.shape.n_levels == len(branching) + 1
     assert counts["random-k"] == counts["k1-attribution"] == counts["k1-hybrid"] == [len(branching) + 1] * 4

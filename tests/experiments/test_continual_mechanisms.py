@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from k1.data import load_corpus
-from k1.engine.loop import Stage
-from k1.engine.plasticity import extract
-from k1.engine.step import train_step
-from k1.engine.train import Trainer
+from k1.engine.run.loop import Stage
+from k1.engine.selforg.plasticity import extract
+from k1.engine.run.step import train_step
+from k1.engine.run.train import Trainer
 from k1.experiments.continual import check_run, run_one
 from k1.experiments.plugins import ContinualConfig
 from k1.experiments.shift import ConsolidateOnShift, GrowOnShift, ShiftDetector
@@ -65,7 +65,7 @@ def test_no_mechanism_acts_on_a_stage_boundary(tiny, name):
     """Their hooks that change training react to the loss only; the one that reads stage ends
     (`ForgettingSources`) measures, and changes nothing it does not put back."""
     cfg, corpus = tiny
-    tr = Trainer(strategy_config(name, cfg), "/nonexistent", corpus=corpus, quiet=True, callbacks=[])
+    tr = Trainer(strategy_config(name, cfg), "/nonexistent", corpus=corpus, quiet=True, recorders=[])
     hooks = STRATEGIES.get(name).hooks(ContinualConfig(), 1, tr.state, 3)
     acting = [h for h in hooks if isinstance(h, (GrowOnShift, ConsolidateOnShift))]
     assert len(acting) == 1
@@ -77,7 +77,7 @@ def test_no_mechanism_acts_on_a_stage_boundary(tiny, name):
 # ---- sparsity --------------------------------------------------------------------------------------------
 def test_usage_updates_k_agents_and_leaves_the_rest_bit_identical(tiny, tmp_path):
     cfg, corpus = tiny
-    tr = Trainer(strategy_config("k1-usage", cfg), tmp_path / "u", corpus=corpus, quiet=True, callbacks=[])
+    tr = Trainer(strategy_config("k1-usage", cfg), tmp_path / "u", corpus=corpus, quiet=True, recorders=[])
     for step in range(4):
         before = rows(tr)
         plan = train_step(tr.state, *tr.state.sampler.next()).plan
@@ -95,7 +95,7 @@ def test_usage_updates_k_agents_and_leaves_the_rest_bit_identical(tiny, tmp_path
 
 def test_usage_scores_agents_by_current_use_over_background_use(tiny):
     cfg, corpus = tiny
-    tr = Trainer(strategy_config("k1-usage", cfg), "/nonexistent", corpus=corpus, quiet=True, callbacks=[])
+    tr = Trainer(strategy_config("k1-usage", cfg), "/nonexistent", corpus=corpus, quiet=True, recorders=[])
     p = tr.state.policy
     A = tr.state.shape.n_agents
     p.background = torch.full((A,), 0.5)
@@ -109,7 +109,7 @@ def test_usage_scores_agents_by_current_use_over_background_use(tiny):
 # ---- growth ---------------------------------------------------------------------------------------------
 def test_a_shift_protects_the_tree_grows_agents_and_only_those_learn(tiny, tmp_path):
     cfg, corpus = tiny
-    tr = Trainer(strategy_config("k1-grow", cfg), tmp_path / "g", corpus=corpus, quiet=True, callbacks=[])
+    tr = Trainer(strategy_config("k1-grow", cfg), tmp_path / "g", corpus=corpus, quiet=True, recorders=[])
     st = tr.state
     for _ in range(2):
         train_step(st, *st.sampler.next())

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from k1.engine.generate import load_run_model
+from k1.engine.run.generate import load_run_model
 from k1.errors import DataError
 from k1.explain.input_attribution import explain_input, render_input_text
 from k1.testing import tiny_run

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from k1.engine.shape import TreeShape
-from k1.engine.tree import AgentTree, ModelConfig
-from k1.engine.baseline import DenseGPT
+from k1.engine.model.shape import TreeShape
+from k1.engine.model.tree import AgentTree, ModelConfig
+from k1.engine.model.baseline import DenseGPT
 from k1.pool.kv.k1_cache import K1Window
 from k1.pool.members.k1 import K1Member
 

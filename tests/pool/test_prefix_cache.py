@@ -34,7 +34,7 @@ def test_hf_multi_turn_reuse_gives_the_same_answers_for_less_compute():
 
 
 def test_k1_reuse_inside_the_context(k1_run):
-    from k1.engine.generate import load_run_model
+    from k1.engine.run.generate import load_run_model
 
     model, tok, _ = load_run_model(k1_run)
     reuse, plain = K1Member(model, tok, "k"), K1Member(model, tok, "k", prefix_cache=0)

@@ -18,7 +18,7 @@ import pytest
 
 pytest.importorskip("matplotlib", reason="k1 report draws its plots with matplotlib")
 
-from k1.engine.train import Trainer  # noqa: E402
+from k1.engine.run.train import Trainer  # noqa: E402
 from k1.report import write_report  # noqa: E402
 from k1.testing import tiny_config  # noqa: E402
 

@@ -16,8 +16,8 @@ pytest.importorskip("matplotlib", reason="k1 report draws its plots with matplot
 
 from rich.console import Console  # noqa: E402
 
-from k1.engine.shape import TreeShape  # noqa: E402
-from k1.engine.train import Trainer  # noqa: E402
+from k1.engine.model.shape import TreeShape  # noqa: E402
+from k1.engine.run.train import Trainer  # noqa: E402
 from k1.errors import CheckpointError  # noqa: E402
 from k1.report import write_report  # noqa: E402
 from k1.report.html import load_run, selection_matrix, trust_matrix  # noqa: E402
@@ -109,7 +109,7 @@ def test_specialisation_appears_and_a_run_without_trust_says_so(run_dir, tmp_pat
 
 def test_a_run_logged_without_attribution_says_which_sections_are_missing(tmp_path):
     cfg = tiny_config(tmp_path / "data", ["train.steps=8", "train.log_every=4", "train.eval_every=4"],
-                      train={"callbacks": ["metrics"]})
+                      train={"recorders": ["metrics"]})
     Trainer(cfg, tmp_path / "run", quiet=True).fit()
     page = write_report(tmp_path / "run").read_text()
     assert_self_contained(page)

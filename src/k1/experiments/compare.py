@@ -16,7 +16,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from k1.config import RunConfig, load_config
+from k1.engine.config import RunConfig, load_config
 from k1.data import load_corpus
 from k1.registry import Registry
 
@@ -49,7 +49,7 @@ POLICY_ORDER = [n for n in ROWS.names() if n != "gpt"]  # the tree rows, in tabl
 def run_compare(base: RunConfig, out_dir: Path, policies: list[str] | None = None, quiet: bool = False,
                 console: Console | None = None) -> list[dict]:
     """Train DenseGPT and the tree under each policy; write compare.json / compare.md; return the rows."""
-    from k1.engine.train import Trainer  # late import: keeps `k1 --help` fast
+    from k1.engine.run.train import Trainer  # late import: keeps `k1 --help` fast
 
     console = console or Console()
     out_dir.mkdir(parents=True, exist_ok=True)

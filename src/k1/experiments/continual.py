@@ -12,7 +12,7 @@ lower-is-better (a loss, not an accuracy, so the signs are flipped relative to G
     fwt              = mean_{j>0}   (R[j-1][j] − R_init[j])          < 0: earlier domains already helped j
 
 One `TrainState` per (strategy, seed) persists across the stages, trained by the engine's one loop
-(`k1.engine.loop.run`) with one stage per domain: a fresh sampler of that domain, no mid-stage evaluation.
+(`k1.engine.run.loop.run`) with one stage per domain: a fresh sampler of that domain, no mid-stage evaluation.
 Its learning-rate schedule spans the whole sequence (`train.steps = domains × steps_per_domain`): warmup
 once, one cosine. k1-auto's autonomy acts inside each stage; a trial starts only if it ends inside its
 stage, and its held-out judgement sees the current domain's validation windows only (no peeking at other
@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 from pydantic import ValidationError
 
-from k1.config import RunConfig, load_config, merge, parse_override
+from k1.engine.config import RunConfig, load_config, merge, parse_override
 from k1.data import load_corpus
 from k1.data.builtin import DEFAULT_RECIPES
 from k1.data.extras import EXTRA_RECIPES

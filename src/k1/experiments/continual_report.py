@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from k1.config import RunConfig
+from k1.engine.config import RunConfig
 from k1.experiments.strategies import ContinualConfig
 
 COLUMNS = [("final avg bpb", "final_avg"), ("BWT", "bwt"), ("forgetting (first)", "forgetting_first"),
@@ -153,7 +153,7 @@ def to_markdown(report: dict, cfg: RunConfig, ccfg: ContinualConfig, seconds: fl
         "- params changed/step: the measured share of parameters whose value changed per step; params and agents: "
         "the model's totals after the last stage (k1-grow adds agents); shifts detected: data shifts the "
         "loss-surprise detector declared (k1-grow, k1-usage; no label); training FLOPs: counted from the model's shapes for every step executed, the steps of "
-        "rolled-back trials included (k1/engine/flops.py); strong specialists: agents `k1 specialize` finds "
+        "rolled-back trials included (k1/engine/model/flops.py); strong specialists: agents `k1 specialize` finds "
         "domain-selective after the last stage (Holm-corrected permutation test, selectivity and effect "
         "thresholds), per seed; forgetting ÷ tree-naive and final avg vs tree-naive: the ratio of mean max-based "
         "forgetting and the relative change of the mean final average against tree-naive (the same tree, "

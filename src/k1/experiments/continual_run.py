@@ -17,14 +17,14 @@ import time
 import tomllib
 from pathlib import Path
 
-from k1.config import RunConfig, dump_config, validate
+from k1.engine.config import RunConfig, dump_config, validate
 from k1.data import BatchSampler
-from k1.engine.checkpoint import checkpoint_dirs, is_complete
+from k1.engine.run.checkpoint import checkpoint_dirs, is_complete
 from k1.engine.hooks import Hook
-from k1.engine.loop import Loop, Stage
-from k1.engine.requests import UseSampler
-from k1.engine.state import TrainState
-from k1.engine.train import standard_hooks, truncate_log
+from k1.engine.run.loop import Loop, Stage
+from k1.engine.hooks.requests import UseSampler
+from k1.engine.run.state import TrainState
+from k1.engine.run.train import standard_hooks, truncate_log
 from k1.errors import ConfigError
 from k1.experiments.strategies import STRATEGIES, ContinualConfig, strategy_config
 
@@ -95,7 +95,7 @@ def _row(metrics: dict, domains: list[str], key: str) -> list[float]:
 def strategy_run_config(cfg: RunConfig, strategy: str, seed: int) -> RunConfig:
     """The resolved config of one (strategy, seed): what its run directory's config.toml holds."""
     cfg = strategy_config(strategy, cfg, steps_per_domain=cfg.train.steps // len(cfg.data.domains))
-    train = cfg.train.model_copy(update={"seed": seed, "callbacks": ["metrics", "attribution"]})
+    train = cfg.train.model_copy(update={"seed": seed, "recorders": ["metrics", "attribution"]})
     return cfg.model_copy(update={"train": train, "name": f"{strategy}-seed{seed}"})
 
 

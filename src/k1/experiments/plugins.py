@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from k1.config import RunConfig, load_config
+from k1.engine.config import RunConfig, load_config
 from k1.data import BatchSampler
 from k1.engine.hooks import Hook
-from k1.engine.requests import UseSampler
+from k1.engine.hooks.requests import UseSampler
 from k1.experiments.ewc import EWCPenalty
 from k1.experiments.replay import ReplaySampler, ReservoirBuffer
 from k1.experiments.shift import ConsolidateOnShift, ForgettingSources, GrowOnShift, ShiftDetector

@@ -17,9 +17,9 @@ import math
 
 import torch
 
-from k1.engine.actions import ACTIONS
+from k1.engine.selforg.actions import ACTIONS
 from k1.engine.hooks import Hook
-from k1.engine.requests import Event
+from k1.engine.hooks.requests import Event
 
 
 class ShiftDetector:

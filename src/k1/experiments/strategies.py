@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from k1.config import RunConfig
+from k1.engine.config import RunConfig
 from k1.errors import ConfigError
 from k1.experiments.ewc import EWCPenalty
 from k1.experiments.plugins import (EWC, PLUGINS, Autonomy, Boundary, ConsolidateAtShift, ContinualConfig, Context,

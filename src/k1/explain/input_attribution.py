@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from k1.engine.policies.attribution import AttributionConfig, AttributionPolicy
-from k1.engine.signals import StepSignals, flat_parents_tensor
+from k1.engine.update.policies.attribution import AttributionConfig, AttributionPolicy
+from k1.engine.update.signals import StepSignals, flat_parents_tensor
 from k1.errors import DataError
 from k1.explain.step_tree import MARKS, tree_rows
 
@@ -121,7 +121,7 @@ def explain_input(run_dir: Path, text: str) -> dict:
     "agents": [{"name", "parent", "level", "grad_rms", "gate_mass", "ablation_dloss", "role"}]} with
     ablation_dloss = loss(agent ablated) − loss and role culprit | path | other.
     """
-    from k1.engine.generate import load_run_model
+    from k1.engine.run.generate import load_run_model
 
     model, tokenizer, _ = load_run_model(Path(run_dir))
     return attribute_input(model, tokenizer, text)

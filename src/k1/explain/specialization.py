@@ -139,7 +139,7 @@ def specialize(run_dir: Path, batches: int = 8, bootstrap: int = 2000, seed: int
     """Measure and test per agent × domain specialisation of the run's latest checkpoint; → the
     `specialize.json` dict (see METHOD). `batches` per domain, `bootstrap` resamples and label shuffles."""
     from k1.data import eval_windows, load_corpus
-    from k1.engine.generate import load_run_model
+    from k1.engine.run.generate import load_run_model
 
     if batches < 1:
         raise ConfigError(f"--batches {batches}: need at least 1 batch per domain")

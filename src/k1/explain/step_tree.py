@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from k1.engine.shape import TreeShape
+from k1.engine.model.shape import TreeShape
 from k1.errors import CheckpointError
 
 MARKS = {"culprit": "★", "path": "→", "selected": "+", "untouched": "·"}

@@ -38,9 +38,9 @@ def text_corpus(train: str, val: str, tokenizer_spec: str = "byte", domain: str 
 
 def finetune_k1(run_dir: Path, texts: list[str], out_dir: Path, *, steps: int = 60, seed: int = 0) -> dict:
     """Train a copy of the K-1 run in `run_dir` on `texts`; writes a run directory at `out_dir`."""
-    from k1.config import load_config
-    from k1.engine.generate import load_run_model
-    from k1.engine.train import Trainer
+    from k1.engine.config import load_config
+    from k1.engine.run.generate import load_run_model
+    from k1.engine.run.train import Trainer
 
     corpus_file = write_corpus(texts, out_dir.parent / f"{out_dir.name}-corpus" / "loop.txt")
     model, _, cfg0 = load_run_model(run_dir)

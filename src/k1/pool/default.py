@@ -110,7 +110,7 @@ def _save_atomic(out: Path, model, tok) -> None:
 
 def k1_run_dir(domain: str, quiet: bool = True, steps: int = K1_STEPS) -> Path:
     """A K-1 tree trained on one built-in domain (the `small` preset), trained on first use."""
-    from k1.engine.checkpoint import latest_checkpoint
+    from k1.engine.run.checkpoint import latest_checkpoint
 
     out = cache_root() / f"k1-{domain}"
     try:
@@ -118,8 +118,8 @@ def k1_run_dir(domain: str, quiet: bool = True, steps: int = K1_STEPS) -> Path:
         return out
     except Exception:
         pass
-    from k1.config import load_config
-    from k1.engine.train import Trainer
+    from k1.engine.config import load_config
+    from k1.engine.run.train import Trainer
 
     _say(quiet, f"training a K-1 tree on the built-in '{domain}' corpus ({steps} steps) → {out} (once)")
     shutil.rmtree(out, ignore_errors=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from k1 import __version__
-from k1.engine.shape import TreeShape
+from k1.engine.model.shape import TreeShape
 from k1.errors import CheckpointError, K1Error
 from k1.report import plots
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from k1.config import RunConfig, load_config
+from k1.engine.config import RunConfig, load_config
 from k1.data.config import DataConfig
 from k1.data.corpus import Corpus, load_corpus
 
@@ -54,14 +54,14 @@ def tiny_corpus(root: Path, n_bytes: int = 30_000) -> Corpus:
 def tiny_config(root: Path, overrides: list[str] | None = None, **extra) -> RunConfig:
     """The `tiny` preset on the synthetic corpus, on CPU, without a progress bar."""
     data = tiny_data_config(root).model_dump()
-    base = {"data": data, "train": {"device": "cpu", "callbacks": ["metrics", "attribution"]}}
-    from k1.config import merge
+    base = {"data": data, "train": {"device": "cpu", "recorders": ["metrics", "attribution"]}}
+    from k1.engine.config import merge
     return load_config(preset="tiny", overrides=overrides, extra=merge(base, extra))
 
 
 def tiny_run(root: Path, steps: int = 30) -> Path:
     """Train the tiny preset for `steps` steps into `root/run` (a real run directory) and return it."""
-    from k1.engine.train import Trainer
+    from k1.engine.run.train import Trainer
 
     Trainer(tiny_config(root / "data", [f"train.steps={steps}"]), root / "run", quiet=True).fit()
     return root / "run"
@@ -71,7 +71,7 @@ def write_tiny_config_file(root: Path, **sections) -> Path:
     """A TOML config file for the CLI: the synthetic corpus under `root/data`, CPU, plus `sections`."""
     import tomli_w
 
-    from k1.config import merge
+    from k1.engine.config import merge
 
     data = tiny_data_config(root / "data").model_dump(exclude_none=True)
     path = root / "tiny.toml"

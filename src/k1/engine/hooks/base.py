@@ -1,6 +1,6 @@
 """`Hook`: everything that watches or steers a run — recorders, progress, safety, autonomy, continual
 baselines — through one interface. Hooks read the state and the step result and *return requests*
-(`k1.engine.requests`); the loop applies and records them. A hook never holds a reference to the loop or
+(`k1.engine.hooks.requests`); the loop applies and records them. A hook never holds a reference to the loop or
 the state: both are passed in. State a hook must keep lives in the run state (its own field, or
 `state.extras[name]`), so it is checkpointed with everything else.
 
@@ -10,10 +10,10 @@ a list of requests (or None).
 
 from __future__ import annotations
 
-from k1.engine.record import RunInfo, StepResult
+from k1.engine.hooks.record import RunInfo, StepResult
 from k1.registry import Registry
 
-HOOKS: Registry["Hook"] = Registry("callback")
+HOOKS: Registry["Hook"] = Registry("hook")
 
 
 class Hook:

@@ -3,7 +3,7 @@ token at a time, with each attention agent's keys and values kept.
 
 K-1 models have learned absolute positions and a short context (64 by default). While the sequence fits,
 a new token is computed once against the cached keys of every token before it. Once it does not, the
-uncached sampler (`k1.engine.tree.sample`) re-reads the last `context` tokens at positions 0..context-1,
+uncached sampler (`k1.engine.model.tree.sample`) re-reads the last `context` tokens at positions 0..context-1,
 so every position shifts with each new token: the cache is rebuilt from that window, which is exactly the
 uncached computation. Outputs equal the uncached ones (tests/pool/test_k1_cache.py); the speedup inside
 the window is measured by `bench/kv_reuse.py`.
@@ -19,7 +19,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from k1.engine.tree import AgentTree, _grouped_softmax
+from k1.engine.model.tree import AgentTree, _grouped_softmax
 from k1.errors import BackendError
 
 

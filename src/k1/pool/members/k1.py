@@ -35,7 +35,7 @@ class K1Member(LocalMember):
 
     @classmethod
     def from_run(cls, run_dir: str | Path, name: str | None = None, roles=()) -> "K1Member":
-        from k1.engine.generate import load_run_model
+        from k1.engine.run.generate import load_run_model
 
         run_dir = Path(run_dir)
         if not run_dir.is_dir():

@@ -176,7 +176,7 @@ class LocalMember(Member):
 
 
 def pick_token(logits: torch.Tensor, temperature: float, gen: torch.Generator) -> int:
-    """Greedy at temperature 0, else one multinomial draw — the same draw as `k1.engine.tree.sample`, so a
+    """Greedy at temperature 0, else one multinomial draw — the same draw as `k1.engine.model.tree.sample`, so a
     seeded cached run reproduces the uncached sampler token for token."""
     if temperature <= 0:
         return int(torch.argmax(logits))
