@@ -42,7 +42,7 @@ app.add_typer(_data_app(), name="data", help="Build and inspect the built-in cor
 def train(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config file."),
     preset: Optional[str] = typer.Option(None, help="Named preset: tiny, small, default."),
-    policy: Optional[str] = typer.Option(None, help="Update policy: dense, attribution, hybrid, trust, random, protect."),
+    policy: Optional[str] = typer.Option(None, help="Update policy: dense, attribution, hybrid, trust, random, protect, usage, grow."),
     set_: list[str] = typer.Option([], "--set", help="Override a config key: --set train.steps=50 (repeatable)."),
     name: Optional[str] = typer.Option(None, help="Run name (the default run directory is runs/<name>)."),
     steps: Optional[int] = typer.Option(None, help="Number of training steps."),
@@ -195,19 +195,25 @@ def _register_plugins() -> None:
 _register_plugins()
 
 
-def _add_optional_app(module: str, name: str) -> None:
-    """A sub-app whose extra may be missing (the bridge needs websockets): without it, the core CLI still works."""
+def _add_optional_app(module: str, name: str, commands: list[str] = ()) -> None:
+    """A sub-app whose extra may be missing (the bridge needs websockets): without it, the core CLI still works.
+    `commands` ("module:function") are added to the sub-app from packages it must not import itself."""
     import importlib
 
     try:
-        app.add_typer(importlib.import_module(module).app, name=name)
+        sub = importlib.import_module(module).app
+        for spec in commands:
+            mod, fn = spec.split(":")
+            sub.command()(getattr(importlib.import_module(mod), fn))
+        app.add_typer(sub, name=name)
     except ModuleNotFoundError as e:
         if e.name is None or e.name.startswith("k1"):
             raise
 
 
 _add_optional_app("k1.pool.cli", "pool")      # k1 pool serve | status | dream | ... (extra: pool)
-_add_optional_app("k1.bridge.cli", "bridge")  # k1 bridge serve | send | listen | log
+_add_optional_app("k1.bridge.cli", "bridge", ["k1.agents.cli:agent", "k1.agents.cli:collab"])
+# k1 bridge serve | send | listen | log, and the model agents' `agent` | `collab` (they live with the agents)
 _add_optional_app("k1.loop.cli", "loop")      # k1 loop run
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from k1.data import BatchSampler, load_corpus
+from k1.engine.hooks import Hook
 from k1.engine.run.loop import Stage, run
 from k1.engine.run.step import train_step
 from k1.engine.run.build import build_model
@@ -15,8 +16,8 @@ from k1.engine.run.train import Trainer, standard_hooks
 from k1.errors import ConfigError
 from k1.experiments.continual import (StageRecorder, check_run, continual_metrics, domain_stages, load_configs,
                                       mean_std, run_one, strategy_state)
-from k1.experiments.strategies import (STRATEGY_ORDER, ContinualConfig, EWCPenalty, ReplaySampler,
-                                       ReservoirBuffer, strategy_config)
+from k1.experiments.strategies import (QUICK_STRATEGIES, STRATEGY_ORDER, ContinualConfig, EWCPenalty,
+                                       ReplaySampler, ReservoirBuffer, strategy_config)
 from k1.testing.cli import run_k1
 from k1.testing import tiny_config
 from k1.testing.tiny import write_tiny_config_file
@@ -157,7 +158,8 @@ def test_ewc_penalty_is_zero_at_anchor_and_its_gradient_is_lambda_f_delta(tiny):
     ("tree-naive", "tree", "dense"), ("tree-replay", "tree", "dense"), ("tree-ewc", "tree", "dense"),
     ("random-k", "tree", "random"), ("k1-attribution", "tree", "attribution"), ("k1-hybrid", "tree", "hybrid"),
     ("k1-auto", "tree", "attribution"), ("k1-replay", "tree", "attribution"), ("k1-protect", "tree", "protect"),
-    ("k1-balance", "tree", "attribution"),
+    ("k1-balance", "tree", "attribution"), ("k1-grow", "tree", "grow"), ("k1-usage", "tree", "usage"),
+    ("k1-ewc", "tree", "attribution"),
 ])
 def test_strategy_configs_differ_only_in_model_policy_and_autonomy(tiny, name, arch, policy):
     cfg, _ = tiny
@@ -201,18 +203,19 @@ def cfg_file(tmp_path):
 
 def test_cli_writes_continual_json_with_the_schema(cfg_file, tmp_path):
     out = tmp_path / "cont"
-    r = k1("continual", "--quick", "--config", cfg_file, "--steps-per-domain", "3", "--seeds", "2",
+    r = k1("continual", "--config", cfg_file, "--steps-per-domain", "3", "--seeds", "2",
            "--set", "continual.ewc_lambda=10", "--out", out, "--quiet", "--no-specialize")
     report = json.loads((out / "continual.json").read_text())
     assert set(report) == {"domains", "seeds", "steps_per_domain", "metric", "command", "strategies", "paired",
                            "reused_runs"}
     assert report["domains"] == DOMAINS and report["seeds"] == [1337, 1338] and report["steps_per_domain"] == 3
-    assert report["metric"] == "bpb" and report["command"].startswith("k1 continual --quick")
+    assert report["metric"] == "bpb" and report["command"].startswith("k1 continual --config")
     assert [s["name"] for s in report["strategies"]] == STRATEGY_ORDER
     keys = {"name", "R", "R_loss", "R_init", "final_avg", "bwt", "forgetting_first", "forgetting_max", "fwt",
             "frac_params_changed", "params", "train_flops", "per_seed"}
+    optional = {"final_agents", "shifts_detected", "forgetting_sources"}
     for s in report["strategies"]:
-        assert set(s) == keys
+        assert keys <= set(s) <= keys | optional
         for m in ("R", "R_loss"):
             assert len(s[m]["mean"]) == 3 and all(len(row) == 3 for row in s[m]["mean"] + s[m]["std"])
         assert len(s["R_init"]["mean"]) == len(s["R_init"]["std"]) == 3
@@ -238,6 +241,64 @@ def test_cli_writes_continual_json_with_the_schema(cfg_file, tmp_path):
     # with 2 seeds the only possible p-values are 0.5 (both seeds agree in sign) and 1
     assert all(c["seeds"] == 2 and c["p_value"] in (0.5, 1.0) for c in report["paired"])
     assert "## Paired comparisons over seeds" in md
+    assert {("k1-usage", "random-k"), ("k1-grow", "tree-ewc"), ("k1-ewc", "tree-ewc")} <= pairs
+    assert "shifts_detected" in by_name["k1-grow"] and "shifts_detected" in by_name["k1-usage"]
+
+
+def test_quick_is_a_one_seed_smoke_test_of_a_representative_subset(cfg_file, tmp_path):
+    out = tmp_path / "quick"
+    k1("continual", "--quick", "--config", cfg_file, "--steps-per-domain", "2", "--out", out, "--quiet",
+       "--no-specialize")
+    report = json.loads((out / "continual.json").read_text())
+    assert [s["name"] for s in report["strategies"]] == QUICK_STRATEGIES and report["seeds"] == [1337]
+    assert set(QUICK_STRATEGIES) < set(STRATEGY_ORDER)
+    kinds = {strategy_config(n, load_configs(cfg_file, "small", [])[0]).policy.name for n in QUICK_STRATEGIES}
+    assert {"dense", "random", "attribution"} <= kinds  # the baselines, the control and a K-1 rule
+
+
+class Interrupt(Hook):
+    """Stop the run after `step`, as a kill would (`KeyboardInterrupt`: the loop saves first; anything
+    else: the process dies with only the resume points on disk)."""
+
+    def __init__(self, step: int, exc: type[BaseException]):
+        self.step, self.exc = step, exc
+
+    def on_check(self, state, step):
+        if step == self.step:
+            raise self.exc()
+
+
+@pytest.mark.parametrize("name", ["k1-replay", "tree-ewc", "k1-protect", "k1-auto"])
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, RuntimeError])
+def test_a_run_interrupted_mid_stage_resumes_to_the_same_result(tiny, tmp_path, name, exc):
+    cfg, corpus = tiny
+    whole = run_one(cfg, ContinualConfig(replay_buffer=16, ewc_batches=2, ewc_lambda=10.0), name, 3, corpus,
+                    tmp_path / "whole", checkpoint_every=2)
+    ccfg = ContinualConfig(replay_buffer=16, ewc_batches=2, ewc_lambda=10.0)
+    run_dir = tmp_path / "cut"
+    with pytest.raises(exc):  # step 7: inside the second domain, after its replay/EWC state exists
+        run_one(cfg, ccfg, name, 3, corpus, run_dir, checkpoint_every=2, extra_hooks=[Interrupt(7, exc)])
+    assert not (run_dir / "continual_run.json").exists()
+    again = run_one(cfg, ccfg, name, 3, corpus, run_dir, checkpoint_every=2)
+    assert again["resumed_from"] == ("step-7" if exc is KeyboardInterrupt else "step-6")
+    for key in ("R", "R_loss", "R_init", "train_flops", "frac_params_changed", "steps", "agents_after_stage"):
+        assert again[key] == whole[key], key
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step-12", "step-4", "step-8"]
+    assert not (run_dir / "resume").exists()
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    rows = [(x["step"], x["kind"]) for x in lines]
+    steps = [step for step, _ in rows]
+    assert steps == sorted(steps) and len(rows) == len(set(rows)), "the interrupted tail is not logged twice"
+
+
+def test_a_changed_identity_is_not_resumed(tiny, tmp_path):
+    cfg, corpus = tiny
+    ccfg = ContinualConfig()
+    with pytest.raises(RuntimeError):
+        run_one(cfg, ccfg, "k1-attribution", 3, corpus, tmp_path / "r", checkpoint_every=2,
+                extra_hooks=[Interrupt(6, RuntimeError)])
+    other = run_one(cfg, ccfg, "k1-attribution", 4, corpus, tmp_path / "r", checkpoint_every=2)
+    assert other["resumed_from"] is None and other["seed"] == 4
 
 
 def test_sign_flip_pvalue_is_exact_over_all_sign_patterns():

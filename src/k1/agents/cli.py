@@ -1,6 +1,6 @@
 """`k1 bridge agent | collab`: model agents and the propose–critique–revise coordinator, from a terminal.
 
-They are registered on the bridge's command group (`k1 bridge ...`, `python -m k1.bridge ...`) but live here,
+They are added to the bridge's command group by `k1` (`k1 bridge agent ...`) but live here,
 with the agents: the transport does not import models.
 """
 

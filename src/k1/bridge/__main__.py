@@ -1,4 +1,5 @@
-"""`python -m k1.bridge ...`: the bridge CLI without loading the rest of k1 (fast start for scripts and tests)."""
+"""`python -m k1.bridge ...`: the transport CLI (serve, send, listen, log) without loading the rest of k1; the model
+agents' `agent` and `collab` are `k1 bridge agent | collab`."""
 
 import sys
 

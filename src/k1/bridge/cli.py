@@ -1,5 +1,5 @@
 """`k1 bridge serve | send | listen | log`: run a hub, and talk to it from a terminal (`agent` and `collab`
-are the agents' commands, from k1.agents.cli)."""
+are the agents' commands: `k1` adds them from k1.agents.cli, so the transport never imports models)."""
 
 from __future__ import annotations
 
@@ -159,9 +159,3 @@ def show_log(
         print(f"{c['messages']} messages, {c['pending_deliveries']} deliveries not yet acked", file=sys.stderr)
     store.close()
 
-
-# `agent` and `collab` put models on the bridge; they live with the agents (k1.agents.cli), not the transport
-from k1.agents.cli import agent, collab  # noqa: E402
-
-app.command()(agent)
-app.command()(collab)

@@ -17,12 +17,13 @@ Its learning-rate schedule spans the whole sequence (`train.steps = domains × s
 once, one cosine. k1-auto's autonomy acts inside each stage; a trial starts only if it ends inside its
 stage, and its held-out judgement sees the current domain's validation windows only (no peeking at other
 domains). The safety rails stay on for every strategy, but the loss-spike baseline restarts at each
-domain switch (a new domain's higher loss is expected). The replay and EWC baselines are hooks
-(`strategies.py`); the report is `continual_report.py`. Each (strategy, seed) leaves an ordinary run
-directory: config.toml, metrics and attribution logs, and a weights-only checkpoint after every stage,
-and, for the tree, `specialize.json`: `k1 specialize` run on the final weights, whose strong-specialist
-count enters the table. A (strategy, seed) is the unit of resumption: one whose `continual_run.json`
-records the same config is read back instead of trained again; a run cut short inside its stages starts over.
+domain switch (a new domain's higher loss is expected). Strategies are a template plus plugins
+(`strategies.py`, `plugins.py`); one (strategy, seed) is `continual_run.py`; the report is
+`continual_report.py`. Each (strategy, seed) leaves an ordinary run directory: config.toml, metrics and
+attribution logs, a full checkpoint after every stage, and, for the tree, `specialize.json`: `k1 specialize`
+run on the final weights, whose strong-specialist count enters the table. A finished (strategy, seed) whose
+`continual_run.json` records the same config is read back instead of trained again; an unfinished one
+resumes from its newest checkpoint (stage ends, and a resume point every `checkpoint_every` steps).
 
 With two or more seeds the report adds paired comparisons over seeds (`paired`, below): the seeds are
 shared by every strategy, so strategy A's and B's runs with one seed see the same data and initial draw.
@@ -33,7 +34,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import shutil
 import statistics
 import time
 import tomllib
@@ -42,18 +42,15 @@ from pathlib import Path
 import torch
 from pydantic import ValidationError
 
-from k1.engine.config import RunConfig, dump_config, load_config, merge, parse_override, validate
+from k1.engine.config import RunConfig, load_config, merge, parse_override
 from k1.data import load_corpus
 from k1.data.builtin import DEFAULT_RECIPES
 from k1.data.extras import EXTRA_RECIPES
 from k1.errors import ConfigError
-from k1.engine.run.checkpoint import save_checkpoint
-from k1.engine.hooks import Hook
-from k1.engine.run.loop import Stage, run
-from k1.engine.run.measure import evaluate
-from k1.engine.run.state import TrainState
-from k1.engine.run.train import standard_hooks
-from k1.experiments.strategies import STRATEGIES, ContinualConfig, check_strategies, strategy_config
+from k1.experiments.continual_run import (RunBook, StageRecorder, count_specialists, domain_stages,  # noqa: F401
+                                          finished_run, run_identity, run_one, same_training,
+                                          strategy_run_config, strategy_state, write_run_result)
+from k1.experiments.strategies import ContinualConfig, check_strategies
 
 log = logging.getLogger(__name__)
 
@@ -153,127 +150,6 @@ def check_run(cfg: RunConfig, domains: list[str], strategies: list[str], n_seeds
     return cfg, check_strategies(strategies)
 
 
-# ---- one (strategy, seed) ----------------------------------------------------------------------------
-class StageRecorder(Hook):
-    """Collects R's rows: every domain's validation loss and bits per byte after each stage, the tree size,
-    and a weights-only checkpoint per stage, so `k1 explain`, `k1 specialize` and the report read the run."""
-
-    def __init__(self, domains: list[str], run_dir: Path, on_stage=lambda i: None):
-        self.domains, self.run_dir, self.on_stage = domains, run_dir, on_stage
-        self.R, self.R_loss, self.agents = [], [], []
-
-    def on_stage_end(self, state, stage, metrics):
-        self.R.append(_row(metrics, self.domains, "bpb"))
-        self.R_loss.append(_row(metrics, self.domains, "loss"))
-        self.agents.append(state.shape.n_agents)
-        save_checkpoint(self.run_dir / "checkpoints" / f"step-{state.step}", state.model.state_dict(),
-                        {"shape": state.shape.to_dict(),
-                         "meta": {"weights_only": True, "stage": stage.index, "domain": stage.name}})
-        self.on_stage(stage.index)
-
-
-def _row(metrics: dict, domains: list[str], key: str) -> list[float]:
-    return [metrics["domains"][d][key] for d in domains]
-
-
-def strategy_run_config(cfg: RunConfig, strategy: str, seed: int) -> RunConfig:
-    """The resolved config of one (strategy, seed): what its run directory's config.toml holds."""
-    cfg = strategy_config(strategy, cfg, steps_per_domain=cfg.train.steps // len(cfg.data.domains))
-    train = cfg.train.model_copy(update={"seed": seed, "recorders": ["metrics", "attribution"]})
-    return cfg.model_copy(update={"train": train, "name": f"{strategy}-seed{seed}"})
-
-
-def strategy_state(cfg: RunConfig, strategy: str, seed: int, corpus) -> TrainState:
-    """The one run state of a (strategy, seed): it lives through every stage."""
-    return TrainState(strategy_run_config(cfg, strategy, seed), corpus)
-
-
-def run_identity(cfg: RunConfig, ccfg: ContinualConfig, strategy: str, seed: int) -> dict:
-    """Everything that decides a (strategy, seed)'s training; a finished run is reused only if it matches."""
-    return {"config": dump_config(strategy_run_config(cfg, strategy, seed)), "continual": ccfg.model_dump()}
-
-
-def same_training(saved: dict | None, identity: dict) -> bool:
-    """Whether a saved identity trains like `identity`: the same continual knobs and the same validated
-    config, so an option added to the code later (saved without it, at its default) still matches."""
-    if not isinstance(saved, dict) or saved.get("continual") != identity["continual"]:
-        return False
-    try:
-        return validate(tomllib.loads(saved["config"])) == validate(tomllib.loads(identity["config"]))
-    except (ConfigError, tomllib.TOMLDecodeError, KeyError, TypeError):
-        return False
-
-
-def finished_run(run_dir: Path, identity: dict, specialise: bool = False) -> dict | None:
-    """The saved result of a finished (strategy, seed) with this identity, or None (absent, other, torn).
-
-    A finished tree run that was trained without the specialist count gets it now, from its final weights."""
-    path = run_dir / "continual_run.json"
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if not same_training(saved.get("identity"), identity):
-        return None
-    if specialise and saved.get("model") == "AgentTree" and saved.get("strong_specialists") is None:
-        saved["strong_specialists"] = count_specialists(run_dir)
-        write_run_result(run_dir, saved)
-    return saved
-
-
-def write_run_result(run_dir: Path, result: dict) -> None:
-    """`continual_run.json`, written to a temporary name and renamed: its presence means "finished"."""
-    tmp = run_dir / "continual_run.json.tmp"
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(run_dir / "continual_run.json")
-
-
-def count_specialists(run_dir: Path) -> int:
-    """`k1 specialize` on the run's final weights (written to specialize.json): the strong specialists."""
-    from k1.explain.specialization import specialize, strong_specialists, write_outputs
-
-    result = specialize(run_dir)
-    write_outputs(run_dir, result)
-    return sum(strong_specialists(result))
-
-
-def domain_stages(domains: list[str], steps_per_domain: int) -> list[Stage]:
-    """One stage per domain, evaluated only at its end; trials judge on the stage's own domain only."""
-    return [Stage(d, (i + 1) * steps_per_domain, index=i, domains=[d], trial_domains=[d], eval_every=0)
-            for i, d in enumerate(domains)]
-
-
-def run_one(cfg: RunConfig, ccfg: ContinualConfig, strategy: str, seed: int, corpus, run_dir: Path,
-            on_stage=lambda stage: None, specialise: bool = False) -> dict:
-    """Train one strategy through every domain with one seed; return its R, R_loss, R_init and metrics.
-
-    `specialise`: also count the tree's strong specialists after the last stage (`count_specialists`)."""
-    domains, spd = list(cfg.data.domains), cfg.train.steps // len(cfg.data.domains)
-    identity = run_identity(cfg, ccfg, strategy, seed)
-    if run_dir.exists():  # a stale or torn directory: its config.toml and logs must not leak into this run
-        shutil.rmtree(run_dir)
-    t0 = time.perf_counter()
-    state = strategy_state(cfg, strategy, seed, corpus)
-    cfg = state.cfg
-    init = evaluate(state)
-    recorder = StageRecorder(domains, run_dir, on_stage)
-    hooks = standard_hooks(cfg, quiet=True) + STRATEGIES.get(strategy).hooks(
-        ccfg, seed, cfg.model.context, len(domains)) + [recorder]
-    s = run(state, domain_stages(domains, spd), hooks, run_dir, final_checkpoint=False)
-    R, R_init = recorder.R, _row(init, domains, "bpb")
-    out = {"seed": seed, "R": R, "R_loss": recorder.R_loss, "R_init": R_init,
-           "R_init_loss": _row(init, domains, "loss"), **continual_metrics(R, R_init),
-           "frac_params_changed": s["frac_params_changed"], "agents_updated": s["agents_updated"],
-           "params": s["params"], "agents_after_stage": recorder.agents, "steps_executed": s["steps_executed"],
-           "train_flops": s["train_flops"],
-           "model": "DenseGPT" if cfg.arch == "dense" else "AgentTree", "policy": cfg.policy.name,
-           "steps": s["steps"], "organizer": s["safety"], "autonomy": s.get("autonomy"),
-           "strong_specialists": count_specialists(run_dir) if specialise and cfg.arch == "tree" else None,
-           "seconds": time.perf_counter() - t0, "identity": identity}
-    write_run_result(run_dir, out)  # last: a run cut short before this line is trained again
-    return out
-
-
 # ---- the experiment -----------------------------------------------------------------------------------
 def aggregate(name: str, runs: list[dict]) -> dict:
     """One strategy's entry of continual.json: mean ± std over seeds of R, R_loss, R_init and every metric."""
@@ -283,19 +159,39 @@ def aggregate(name: str, runs: list[dict]) -> dict:
         entry[key] = mean_std([r[key] for r in runs])
     if all(r.get("strong_specialists") is not None for r in runs):
         entry["strong_specialists"] = mean_std([float(r["strong_specialists"]) for r in runs])
+    if all(r.get("agents_after_stage") for r in runs):  # a grown tree ends larger than it started
+        entry["final_agents"] = mean_std([float(r["agents_after_stage"][-1]) for r in runs])
+    if all(r.get("shifts_detected") is not None for r in runs):
+        entry["shifts_detected"] = mean_std([float(len(r["shifts_detected"])) for r in runs])
+    if all(r.get("forgetting_sources") for r in runs):
+        entry["forgetting_sources"] = forgetting_sources(runs)
     entry["per_seed"] = [{k: v for k, v in r.items() if k != "identity"} for r in runs]
     return entry
+
+
+def forgetting_sources(runs: list[dict]) -> list[dict]:
+    """Per earlier domain, mean over seeds of the final bits per byte and of the three counterfactuals
+    (`shift.ForgettingSources`): the shared parameters put back, the agents grown later switched off, both."""
+    keys = ("final", "shared_restored", "new_gates_off", "both")
+    out = []
+    for j, row in enumerate(runs[0]["forgetting_sources"]):
+        vals = {k: statistics.fmean(r["forgetting_sources"][j][k] for r in runs) for k in keys}
+        best = statistics.fmean(min(R[i][j] for i in range(len(R) - 1)) for R in (r["R"] for r in runs))
+        out.append({"domain": row["domain"], "best": best, **vals})
+    return out
 
 
 # ---- paired comparisons over seeds ---------------------------------------------------------------------
 def comparisons(names: list[str]) -> list[tuple[str, str]]:
     """The pairs a claim rests on, among the strategies run: (candidate, reference).
 
-    Every sparse tree strategy against tree-naive (same architecture, every agent updated), attribution
-    against random-K (does choosing by blame matter?), K-1 + replay against tree-replay.
+    Every sparse tree strategy against tree-naive (same architecture, every agent updated); the K-1
+    selection rules against random-K (does choosing by blame, or by usage, matter?); every K-1 mechanism
+    without replay against tree-ewc (the classic regulariser); K-1 + replay against tree-replay.
     """
     pairs = [(n, "tree-naive") for n in names if n.startswith("k1-") or n == "random-k"]
-    pairs += [("k1-attribution", "random-k"), ("k1-replay", "tree-replay")]
+    pairs += [("k1-attribution", "random-k"), ("k1-usage", "random-k"), ("k1-replay", "tree-replay")]
+    pairs += [(n, "tree-ewc") for n in names if n.startswith("k1-") and n != "k1-replay"]
     return [(a, b) for a, b in pairs if a in names and b in names]
 
 
@@ -339,11 +235,12 @@ def paired(results: dict[str, list[dict]], keys=("forgetting_max", "final_avg"))
 
 def run_continual(cfg: RunConfig, ccfg: ContinualConfig, out_dir: Path, strategies: list[str], seeds: list[int],
                   command: str = "k1 continual", quiet: bool = False, console=None, specialise: bool = True,
-                  reuse: bool = True) -> dict:
+                  reuse: bool = True, checkpoint_every: int = 20) -> dict:
     """Every (strategy, seed) through `cfg.data.domains` in order; writes continual.json and .md; returns the JSON.
 
     `cfg` comes from `check_run` (its `train.steps` is domains × steps per domain). The progress bar counts
-    (strategy, seed, stage) units. `reuse`: read back finished runs of the same identity from `out_dir`.
+    (strategy, seed, stage) units. `reuse`: read back finished runs of the same identity from `out_dir`
+    (an unfinished one is resumed from its newest checkpoint, one every `checkpoint_every` steps).
     """
     from rich.console import Console
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
@@ -377,7 +274,8 @@ def run_continual(cfg: RunConfig, ccfg: ContinualConfig, out_dir: Path, strategi
                     progress.update(task, advance=len(domains), description=f"{name} seed {seed}: reused")
                     continue
                 progress.update(task, description=f"{name} seed {seed}: {domains[0]}")
-                results[name].append(run_one(cfg, ccfg, name, seed, corpus, run_dir, on_stage, specialise))
+                results[name].append(run_one(cfg, ccfg, name, seed, corpus, run_dir, on_stage, specialise,
+                                             checkpoint_every, resume=reuse))
     if reused:
         console.print(f"reused {reused} finished run{'s' if reused > 1 else ''} of the same config from {out_dir / 'runs'}")
     report = {"domains": domains, "seeds": seeds, "steps_per_domain": spd, "metric": "bpb", "command": command,

@@ -22,15 +22,34 @@ def pct(stat: dict) -> str:
     return f"{stat['mean']:.1%} ± {stat['std']:.1%}"
 
 
-EXTRA = ["params changed/step", "params", "training FLOPs", "strong specialists"]
+EXTRA = ["params changed/step", "params (final)", "agents (final)", "training FLOPs", "shifts detected",
+         "strong specialists"]
 
 
 def extra_cells(s: dict) -> list[str]:
-    """Sparsity measured per step, total parameters, training FLOPs counted (trial branches included), and
-    the strong specialists `k1 specialize` finds after the last stage (— for DenseGPT, which has no agents)."""
-    spec = s.get("strong_specialists")
-    return [pct(s["frac_params_changed"]), f"{s['params']['mean']:,.0f}", f"{s['train_flops']['mean']:.3g}",
+    """Sparsity measured per step, parameters and agents after the last stage (a grown tree ends larger),
+    training FLOPs counted (trial branches included), the data shifts a label-free mechanism detected, and
+    the strong specialists `k1 specialize` finds after the last stage (— where it does not apply)."""
+    spec, agents, shifts = s.get("strong_specialists"), s.get("final_agents"), s.get("shifts_detected")
+    return [pct(s["frac_params_changed"]), f"{s['params']['mean']:,.0f}",
+            f"{agents['mean']:.0f}" if agents and s["name"].startswith(("tree", "k1", "random")) else "—",
+            f"{s['train_flops']['mean']:.3g}", f"{shifts['mean']:.1f} ± {shifts['std']:.1f}" if shifts else "—",
             f"{spec['mean']:.1f} ± {spec['std']:.1f}" if spec else "—"]
+
+
+def sources_markdown(s: dict) -> list[str]:
+    """Where a grown tree's forgetting comes from (`shift.ForgettingSources`), means over seeds."""
+    lines = [f"## {s['name']}: where the forgetting comes from", "",
+             "Per earlier domain, bits per byte: its best before the last stage, after the last stage, and the "
+             "final model with the shared parameters (embedding, final norm) of the end of that domain put "
+             "back, with the agents grown after that domain switched off (gate bias −10⁴), and with both. "
+             "What `both` leaves above `best` came through the agents themselves (updates before the shift "
+             "was detected).", "",
+             "| domain | best | final | shared put back | new gates off | both |", "|---|---|---|---|---|---|"]
+    for r in s["forgetting_sources"]:
+        lines.append(f"| {r['domain']} | {r['best']:.3f} | {r['final']:.3f} | {r['shared_restored']:.3f} | "
+                     f"{r['new_gates_off']:.3f} | {r['both']:.3f} |")
+    return lines + [""]
 
 
 PAIRED_HEAD = ["candidate − reference", "metric", "seeds", "mean diff ± std", "seeds candidate lower", "p"]
@@ -131,8 +150,9 @@ def to_markdown(report: dict, cfg: RunConfig, ccfg: ContinualConfig, seconds: fl
         "of R[i][j]): relative to the best j ever was.",
         "- FWT = mean over j > 0 of (R[j−1][j] − R_init[j]); negative means earlier domains already lowered "
         "j's loss before j was trained.",
-        "- params changed/step: the measured share of parameters whose value changed per step; params: the "
-        "model's total; training FLOPs: counted from the model's shapes for every step executed, the steps of "
+        "- params changed/step: the measured share of parameters whose value changed per step; params and agents: "
+        "the model's totals after the last stage (k1-grow adds agents); shifts detected: data shifts the "
+        "loss-surprise detector declared (k1-grow, k1-usage; no label); training FLOPs: counted from the model's shapes for every step executed, the steps of "
         "rolled-back trials included (k1/engine/model/flops.py); strong specialists: agents `k1 specialize` finds "
         "domain-selective after the last stage (Holm-corrected permutation test, selectivity and effect "
         "thresholds), per seed; forgetting ÷ tree-naive and final avg vs tree-naive: the ratio of mean max-based "
@@ -148,7 +168,10 @@ def to_markdown(report: dict, cfg: RunConfig, ccfg: ContinualConfig, seconds: fl
         "k1-auto is attribution with autonomy, which may reshape the tree and retune it but not stop a stage "
         "early. The K-1 mechanisms against forgetting: k1-replay (attribution on the replay mixture), "
         "k1-protect (attribution that shields agents earlier domains relied on) and k1-balance (attribution "
-        "with a gate load-balancing loss); docs/continual.md gives their rationale.", "",
+        "with a gate load-balancing loss), and three that get no domain boundary at all: k1-grow (at a shift "
+        "detected from the loss, protect every agent and grow fresh ones), k1-usage (update the agents the "
+        "current data uses more than earlier data did) and k1-ewc (attribution with the EWC penalty); "
+        "docs/continual.md gives their rationale.", "",
         *lines, "",
     ]
     if report.get("paired"):
@@ -159,6 +182,9 @@ def to_markdown(report: dict, cfg: RunConfig, ccfg: ContinualConfig, seconds: fl
                 "with n seeds the smallest possible p is 2/2ⁿ).", "",
                 "| " + " | ".join(PAIRED_HEAD) + " |", "|" + "---|" * len(PAIRED_HEAD),
                 *["| " + " | ".join(r) + " |" for r in paired_rows(report)], ""]
+    for s in report["strategies"]:
+        if s.get("forgetting_sources"):
+            out += sources_markdown(s)
     for s in report["strategies"]:
         out += [f"## {s['name']}: R (bits per byte)", "", matrix_markdown(s, domains), ""]
     return "\n".join(out)

@@ -7,13 +7,16 @@ from pydantic import Field
 from k1.engine.update.policies.attribution import AttributionConfig, AttributionPolicy
 from k1.engine.update.policies.base import POLICIES, UpdatePolicy, normalise
 from k1.engine.update.policies.dense import DenseConfig, DensePolicy
+from k1.engine.update.policies.grow import GrowConfig, GrowPolicy
 from k1.engine.update.policies.hybrid import HybridConfig, HybridPolicy
 from k1.engine.update.policies.protect import ProtectConfig, ProtectPolicy
 from k1.engine.update.policies.random import RandomConfig, RandomPolicy
 from k1.engine.update.policies.trust import TrustConfig, TrustPolicy
+from k1.engine.update.policies.usage import UsageConfig, UsagePolicy
 
 PolicyConfig = Annotated[
-    Union[DenseConfig, AttributionConfig, HybridConfig, TrustConfig, RandomConfig, ProtectConfig],
+    Union[DenseConfig, AttributionConfig, HybridConfig, TrustConfig, RandomConfig, ProtectConfig, UsageConfig,
+          GrowConfig],
     Field(discriminator="name"),
 ]
 
@@ -26,4 +29,5 @@ __all__ = [
     "POLICIES", "UpdatePolicy", "PolicyConfig", "build_policy", "normalise",
     "DenseConfig", "DensePolicy", "AttributionConfig", "AttributionPolicy", "HybridConfig", "HybridPolicy",
     "TrustConfig", "TrustPolicy", "RandomConfig", "RandomPolicy", "ProtectConfig", "ProtectPolicy",
+    "UsageConfig", "UsagePolicy", "GrowConfig", "GrowPolicy",
 ]
