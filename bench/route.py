@@ -87,7 +87,7 @@ WORDS = ["apple", "river", "garden", "yellow", "window", "silver", "pencil", "or
 # ---- the tasks (fixed before anything is measured) ----------------------------------------------------
 def build_tasks(n: int, seed: int = 0) -> list[dict]:
     """n tasks per class, drawn with a fixed seed; arithmetic and code leave out the calibration set's tasks."""
-    from k1.loop.tasks import arithmetic_tasks, python_tasks
+    from k1.tasks.task import arithmetic_tasks, python_tasks
     from k1.pool.calibrate import calibration_tasks
 
     if n > min(len(FACTS), len(PROSE), len(WORDS)):
@@ -112,8 +112,8 @@ def build_tasks(n: int, seed: int = 0) -> list[dict]:
 
 def check(task: dict, answer: str) -> bool:
     """Success, judged by the loop's verifiers (arithmetic, code) or the expected word."""
-    from k1.loop.tasks import Task
-    from k1.loop.verifiers import solved, verify
+    from k1.tasks.task import Task
+    from k1.tasks.verifiers import solved, verify
 
     cls = task["cls"]
     if cls == "arithmetic":

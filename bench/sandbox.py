@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from k1.loop.sandbox import Limits, run_tests
+from k1.tasks.sandbox import Limits, run_tests
 
 CODE = "def add_n(x):\n    return x + 3\n"
 ASSERTS = ["assert add_n(0) == 3", "assert add_n(5) == 8", "assert add_n(-3) == 0"]
@@ -92,13 +92,13 @@ def stats(xs: list[float]) -> dict:
 def compare_verifiers(answers: Path, n: int = 20) -> dict:
     """SmolLM2's greedy answers to the seeded python sample of `k1 loop eval --n N` (seed 0), saved to
     `answers` on the first run, scored by the old and the new sandbox: the same answers, both verdicts."""
-    from k1.loop.tasks import python_tasks, split_tasks
-    from k1.loop.verifiers import extract_code
+    from k1.tasks.task import python_tasks, split_tasks
+    from k1.tasks.verifiers import extract_code
 
     sample, _ = split_tasks(python_tasks(), n, 0, 0)
     if not answers.exists():
-        from k1.loop import members
-        from k1.loop.improve import ask
+        from k1.selflearn import members
+        from k1.selflearn.improve import ask
 
         m = members.load("smollm2")
         answers.write_text(json.dumps([{"id": t.id, "text": ask(m, t).text} for t in sample]))

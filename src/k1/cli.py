@@ -214,7 +214,7 @@ def _add_optional_app(module: str, name: str, commands: list[str] = ()) -> None:
 _add_optional_app("k1.pool.cli", "pool")      # k1 pool serve | status | dream | ... (extra: pool)
 _add_optional_app("k1.bridge.cli", "bridge", ["k1.agents.cli:agent", "k1.agents.cli:collab"])
 # k1 bridge serve | send | listen | log, and the model agents' `agent` | `collab` (they live with the agents)
-_add_optional_app("k1.loop.cli", "loop")      # k1 loop run
+_add_optional_app("k1.selflearn.cli", "loop")  # k1 loop run | eval (the self-learning loop)
 
 
 def main() -> None:

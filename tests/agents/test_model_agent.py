@@ -7,7 +7,7 @@ from k1.bridge import BridgeClient, ExchangeLog
 from k1.agents.model import ModelAgent, ask_agent
 from k1.agents.collab import self_hosted
 from k1.bridge.testing import run, url
-from k1.loop.tasks import arithmetic_tasks
+from k1.tasks.task import arithmetic_tasks
 
 
 def test_a_pool_member_joins_with_a_role_and_answers_through_the_hub(make_hub):

@@ -52,8 +52,8 @@ def arithmetic_member():
 
 
 def arithmetic_tasks():
-    from k1.loop.tasks import Task
-    from k1.loop.verifiers import verify
+    from k1.tasks.task import Task
+    from k1.tasks.verifiers import verify
 
     out = []
     for q, a in QA.items():
@@ -124,7 +124,7 @@ def test_builtin_calibration_set_is_fixed():
     assert {"arithmetic", "facts", "prose"} <= classes <= set(TASK_CLASSES)
     assert all(sum(t.cls == c for t in a) == 4 for c in classes)
     t = next(t for t in a if t.cls == "arithmetic")
-    from k1.loop.tasks import arithmetic_tasks as loop_tasks
+    from k1.tasks.task import arithmetic_tasks as loop_tasks
     answer = next(x.check["answer"] for x in loop_tasks("d2") if x.id == t.id)
     assert t.judge(f"The answer is {answer}.") == 1.0 and t.judge("I do not know") == 0.0
     assert class_summary([{"cls": "x", "score": 1.0, "atp": 2.0}, {"cls": "x", "score": 0.0, "atp": 4.0}]) == \

@@ -34,7 +34,7 @@ def agent(
 ):
     """Put a model on the bridge: it answers `generate` requests addressed to its name or roles until Ctrl-C."""
     from k1.agents.model import ModelAgent
-    from k1.loop import members
+    from k1.selflearn import members
 
     role_list = [r for r in roles.split(",") if r]
     m = members.load(member, name=name, roles=role_list)
@@ -62,8 +62,8 @@ def collab(
 ):
     """Propose-only vs propose-critique-revise on verifiable tasks, through the bridge, with cost."""
     from k1.agents.collab import measure, self_hosted
-    from k1.loop.runner import load_tasks
-    from k1.loop.tasks import split_tasks
+    from k1.selflearn.runner import load_tasks
+    from k1.tasks.task import split_tasks
 
     all_tasks = load_tasks(tasks)
     sample, _ = split_tasks(all_tasks, min(n, len(all_tasks)), 0, seed)

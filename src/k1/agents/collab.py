@@ -11,9 +11,9 @@ import statistics
 
 from k1.agents.model import ask_agent
 from k1.bridge.client import BridgeClient
-from k1.loop.formats import MAX_TOKENS
-from k1.loop.tasks import Task
-from k1.loop.verifiers import solved, verify
+from k1.selflearn.formats import MAX_TOKENS
+from k1.tasks.task import Task
+from k1.tasks.verifiers import solved, verify
 
 SUFFIX = {"arithmetic": " Answer with just the number.", "python": ""}
 
@@ -88,7 +88,7 @@ async def self_hosted(tasks: list[Task], proposer_spec: str, critic_spec: str, d
     from k1.agents.model import ModelAgent
     from k1.bridge.auth import AgentBook, AgentEntry
     from k1.bridge.hub import Hub, HubConfig
-    from k1.loop import members
+    from k1.selflearn import members
 
     tokens = {n: secrets.token_hex(16) for n in ("proposer", "critic", "coordinator")}
     roles = {"proposer": ["proposer"], "critic": ["critic"], "coordinator": []}

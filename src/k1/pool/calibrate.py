@@ -79,15 +79,15 @@ def _next_word(word: str) -> Callable[[str], float]:
 
 def calibration_tasks(per_class: int = 5, seed: int = 0) -> list[CalTask]:
     """`per_class` tasks of each class, drawn with `seed` from fixed lists (the same set every time)."""
-    from k1.loop.tasks import arithmetic_tasks, python_tasks
-    from k1.loop.verifiers import solved, verify
+    from k1.tasks.task import arithmetic_tasks, python_tasks
+    from k1.tasks.verifiers import solved, verify
 
     rng = random.Random(seed)
     out = []
     for t in rng.sample(arithmetic_tasks("d2"), per_class):
         out.append(CalTask("arithmetic", t.id, _chat(t.prompt), lambda a, t=t: verify(t, a)))
     code = rng.sample(python_tasks(), per_class)
-    from k1.loop.sandbox import sandbox_problem
+    from k1.tasks.sandbox import sandbox_problem
     if sandbox_problem() is not None:  # model-written code never runs unsandboxed: the code class is left out
         log.warning("calibration leaves out the code class: %s", sandbox_problem())
         code = []

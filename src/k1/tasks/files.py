@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 from k1.errors import ConfigError
-from k1.loop.tasks import Task
+from k1.tasks.task import Task
 
 LAYOUTS = "K-1 ({kind, prompt, ...}), HumanEval-like ({prompt, entry_point, test}) or MBPP-like ({text|prompt, test_list})"
 

@@ -18,10 +18,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from k1.loop.sandbox.bwrap import problem, python_exe, spawn
-from k1.loop.sandbox.checks import as_call, free_names
-from k1.loop.sandbox.inside import decode, frame, strict_eq, unhex
-from k1.loop.sandbox.limits import Limits
+from k1.tasks.sandbox.bwrap import problem, python_exe, spawn
+from k1.tasks.sandbox.checks import as_call, free_names
+from k1.tasks.sandbox.inside import decode, frame, strict_eq, unhex
+from k1.tasks.sandbox.limits import Limits
 
 INSIDE = (Path(__file__).parent / "inside.py").read_text()
 
@@ -185,7 +185,7 @@ def _startup_error(p) -> str:
 
 def require_sandbox() -> None:
     """Raise SandboxUnavailable (one line, with how to get it) unless the sandbox works here."""
-    from k1.loop.sandbox import SandboxUnavailable
+    from k1.tasks.sandbox import SandboxUnavailable
 
     why = problem()
     if why is not None:

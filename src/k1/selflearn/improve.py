@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from k1.loop.formats import MAX_TOKENS, prompt_for, stop_for
-from k1.loop.tasks import Task
-from k1.loop.verifiers import solved, verify
+from k1.selflearn.formats import MAX_TOKENS, prompt_for, stop_for
+from k1.tasks.task import Task
+from k1.tasks.verifiers import solved, verify
 
 FEEDBACK = {"arithmetic": "That answer is wrong. Work it out again and give the number.",
             "python": "That code fails its tests. Fix it and reply with only the code."}

@@ -112,7 +112,7 @@ def spawn(files: dict[str, bytes], argv: list[str], keep_fds: list[int]) -> subp
 @functools.lru_cache(maxsize=1)
 def problem() -> str | None:
     """None when a sandboxed interpreter starts and answers here; otherwise why not (one probe per process)."""
-    from k1.loop.sandbox.run import INSIDE
+    from k1.tasks.sandbox.run import INSIDE
 
     if bwrap_exe() is None:
         return "bubblewrap (`bwrap`) is not installed"

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from k1.loop.improve import ask
-from k1.loop.tasks import Task
-from k1.loop.verifiers import solved
+from k1.selflearn.improve import ask
+from k1.tasks.task import Task
+from k1.tasks.verifiers import solved
 
 
 def evaluate(member, tasks: list[Task]) -> dict:

@@ -6,7 +6,7 @@ A base model (K-1) gets a plain "Q: ...\\nA:" completion prompt and stops at the
 
 from __future__ import annotations
 
-from k1.loop.tasks import Task
+from k1.tasks.task import Task
 
 MAX_TOKENS = {"arithmetic": 12, "python": 120}
 _SUFFIX = {"arithmetic": " Answer with just the number.", "python": ""}

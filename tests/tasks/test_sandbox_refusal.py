@@ -3,9 +3,9 @@ hides `bwrap` from PATH)."""
 
 import pytest
 
-from k1.loop import sandbox
-from k1.loop.tasks import Task
-from k1.loop.verifiers import verify_python
+from k1.tasks import sandbox
+from k1.tasks.task import Task
+from k1.tasks.verifiers import verify_python
 
 ADD3 = Task("t-add3", "python", "add_n", {"entry": "add_n", "tests": ["assert add_n(0) == 3", "assert add_n(5) == 8"]})
 
@@ -25,7 +25,7 @@ def test_without_isolation_python_tasks_are_refused_with_how_to_get_it(monkeypat
 
 
 def test_the_loop_refuses_python_tasks_before_any_model_runs(monkeypatch, tmp_path):
-    from k1.loop import LoopConfig, run_loop
+    from k1.selflearn import LoopConfig, run_loop
 
     monkeypatch.setenv("PATH", str(tmp_path))
     sandbox.sandbox_problem.cache_clear()
@@ -40,7 +40,7 @@ def test_the_loop_refuses_python_tasks_before_any_model_runs(monkeypatch, tmp_pa
 def test_loop_eval_refuses_python_tasks_before_loading_the_model(monkeypatch, tmp_path):
     from typer.testing import CliRunner
 
-    from k1.loop.cli import app
+    from k1.selflearn.cli import app
 
     monkeypatch.setenv("PATH", str(tmp_path))
     sandbox.sandbox_problem.cache_clear()

@@ -25,8 +25,8 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; print the report JSON."),
 ):
     """Evaluate → improve → dataset → train → evaluate again, per seed; writes OUT/report.md and dataset.jsonl."""
-    from k1.loop.config import load_loop_config
-    from k1.loop.runner import render, run_loop
+    from k1.selflearn.config import load_loop_config
+    from k1.selflearn.runner import render, run_loop
 
     cfg = load_loop_config(config, target=target, tasks=tasks, method=method, n_train=n_train, n_heldout=n_heldout,
                            samples=samples,
@@ -43,11 +43,11 @@ def eval_(
     seed: int = typer.Option(0, "--seed"),
 ):
     """Base rates: the target's greedy success on a sample of each task family, scored by verifiers."""
-    from k1.loop import members
-    from k1.loop.evaluate import evaluate
-    from k1.loop.runner import load_tasks
-    from k1.loop.sandbox import require_sandbox
-    from k1.loop.tasks import split_tasks
+    from k1.selflearn import members
+    from k1.selflearn.evaluate import evaluate
+    from k1.selflearn.runner import load_tasks
+    from k1.tasks.sandbox import require_sandbox
+    from k1.tasks.task import split_tasks
 
     families = {spec: load_tasks(spec) for spec in tasks.split(",")}
     if any(t.kind == "python" for ts in families.values() for t in ts):

@@ -2,9 +2,9 @@
 
 import pytest
 
-from k1.loop import Limits, SandboxUnavailable, Task, arithmetic_tasks, python_tasks, run_tests, verify
-from k1.loop import sandbox
-from k1.loop.verifiers import stated_answer
+from k1.tasks import Limits, SandboxUnavailable, Task, arithmetic_tasks, python_tasks, run_tests, verify
+from k1.tasks import sandbox
+from k1.tasks.verifiers import stated_answer
 
 needs_sandbox = pytest.mark.skipif(sandbox.sandbox_problem() is not None,
                                    reason=f"no isolation here: {sandbox.sandbox_problem()}")

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from k1.loop import sandbox
-from k1.loop.sandbox import Limits
-from k1.loop.tasks import Task
-from k1.loop.verifiers import verify_python
+from k1.tasks import sandbox
+from k1.tasks.sandbox import Limits
+from k1.tasks.task import Task
+from k1.tasks.verifiers import verify_python
 
 pytestmark = pytest.mark.skipif(sandbox.sandbox_problem() is not None,
                                 reason=f"no isolation here: {sandbox.sandbox_problem()}")
@@ -115,7 +115,7 @@ hits += ['cmdline'] if needle.encode() in open('/proc/self/cmdline', 'rb').read(
 return len(hits)
 """
     code = "import os\ndef add_n(x):\n" + "".join(f"    {line}\n" for line in body.strip("\n").split("\n"))
-    from k1.loop.sandbox import run_tests
+    from k1.tasks.sandbox import run_tests
     r = run_tests(code, ["assert add_n(5) == 'k1-secret-expected-7731'"])
     assert r["passed"] == 0
     assert r.get("values") == ["0"]  # what it returned: it found nothing

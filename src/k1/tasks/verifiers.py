@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 
-from k1.loop.sandbox import Limits, run_tests
-from k1.loop.tasks import Task
+from k1.tasks.sandbox import Limits, run_tests
+from k1.tasks.task import Task
 
 _ANSWER = re.compile(r"(?:^|[^\d.-])(-?\d+)\s*[.!]?$")
 _FENCE = re.compile(r"```(?:python|py)?\s*\n(.*?)```", re.S)

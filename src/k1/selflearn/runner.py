@@ -14,14 +14,14 @@ from pathlib import Path
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from k1.errors import ConfigError
-from k1.loop import members
-from k1.loop.config import LoopConfig
-from k1.loop.evaluate import evaluate
-from k1.loop.formats import prompt_for, training_text
-from k1.loop.improve import METHODS
-from k1.loop.sandbox import require_sandbox
-from k1.loop.selfinstruct import self_instruct
-from k1.loop.tasks import builtin_tasks, load_task_file, split_tasks
+from k1.selflearn import members
+from k1.selflearn.config import LoopConfig
+from k1.selflearn.evaluate import evaluate
+from k1.selflearn.formats import prompt_for, training_text
+from k1.selflearn.improve import METHODS
+from k1.tasks.sandbox import require_sandbox
+from k1.selflearn.selfinstruct import self_instruct
+from k1.tasks.task import builtin_tasks, load_task_file, split_tasks
 
 
 def load_tasks(spec: str):
@@ -111,14 +111,14 @@ def _train(cfg: LoopConfig, target, kept, seed_dir: Path, seed: int):
     if not kept:
         return {"trained": False, "reason": "no candidate passed its verifier"}, None
     if target.kind == "k1":
-        from k1.loop.train_k1 import finetune_k1
+        from k1.selflearn.train_k1 import finetune_k1
         from k1.pool.members.k1 import K1Member
 
         summary = finetune_k1(target.run_dir, [training_text(i.task, i.improved.text) for i in kept], seed_dir / "target",
                               steps=cfg.train_steps, seed=seed)
         info = {"trained": True, "steps": cfg.train_steps, "val_loss": summary.get("val_loss"), "examples": len(kept)}
         return info, K1Member.from_run(seed_dir / "target", name=f"{target.name}+loop")
-    from k1.loop.train_hf import finetune_lora
+    from k1.selflearn.train_hf import finetune_lora
 
     tuned, info = finetune_lora(target, [(prompt_for(target, i.task), i.improved.text) for i in kept], seed_dir,
                                 epochs=cfg.epochs, lr=cfg.lr, r=cfg.lora_r, seed=seed)

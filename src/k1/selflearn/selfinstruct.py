@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import re
 
-from k1.loop.tasks import Task, arithmetic_prompt
+from k1.tasks.task import Task, arithmetic_prompt
 
 _Q = re.compile(r"What is (\d{1,3}) ([-+*]) (\d{1,3})\?")
 

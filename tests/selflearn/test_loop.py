@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from k1.loop import LoopConfig, Task, arithmetic_tasks, load_task_file, rejection_sampling, run_loop, split_tasks
-from k1.loop.selfinstruct import self_instruct
+from k1.selflearn import LoopConfig, Task, arithmetic_tasks, load_task_file, rejection_sampling, run_loop, split_tasks
+from k1.selflearn.selfinstruct import self_instruct
 from k1.errors import ConfigError
 from k1.pool.members import K1Member
 
@@ -76,7 +76,7 @@ def test_loop_runs_end_to_end_on_a_tiny_k1_target(format_target, tmp_path):
 
 
 def test_lora_trains_a_hugging_face_target(tmp_path):
-    from k1.loop.train_hf import finetune_lora
+    from k1.selflearn.train_hf import finetune_lora
     from k1.pool.testing import tiny_hf_member
 
     m = tiny_hf_member()
@@ -108,7 +108,7 @@ def _small_config(tmp_path):
 
 
 def test_teacher_rewrite_and_self_refine_keep_only_verified_model_text(format_target):
-    from k1.loop import self_refine, teacher_rewrite
+    from k1.selflearn import self_refine, teacher_rewrite
 
     m = K1Member.from_run(format_target)
     task = Task("e", "arithmetic", "What is 1 + 1?", {"answer": 2})
@@ -119,7 +119,7 @@ def test_teacher_rewrite_and_self_refine_keep_only_verified_model_text(format_ta
 
 
 def test_a_judge_only_orders_verified_candidates(format_target):
-    from k1.loop.improve import Candidate, _best
+    from k1.selflearn.improve import Candidate, _best
 
     m = K1Member.from_run(format_target)
     task = Task("e", "arithmetic", "What is 1 + 1?", {"answer": 2})

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from k1.errors import ConfigError
-from k1.loop import load_task_file, sandbox, verify
+from k1.tasks import load_task_file, sandbox, verify
 
 HUMANEVAL = {
     "task_id": "HumanEval/0",

@@ -10,14 +10,14 @@ Where the isolation is not available, `require_sandbox()` (and so every Python v
 """
 
 from k1.errors import K1Error
-from k1.loop.sandbox.bwrap import problem as sandbox_problem
-from k1.loop.sandbox.limits import Limits
+from k1.tasks.sandbox.bwrap import problem as sandbox_problem
+from k1.tasks.sandbox.limits import Limits
 
 
 class SandboxUnavailable(K1Error):
     """No working sandbox here; the Python verifier refuses to run."""
 
 
-from k1.loop.sandbox.run import require_sandbox, run_tests  # noqa: E402  (needs SandboxUnavailable)
+from k1.tasks.sandbox.run import require_sandbox, run_tests  # noqa: E402  (needs SandboxUnavailable)
 
 __all__ = ["Limits", "SandboxUnavailable", "require_sandbox", "run_tests", "sandbox_problem"]

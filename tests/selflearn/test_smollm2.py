@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 
-from k1.loop import LoopConfig, run_loop
+from k1.selflearn import LoopConfig, run_loop
 
 pytestmark = pytest.mark.slow
 
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def smollm2():
     pytest.importorskip("peft")
-    from k1.loop.members import smollm2_dir
+    from k1.selflearn.members import smollm2_dir
 
     try:
         smollm2_dir()
@@ -32,7 +32,7 @@ def test_loop_on_smollm2_with_lora(smollm2, tmp_path):
 
 def test_two_smollm2_agents_collaborate_through_the_bridge(smollm2, tmp_path):
     from k1.agents.collab import self_hosted
-    from k1.loop.tasks import arithmetic_tasks
+    from k1.tasks.task import arithmetic_tasks
 
     tasks = arithmetic_tasks("d2")[:3]
     result = asyncio.run(self_hosted(tasks, smollm2, smollm2, tmp_path / "collab.sqlite", quiet=True))
