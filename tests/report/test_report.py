@@ -158,7 +158,7 @@ def test_compare_report_overlays_every_row(tmp_path, monkeypatch):
     c = json.loads((out / "compare.json").read_text())
     unigram = re.search(r'<td class="l">unigram entropy</td><td class="l">—</td><td>—</td><td>([0-9.]+)</td>', page)
     assert unigram and unigram.group(1) == f"{c['unigram']['val_bpb']:.3f}"
-    assert "Tokens/s depends on the machine and its load" in page and f"{c['threads']} threads" in page
+    assert "Tokens/s depends on the machine and its load" in page and f"{c['threads']} thread" in page
     assert str(tmp_path) not in page  # no absolute path (a home folder) in a page meant to be shared
     # k1-auto's trials never start in 8 steps, so it is attribution step for step: the caption says so
     assert "k1-auto is identical to attribution" in page

@@ -107,8 +107,9 @@ def run_compare(base: RunConfig, out_dir: Path, policies: list[str] | None = Non
 def load_note(result: dict) -> str:
     """Tokens/s is measured on whatever else the machine was doing: say so, with the threads and build."""
     v = result["versions"]
-    return (f"tokens/s depends on the machine and its load (another job on the same cores can slow a row "
-            f"10× or more); this run: {result['threads']} threads, {result['wall_s']:.0f} s wall, "
+    n = result["threads"]
+    return (f"Tokens/s depends on the machine and its load (another job on the same cores can slow a row "
+            f"10× or more); this run: {n} thread{'' if n == 1 else 's'}, {result['wall_s']:.0f} s wall, "
             f"torch {v['torch']}, Python {v['python']}, k1 {v['k1']}.")
 
 

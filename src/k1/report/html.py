@@ -406,7 +406,7 @@ def _compare_provenance(data: dict) -> str:
     if data.get("preset"):
         parts.append(f"preset <code>{esc(data['preset'])}</code>")
     if data.get("threads"):
-        parts.append(f"{esc(data['threads'])} threads")
+        parts.append(f"{esc(data['threads'])} thread{'' if data['threads'] == 1 else 's'}")
     if data.get("wall_s") is not None:
         parts.append(f"{fmt(data['wall_s'], '.0f')} s wall")
     v = data.get("versions") or {}
