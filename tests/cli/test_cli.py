@@ -40,7 +40,9 @@ def test_compare_quick_writes_table_and_json(cfg_file, tmp_path):
     out = tmp_path / "cmp"
     r = k1("compare", "--quick", "--config", cfg_file, "--set", "train.steps=4", "--set", "model.branching=[2, 2]",
            "--set", "model.width=32", "--set", "data.max_train_bytes=50000", "--out", out, "--quiet")
-    rows = json.loads((out / "compare.json").read_text())
+    result = json.loads((out / "compare.json").read_text())
+    rows = result["rows"]
+    assert result["preset"] == "small" and set(result["unigram"]["domains"]) == set(rows[0]["domains"])
     assert [row["policy"] for row in rows] == ["gpt", "dense", "attribution", "hybrid", "trust", "random", "k1-auto"]
     for row in rows:
         assert {"policy", "val_loss", "val_bpb", "tokens_per_s", "frac_params_changed", "agents_updated"} <= set(row)

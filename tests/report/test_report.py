@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -141,23 +142,51 @@ def test_reshaped_run_shows_events_and_every_agent_it_ever_had(reshaped_run):
     assert np.isnan(m).any()  # some agent was absent for part of the run
 
 
-def test_compare_report_overlays_every_row(tmp_path):
+def test_compare_report_overlays_every_row(tmp_path, monkeypatch):
     from k1.experiments.compare import run_compare
 
+    monkeypatch.chdir(tmp_path)  # the user names the directory relatively, as `k1 compare` does by default
     base = tiny_config(tmp_path / "data", ["train.steps=8", "train.log_every=4", "train.eval_every=4"])
-    out = tmp_path / "cmp"
-    rows = run_compare(base, out, ["attribution"], quiet=True, console=Console(file=io.StringIO()))
+    out = Path("cmp")
+    rows = run_compare(base, out, ["attribution", "k1-auto"], quiet=True, console=Console(file=io.StringIO()))
     page = write_report(out).read_text()
     assert_self_contained(page)
     assert set(plots_in(page)) == {"compare-val-curves", "compare-train-loss", "compare-params-changed"}
     assert not absences(page)
     for r in rows:
         assert f"<td class=\"l\">{r['policy']}</td>" in page and f"{r['val_bpb']:.3f}" in page
+    c = json.loads((out / "compare.json").read_text())
+    unigram = re.search(r'<td class="l">unigram entropy</td><td class="l">—</td><td>—</td><td>([0-9.]+)</td>', page)
+    assert unigram and unigram.group(1) == f"{c['unigram']['val_bpb']:.3f}"
+    assert "Tokens/s depends on the machine and its load" in page and f"{c['threads']} thread" in page
+    assert str(tmp_path) not in page  # no absolute path (a home folder) in a page meant to be shared
+    # k1-auto's trials never start in 8 steps, so it is attribution step for step: the caption says so
+    assert "k1-auto is identical to attribution" in page
     # a row whose run directory is gone is named, and the others are still drawn
     shutil.rmtree(out / "gpt")
     page = write_report(out).read_text()
     assert absences(page) == {"compare-runs"} and "<code>gpt</code>" in page
     assert "compare-val-curves" in plots_in(page)
+
+
+def test_an_older_compare_json_of_rows_only_still_renders(tmp_path):
+    rows = [{"policy": "gpt", "model": "DenseGPT", "val_loss": 2.5, "val_bpb": 3.713, "domains": {}}]
+    (tmp_path / "compare.json").write_text(json.dumps(rows))
+    page = write_report(tmp_path).read_text()
+    assert "3.713" in page and "unigram entropy" not in page
+
+
+def test_overlaid_lines_each_get_their_own_style_and_identical_ones_are_named():
+    from k1.report import plots
+
+    same = [(s, {"val_bpb": 4.0 - 0.1 * s, "domains": {}}) for s in range(1, 6)]
+    series = {name: list(same) for name in ["gpt", "dense", "attribution", "hybrid", "trust", "random", "k1-auto"]}
+    series["gpt"] = [(s, {"val_bpb": 3.0, "domains": {}}) for s in range(1, 6)]
+    fig = plots.overlaid_curves(series, [("mean", "")], "t", "bpb", "bpb")
+    lines = fig.axes[0].get_lines()
+    assert len({(ln.get_linestyle(), ln.get_marker()) for ln in lines}) == len(series)
+    labels = [ln.get_label() for ln in lines]
+    assert labels[0] == "gpt" and labels[1] == "dense" and labels[-1] == "k1-auto (= dense)"
 
 
 def test_continual_report_has_a_matrix_per_strategy(tmp_path):

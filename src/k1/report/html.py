@@ -342,19 +342,27 @@ def _specialisation_parts(sec: Section, s: dict) -> Section:
 
 # ---- a compare directory ------------------------------------------------------------------------------
 def compare_sections(d: Path) -> list[Section]:
-    rows = read_json(d / "compare.json")
+    data = read_json(d / "compare.json")
+    if isinstance(data, list):  # written before compare.json became an object: rows only
+        data = {"rows": data}
+    rows = data.get("rows") if isinstance(data, dict) else None
     if not isinstance(rows, list) or not all(isinstance(r, dict) and "policy" in r for r in rows):
-        raise CheckpointError(f"{d / 'compare.json'}: expected a list of rows with a 'policy' each; "
+        raise CheckpointError(f"{d / 'compare.json'}: expected an object whose 'rows' each have a 'policy'; "
                               "rewrite it with `k1 compare`")
     domains = list(rows[0].get("domains", {})) if rows else []
     tab = Section("compare-table", "Compare: every row on the same data, seed and budget")
+    body = [[r["policy"], r.get("model", ""), fmt(r.get("val_loss")), fmt(r.get("val_bpb"), ".3f"),
+             *[fmt(r.get("domains", {}).get(x, {}).get("bpb"), ".3f") for x in domains], fmt(r.get("tokens_per_s"), ",.0f"),
+             fmt(r.get("frac_params_changed"), ".2%"), f"{fmt(r.get('agents_updated'), '.1f')}/{r.get('agents', '—')}",
+             fmt(r.get("params"), ",")] for r in rows]
+    uni = data.get("unigram")
+    if uni:
+        body.append(["unigram entropy", "—", "—", fmt(uni.get("val_bpb"), ".3f"),
+                     *[fmt(uni.get("domains", {}).get(x), ".3f") for x in domains], "—", "—", "—", "—"])
     tab.parts.append(table(
         ["policy", "model", "val loss", "val bpb", *[f"{x} bpb" for x in domains], "tokens/s",
-         "params changed/step", "agents/step", "params"],
-        [[r["policy"], r.get("model", ""), fmt(r.get("val_loss")), fmt(r.get("val_bpb"), ".3f"),
-          *[fmt(r.get("domains", {}).get(x, {}).get("bpb"), ".3f") for x in domains], fmt(r.get("tokens_per_s"), ",.0f"),
-          fmt(r.get("frac_params_changed"), ".2%"), f"{fmt(r.get('agents_updated'), '.1f')}/{r.get('agents', '—')}",
-          fmt(r.get("params"), ",")] for r in rows], left=2))
+         "params changed/step", "agents/step", "params"], body, left=2))
+    tab.parts.append(f"<p>{_compare_provenance(data)}</p>")
     runs = {r["policy"]: load_run(d / r["policy"]) for r in rows if is_run_dir(d / r["policy"])}
     missing = [r["policy"] for r in rows if r["policy"] not in runs]
     curves = Section("compare-curves", "Validation curves, every row overlaid")
@@ -369,7 +377,8 @@ def compare_sections(d: Path) -> list[Section]:
         panels = [("mean over domains", "")] + [(x, x) for x in domains]
         curves.parts.append(figure("compare-val-curves", plots.overlaid_curves(
             evals, panels, "Validation bits per byte (lower is better)", "bits/byte", "bpb"),
-            "Validation bits per byte at each evaluation, mean and per domain, one line per row."))
+            "Validation bits per byte at each evaluation, mean and per domain, one line per row"
+            + _identical_note(evals) + "."))
         curves.parts.append(figure("compare-train-loss", plots.train_loss_overlay(
             {k: [(t["step"], t["loss"]) for t in r.train] for k, r in runs.items()}),
             "Training loss at each log interval, one line per row."))
@@ -381,6 +390,34 @@ def compare_sections(d: Path) -> list[Section]:
         changed.parts.append(figure("compare-params-changed", plots.params_changed_overlay(per_step, means),
                                     "Share of all parameters changed at each step (log scale) and its mean per row."))
     return [tab, curves, changed]
+
+
+def _identical_note(evals: dict) -> str:
+    """Name the rows whose curves are exactly another row's, so a line drawn on top is not taken as missing."""
+    same = plots.same_as(evals)
+    if not same:
+        return ""
+    return ("; " + ", ".join(f"{a} is identical to {b}" for a, b in same.items())
+            + " (same loss at every evaluation), drawn over it with its own dashes and markers")
+
+
+def _compare_provenance(data: dict) -> str:
+    """The run's setting and versions, and the warning that tokens/s measures the machine's load too."""
+    parts = []
+    if data.get("seed") is not None:
+        parts.append(f"seed {esc(data['seed'])}")
+    if data.get("preset"):
+        parts.append(f"preset <code>{esc(data['preset'])}</code>")
+    if data.get("threads"):
+        parts.append(f"{esc(data['threads'])} thread{'' if data['threads'] == 1 else 's'}")
+    if data.get("wall_s") is not None:
+        parts.append(f"{fmt(data['wall_s'], '.0f')} s wall")
+    v = data.get("versions") or {}
+    parts += [f"{name} {esc(v[key])}" for key, name in (("torch", "torch"), ("python", "Python"), ("k1", "k1"))
+              if v.get(key)]
+    run = ("This run: " + ", ".join(parts) + ". ") if parts else ""
+    return (run + "Tokens/s depends on the machine and its load: another job on the same cores can slow a row "
+            "many times over, so compare tokens/s only between rows of one quiet run.")
 
 
 # ---- a continual directory ------------------------------------------------------------------------------
@@ -486,9 +523,14 @@ def build_report(d: Path) -> str:
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">\n<title>{esc(title)}</title>\n'
             f"<style>{CSS}</style>\n</head>\n<body>\n<header>\n<h1>{esc(title)}</h1>\n"
-            f'<p class="meta">{esc(d.resolve())} · generated {when} by k1 {__version__}</p>\n'
+            f'<p class="meta">{esc(shown_path(d))} · generated {when} by k1 {__version__}</p>\n'
             f"<nav><ol>{nav}</ol></nav>\n</header>\n<main>\n"
             + "\n".join(s.html() for s in sections) + "\n</main>\n</body>\n</html>\n")
+
+
+def shown_path(d: Path) -> Path:
+    """The directory as the user named it; an absolute path shows only its last part (no home folder leaks)."""
+    return Path(d.resolve().name) if d.is_absolute() else d
 
 
 def write_report(dir: str | Path, out: str | Path | None = None) -> Path:

@@ -201,6 +201,39 @@ def grouped_bars(groups: list[str], series: dict[str, tuple[list[float], list[fl
 
 
 # ---- several runs -----------------------------------------------------------------------------------
+LINE_STYLES = ["-", "--", "-.", ":"]
+MARKERS = ["o", "s", "^", "v", "D", "x", "P", "*"]
+
+
+def line_style(i: int, n_points: int) -> dict:
+    """The i-th run's line: its own (line style, marker) pair; on long lines the markers are staggered.
+
+    Two runs can draw exactly the same curve (k1-auto whose trials all rolled back is attribution); with a
+    colour alone the later line hides the earlier one, with its own dashes and staggered markers both show.
+    """
+    # markevery as fractions of the axes diagonal: a marker each tenth, each run's started a little later
+    spacing = 0.1
+    every = (spacing * (i % len(MARKERS)) / len(MARKERS), spacing) if n_points > 12 else None
+    return {"ls": LINE_STYLES[i % len(LINE_STYLES)], "marker": MARKERS[i % len(MARKERS)], "ms": 4,
+            "markevery": every, "lw": 1.2}
+
+
+def same_as(series: dict[str, list]) -> dict[str, str]:
+    """label → the first earlier label whose points are exactly equal (non-empty series only)."""
+    out: dict[str, str] = {}
+    labels = list(series)
+    for j, label in enumerate(labels):
+        for earlier in labels[:j]:
+            if series[label] and series[label] == series[earlier] and earlier not in out:
+                out[label] = earlier
+                break
+    return out
+
+
+def legend_label(label: str, same: dict[str, str]) -> str:
+    return f"{label} (= {same[label]})" if label in same else label
+
+
 def overlaid_curves(series: dict[str, list[tuple[int, dict]]], panels: list[tuple[str, str]], title: str,
                     ylabel: str, key: str) -> Figure:
     """One panel per (panel title, domain or "" for the mean); one line per run label.
@@ -211,12 +244,13 @@ def overlaid_curves(series: dict[str, list[tuple[int, dict]]], panels: list[tupl
     rows = math.ceil(len(panels) / cols)
     fig = new_figure((10.0, 3.2 * rows))
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    same = same_as(series)
     for ax, (panel, domain) in zip(axes, panels):
-        for label, pts in series.items():
+        for i, (label, pts) in enumerate(series.items()):
             xs = [s for s, e in pts if not domain or domain in e.get("domains", {})]
             ys = [(e[f"val_{key}"] if not domain else e["domains"][domain][key]) for s, e in pts
                   if not domain or domain in e.get("domains", {})]
-            ax.plot(xs, ys, marker="o", ms=3, label=label)
+            ax.plot(xs, ys, label=legend_label(label, same), **line_style(i, len(xs)))
         ax.set(title=panel, xlabel="step", ylabel=ylabel)
         ax.grid(alpha=0.3)
     for ax in axes[len(panels):]:
@@ -229,9 +263,11 @@ def overlaid_curves(series: dict[str, list[tuple[int, dict]]], panels: list[tupl
 def train_loss_overlay(series: dict[str, list[tuple[int, float]]]) -> Figure:
     fig = new_figure()
     ax = fig.subplots()
-    for label, pts in series.items():
+    same = same_as(series)
+    for i, (label, pts) in enumerate(series.items()):
         if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=1, label=label)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=legend_label(label, same),
+                    **line_style(i, len(pts)))
     ax.set(title="Training loss (per logged step)", xlabel="step", ylabel="cross-entropy (nats/token)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -242,9 +278,11 @@ def params_changed_overlay(series: dict[str, list[tuple[int, float]]], means: di
     """Left: % of parameters changed at each step per run (log scale); right: the mean per run."""
     fig = new_figure()
     ax_steps, ax_mean = fig.subplots(1, 2, width_ratios=[2, 1])
-    for label, pts in series.items():
+    same = same_as(series)
+    for i, (label, pts) in enumerate(series.items()):
         if pts:
-            ax_steps.plot([p[0] for p in pts], [100 * p[1] for p in pts], lw=1, label=label)
+            ax_steps.plot([p[0] for p in pts], [100 * p[1] for p in pts], label=legend_label(label, same),
+                          **line_style(i, len(pts)))
     ax_steps.set_yscale("log")
     percent = FuncFormatter(lambda v, _: f"{v:g}%")
     ax_steps.yaxis.set_major_formatter(percent)

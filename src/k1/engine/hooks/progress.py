@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from k1.engine.hooks.base import HOOKS, Hook
 from k1.engine.hooks.events import format_event
+
+
+def label(info) -> str:
+    """The run's name (its directory: a compare row such as `gpt` or `k1-auto`), with the policy when it differs."""
+    name = Path(info.run_dir).name if info.run_dir is not None else info.policy
+    return name if name == info.policy else f"{name} ({info.policy})"
 
 
 @HOOKS.register("progress")
@@ -16,8 +24,7 @@ class ProgressHook(Hook):
             TextColumn("{task.fields[status]}"), TimeRemainingColumn(), transient=False,
         )
         self.progress.start()
-        self.task = self.progress.add_task(f"{info.policy}", total=info.steps, completed=info.start_step,
-                                           status="")
+        self.task = self.progress.add_task(label(info), total=info.steps, completed=info.start_step, status="")
 
     def on_step_end(self, state, r):
         if r.log_due and r.trial is None:  # host sync (log interval)
