@@ -41,6 +41,7 @@ from pathlib import Path
 import torch
 
 from k1.common.config_files import read_toml, validate_as
+from k1.common.files import write_atomic
 from k1.engine.config import RunConfig, load_config, merge, parse_override
 from k1.data import load_corpus
 from k1.data.builtin import DEFAULT_RECIPES
@@ -265,8 +266,8 @@ def run_continual(cfg: RunConfig, ccfg: ContinualConfig, out_dir: Path, strategi
               "strategies": [aggregate(name, runs) for name, runs in results.items()],
               "paired": paired(results), "reused_runs": reused}
     seconds = time.perf_counter() - t0
-    (out_dir / "continual.json").write_text(json.dumps(report, indent=1))
-    (out_dir / "continual.md").write_text(to_markdown(report, cfg, ccfg, seconds))
+    write_atomic(out_dir / "continual.json", json.dumps(report, indent=1))
+    write_atomic(out_dir / "continual.md", to_markdown(report, cfg, ccfg, seconds))
     console.print(to_table(report))
     if report["paired"]:
         console.print(paired_table(report))
