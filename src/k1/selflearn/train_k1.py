@@ -52,6 +52,5 @@ def finetune_k1(run_dir: Path, texts: list[str], out_dir: Path, *, steps: int = 
     })
     text = corpus_file.read_text()
     trainer = Trainer(cfg, out_dir, corpus=text_corpus(text, text, cfg.data.tokenizer), quiet=True)
-    # start from the target, not from a fresh init (the model lives on `trainer.state` after main's engine refactor)
-    getattr(trainer, "state", trainer).model.load_state_dict(model.state_dict())
+    trainer.state.model.load_state_dict(model.state_dict())  # start from the target, not from a fresh init
     return trainer.fit()
