@@ -263,14 +263,24 @@ def test_a_hub_on_a_public_address_without_tls_warns(tmp_path):
 
 
 # --- stored files from before per-sender ids -------------------------------------------------------------
+V1_LOG = """
+CREATE TABLE messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, type TEXT NOT NULL,
+    sender TEXT NOT NULL, target TEXT NOT NULL, reply_to TEXT, ts REAL NOT NULL, stored_ts REAL NOT NULL,
+    envelope TEXT NOT NULL, payload BLOB);
+CREATE TABLE deliveries (recipient TEXT NOT NULL, seq INTEGER NOT NULL REFERENCES messages(seq), acked_ts REAL,
+    PRIMARY KEY (recipient, seq));
+CREATE INDEX deliveries_pending ON deliveries(recipient, seq) WHERE acked_ts IS NULL;
+CREATE TABLE agents (name TEXT PRIMARY KEY, roles TEXT NOT NULL, last_seen REAL NOT NULL);
+"""  # the exchange log's first schema, as the hub wrote it (user_version 1)
+
+
 def test_a_version_1_exchange_log_and_inbox_are_migrated(tmp_path):
     import sqlite3
 
     from k1.bridge import Inbox
-    from k1.bridge.store import _MIGRATIONS
 
     db = sqlite3.connect(tmp_path / "old.sqlite", isolation_level=None)
-    db.executescript(f"BEGIN; {_MIGRATIONS[0]}; PRAGMA user_version=1; COMMIT;")
+    db.executescript(f"BEGIN; {V1_LOG}; PRAGMA user_version=1; COMMIT;")
     env = json.dumps({"id": "m1", "type": "message", "from": "alice", "to": "dave", "data": "x" * 100})
     db.execute("INSERT INTO messages (id, type, sender, target, ts, stored_ts, envelope) VALUES "
                "('m1', 'message', 'alice', 'dave', 0, 0, ?)", (env,))

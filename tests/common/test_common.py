@@ -75,6 +75,22 @@ def test_migrations_run_once_in_order_and_refuse_a_newer_file(tmp_path):
         migrate(db, [m001_items])
 
 
+def test_a_file_from_before_named_migrations_is_adopted_once(tmp_path):
+    path = tmp_path / "s.sqlite"
+    raw = sqlite3.connect(path)  # written by code that kept its schema version itself
+    raw.execute("CREATE TABLE items (name TEXT PRIMARY KEY)")
+    raw.execute("INSERT INTO items VALUES ('a')")
+    raw.execute("PRAGMA user_version=1")
+    raw.commit()
+    raw.close()
+    db = connect(path)
+    by_version = lambda db: db.execute("PRAGMA user_version").fetchone()[0]  # noqa: E731
+    assert migrate(db, [m001_items, m002_count], adopt=by_version) == ["m002_count"]  # m001 recorded, not run
+    assert sorted(r[0] for r in db.execute("SELECT name FROM _migrations")) == ["m001_items", "m002_count"]
+    assert tuple(db.execute("SELECT name, n FROM items").fetchone()) == ("a", 0)
+    assert migrate(db, [m001_items, m002_count], adopt=lambda db: 99) == []  # adopt only asked for a new table
+
+
 def test_connect_refuses_a_file_that_is_not_sqlite(tmp_path):
     path = tmp_path / "not.sqlite"
     path.write_bytes(b"this is not a database" * 100)

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import hmac
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from k1.common.config_files import read_toml
 from k1.errors import ConfigError
 
 ANY = "any"  # `roles = "any"` in the agents file: the agent may declare every role
@@ -38,12 +38,8 @@ class AgentBook:
     @classmethod
     def from_file(cls, path: str | Path) -> "AgentBook":
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"agents file {path}: no such file (see docs/bridge-protocol.md for its format)")
-        try:
-            doc = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"agents file {path}: {e}") from None
+        doc = read_toml(path, "agents file",
+                        missing=f"agents file {path}: no such file (see docs/bridge-protocol.md for its format)")
         agents = doc.get("agents")
         if not isinstance(agents, dict) or not agents:
             raise ConfigError(f"agents file {path}: needs at least one [agents.NAME] table")

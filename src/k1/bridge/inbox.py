@@ -16,9 +16,37 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
+from k1.common.sqlite import Migration, connect, has_table, migrate
+
 
 def key(envelope: dict) -> tuple[str, str]:
     return envelope.get("from", ""), envelope["id"]
+
+
+def m001_inbox(db: sqlite3.Connection) -> None:
+    """The first inbox, when ids were unique across senders."""
+    db.execute("CREATE TABLE inbox (n INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE, envelope TEXT NOT NULL, "
+               "payload BLOB, received_ts REAL NOT NULL)")
+
+
+def m002_per_sender_ids(db: sqlite3.Connection) -> None:
+    """A message is known by (sender, id): ids are unique per sender only."""
+    db.execute("ALTER TABLE inbox RENAME TO inbox_v1")
+    db.execute("CREATE TABLE inbox (n INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, sender TEXT NOT NULL, "
+               "envelope TEXT NOT NULL, payload BLOB, received_ts REAL NOT NULL, UNIQUE (sender, id))")
+    db.execute("INSERT INTO inbox (n, id, sender, envelope, payload, received_ts) SELECT n, id, "
+               "COALESCE(json_extract(envelope, '$.from'), ''), envelope, payload, received_ts FROM inbox_v1")
+    db.execute("DROP TABLE inbox_v1")
+
+
+MIGRATIONS: list[Migration] = [m001_inbox, m002_per_sender_ids]
+
+
+def _adopt(db: sqlite3.Connection) -> int:
+    """An inbox from before named migrations: none (a new file), the first table, or the per-sender one."""
+    if not has_table(db, "inbox"):
+        return 0
+    return 2 if "sender" in [r[1] for r in db.execute("PRAGMA table_info(inbox)")] else 1
 
 
 class Inbox:
@@ -30,22 +58,9 @@ class Inbox:
         self.memory_limit = memory_limit
         self.db = None
         if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self._migrate()
-
-    def _migrate(self) -> None:
-        cols = [r[1] for r in self.db.execute("PRAGMA table_info(inbox)")]
-        create = ("CREATE TABLE inbox (n INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, sender TEXT NOT NULL, "
-                  "envelope TEXT NOT NULL, payload BLOB, received_ts REAL NOT NULL, UNIQUE (sender, id))")
-        if not cols:
-            self.db.execute(create)
-        elif "sender" not in cols:  # an inbox written when ids were unique across senders
-            self.db.executescript(f"BEGIN; ALTER TABLE inbox RENAME TO inbox_v1; {create}; "
-                                  "INSERT INTO inbox (n, id, sender, envelope, payload, received_ts) SELECT n, id, "
-                                  "COALESCE(json_extract(envelope, '$.from'), ''), envelope, payload, received_ts "
-                                  "FROM inbox_v1; DROP TABLE inbox_v1; COMMIT;")
+            # synchronous=FULL (`durable`), as SQLite's default was here: a taken message survives power loss
+            self.db = connect(self.path, "inbox", durable=True, timeout_s=5.0, rows=False)
+            migrate(self.db, MIGRATIONS, f"inbox {self.path}", adopt=_adopt)
 
     def take(self, envelope: dict, payload: bytes | None = None) -> bool:
         """Record this message (durably, with its content, when the inbox has a file); False when it was

@@ -5,7 +5,9 @@ receipt goes out; a delivery row is marked acked when its recipient says it proc
 "replay everything unacked for X in order" is one query, and a hub killed at any instant loses nothing it
 had receipted (WAL + synchronous=NORMAL survives a process kill; `durable=True` sets FULL for power loss).
 Ids are unique per sender (one agent's id never shadows another's), and every delivery row carries the
-message's size, so the hub can hold each recipient to a budget of pending messages and bytes.
+message's size, so the hub can hold each recipient to a budget of pending messages and bytes. The schema
+evolves by named migrations (`k1.common.sqlite`); a log from before them, which counted its migrations in
+`PRAGMA user_version`, is adopted at that count.
 """
 
 from __future__ import annotations
@@ -16,46 +18,45 @@ import time
 from pathlib import Path
 
 from k1.bridge.protocol import Envelope
+from k1.common.sqlite import Migration, connect, migrate
 
-_MIGRATIONS = [
-    # 1: messages, their per-recipient deliveries, and the roles each agent last declared
-    """
-    CREATE TABLE messages (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        id TEXT NOT NULL UNIQUE,
+
+def m001_messages(db: sqlite3.Connection) -> None:
+    """Messages, their per-recipient deliveries, and the roles each agent last declared."""
+    db.execute("""CREATE TABLE messages (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
         type TEXT NOT NULL, sender TEXT NOT NULL, target TEXT NOT NULL, reply_to TEXT,
-        ts REAL NOT NULL, stored_ts REAL NOT NULL,
-        envelope TEXT NOT NULL,
-        payload BLOB
-    );
-    CREATE TABLE deliveries (
+        ts REAL NOT NULL, stored_ts REAL NOT NULL, envelope TEXT NOT NULL, payload BLOB)""")
+    db.execute("""CREATE TABLE deliveries (
         recipient TEXT NOT NULL, seq INTEGER NOT NULL REFERENCES messages(seq), acked_ts REAL,
-        PRIMARY KEY (recipient, seq)
-    );
-    CREATE INDEX deliveries_pending ON deliveries(recipient, seq) WHERE acked_ts IS NULL;
-    CREATE TABLE agents (name TEXT PRIMARY KEY, roles TEXT NOT NULL, last_seen REAL NOT NULL);
-    """,
-    # 2: ids unique per sender (was: across all senders); the size of each delivery; an index for expiry
-    """
-    CREATE TABLE messages_v2 (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        id TEXT NOT NULL,
+        PRIMARY KEY (recipient, seq))""")
+    db.execute("CREATE INDEX deliveries_pending ON deliveries(recipient, seq) WHERE acked_ts IS NULL")
+    db.execute("CREATE TABLE agents (name TEXT PRIMARY KEY, roles TEXT NOT NULL, last_seen REAL NOT NULL)")
+
+
+def m002_per_sender_ids(db: sqlite3.Connection) -> None:
+    """Ids unique per sender (were: across all senders); the size of each delivery; an index for expiry."""
+    db.execute("""CREATE TABLE messages_v2 (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL,
         type TEXT NOT NULL, sender TEXT NOT NULL, target TEXT NOT NULL, reply_to TEXT,
-        ts REAL NOT NULL, stored_ts REAL NOT NULL,
-        envelope TEXT NOT NULL,
-        payload BLOB,
-        UNIQUE (sender, id)
-    );
-    INSERT INTO messages_v2 SELECT seq, id, type, sender, target, reply_to, ts, stored_ts, envelope, payload
-        FROM messages;
-    DROP TABLE messages;
-    ALTER TABLE messages_v2 RENAME TO messages;
-    CREATE INDEX messages_stored ON messages(stored_ts);
-    ALTER TABLE deliveries ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
-    UPDATE deliveries SET size = (SELECT length(CAST(envelope AS BLOB)) + COALESCE(length(payload), 0)
-                                  FROM messages m WHERE m.seq = deliveries.seq);
-    """,
-]
+        ts REAL NOT NULL, stored_ts REAL NOT NULL, envelope TEXT NOT NULL, payload BLOB,
+        UNIQUE (sender, id))""")
+    db.execute("""INSERT INTO messages_v2 SELECT seq, id, type, sender, target, reply_to, ts, stored_ts, envelope,
+        payload FROM messages""")
+    db.execute("DROP TABLE messages")
+    db.execute("ALTER TABLE messages_v2 RENAME TO messages")
+    db.execute("CREATE INDEX messages_stored ON messages(stored_ts)")
+    db.execute("ALTER TABLE deliveries ADD COLUMN size INTEGER NOT NULL DEFAULT 0")
+    db.execute("""UPDATE deliveries SET size = (SELECT length(CAST(envelope AS BLOB)) + COALESCE(length(payload), 0)
+        FROM messages m WHERE m.seq = deliveries.seq)""")
+
+
+MIGRATIONS: list[Migration] = [m001_messages, m002_per_sender_ids]
+
+
+def _adopt(db: sqlite3.Connection) -> int:
+    """A log from before named migrations counted them in `PRAGMA user_version`: version N holds the first N."""
+    return db.execute("PRAGMA user_version").fetchone()[0]
 
 
 class ExchangeLog:
@@ -63,16 +64,9 @@ class ExchangeLog:
 
     def __init__(self, path: str | Path, durable: bool = False):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-        self._migrate()
-
-    def _migrate(self) -> None:
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        for i, sql in enumerate(_MIGRATIONS[version:], start=version + 1):
-            self.db.executescript(f"BEGIN; {sql}; PRAGMA user_version={i}; COMMIT;")
+        # a 5 s busy timeout: the hub's event loop must not block long on another process's lock
+        self.db = connect(self.path, "exchange log", durable=durable, timeout_s=5.0, rows=False)
+        migrate(self.db, MIGRATIONS, f"exchange log {self.path}", adopt=_adopt)
 
     # --- agents -------------------------------------------------------------------------------------------
     def remember_agent(self, name: str, roles: list[str]) -> None:

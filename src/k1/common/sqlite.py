@@ -5,7 +5,9 @@ and one way to evolve its schema.
 processes may write) and `synchronous=NORMAL` (a killed process loses nothing committed; `durable=True`
 sets FULL, for power loss). `migrate` runs named migrations: an ordered list of functions, each run once
 in its own transaction and recorded by name in `_migrations`, so a file written by a newer k1 (a name
-this code does not know) is refused instead of misread."""
+this code does not know) is refused instead of misread. A file written before its store used named
+migrations is adopted once: `adopt` says how many of the migrations it already holds, and their names are
+recorded without running them."""
 
 from __future__ import annotations
 
@@ -37,10 +39,26 @@ def connect(path: str | Path, what: str = "store", *, durable: bool = False, tim
     return db
 
 
-def migrate(db: sqlite3.Connection, migrations: list[Migration], what: str = "store") -> list[str]:
+def migrate(db: sqlite3.Connection, migrations: list[Migration], what: str = "store", *,
+            adopt: Callable[[sqlite3.Connection], int] | None = None) -> list[str]:
     """Run the migrations (by `__name__`) this file has not recorded, in order, each in one
-    `BEGIN IMMEDIATE` transaction with its record; → the names run now."""
-    db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, ts REAL NOT NULL)")
+    `BEGIN IMMEDIATE` transaction with its record; → the names run now.
+
+    `adopt(db)`: for a file with no `_migrations` table yet, the number of leading `migrations` it already
+    holds (a file from before named migrations); they are recorded, not run, in the transaction that
+    creates the table."""
+    if not has_table(db, "_migrations"):
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if not has_table(db, "_migrations"):  # another process may have created it meanwhile
+                db.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, ts REAL NOT NULL)")
+                held = adopt(db) if adopt is not None else 0
+                now = time.time()
+                db.executemany("INSERT INTO _migrations VALUES (?, ?)", [(m.__name__, now) for m in migrations[:held]])
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
     done = {r[0] for r in db.execute("SELECT name FROM _migrations")}
     unknown = done - {m.__name__ for m in migrations}
     if unknown:
@@ -63,3 +81,8 @@ def migrate(db: sqlite3.Connection, migrations: list[Migration], what: str = "st
         db.execute("COMMIT")
         ran.append(m.__name__)
     return ran
+
+
+def has_table(db: sqlite3.Connection, name: str) -> bool:
+    """Whether the file holds table `name` (what an `adopt` function looks at)."""
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None

@@ -36,12 +36,12 @@ import json
 import logging
 import statistics
 import time
-import tomllib
 from pathlib import Path
 
 import torch
-from pydantic import ValidationError
 
+from k1.common.config_files import read_toml, validate_as
+from k1.common.files import write_atomic
 from k1.engine.config import RunConfig, load_config, merge, parse_override
 from k1.data import load_corpus
 from k1.data.builtin import DEFAULT_RECIPES
@@ -86,16 +86,7 @@ def _elementwise(mats: list) -> dict:
 # ---- configuration ----------------------------------------------------------------------------------
 def load_configs(path: Path | None, preset: str, overrides: list[str]) -> tuple[RunConfig, ContinualConfig]:
     """The run config (preset ← file ← --set) and the `[continual]` table, split from the same sources."""
-    file_data: dict = {}
-    if path is not None:
-        if not Path(path).is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            file_data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path}: not valid TOML ({e})") from None
-        except UnicodeDecodeError as e:
-            raise ConfigError(f"{path}: not a UTF-8 text file (byte {e.start}: {e.reason})") from None
+    file_data = read_toml(path) if path is not None else {}
     table = dict(file_data.pop("continual", {}))
     run_overrides = []
     for item in overrides:
@@ -110,14 +101,7 @@ def load_configs(path: Path | None, preset: str, overrides: list[str]) -> tuple[
         cfg = load_config(None, preset=preset, overrides=run_overrides, extra=file_data)
     except ConfigError as e:
         raise ConfigError(str(e).replace("defaults: ", f"{path}: ") if path else str(e)) from None
-    try:
-        ccfg = ContinualConfig.model_validate(table)
-    except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(x) for x in err["loc"])
-        raise ConfigError(f"{path or 'config'}: continual.{where}: {err['msg']} "
-                          f"(got {err.get('input')!r})") from None
-    return cfg, ccfg
+    return cfg, validate_as(ContinualConfig, table, str(path or "config"), at="continual")
 
 
 def available_domains(cfg: RunConfig) -> list[str]:
@@ -282,8 +266,8 @@ def run_continual(cfg: RunConfig, ccfg: ContinualConfig, out_dir: Path, strategi
               "strategies": [aggregate(name, runs) for name, runs in results.items()],
               "paired": paired(results), "reused_runs": reused}
     seconds = time.perf_counter() - t0
-    (out_dir / "continual.json").write_text(json.dumps(report, indent=1))
-    (out_dir / "continual.md").write_text(to_markdown(report, cfg, ccfg, seconds))
+    write_atomic(out_dir / "continual.json", json.dumps(report, indent=1))
+    write_atomic(out_dir / "continual.md", to_markdown(report, cfg, ccfg, seconds))
     console.print(to_table(report))
     if report["paired"]:
         console.print(paired_table(report))

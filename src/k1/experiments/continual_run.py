@@ -17,6 +17,7 @@ import time
 import tomllib
 from pathlib import Path
 
+from k1.common.files import write_atomic
 from k1.engine.config import RunConfig, dump_config, validate
 from k1.data import BatchSampler
 from k1.engine.run.checkpoint import is_complete
@@ -30,6 +31,7 @@ from k1.engine.run.train import standard_hooks
 from k1.errors import ConfigError
 from k1.experiments.strategies import STRATEGIES, ContinualConfig, strategy_config
 
+RESUME = "resume"  # the resume points of a run directory, itself laid out as one (`RESUME/checkpoints/step-N`)
 
 
 class RunBook:
@@ -69,8 +71,8 @@ class StageRecorder(Hook):
         self.book.R.append(_row(metrics, self.domains, "bpb"))
         self.book.R_loss.append(_row(metrics, self.domains, "loss"))
         self.book.agents.append(state.shape.n_agents)
-        state.save(self.run_dir / "checkpoints" / f"step-{state.step}", meta={"stage": stage.index, "domain": stage.name})
-        shutil.rmtree(self.run_dir / "resume", ignore_errors=True)  # the stage's end supersedes them
+        state.save(RunDir(self.run_dir).checkpoint(state.step), meta={"stage": stage.index, "domain": stage.name})
+        shutil.rmtree(self.run_dir / RESUME, ignore_errors=True)  # the stage's end supersedes them
         self.on_stage(stage.index)
 
 
@@ -78,13 +80,13 @@ class ResumePoints(Hook):
     """A full checkpoint every `every` steps inside a stage, under `resume/checkpoints/` (only the newest kept)."""
 
     def __init__(self, run_dir: Path, every: int):
-        self.root, self.every = run_dir / "resume", every
+        self.root, self.every = run_dir / RESUME, every
 
     def on_check(self, state, step):
         if not self.every or step % self.every or step >= state.stage_end:
             return
         old = RunDir(self.root).checkpoint_dirs()
-        state.save(self.root / "checkpoints" / f"step-{step}", meta={"resume_point": True})
+        state.save(RunDir(self.root).checkpoint(step), meta={"resume_point": True})
         for d in old:
             shutil.rmtree(d, ignore_errors=True)
 
@@ -146,16 +148,14 @@ def resume_point(run_dir: Path, identity: dict) -> Path | None:
         return None
     if not same_training(saved, identity):
         return None
-    found = [d for d in RunDir(run_dir).checkpoint_dirs() + RunDir(run_dir / "resume").checkpoint_dirs()
+    found = [d for d in RunDir(run_dir).checkpoint_dirs() + RunDir(run_dir / RESUME).checkpoint_dirs()
              if is_complete(d)]
     return max(found, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
 def write_run_result(run_dir: Path, result: dict) -> None:
-    """`continual_run.json`, written to a temporary name and renamed: its presence means "finished"."""
-    tmp = run_dir / "continual_run.json.tmp"
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(run_dir / "continual_run.json")
+    """`continual_run.json`, written atomically: its presence means "finished"."""
+    write_atomic(run_dir / "continual_run.json", json.dumps(result, indent=1))
 
 
 def count_specialists(run_dir: Path) -> int:
@@ -199,7 +199,7 @@ def run_one(cfg: RunConfig, ccfg: ContinualConfig, strategy: str, seed: int, cor
         if run_dir.exists():  # a stale or torn directory: its config.toml and logs must not leak into this run
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True)
-        (run_dir / "continual_identity.json").write_text(json.dumps(identity, indent=1))
+        write_atomic(run_dir / "continual_identity.json", json.dumps(identity, indent=1))
     t0 = time.perf_counter()
     state = strategy_state(cfg, strategy, seed, corpus)
     cfg = state.cfg

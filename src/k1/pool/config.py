@@ -22,13 +22,12 @@ Relative paths are read from the pool file's folder. Local members' cost is meas
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from k1.errors import ConfigError
+from k1.common.config_files import read_toml, validate_as
 from k1.pool.context import ContextSettings
 from k1.pool.snarc import SnarcWeights
 from k1.pool.metabolic import MetabolicSettings
@@ -113,29 +112,11 @@ class PoolConfig(BaseModel):
         return self
 
 
-def validate_model(cls: type[BaseModel], data: dict, source: str):
-    """Validate `data` into `cls`, turning pydantic's errors into one ConfigError line per problem."""
-    try:
-        return cls.model_validate(data)
-    except ValidationError as e:
-        lines = []
-        for err in e.errors():
-            loc = ".".join(str(x) for x in err["loc"])
-            val = err.get("input")
-            shown = "" if isinstance(val, dict) else f" (got {val!r})"
-            lines.append(f"{source}: {loc or '<root>'}: {err['msg'].removeprefix('Value error, ')}{shown}")
-        raise ConfigError("; ".join(lines)) from None
-
-
 def read_pool_config(path: str | Path) -> PoolConfig:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"pool file {path} does not exist; write one (see docs/pool.md) or use the default pool")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML ({e})") from None
-    return resolve_paths(validate_model(PoolConfig, data, str(path)), path.parent)
+    data = read_toml(path, "pool file", missing=f"pool file {path} does not exist; write one (see docs/pool.md) "
+                                                "or use the default pool")
+    return resolve_paths(validate_as(PoolConfig, data, str(path)), path.parent)
 
 
 def resolve_paths(cfg: PoolConfig, root: Path) -> PoolConfig:

@@ -23,6 +23,7 @@ import os
 import shutil
 from pathlib import Path
 
+from k1.common.files import write_atomic
 from k1.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,5 @@ def default_pool_file(quiet: bool = False) -> Path:
             "[pool]\nbudget_atp = 20000.0\nselection = \"greedy\"\ncost_weight = 0.1\n"
             f"store = \"{root / 'pool.sqlite'}\"\n\n" + "\n".join(members) + ("\n" + added if added else ""))
     if not path.is_file() or path.read_text() != text:
-        root.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        write_atomic(path, text)  # parallel processes may build it at once: each reads a whole file
     return path

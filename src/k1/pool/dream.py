@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from rich.progress import Progress
 
+from k1.common.trust import beta_mean
 from k1.errors import BackendError
 from k1.pool.members.base import Member, prompt_text
 from k1.pool.members.local import LocalMember
@@ -46,7 +47,7 @@ def mean_trust(store, name: str) -> float:
     for (m, _), (a, b) in store.trust().items():
         if m == name:
             s, f = s + a, f + b
-    return (1 + s) / (2 + s + f)
+    return beta_mean(s, f)
 
 
 def pick_pair(router, teacher: str | None = None, student: str | None = None) -> tuple[Member, LocalMember]:

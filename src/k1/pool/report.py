@@ -11,6 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from k1 import __version__
+from k1.common.trust import beta_mean
 from k1.pool.store import PoolStore
 from k1.report import plots
 from k1.report.html import CSS, Section, absent, esc, figure, fmt, table
@@ -29,7 +30,7 @@ def _trust_over_time(outcomes: list[dict]) -> Section:
         c = counts[key]
         c[0] += o["success"]
         c[1] += 1 - o["success"]
-        series[key].append((i, (1 + c[0]) / (2 + c[0] + c[1])))
+        series[key].append((i, beta_mean(c[0], c[1])))
     fig = plots.new_figure()
     ax = fig.add_subplot()
     for (m, ctx), pts in sorted(series.items()):
@@ -50,7 +51,7 @@ def trust_table_rows(outcomes: list[dict]) -> list[dict]:
     for o in outcomes:
         acc[(o["member"], o["context"])][0] += o["success"]
         acc[(o["member"], o["context"])][1] += 1 - o["success"]
-    return [{"member": m, "context": c, "successes": s, "failures": f, "mean": (1 + s) / (2 + s + f)}
+    return [{"member": m, "context": c, "successes": s, "failures": f, "mean": beta_mean(s, f)}
             for (m, c), (s, f) in sorted(acc.items())]
 
 

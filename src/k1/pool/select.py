@@ -14,6 +14,8 @@ import random
 from dataclasses import dataclass
 from typing import Callable
 
+from k1.common.trust import beta_mean
+
 
 @dataclass(frozen=True)
 class Candidate:
@@ -24,7 +26,7 @@ class Candidate:
 
     @property
     def mean(self) -> float:
-        return (1.0 + self.successes) / (2.0 + self.successes + self.failures)
+        return beta_mean(self.successes, self.failures)
 
     @property
     def n(self) -> float:

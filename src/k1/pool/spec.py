@@ -13,7 +13,8 @@ from k1.errors import ConfigError
 def parse_spec(spec: str, *, name: str | None = None, roles: list[str] = (), model: str | None = None,
                price: float = 1.0) -> dict:
     """→ a member table ({"name", "kind", ...}), validated like a pool file's entry."""
-    from k1.pool.config import PoolConfig, validate_model
+    from k1.common.config_files import validate_as
+    from k1.pool.config import PoolConfig
 
     kind, _, rest = spec.partition(":")
     if kind == "k1" and rest:
@@ -31,7 +32,7 @@ def parse_spec(spec: str, *, name: str | None = None, roles: list[str] = (), mod
     if kind in ("k1", "hf") and not path.exists():
         raise ConfigError(f"member {spec!r}: {path} does not exist")
     table["roles"] = list(roles)
-    validate_model(PoolConfig, {"members": [table]}, "member")
+    validate_as(PoolConfig, {"members": [table]}, "member")
     return table
 
 

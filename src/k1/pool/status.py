@@ -3,6 +3,8 @@ calibration prior, budget, state, recent experiences."""
 
 from __future__ import annotations
 
+from k1.common.trust import beta_mean
+
 
 def trust_table(store, calibration_weight: float = 1.0) -> list[dict]:
     """One row per (member, task class): live successes/failures, the calibration prior, and the posterior
@@ -15,7 +17,7 @@ def trust_table(store, calibration_weight: float = 1.0) -> list[dict]:
         ps, pf = calibration_weight * c["solved"], calibration_weight * (c["n"] - c["solved"])
         rows.append({"member": member, "context": context, "successes": s, "failures": f,
                      "cal_n": c["n"], "cal_solved": c["solved"], "cal_atp": c["atp"],
-                     "mean": (1 + s + ps) / (2 + s + f + ps + pf)})
+                     "mean": beta_mean(s + ps, f + pf)})
     return rows
 
 

@@ -3,9 +3,9 @@
 One class owns the connection and every SQL statement (simonw/llm's pattern). The file is in WAL mode with
 a busy timeout, and every write is one `BEGIN IMMEDIATE` transaction whose counters are updated in SQL
 (`successes = successes + 1`), so several processes (a server and a `k1 pool dream`, say) can write at
-once without losing an update (tests/pool/test_store.py runs four writer processes). The schema is
-versioned: `MIGRATIONS` is an ordered list of named functions; those not yet recorded in `_migrations`
-run once, in order, when a store opens.
+once without losing an update (tests/pool/test_store.py runs four writer processes). The file is opened
+and its schema evolved by `k1.common.sqlite`: `MIGRATIONS` is an ordered list of named functions; those
+not yet recorded in `_migrations` run once, in order, when a store opens.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
-from k1.errors import ConfigError
+from k1.common.sqlite import Migration, connect, migrate
 
 
 def m001_trust_and_ledger(db: sqlite3.Connection) -> None:
@@ -67,11 +67,12 @@ def m005_calibration(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX calibration_member ON calibration (member, task_class)")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_trust_and_ledger, m002_experiences, m003_state_log,
-                                                          m004_feedback_once, m005_calibration]
+MIGRATIONS: list[Migration] = [m001_trust_and_ledger, m002_experiences, m003_state_log,
+                              m004_feedback_once, m005_calibration]
 SCHEMA_VERSION = len(MIGRATIONS)
 
-# every way a call can end; each is charged to the budget (DESIGN.md, "The pool")
+# every way a call can end; each is charged to the ledger, so the budget and the routing shares count the calls
+# that failed, timed out or were cancelled, not only those that succeeded
 CALL_PATHS = ("success", "failure", "timeout", "unavailable", "cancelled")
 
 
@@ -80,16 +81,8 @@ class PoolStore:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        try:
-            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
-        except sqlite3.DatabaseError as e:
-            raise ConfigError(f"pool store {self.path}: not a usable SQLite file ({e})") from None
-        self.db.execute("PRAGMA busy_timeout=60000")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.row_factory = sqlite3.Row
+        self.db = connect(self.path, "pool store")
         self.migrate()
 
     @contextmanager
@@ -106,20 +99,8 @@ class PoolStore:
 
     def migrate(self) -> list[str]:
         """Run the migrations this file has not seen; → their names."""
-        ran = []
-        with self.write() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, ts REAL NOT NULL)")
-            done = {r[0] for r in db.execute("SELECT name FROM _migrations")}
-            unknown = done - {m.__name__ for m in MIGRATIONS}
-            if unknown:
-                raise ConfigError(f"pool store {self.path} was written by a newer k1 (migrations {sorted(unknown)}); "
-                                  "upgrade k1 or use another store file")
-            for m in MIGRATIONS:
-                if m.__name__ not in done:
-                    m(db)
-                    db.execute("INSERT INTO _migrations VALUES (?, ?)", (m.__name__, time.time()))
-                    ran.append(m.__name__)
-        return ran
+        with self._lock:
+            return migrate(self.db, MIGRATIONS, f"pool store {self.path}")
 
     @property
     def schema_version(self) -> int:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from k1.errors import ConfigError
+from k1.common.config_files import read_toml, validate_as
 
 
 class LoopConfig(BaseModel):
@@ -41,18 +40,6 @@ class LoopConfig(BaseModel):
 
 def load_loop_config(path: Path | None = None, **overrides) -> LoopConfig:
     """TOML file (optional) + overrides (None values ignored) → LoopConfig, errors as one ConfigError line."""
-    data = {}
-    if path is not None:
-        if not Path(path).is_file():
-            raise ConfigError(f"loop config {path}: no such file")
-        try:
-            data = tomllib.loads(Path(path).read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"loop config {path}: {e}") from None
+    data = read_toml(path, "loop config") if path is not None else {}
     data.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return LoopConfig.model_validate(data)
-    except ValidationError as e:
-        where = f"{path}: " if path else ""
-        raise ConfigError(where + "; ".join(f"{'.'.join(map(str, err['loc'])) or 'config'}: {err['msg']}"
-                                            for err in e.errors())) from None
+    return validate_as(LoopConfig, data, str(path) if path is not None else "loop config")

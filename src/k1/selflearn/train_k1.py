@@ -38,13 +38,13 @@ def text_corpus(train: str, val: str, tokenizer_spec: str = "byte", domain: str 
 
 def finetune_k1(run_dir: Path, texts: list[str], out_dir: Path, *, steps: int = 60, seed: int = 0) -> dict:
     """Train a copy of the K-1 run in `run_dir` on `texts`; writes a run directory at `out_dir`."""
-    from k1.engine.config import load_config
     from k1.engine.run.generate import load_run_model
+    from k1.engine.run.rundir import RunDir
     from k1.engine.run.train import Trainer
 
     corpus_file = write_corpus(texts, out_dir.parent / f"{out_dir.name}-corpus" / "loop.txt")
     model, _, cfg0 = load_run_model(run_dir)
-    cfg = load_config(run_dir / "config.toml", extra={
+    cfg = RunDir(run_dir).read_config(extra={
         "name": out_dir.name,
         "data": {"source": "files", "domains": ["loop"], "paths": {"loop": str(corpus_file)}, "max_train_bytes": None},
         "train": {"steps": steps, "seed": seed, "device": "cpu", "eval_every": steps, "log_every": max(1, steps // 4),
@@ -52,6 +52,5 @@ def finetune_k1(run_dir: Path, texts: list[str], out_dir: Path, *, steps: int = 
     })
     text = corpus_file.read_text()
     trainer = Trainer(cfg, out_dir, corpus=text_corpus(text, text, cfg.data.tokenizer), quiet=True)
-    # start from the target, not from a fresh init (the model lives on `trainer.state` after main's engine refactor)
-    getattr(trainer, "state", trainer).model.load_state_dict(model.state_dict())
+    trainer.state.model.load_state_dict(model.state_dict())  # start from the target, not from a fresh init
     return trainer.fit()

@@ -7,7 +7,7 @@ improvement step never reads `check` (see improve.py), so a reference answer can
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from k1.errors import ConfigError
@@ -35,9 +35,6 @@ class Task:
     def public(self) -> dict:
         """What may be shown to a model or stored as provenance without the check."""
         return {"id": self.id, "kind": self.kind, "prompt": self.prompt, "source": self.source}
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 def arithmetic_prompt(a: int, op: str, b: int) -> str:

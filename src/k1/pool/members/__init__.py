@@ -8,10 +8,11 @@ from k1.pool.members.base import ZERO_COST, CallFailed, Cost, Generation, Member
 
 def load_member(spec) -> Member:
     """Build a member from a pool-file entry (a dict or a validated spec): {"name", "kind", ...}."""
-    from k1.pool.config import PoolConfig, validate_model
+    from k1.common.config_files import validate_as
+    from k1.pool.config import PoolConfig
 
     if isinstance(spec, dict):
-        spec = validate_model(PoolConfig, {"members": [spec]}, "member").members[0]
+        spec = validate_as(PoolConfig, {"members": [spec]}, "member").members[0]
     if spec.kind == "k1":
         from k1.pool.members.k1 import K1Member
         return K1Member.from_run(spec.run, name=spec.name, roles=spec.roles)
