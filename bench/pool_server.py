@@ -33,9 +33,9 @@ def run(mode: str, members, seconds: float, clients: int, tokens: dict, root: Pa
     import httpx
 
     from k1.pool.config import PoolSettings
-    from k1.pool.limits import Limits
+    from k1.pool.route.limits import Limits
     from k1.pool.pool import Pool
-    from k1.pool.router import Router
+    from k1.pool.route.router import Router
     from k1.pool.server.thread import ServedPool
     from k1.pool.store import PoolStore
 

@@ -48,7 +48,7 @@ GOAL_SUCCESS, GOAL_COST = 0.95, 0.70  # Thompson vs always-strongest, before DRE
 LAMBDAS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 MAX_TOKENS = {"arithmetic": 16, "code": 64, "facts": 16, "prose": 4, "copy": 8}
 
-# facts and prose: disjoint from the calibration set (k1.pool.calibrate), so priors are not measured on these
+# facts and prose: disjoint from the calibration set (k1.pool.learn.calibrate), so priors are not measured on these
 FACTS = [
     ("What is the capital of England?", ["london"]), ("What is the capital of Russia?", ["moscow"]),
     ("What is the capital of Egypt?", ["cairo"]), ("What is the capital of Canada?", ["ottawa"]),
@@ -88,7 +88,7 @@ WORDS = ["apple", "river", "garden", "yellow", "window", "silver", "pencil", "or
 def build_tasks(n: int, seed: int = 0) -> list[dict]:
     """n tasks per class, drawn with a fixed seed; arithmetic and code leave out the calibration set's tasks."""
     from k1.tasks.task import arithmetic_tasks, python_tasks
-    from k1.pool.calibrate import calibration_tasks
+    from k1.pool.learn.calibrate import calibration_tasks
 
     if n > min(len(FACTS), len(PROSE), len(WORDS)):
         raise SystemExit(f"--per-class {n}: at most {min(len(FACTS), len(PROSE), len(WORDS))} tasks per class exist")
@@ -170,7 +170,7 @@ def replay(table: dict, tasks: list[dict], router: str, seed: int, lam: float = 
     """One pass over the tasks in a shuffled order. Learning routers key trust by `keys[i]` (the task class
     the pool's classifier reads from the prompt; default: the task's own class); a router named "…-cal"
     starts from the calibration `priors` {(member, class): (successes, failures)} instead of no trust."""
-    from k1.pool.select import Candidate, select
+    from k1.pool.route.select import Candidate, select
 
     members = table["members"]
     rng = random.Random(seed)
@@ -229,7 +229,7 @@ def remeasure(router, table: dict, tasks: list[dict], name: str) -> dict:
 
 
 def run_dream(router, table, tasks, strongest, args) -> dict:
-    from k1.pool.dream import dream
+    from k1.pool.learn.dream import dream
     from k1.pool.members.base import prompt_text
 
     students = [n for n in table["members"] if "student" in router.pool.members[n].roles]
@@ -276,7 +276,7 @@ def apgr(table, tasks, seeds, s_strong, s_weak, c_strong, c_weak, mode="thompson
 def calibration_priors(router, quiet: bool, pool_store: str | None = None) -> tuple[dict, dict]:
     """The members' calibration, copied from the pool's own store where it has it, else measured into the
     bench's store (once) → ({(member, class): (s, f)}, summary)."""
-    from k1.pool.calibrate import calibrate, missing
+    from k1.pool.learn.calibrate import calibrate, missing
     from k1.pool.store import PoolStore
 
     todo = missing(router)
@@ -315,7 +315,7 @@ def main() -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     from k1.pool.config import PoolSettings
     from k1.pool.pool import load_pool
-    from k1.pool.router import Router
+    from k1.pool.route.router import Router
     from k1.pool.store import PoolStore
 
     t0 = time.time()
@@ -331,7 +331,7 @@ def main() -> None:
     router = Router(pool, PoolStore(args.out / f"route-{tag}.sqlite"))
     table = outcome_table(router, tasks, args.out / f"route-table-{tag}.json", args.quiet)
     priors, cal_summary = calibration_priors(router, args.quiet, pool_store)
-    from k1.pool.taskclass import TaskClassifier
+    from k1.pool.route.taskclass import TaskClassifier
     clf = TaskClassifier()
     keys = [clf.classify(t["prompt"]) for t in tasks]  # what the pool routes on: the class read from the prompt
     known = [i for i, t in enumerate(tasks) if t["cls"] in clf.classes]

@@ -8,12 +8,12 @@ import torch
 from typer.testing import CliRunner
 
 from k1.errors import ConfigError
-from k1.pool.calibrate import CalTask, calibrate, calibration_tasks, class_summary, missing
+from k1.pool.learn.calibrate import CalTask, calibrate, calibration_tasks, class_summary, missing
 from k1.pool.config import PoolSettings
 from k1.pool.pool import Pool
-from k1.pool.router import Router
+from k1.pool.route.router import Router
 from k1.pool.store import PoolStore
-from k1.pool.taskclass import HELD_OUT, TASK_CLASSES, TaskClassifier, held_out_accuracy, training_prompts
+from k1.pool.route.taskclass import HELD_OUT, TASK_CLASSES, TaskClassifier, held_out_accuracy, training_prompts
 
 QA = {"What is 7 + 5?": 12, "What is 3 + 4?": 7, "What is 9 - 2?": 7, "What is 6 + 2?": 8}
 
@@ -159,7 +159,7 @@ def test_cli_add_and_calibrate(tmp_path, hf_dir):
 
 
 def test_dream_per_task_class_measures_and_recalibrates_the_student(tmp_path, arithmetic_member):
-    from k1.pool.dream import dream
+    from k1.pool.learn.dream import dream
     from k1.pool.testing import tiny_hf_member
 
     student = tiny_hf_member("student", seed=0, hidden=32, layers=1, roles=["student"])

@@ -84,7 +84,7 @@ def test_ask_routes_one_prompt_and_records_feedback(tmp_path, hf_dir, k1_run):
     from k1.pool.cli import app
     from k1.pool.config import read_pool_config
     from k1.pool.store import PoolStore
-    from k1.pool.taskclass import TaskClassifier
+    from k1.pool.route.taskclass import TaskClassifier
 
     f = _pool_file(tmp_path, hf_dir, k1_run)
     r = CliRunner().invoke(app, ["ask", "the river", "--pool", str(f), "--max-tokens", "4", "--good"],

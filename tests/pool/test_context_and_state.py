@@ -2,10 +2,10 @@
 
 
 from k1.pool.config import PoolSettings
-from k1.pool.context import ContextClassifier, ContextSettings
-from k1.pool.metabolic import Metabolism, MetabolicSettings
+from k1.pool.route.context import ContextClassifier, ContextSettings
+from k1.pool.route.metabolic import Metabolism, MetabolicSettings
 from k1.pool.pool import Pool
-from k1.pool.router import Router
+from k1.pool.route.router import Router
 from k1.pool.store import PoolStore
 from k1.pool.testing import tiny_hf_member
 

@@ -21,7 +21,7 @@ def test_smollm2_answers_a_question(smollm2):
 
 def test_student_is_a_degraded_copy_sharing_the_tokenizer(smollm2):
     from k1.pool.default import student_member
-    from k1.pool.dream import same_tokenizer
+    from k1.pool.learn.dream import same_tokenizer
 
     student = student_member(6)
     assert student.name == "smollm2-6l" and same_tokenizer(smollm2, student)

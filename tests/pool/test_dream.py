@@ -5,10 +5,10 @@ import pytest
 
 from k1.errors import BackendError
 from k1.pool.config import PoolSettings
-from k1.pool.dream import dream, same_tokenizer
+from k1.pool.learn.dream import dream, same_tokenizer
 from k1.pool.members.k1 import K1Member
 from k1.pool.pool import Pool
-from k1.pool.router import Router
+from k1.pool.route.router import Router
 from k1.pool.store import PoolStore
 from k1.pool.testing import tiny_hf_member
 

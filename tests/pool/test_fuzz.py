@@ -12,7 +12,7 @@ from schemathesis import GenerationMode
 
 from k1.pool.config import PoolSettings
 from k1.pool.pool import Pool
-from k1.pool.router import Router
+from k1.pool.route.router import Router
 from k1.pool.server.thread import ServedPool
 from k1.pool.store import PoolStore
 from k1.pool.testing import tiny_hf_member

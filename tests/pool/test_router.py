@@ -7,7 +7,7 @@ from k1.pool import CallFailed
 from k1.pool.config import PoolSettings
 from k1.pool.members.openai import OpenAIMember
 from k1.pool.pool import Pool
-from k1.pool.router import BudgetExhausted, Router
+from k1.pool.route.router import BudgetExhausted, Router
 from k1.pool.store import PoolStore
 from k1.pool.testing import free_port, tiny_hf_member
 

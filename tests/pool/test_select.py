@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from k1.pool.select import Candidate, select
+from k1.pool.route.select import Candidate, select
 
 
 def test_greedy_takes_the_best_mean_and_cost_can_outweigh_it():
@@ -48,7 +48,7 @@ def test_selection_modes_are_a_registry():
 
     import pytest as _pytest
 
-    from k1.pool import select as sel
+    from k1.pool.route import select as sel
 
     cands = [sel.Candidate("a", 9, 1, 1.0), sel.Candidate("b", 1, 9, 1.0)]
     assert set(sel.MODES) == {"thompson", "ucb", "greedy"}

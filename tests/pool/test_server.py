@@ -12,10 +12,10 @@ import uvicorn
 from k1.pool.config import PoolSettings
 from k1.pool.members.openai import OpenAIMember
 from k1.pool.pool import Pool
-from k1.pool.router import Router
+from k1.pool.route.router import Router
 from k1.pool.server.app import build_app
 from k1.pool.store import PoolStore
-from k1.pool.taskclass import TASK_CLASSES
+from k1.pool.route.taskclass import TASK_CLASSES
 from k1.pool.testing import free_port, tiny_hf_member
 
 

@@ -11,12 +11,12 @@ import httpx
 import pytest
 
 from k1.pool.config import PoolSettings
-from k1.pool.limits import Limits
+from k1.pool.route.limits import Limits
 from k1.pool.members.openai import OpenAIMember
-from k1.pool.taskclass import TASK_CLASSES
+from k1.pool.route.taskclass import TASK_CLASSES
 from k1.pool.pool import Pool
 from k1.pool import CallFailed
-from k1.pool.router import PromptTooLong, Router
+from k1.pool.route.router import PromptTooLong, Router
 from k1.pool.server.thread import ServedPool
 from k1.pool.store import PoolStore
 from k1.pool.testing import tiny_hf_member

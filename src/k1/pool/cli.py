@@ -20,9 +20,9 @@ POOL_OPT = typer.Option(None, "--pool", "-p", help="Pool file (TOML); default: t
 def _open_router(pool_file: Optional[Path], quiet: bool = False, calibrate: bool = True):
     """Load the pool, building the default one on first use and calibrating its members once; a pool file's
     uncalibrated members are named on stderr (`k1 pool calibrate` measures them)."""
-    from k1.pool.calibrate import missing
+    from k1.pool.learn.calibrate import missing
     from k1.pool.pool import load_pool
-    from k1.pool.router import Router
+    from k1.pool.route.router import Router
 
     default = pool_file is None
     if default:
@@ -31,7 +31,7 @@ def _open_router(pool_file: Optional[Path], quiet: bool = False, calibrate: bool
     router = Router(load_pool(pool_file))
     todo = missing(router) if calibrate else []
     if todo and default:
-        from k1.pool.calibrate import calibrate as run_calibration
+        from k1.pool.learn.calibrate import calibrate as run_calibration
 
         if not quiet:
             Console(stderr=True).print(f"calibrating {', '.join(todo)} (once; `k1 pool calibrate` re-runs it)")
@@ -60,7 +60,7 @@ def serve(pool: Optional[Path] = POOL_OPT,
     import uvicorn
 
     from k1.errors import ConfigError
-    from k1.pool.limits import Limits
+    from k1.pool.route.limits import Limits
     from k1.pool.server.app import build_app
 
     if api_key_file is not None:
@@ -154,8 +154,8 @@ def calibrate(pool: Optional[Path] = POOL_OPT,
               per_class: Optional[int] = typer.Option(None, help="Tasks per class (default: [pool] calibration_per_class)."),
               as_json: bool = typer.Option(False, "--json", help="Print the results as JSON.")):
     """Every member answers the fixed calibration tasks of each class; the verified results seed its trust."""
-    from k1.pool.calibrate import calibrate as run_calibration
-    from k1.pool.taskclass import held_out_accuracy
+    from k1.pool.learn.calibrate import calibrate as run_calibration
+    from k1.pool.route.taskclass import held_out_accuracy
 
     router = _open_router(pool, quiet=as_json, calibrate=False)
     try:
@@ -187,7 +187,7 @@ def add(spec: str = typer.Argument(..., help="k1:RUN_DIR, hf:PATH[::FILE.gguf] o
         price: float = typer.Option(1.0, help="openai: ATP per 1,000 tokens."),
         pool: Optional[Path] = POOL_OPT):
     """Add a member to the pool file (the default pool's: added.toml) and calibrate it."""
-    from k1.pool.calibrate import calibrate as run_calibration
+    from k1.pool.learn.calibrate import calibrate as run_calibration
     from k1.pool.config import read_pool_config
     from k1.pool.spec import append_member, parse_spec
 
@@ -223,7 +223,7 @@ def dream(pool: Optional[Path] = POOL_OPT,
                                                    "measure the student on its held-out verifiable tasks."),
           as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")):
     """Consolidate: distil the teacher into the student on the most important experiences; measured before/after."""
-    from k1.pool.dream import dream as run_dream
+    from k1.pool.learn.dream import dream as run_dream
 
     router = _open_router(pool)
     try:

@@ -28,9 +28,9 @@ from typing import Annotated, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from k1.common.config_files import read_toml, validate_as
-from k1.pool.context import ContextSettings
-from k1.pool.snarc import SnarcWeights
-from k1.pool.metabolic import MetabolicSettings
+from k1.pool.route.context import ContextSettings
+from k1.pool.route.snarc import SnarcWeights
+from k1.pool.route.metabolic import MetabolicSettings
 
 
 class _Spec(BaseModel):

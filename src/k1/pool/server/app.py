@@ -8,7 +8,7 @@ error, an unexpected one included. A failing stream sends one error chunk, then 
 
 A client that goes away stops its call, streamed or not: the member stops between tokens and what it
 computed is charged as 'cancelled'. Requests for different members run at the same time; each member takes
-one at a time with a bounded queue (`k1.pool.router.Gate`), and a full queue answers 503. `Guard` checks
+one at a time with a bounded queue (`k1.pool.route.router.Gate`), and a full queue answers 503. `Guard` checks
 Host, API key and body size before a request reaches the app.
 """
 
@@ -28,9 +28,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from k1.errors import BackendError, ConfigError, K1Error
-from k1.pool.limits import Limits
+from k1.pool.route.limits import Limits
 from k1.pool.members.base import CallFailed
-from k1.pool.router import (BudgetExhausted, Busy, Cancelled, FeedbackExists, PromptTooLong, Router,
+from k1.pool.route.router import (BudgetExhausted, Busy, Cancelled, FeedbackExists, PromptTooLong, Router,
                             UnknownRequest)
 from k1.pool.server import protocol as P
 from k1.pool.server.guard import Guard

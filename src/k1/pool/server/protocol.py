@@ -13,7 +13,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from k1.pool.limits import MAX_STOP_CHARS, MAX_STOPS, MAX_TOKENS
+from k1.pool.route.limits import MAX_STOP_CHARS, MAX_STOPS, MAX_TOKENS
 
 
 def _unicode(s: str) -> str:

@@ -30,16 +30,16 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from k1.errors import BackendError, K1Error
-from k1.pool.context import ContextClassifier, ContextReading
-from k1.pool.limits import Limits
+from k1.pool.route.context import ContextClassifier, ContextReading
+from k1.pool.route.limits import Limits
 from k1.pool.members.base import CallFailed, Generation, Member, Prompt, prompt_text
-from k1.pool.metabolic import Metabolism
+from k1.pool.route.metabolic import Metabolism
 from k1.pool.pool import Pool
-from k1.pool.select import Candidate, Decision, select
-from k1.pool.snarc import importance, snarc
+from k1.pool.route.select import Candidate, Decision, select
+from k1.pool.route.snarc import importance, snarc
 from k1.pool.store import PoolStore
-from k1.pool.taskclass import TaskClassifier
-from k1.pool.weights import apply_dream_weights
+from k1.pool.route.taskclass import TaskClassifier
+from k1.pool.learn.weights import apply_dream_weights
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import random
 from pydantic import BaseModel, ConfigDict, Field
 
 from k1.pool.members.base import Generation, Member
-from k1.pool.textsignals import novelty, similarity, surprise_bpb
+from k1.pool.route.textsignals import novelty, similarity, surprise_bpb
 
 SIGNALS = ("surprise", "novelty", "arousal", "reward", "conflict")
 

@@ -35,8 +35,8 @@ from k1.common.trust import beta_mean
 from k1.errors import BackendError
 from k1.pool.members.base import Member, prompt_text
 from k1.pool.members.local import LocalMember
-from k1.pool.snarc import prioritized_sample
-from k1.pool.weights import save_student
+from k1.pool.route.snarc import prioritized_sample
+from k1.pool.learn.weights import save_student
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ def measure(student: LocalMember, items: list[dict], verifier: Callable | None =
 # ---- replay ---------------------------------------------------------------------------------------------
 def replay(router, prompts: list[str], verifier: Callable | None, max_tokens: int) -> dict:
     """Run `prompts` through a router on a scratch copy of its store (greedy selection): cost and success."""
-    from k1.pool.router import Router
+    from k1.pool.route.router import Router
     from k1.pool.store import PoolStore
 
     tmp = Path(tempfile.mkdtemp(prefix="k1-dream-"))
@@ -189,7 +189,7 @@ def dream(router, *, teacher: str | None = None, student: str | None = None, k: 
     exps = store.experiences()
     probe = []
     if task_class is not None:
-        from k1.pool.calibrate import calibration_tasks
+        from k1.pool.learn.calibrate import calibration_tasks
         probe = [c for c in calibration_tasks(class_tasks) if c.cls == task_class]
         held_texts = {c.text for c in probe}
         exps = [e for e in exps if e["context"] == task_class and e["prompt"] not in held_texts]
@@ -268,7 +268,7 @@ def _probe(student: LocalMember, tasks: list) -> dict:
     """The student on held-out calibration tasks of one class: verifier success and the rows to store."""
     if not tasks:
         return {"success": None, "n": 0, "rows": []}
-    from k1.pool.calibrate import calibrate_member
+    from k1.pool.learn.calibrate import calibrate_member
 
     rows = calibrate_member(student, tasks)
     return {"success": sum(r["score"] for r in rows) / len(rows), "n": len(rows), "rows": rows}

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from k1.errors import BackendError
 from k1.pool.members.base import Member
-from k1.pool.textsignals import ngrams, similarity, surprise_bpb
+from k1.pool.route.textsignals import ngrams, similarity, surprise_bpb
 
 CONTEXT_CLASSES = ("stable", "moving", "unstable", "novel")
 
