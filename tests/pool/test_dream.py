@@ -65,3 +65,23 @@ def test_dream_needs_experiences_and_a_trainable_student(tmp_path):
         r.generate(p, max_tokens=2)
     with pytest.raises(BackendError, match="student"):
         dream(r)
+
+
+def test_training_forgets_the_students_cached_states(trained_teacher, prose_prompts):
+    """Found on SmolLM2: after training, the student resumed from KV states its old weights had cached (every
+    chat prompt shares the template's header), so DREAM's after-measurement was not the trained student's."""
+    import random
+
+    from k1.pool.dream import distill
+
+    student = tiny_hf_member("student", seed=2, hidden=32, layers=1)
+    prompt, answer = prose_prompts[0], " and the king"
+    student.generate(prompt, max_tokens=4)  # leaves the old weights' states in the prefix cache
+    before = student.score(prompt, answer).bits_per_byte
+    assert student.prefix_cache.entries
+    items = [{"prompt": p, "answer": trained_teacher.generate(p, max_tokens=8).text} for p in prose_prompts[1:5]]
+    distill(student, trained_teacher, items, epochs=3, lr=3e-3, temperature=2.0, logit_kd=True, rng=random.Random(0))
+    after = student.score(prompt, answer).bits_per_byte
+    student.prefix_cache.clear()
+    assert after == pytest.approx(student.score(prompt, answer).bits_per_byte)  # what an uncached run computes
+    assert after != pytest.approx(before)

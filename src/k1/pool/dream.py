@@ -35,7 +35,7 @@ from k1.errors import BackendError
 from k1.pool.members.base import Member, prompt_text
 from k1.pool.members.local import LocalMember
 from k1.pool.snarc import prioritized_sample
-from k1.pool.weights import save_student
+from k1.pool.weights import forget_cached_states, save_student
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +133,31 @@ def measure(student: LocalMember, items: list[dict], verifier: Callable | None =
             "verifier_success": sum(ok) / len(ok) if ok else None, "items": len(items)}
 
 
+def distill(student: LocalMember, teacher: Member, items: list[dict], *, epochs: int, lr: float, temperature: float,
+            logit_kd: bool, rng: random.Random, quiet: bool = True) -> list[float]:
+    """Train the student on `items` (AdamW on all its parameters); → the loss of every step."""
+    model = student.model
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    losses = []
+    items = list(items)
+    with Progress(disable=quiet) as bar:
+        task = bar.add_task(f"distilling {teacher.name} → {student.name}", total=epochs * len(items))
+        for _ in range(epochs):
+            rng.shuffle(items)
+            for it in items:
+                loss = distill_loss(student, teacher, it["prompt"], it["answer"], logit_kd, temperature)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                losses.append(loss.item())
+                bar.advance(task)
+    model.eval()
+    forget_cached_states(student)
+    return losses
+
+
 # ---- replay ---------------------------------------------------------------------------------------------
 def replay(router, prompts: list[str], verifier: Callable | None, max_tokens: int) -> dict:
     """Run `prompts` through a router on a scratch copy of its store (greedy selection): cost and success."""
@@ -218,24 +243,9 @@ def dream(router, *, teacher: str | None = None, student: str | None = None, k: 
         replay_before = replay(router, prompts, verifier, max_tokens)
         before = measure(s, items["held"], verifier)
         class_before = _probe(s, probe)
-        model = s.model
-        model.train()
-        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-        losses = []
         train_items = [it for it in items["train"] if it["answer"]]
-        with Progress(disable=quiet) as bar:
-            task = bar.add_task(f"distilling {t.name} → {s.name}", total=epochs * len(train_items))
-            for _ in range(epochs):
-                rng.shuffle(train_items)
-                for it in train_items:
-                    loss = distill_loss(s, t, it["prompt"], it["answer"], logit_kd, temperature)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                    opt.step()
-                    losses.append(loss.item())
-                    bar.advance(task)
-        model.eval()
+        losses = distill(s, t, train_items, epochs=epochs, lr=lr, temperature=temperature, logit_kd=logit_kd,
+                         rng=rng, quiet=quiet)
         after = measure(s, items["held"], verifier)
         class_after = _probe(s, probe)
         if probe:  # the student's prior for this class is now what it solves after DREAM
