@@ -63,6 +63,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--remeasure", action="store_true", help="only measure the student as the pool folder holds it "
+                    "(DREAM's weights reapplied in a fresh process) on the 16 held-out problems")
     args = ap.parse_args()
     if args.pool_dir is not None:
         os.environ["K1_POOL_DIR"] = str(args.pool_dir)
@@ -95,6 +97,17 @@ def main() -> None:
             if rows and not router.store.calibration_rows(name):
                 router.store.set_calibration(name, rows)
         old.close()
+    if args.remeasure:
+        from k1.pool.calibrate import calibrate_member, calibration_tasks
+
+        rows = calibrate_member(router.pool[args.student], [c for c in calibration_tasks(16) if c.cls == "arithmetic"])
+        result = {"command": " ".join(["python"] + sys.argv), "student": args.student,
+                  "consolidated": router.consolidated, "success": sum(r["score"] for r in rows) / len(rows),
+                  "n": len(rows), "answers": [(r["task"], r["response"], r["score"]) for r in rows]}
+        router.pool.close()
+        router.close()
+        print(json.dumps(result))
+        return
     todo = missing(router)
     if todo:
         calibrate(router, todo, quiet=args.quiet)
