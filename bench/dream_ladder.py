@@ -61,6 +61,7 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=2.0)
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--verified-only", action="store_true", help="train only on teacher answers the verifier accepts")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--remeasure", action="store_true", help="only measure the student as the pool folder holds it "
@@ -137,7 +138,7 @@ def main() -> None:
     t2 = time.process_time()
     rep = dream(router, student=args.student, k=args.k, epochs=args.epochs, lr=args.lr, temperature=args.temperature,
                 max_tokens=args.max_tokens, verifier=verifier, seed=args.seed, quiet=args.quiet,
-                task_class="arithmetic")
+                task_class="arithmetic", verified_only=args.verified_only)
     rep["cpu_s"] = time.process_time() - t2
     router.pool.close()
     router.close()

@@ -203,8 +203,10 @@ def replay(router, prompts: list[str], verifier: Callable | None, max_tokens: in
 def dream(router, *, teacher: str | None = None, student: str | None = None, k: int = 64, holdout: float = 0.25,
           epochs: int = 3, lr: float = 3e-4, temperature: float = 2.0, max_tokens: int = 32,
           verifier: Callable | None = None, weights_dir: str | Path | None = None, seed: int = 0,
-          quiet: bool = True, task_class: str | None = None, class_tasks: int = 16) -> dict:
-    """With `task_class`, only that class's experiences are consolidated, and the student is also measured
+          quiet: bool = True, task_class: str | None = None, class_tasks: int = 16,
+          verified_only: bool = False) -> dict:
+    """With `verified_only`, the student trains only on the teacher's answers that `verifier` accepts (the
+    teacher is not always right, and the student learns its mistakes as readily as its sums). With `task_class`, only that class's experiences are consolidated, and the student is also measured
     before and after on `class_tasks` calibration tasks of the class (judged by their verifiers; never
     trained on): that measurement replaces its calibration for the class, so its trust follows it."""
     t_start = time.perf_counter()
@@ -217,6 +219,8 @@ def dream(router, *, teacher: str | None = None, student: str | None = None, k: 
         probe = [c for c in calibration_tasks(class_tasks) if c.cls == task_class]
         held_texts = {c.text for c in probe}
         exps = [e for e in exps if e["context"] == task_class and e["prompt"] not in held_texts]
+    if verified_only and verifier is None:
+        raise BackendError("DREAM's verified_only needs a verifier")
     if len(exps) < 4:
         raise BackendError(f"DREAM needs at least 4 experiences{f' of class {task_class!r}' if task_class else ''}; "
                            f"the pool has {len(exps)} (use it first)")
@@ -244,6 +248,10 @@ def dream(router, *, teacher: str | None = None, student: str | None = None, k: 
         before = measure(s, items["held"], verifier)
         class_before = _probe(s, probe)
         train_items = [it for it in items["train"] if it["answer"]]
+        if verified_only:
+            train_items = [it for it in train_items if (verifier(it["prompt_text"], it["answer"]) or 0) >= 0.5]
+            if not train_items:
+                raise BackendError(f"none of the teacher's {len(items['train'])} training answers passed the verifier")
         losses = distill(s, t, train_items, epochs=epochs, lr=lr, temperature=temperature, logit_kd=logit_kd,
                          rng=rng, quiet=quiet)
         after = measure(s, items["held"], verifier)
@@ -262,7 +270,8 @@ def dream(router, *, teacher: str | None = None, student: str | None = None, k: 
     return {
         "teacher": t.name, "student": s.name, "method": "logit-kd" if logit_kd else "sequence-kd",
         "temperature": temperature if logit_kd else None, "experiences": len(chosen), "train": len(train_items),
-        "held_out": len(items["held"]), "epochs": epochs, "first_loss": losses[0] if losses else None,
+        "held_out": len(items["held"]), "verified_only": verified_only, "epochs": epochs,
+        "first_loss": losses[0] if losses else None,
         "last_loss": sum(losses[-len(train_items):]) / max(1, len(train_items)) if losses else None,
         "before": before, "after": after, "replay_before": replay_before, "replay_after": replay_after,
         "task_class": task_class,
