@@ -65,3 +65,44 @@ def test_dream_needs_experiences_and_a_trainable_student(tmp_path):
         r.generate(p, max_tokens=2)
     with pytest.raises(BackendError, match="student"):
         dream(r)
+
+
+def test_training_forgets_the_students_cached_states(trained_teacher, prose_prompts):
+    """Found on SmolLM2: after training, the student resumed from KV states its old weights had cached (every
+    chat prompt shares the template's header), so DREAM's after-measurement was not the trained student's."""
+    import random
+
+    from k1.pool.learn.dream import distill
+
+    student = tiny_hf_member("student", seed=2, hidden=32, layers=1)
+    prompt, answer = prose_prompts[0], " and the king"
+    student.generate(prompt, max_tokens=4)  # leaves the old weights' states in the prefix cache
+    before = student.score(prompt, answer).bits_per_byte
+    assert student.prefix_cache.entries
+    items = [{"prompt": p, "answer": trained_teacher.generate(p, max_tokens=8).text} for p in prose_prompts[1:5]]
+    distill(student, trained_teacher, items, epochs=3, lr=3e-3, temperature=2.0, logit_kd=True, rng=random.Random(0))
+    after = student.score(prompt, answer).bits_per_byte
+    student.prefix_cache.clear()
+    assert after == pytest.approx(student.score(prompt, answer).bits_per_byte)  # what an uncached run computes
+    assert after != pytest.approx(before)
+
+
+def test_verified_only_trains_on_the_answers_the_verifier_accepts(tmp_path, trained_teacher, prose_prompts):
+    from collections import Counter
+
+    student = tiny_hf_member("student", seed=2, hidden=32, layers=1, roles=["student"])
+    r = _used_router(tmp_path, [trained_teacher, student], prose_prompts)
+    accepted = set(prose_prompts[::2])
+    seen = Counter()
+
+    def verifier(prompt, answer):
+        seen[prompt] += 1
+        return float(prompt in accepted)
+
+    rep = dream(r, k=len(prose_prompts), epochs=1, lr=1e-3, max_tokens=8, verifier=verifier, verified_only=True)
+    train = {p for p, n in seen.items() if n == 1}  # held-out prompts are judged again and again, training ones once
+    assert rep["verified_only"] and 0 < rep["train"] == len(train & accepted) < len(train)
+    with pytest.raises(BackendError, match="passed the verifier"):
+        dream(r, k=len(prose_prompts), epochs=1, max_tokens=8, verifier=lambda p, a: 0.0, verified_only=True)
+    with pytest.raises(BackendError, match="needs a verifier"):
+        dream(r, k=4, verified_only=True)

@@ -36,7 +36,7 @@ from k1.errors import BackendError
 from k1.pool.members.base import Member, prompt_text
 from k1.pool.members.local import LocalMember
 from k1.pool.route.snarc import prioritized_sample
-from k1.pool.learn.weights import save_student
+from k1.pool.learn.weights import forget_cached_states, save_student
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +134,31 @@ def measure(student: LocalMember, items: list[dict], verifier: Callable | None =
             "verifier_success": sum(ok) / len(ok) if ok else None, "items": len(items)}
 
 
+def distill(student: LocalMember, teacher: Member, items: list[dict], *, epochs: int, lr: float, temperature: float,
+            logit_kd: bool, rng: random.Random, quiet: bool = True) -> list[float]:
+    """Train the student on `items` (AdamW on all its parameters); → the loss of every step."""
+    model = student.model
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    losses = []
+    items = list(items)
+    with Progress(disable=quiet) as bar:
+        task = bar.add_task(f"distilling {teacher.name} → {student.name}", total=epochs * len(items))
+        for _ in range(epochs):
+            rng.shuffle(items)
+            for it in items:
+                loss = distill_loss(student, teacher, it["prompt"], it["answer"], logit_kd, temperature)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                losses.append(loss.item())
+                bar.advance(task)
+    model.eval()
+    forget_cached_states(student)
+    return losses
+
+
 # ---- replay ---------------------------------------------------------------------------------------------
 def replay(router, prompts: list[str], verifier: Callable | None, max_tokens: int) -> dict:
     """Run `prompts` through a router on a scratch copy of its store (greedy selection): cost and success."""
@@ -179,8 +204,10 @@ def replay(router, prompts: list[str], verifier: Callable | None, max_tokens: in
 def dream(router, *, teacher: str | None = None, student: str | None = None, k: int = 64, holdout: float = 0.25,
           epochs: int = 3, lr: float = 3e-4, temperature: float = 2.0, max_tokens: int = 32,
           verifier: Callable | None = None, weights_dir: str | Path | None = None, seed: int = 0,
-          quiet: bool = True, task_class: str | None = None, class_tasks: int = 16) -> dict:
-    """With `task_class`, only that class's experiences are consolidated, and the student is also measured
+          quiet: bool = True, task_class: str | None = None, class_tasks: int = 16,
+          verified_only: bool = False) -> dict:
+    """With `verified_only`, the student trains only on the teacher's answers that `verifier` accepts (the
+    teacher is not always right, and the student learns its mistakes as readily as its sums). With `task_class`, only that class's experiences are consolidated, and the student is also measured
     before and after on `class_tasks` calibration tasks of the class (judged by their verifiers; never
     trained on): that measurement replaces its calibration for the class, so its trust follows it."""
     t_start = time.perf_counter()
@@ -193,6 +220,8 @@ def dream(router, *, teacher: str | None = None, student: str | None = None, k: 
         probe = [c for c in calibration_tasks(class_tasks) if c.cls == task_class]
         held_texts = {c.text for c in probe}
         exps = [e for e in exps if e["context"] == task_class and e["prompt"] not in held_texts]
+    if verified_only and verifier is None:
+        raise BackendError("DREAM's verified_only needs a verifier")
     if len(exps) < 4:
         raise BackendError(f"DREAM needs at least 4 experiences{f' of class {task_class!r}' if task_class else ''}; "
                            f"the pool has {len(exps)} (use it first)")
@@ -219,24 +248,13 @@ def dream(router, *, teacher: str | None = None, student: str | None = None, k: 
         replay_before = replay(router, prompts, verifier, max_tokens)
         before = measure(s, items["held"], verifier)
         class_before = _probe(s, probe)
-        model = s.model
-        model.train()
-        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-        losses = []
         train_items = [it for it in items["train"] if it["answer"]]
-        with Progress(disable=quiet) as bar:
-            task = bar.add_task(f"distilling {t.name} → {s.name}", total=epochs * len(train_items))
-            for _ in range(epochs):
-                rng.shuffle(train_items)
-                for it in train_items:
-                    loss = distill_loss(s, t, it["prompt"], it["answer"], logit_kd, temperature)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                    opt.step()
-                    losses.append(loss.item())
-                    bar.advance(task)
-        model.eval()
+        if verified_only:
+            train_items = [it for it in train_items if (verifier(it["prompt_text"], it["answer"]) or 0) >= 0.5]
+            if not train_items:
+                raise BackendError(f"none of the teacher's {len(items['train'])} training answers passed the verifier")
+        losses = distill(s, t, train_items, epochs=epochs, lr=lr, temperature=temperature, logit_kd=logit_kd,
+                         rng=rng, quiet=quiet)
         after = measure(s, items["held"], verifier)
         class_after = _probe(s, probe)
         if probe:  # the student's prior for this class is now what it solves after DREAM
@@ -253,7 +271,8 @@ def dream(router, *, teacher: str | None = None, student: str | None = None, k: 
     return {
         "teacher": t.name, "student": s.name, "method": "logit-kd" if logit_kd else "sequence-kd",
         "temperature": temperature if logit_kd else None, "experiences": len(chosen), "train": len(train_items),
-        "held_out": len(items["held"]), "epochs": epochs, "first_loss": losses[0] if losses else None,
+        "held_out": len(items["held"]), "verified_only": verified_only, "epochs": epochs,
+        "first_loss": losses[0] if losses else None,
         "last_loss": sum(losses[-len(train_items):]) / max(1, len(train_items)) if losses else None,
         "before": before, "after": after, "replay_before": replay_before, "replay_after": replay_after,
         "task_class": task_class,

@@ -27,6 +27,14 @@ def save_student(router, member: LocalMember, weights_dir: str | Path | None) ->
     return path
 
 
+def forget_cached_states(member) -> None:
+    """Drop the member's reusable KV states: they were computed by its old weights, and a prompt sharing a
+    prefix with one of them (every chat prompt shares the template's header) would resume from stale keys."""
+    cache = getattr(member, "prefix_cache", None)
+    if cache is not None:
+        cache.clear()
+
+
 def apply_dream_weights(router) -> list[str]:
     """Load the latest DREAM weights into the members that have them; → their names."""
     from safetensors.torch import load_model
@@ -36,5 +44,6 @@ def apply_dream_weights(router) -> list[str]:
         path = router.store.get_meta(f"dream_weights:{name}")
         if path and Path(path).is_file() and _model(m) is not None:
             load_model(m.model, path)
+            forget_cached_states(m)
             done.append(name)
     return done
