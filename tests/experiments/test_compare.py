@@ -60,7 +60,7 @@ def test_the_tables_say_tokens_per_s_depends_on_load(compared):
 
 def test_progress_label_names_the_row(tmp_path, capfd):
     base = tiny_config(tmp_path / "data", ["train.steps=2", "train.log_every=1", "train.eval_every=2"],
-                       train={"callbacks": ["progress", "metrics"]})
+                       train={"recorders": ["progress", "metrics"]})
     run_compare(base, tmp_path / "cmp", ["dense", "k1-auto"], console=Console(file=io.StringIO()))
     shown = capfd.readouterr().out
     assert "gpt (dense)" in shown and "k1-auto (attribution)" in shown
