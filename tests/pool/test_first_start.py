@@ -1,6 +1,6 @@
 """From a fresh setup (an empty pool cache): `k1 pool calibrate` builds the default pool and calibrates it,
-then `k1 pool serve` answers "What is 7 + 5?" with 12 through `auto`, from the official openai client and
-from plain HTTP. Slow: converts SmolLM2 and runs every member on the calibration set (minutes on 2 cores)."""
+then `k1 pool serve` answers "What is 7 + 5?" with 12 through `auto`, from the official openai client,
+LiteLLM and plain HTTP (what curl sends). Slow: converts SmolLM2 and runs every member on the calibration set (minutes on 2 cores)."""
 
 import json
 import os
@@ -52,6 +52,12 @@ def test_fresh_setup_then_auto_answers_arithmetic(tmp_path):
                           json={"model": "auto", "max_tokens": 24,
                                 "messages": [{"role": "user", "content": "What is 7 + 5?"}]}).json()
         assert "12" in body["choices"][0]["message"]["content"]
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never the network
+        litellm = pytest.importorskip("litellm")
+        r = litellm.completion(model="openai/auto", api_base=f"http://127.0.0.1:{port}/v1", api_key="x",
+                               messages=[{"role": "user", "content": "What is 7 + 5?"}], max_tokens=24,
+                               num_retries=0, timeout=120)
+        assert "12" in r.choices[0].message.content and r.model_dump()["k1"]["member"] == "smollm2"
     finally:
         proc.terminate()
         proc.wait(30)
