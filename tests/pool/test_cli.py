@@ -4,12 +4,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 
-import httpx
 import openai
 
-from k1.pool.testing import free_port
+from k1.pool.testing import free_port, wait_until_serving
 from k1.testing import run_k1
 
 
@@ -38,16 +36,7 @@ def test_serve_answers_the_openai_client_then_status_shows_it(tmp_path, hf_dir, 
     proc = subprocess.Popen([sys.executable, "-m", "k1.cli", "pool", "serve", "--pool", str(f), "--port", str(port)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        t0 = time.time()
-        while True:
-            assert proc.poll() is None, proc.stderr.read()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.time() - t0 < 300, "server did not come up"  # generous: a loaded 2-core machine
-            time.sleep(0.2)
+        wait_until_serving(proc, port)
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
         r = client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "the river"}],
                                            max_tokens=4)

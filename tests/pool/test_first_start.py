@@ -6,13 +6,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import httpx
 import openai
 import pytest
 
-from k1.pool.testing import free_port
+from k1.pool.testing import free_port, wait_until_serving
 from k1.testing import run_k1
 
 pytestmark = pytest.mark.slow
@@ -32,16 +31,7 @@ def test_fresh_setup_then_auto_answers_arithmetic(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "k1.cli", "pool", "serve", "--port", str(port)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        t0 = time.time()
-        while True:
-            assert proc.poll() is None, proc.stderr.read()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.time() - t0 < 300, "server did not come up"
-            time.sleep(0.5)
+        wait_until_serving(proc, port)
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0, timeout=120)
         r = client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "What is 7 + 5?"}],
                                            max_tokens=24)

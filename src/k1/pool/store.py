@@ -76,6 +76,17 @@ SCHEMA_VERSION = len(MIGRATIONS)
 CALL_PATHS = ("success", "failure", "timeout", "unavailable", "cancelled")
 
 
+def _add_outcome(db: sqlite3.Connection, member: str, context: str, success: float, source: str,
+                 request: str | None, now: float) -> None:
+    """One outcome into the Beta counts and the outcome log (inside the caller's write transaction)."""
+    db.execute("""INSERT INTO trust (member, context, successes, failures, updated) VALUES (?, ?, ?, ?, ?)
+        ON CONFLICT (member, context) DO UPDATE SET successes = successes + excluded.successes,
+        failures = failures + excluded.failures, updated = excluded.updated""",
+               (member, context, success, 1.0 - success, now))
+    db.execute("INSERT INTO outcomes (ts, request, member, context, success, source) VALUES (?, ?, ?, ?, ?, ?)",
+               (now, request, member, context, success, source))
+
+
 class PoolStore:
     """The pool's persistent state in one SQLite file (thread-safe; safe across processes)."""
 
@@ -117,12 +128,7 @@ class PoolStore:
             raise ValueError(f"success must be in [0, 1], got {success}")
         now = time.time()
         with self.write() as db:
-            db.execute("""INSERT INTO trust (member, context, successes, failures, updated) VALUES (?, ?, ?, ?, ?)
-                ON CONFLICT (member, context) DO UPDATE SET successes = successes + excluded.successes,
-                failures = failures + excluded.failures, updated = excluded.updated""",
-                       (member, context, success, 1.0 - success, now))
-            db.execute("INSERT INTO outcomes (ts, request, member, context, success, source) VALUES (?, ?, ?, ?, ?, ?)",
-                       (now, request, member, context, success, source))
+            _add_outcome(db, member, context, success, source, request, now)
 
     def record_feedback(self, member: str, context: str, success: float, source: str, request: str) -> bool:
         """The outcome of `request` as told by its caller, once: → False (nothing recorded) if it was told before."""
@@ -133,12 +139,7 @@ class PoolStore:
             if db.execute("INSERT OR IGNORE INTO feedback VALUES (?, ?, ?, ?)",
                           (request, now, success, source)).rowcount == 0:
                 return False
-            db.execute("""INSERT INTO trust (member, context, successes, failures, updated) VALUES (?, ?, ?, ?, ?)
-                ON CONFLICT (member, context) DO UPDATE SET successes = successes + excluded.successes,
-                failures = failures + excluded.failures, updated = excluded.updated""",
-                       (member, context, success, 1.0 - success, now))
-            db.execute("INSERT INTO outcomes (ts, request, member, context, success, source) VALUES (?, ?, ?, ?, ?, ?)",
-                       (now, request, member, context, success, source))
+            _add_outcome(db, member, context, success, source, request, now)
         return True
 
     def trust(self, context: str | None = None) -> dict[tuple[str, str], tuple[float, float]]:

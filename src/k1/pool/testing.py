@@ -54,6 +54,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_serving(proc, port: int, timeout_s: float = 300) -> None:
+    """Wait until a `k1 pool serve` subprocess on `port` answers /v1/models (generous: a loaded 2-core machine);
+    fails with its stderr if it exits first."""
+    import time
+
+    import httpx
+
+    t0 = time.time()
+    while True:
+        assert proc.poll() is None, proc.stderr.read()
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.time() - t0 < timeout_s, "server did not come up"
+        time.sleep(0.2)
+
+
 def train_tiny_llama(model, text: str, steps: int = 150, seq: int = 48, lr: float = 3e-3, seed: int = 0):
     """Fit a tiny Llama to `text` (byte tokens) for a few steps, so it answers with confidence."""
     import random

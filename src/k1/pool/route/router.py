@@ -371,21 +371,24 @@ class Router:
                         finally:
                             it.close()
                         gen = member.last_generation
-                except (PromptRejected, BudgetExhausted, Busy) as e:
-                    if call.pinned:
-                        raise
-                    errors.append(e)
-                    continue
-                except (CallFailed, BackendError) as e:
-                    self._fail(call, member or self.pool[name], e)
-                    if call.pinned:
-                        raise
-                    errors.append(e)
+                except (PromptRejected, BudgetExhausted, Busy, CallFailed, BackendError) as e:
+                    self._attempt_failed(call, name, member, e, errors)
                     continue
                 return self._finish(call, gen, verifier)
             raise self._error(errors)
         finally:
             self._unreserve(call)
+
+    def _attempt_failed(self, call: Call, name: str, member, e: Exception, errors: list[Exception],
+                        sent: bool = False) -> None:
+        """One candidate's attempt ended in `e`. A member's failure is charged and counted against it; then the
+        request routes on (`e` kept for the final error) unless it was pinned or text already reached the client."""
+        failed = not isinstance(e, (PromptRejected, BudgetExhausted, Busy))  # refused before the member ran
+        if failed:
+            self._fail(call, member or self.pool[name], e)
+        if call.pinned or (failed and sent):
+            raise e
+        errors.append(e)
 
     def stream(self, prompt: Prompt, *, model: str = "auto", session: str = "default", context: str | None = None,
                verifier: Verifier | None = None, max_tokens: int = 64, temperature: float = 0.0,
@@ -417,16 +420,8 @@ class Router:
                             finally:
                                 it.close()
                             gen = member.last_generation
-                    except (PromptRejected, BudgetExhausted, Busy) as e:
-                        if call.pinned:
-                            raise
-                        errors.append(e)
-                        continue
-                    except (CallFailed, BackendError) as e:
-                        self._fail(call, member or self.pool[name], e)
-                        if call.pinned or sent:
-                            raise
-                        errors.append(e)
+                    except (PromptRejected, BudgetExhausted, Busy, CallFailed, BackendError) as e:
+                        self._attempt_failed(call, name, member, e, errors, sent)
                         continue
                     out.routed = self._finish(call, gen, verifier)
                     return
