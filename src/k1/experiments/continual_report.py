@@ -84,18 +84,21 @@ def describe(cfg: RunConfig, ccfg: ContinualConfig, strategies: list[str], seeds
 
 def versus(report: dict, reference: str = "tree-naive") -> dict[str, tuple[float, float]]:
     """Per strategy: (max-based forgetting ÷ the reference's, final average's relative change vs the
-    reference), from the means — the two numbers the continual goals are stated in. Empty without it."""
+    reference), from the means — the two numbers the continual goals are stated in. Empty without it. The
+    ratio is None when the reference forgot nothing (its forgetting ≤ 0): a ratio to it says nothing then."""
     ref = next((s for s in report["strategies"] if s["name"] == reference), None)
     if ref is None:
         return {}
     f0, a0 = ref["forgetting_max"]["mean"], ref["final_avg"]["mean"]
-    return {s["name"]: (s["forgetting_max"]["mean"] / f0 if f0 > 0 else float("nan"),
+    return {s["name"]: (s["forgetting_max"]["mean"] / f0 if f0 > 0 else None,
                         s["final_avg"]["mean"] / a0 - 1) for s in report["strategies"]}
 
 
 def versus_cells(report: dict, name: str) -> list[str]:
     v = versus(report).get(name)
-    return ["—", "—"] if v is None else [f"{v[0]:.2f}×", f"{v[1]:+.1%}"]
+    if v is None:
+        return ["—", "—"]
+    return ["n/a" if v[0] is None else f"{v[0]:.2f}×", f"{v[1]:+.1%}"]
 
 
 VERSUS = ["forgetting ÷ tree-naive", "final avg vs tree-naive"]
@@ -157,7 +160,8 @@ def to_markdown(report: dict, cfg: RunConfig, ccfg: ContinualConfig, seconds: fl
         "domain-selective after the last stage (Holm-corrected permutation test, selectivity and effect "
         "thresholds), per seed; forgetting ÷ tree-naive and final avg vs tree-naive: the ratio of mean max-based "
         "forgetting and the relative change of the mean final average against tree-naive (the same tree, "
-        "every agent updated).", "",
+        "every agent updated); n/a where tree-naive forgot nothing (its mean max-based forgetting ≤ 0), "
+        "since a ratio to no forgetting says nothing.", "",
         "Strategies: gpt-naive, gpt-replay and gpt-ewc train DenseGPT with dense updates; tree-naive, "
         "tree-replay and tree-ewc train the AgentTree with dense updates (every agent, every step), so the "
         "baselines exist on both architectures (replay: a reservoir buffer of past-domain training windows "
