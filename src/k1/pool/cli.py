@@ -221,14 +221,24 @@ def dream(pool: Optional[Path] = POOL_OPT,
           max_tokens: int = typer.Option(32, help="Teacher answer length."),
           task_class: Optional[str] = typer.Option(None, "--task-class", help="Consolidate one task class and "
                                                    "measure the student on its held-out verifiable tasks."),
+          verified_only: bool = typer.Option(False, "--verified-only", help="Train only on the teacher's answers "
+                                             "the class's verifier accepts (needs --task-class)."),
           as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")):
     """Consolidate: distil the teacher into the student on the most important experiences; measured before/after."""
+    from k1.errors import ConfigError
     from k1.pool.learn.dream import dream as run_dream
+    from k1.pool.learn.verifiers import class_verifier
 
+    verifier = None
+    if verified_only:
+        if task_class is None:
+            raise ConfigError("--verified-only needs --task-class CLASS: the class's verifier judges the teacher's answers")
+        verifier = class_verifier(task_class)  # before the pool loads: a class without a verifier is one line
     router = _open_router(pool)
     try:
         rep = run_dream(router, teacher=teacher, student=student, k=k, epochs=epochs, lr=lr, temperature=temperature,
-                        max_tokens=max_tokens, quiet=as_json, task_class=task_class)
+                        max_tokens=max_tokens, quiet=as_json, task_class=task_class, verifier=verifier,
+                        verified_only=verified_only)
     finally:
         router.pool.close()
         router.close()
@@ -236,7 +246,8 @@ def dream(pool: Optional[Path] = POOL_OPT,
         print(json.dumps(rep, default=str))
         return
     b, a = rep["before"], rep["after"]
-    console.print(f"DREAM {rep['teacher']} → {rep['student']} ({rep['method']}, {rep['train']} train / "
+    console.print(f"DREAM {rep['teacher']} → {rep['student']} ({rep['method']}, {rep['train']} "
+                  f"{'verified ' if rep['verified_only'] else ''}train / "
                   f"{rep['held_out']} held-out experiences, {rep['seconds']:.0f} s)")
     t = Table("held-out", "before", "after", title="student on held-out experiences")
     t.add_row("bits per byte of the teacher's answers", f"{b['bits_per_byte']:.3f}", f"{a['bits_per_byte']:.3f}")
