@@ -16,6 +16,7 @@ import re
 from typing import Callable
 
 from k1.errors import K1Error
+from k1.pool.route.taskclass import question
 
 Verifier = Callable[[str, str], "float | None"]
 
@@ -26,16 +27,6 @@ _SUM = re.compile(r"(-?\d+)\s*(\+|-|\*|×|x|plus|minus|times|multiplied by)\s*(-
 
 class NoVerifier(K1Error):
     """A task class no verifier can judge."""
-
-
-def question(prompt_text: str) -> str:
-    """The last user message of a 'role: content' prompt (see `prompt_text`), or the text itself."""
-    if prompt_text.endswith("\nassistant:"):
-        body = prompt_text[: -len("\nassistant:")]
-        users = [m.start() for m in re.finditer(r"(?m)^user: ", body)]
-        if users:
-            return body[users[-1] + len("user: "):]
-    return prompt_text
 
 
 def arithmetic_answer(text: str) -> int | None:

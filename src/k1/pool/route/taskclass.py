@@ -5,6 +5,12 @@ The classifier is multinomial naive Bayes over character 1–4-grams of the lowe
 digit mapped to "0" (so "What is 7 + 5?" and "What is 31 - 9?" read alike); it needs no model, trains in
 milliseconds, and learns more classes from any labelled prompts (`fit`). The built-in training prompts
 below and the held-out prompts in `HELD_OUT` are disjoint phrasings; `held_out_accuracy()` measures it.
+
+It also learns from the pool's experiences (`learned_examples`): prompts whose class someone stated — the
+caller's class (`context=`, `metadata.context` on the server), a class given with feedback — and the
+calibration set's prompts. The classifier is refit from the built-in prompts plus the newest of those
+(`[pool] task_class_examples`, default 2,000; 0: built-in only) when the pool opens, after `k1 pool calibrate`
+and after DREAM (`Router.refit_task_classes`). The classifier's own guesses are never learned from.
 """
 
 from __future__ import annotations
@@ -90,6 +96,17 @@ HELD_OUT: list[tuple[str, str]] = [
 ]
 
 
+# Held-out prompts for learning from experiences (fixed before it was measured): `HELD_OUT` plus a class the
+# built-in classifier does not know, `copy` (the routing bench's "Repeat this word exactly: w" tasks), in the
+# bench's phrasing with other words and in other phrasings.
+HELD_OUT_COPY: list[tuple[str, str]] = [
+    ("Repeat this word exactly: zebra", "copy"), ("Repeat this word exactly: lantern", "copy"),
+    ("Repeat this word exactly: marble", "copy"), ("Repeat this word exactly: saddle", "copy"),
+    ("Repeat the word 'cactus' exactly.", "copy"), ("Say this word back to me: meadow", "copy"),
+    ("Copy this word exactly: harbor", "copy"), ("Repeat after me: thunder", "copy"),
+]
+
+
 class TaskClassifier:
     """Multinomial naive Bayes over character n-grams; `classify(prompt)` → a task class."""
 
@@ -133,9 +150,34 @@ class TaskClassifier:
         return sum(self.classify(p) == c for p, c in examples) / len(examples) if examples else float("nan")
 
 
-def held_out_accuracy(clf: TaskClassifier | None = None) -> dict:
-    """The classifier's accuracy on `HELD_OUT`, overall and per class."""
+def held_out_accuracy(clf: TaskClassifier | None = None, examples: list[tuple[str, str]] | None = None) -> dict:
+    """The classifier's accuracy on `examples` (default `HELD_OUT`), overall and per class."""
     clf = clf or TaskClassifier()
-    per = {c: clf.accuracy([x for x in HELD_OUT if x[1] == c]) for c in TASK_CLASSES}
-    wrong = [{"prompt": p, "class": c, "got": clf.classify(p)} for p, c in HELD_OUT if clf.classify(p) != c]
-    return {"accuracy": clf.accuracy(HELD_OUT), "n": len(HELD_OUT), "per_class": per, "wrong": wrong}
+    examples = HELD_OUT if examples is None else examples
+    per = {c: clf.accuracy([x for x in examples if x[1] == c]) for c in dict.fromkeys(c for _, c in examples)}
+    wrong = [{"prompt": p, "class": c, "got": clf.classify(p)} for p, c in examples if clf.classify(p) != c]
+    return {"accuracy": clf.accuracy(examples), "n": len(examples), "per_class": per, "wrong": wrong}
+
+
+def question(text: str) -> str:
+    """What a prompt asks: the last user message of a 'role: content' prompt (`prompt_text`), else the text."""
+    if text.endswith("\nassistant:"):
+        body = text[: -len("\nassistant:")]
+        users = [m.start() for m in re.finditer(r"(?m)^user: ", body)]
+        if users:
+            return body[users[-1] + len("user: "):]
+    return text
+
+
+def learned_examples(store, cap: int = 2000) -> list[tuple[str, str]]:
+    """(prompt, class) pairs the pool has a stated class for: the newest `cap` experiences whose class came
+    from the caller or from feedback, then the calibration prompts (at most `cap` in all)."""
+    if cap <= 0:
+        return []
+    out = [(question(p), c) for p, c in store.labelled_prompts(cap)]
+    return out + [(question(p), c) for p, c in store.calibration_prompts()][: cap - len(out)]
+
+
+def learned_classifier(store, cap: int = 2000) -> TaskClassifier:
+    """The built-in prompts plus what the pool has learned (`learned_examples`)."""
+    return TaskClassifier(training_prompts() + learned_examples(store, cap))
