@@ -106,6 +106,26 @@ HELD_OUT_COPY: list[tuple[str, str]] = [
     ("Copy this word exactly: harbor", "copy"), ("Repeat after me: thunder", "copy"),
 ]
 
+# A second fixed set, written after the first measurement of learning from experiences (see docs/pool.md) and
+# before the complement form was measured on it: other phrasings again, five classes.
+HELD_OUT_2: list[tuple[str, str]] = [
+    ("What's 56 + 17?", "arithmetic"), ("Please compute 8 * 12.", "arithmetic"), ("Subtract 9 from 40.", "arithmetic"),
+    ("What do you get if you add 23 and 19?", "arithmetic"), ("Work out 7 x 6.", "arithmetic"),
+    ("Write a Python function that returns the sum of a list.", "code"),
+    ("Can you write a JavaScript function to reverse an array?", "code"),
+    ("Create a Python class for a bank account with deposit and withdraw methods.", "code"),
+    ("Write a function `is_even(n)` in Python.", "code"), ("How do I read a CSV file in Python?", "code"),
+    ("What is the capital of Norway?", "facts"), ("Who invented the telephone?", "facts"),
+    ("How many continents are there?", "facts"), ("What is the tallest mountain in Africa?", "facts"),
+    ("Who wrote Pride and Prejudice?", "facts"),
+    ("The lighthouse keeper climbed the stairs one last time and", "prose"),
+    ("Write a short story about a girl who finds a key.", "prose"),
+    ("Snow fell softly on the quiet village while", "prose"), ("Write a poem about the ocean at dawn.", "prose"),
+    ("It was the best of times, it was the", "prose"),
+    ("Repeat this word exactly: pebble", "copy"), ("Repeat this word exactly: falcon", "copy"),
+    ("Please repeat the word 'orchid' back to me.", "copy"), ("Copy this word: lemon", "copy"),
+]
+
 
 class TaskClassifier:
     """Multinomial naive Bayes over character n-grams; `classify(prompt)` → a task class."""
