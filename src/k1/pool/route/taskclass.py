@@ -1,7 +1,7 @@
 """Task classes: what a prompt asks (arithmetic, code, facts, prose), read from the prompt itself.
 
 The pool keys trust by (member, task class): a member earns trust for arithmetic separately from code.
-The classifier is multinomial naive Bayes over character 1–4-grams of the lower-cased prompt with every
+The classifier is (complement) naive Bayes over character 1–4-grams of the lower-cased prompt with every
 digit mapped to "0" (so "What is 7 + 5?" and "What is 31 - 9?" read alike); it needs no model, trains in
 milliseconds, and learns more classes from any labelled prompts (`fit`). The built-in training prompts
 below and the held-out prompts in `HELD_OUT` are disjoint phrasings; `held_out_accuracy()` measures it.
@@ -128,10 +128,19 @@ HELD_OUT_2: list[tuple[str, str]] = [
 
 
 class TaskClassifier:
-    """Multinomial naive Bayes over character n-grams; `classify(prompt)` → a task class."""
+    """Naive Bayes over character n-grams; `classify(prompt)` → a task class.
 
-    def __init__(self, examples: list[tuple[str, str]] | None = None, alpha: float = 0.1):
-        self.alpha = alpha
+    `form="complement"` (the default) is complement naive Bayes (Rennie et al., 2003): a class's score is how
+    unlike the *other* classes' n-grams the prompt is. Measured: learning from the routing bench's templated
+    experiences, the multinomial form's code class was swamped by one template (held-out code prompts in
+    other phrasings went to prose); the complement form kept them (docs/pool.md). `form="multinomial"` is
+    the plain form, with class priors."""
+
+    def __init__(self, examples: list[tuple[str, str]] | None = None, alpha: float = 0.1,
+                 form: str = "complement"):
+        if form not in ("complement", "multinomial"):
+            raise ValueError(f"form {form!r}: complement or multinomial")
+        self.alpha, self.form = alpha, form
         self.counts: dict[str, Counter] = defaultdict(Counter)
         self.docs: Counter = Counter()
         self.fit(training_prompts() if examples is None else examples)
@@ -142,7 +151,8 @@ class TaskClassifier:
             self.counts[cls].update(features(text))
             self.docs[cls] += 1
         self._totals = {c: sum(v.values()) for c, v in self.counts.items()}
-        self._vocab = len(set().union(*self.counts.values())) if self.counts else 1
+        self._all = sum(self.counts.values(), Counter())
+        self._vocab = len(self._all) or 1
         return self
 
     @property
@@ -150,14 +160,21 @@ class TaskClassifier:
         return sorted(self.counts)
 
     def scores(self, prompt: str) -> dict[str, float]:
-        """Log posterior (up to a constant) per class."""
+        """Per class, higher is likelier: the log posterior up to a constant (multinomial), or minus the log
+        likelihood under the other classes' n-grams (complement)."""
         f = features(prompt)
         n = sum(self.docs.values())
+        total = sum(self._totals.values())
         out = {}
         for c, cnt in self.counts.items():
-            denom = math.log(self._totals[c] + self.alpha * self._vocab)
-            out[c] = math.log(self.docs[c] / n) + sum(k * (math.log(cnt.get(g, 0) + self.alpha) - denom)
-                                                      for g, k in f.items())
+            if self.form == "complement":
+                denom = math.log(total - self._totals[c] + self.alpha * self._vocab)
+                out[c] = -sum(k * (math.log(self._all.get(g, 0) - cnt.get(g, 0) + self.alpha) - denom)
+                              for g, k in f.items())
+            else:
+                denom = math.log(self._totals[c] + self.alpha * self._vocab)
+                out[c] = math.log(self.docs[c] / n) + sum(k * (math.log(cnt.get(g, 0) + self.alpha) - denom)
+                                                          for g, k in f.items())
         return out
 
     def classify(self, prompt: str) -> str:
