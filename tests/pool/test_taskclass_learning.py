@@ -41,6 +41,9 @@ def test_a_class_it_could_not_tell_apart_is_learned_from_experiences(tmp_path, m
     r = _router(tmp_path, member, task_class_examples=0)
     assert "copy" not in r.task_classes.classes
     r.close()
+    r = _router(tmp_path, member, task_class_form="multinomial")
+    assert r.task_classes.form == "multinomial" and r.task_classes.classify(probe[0]) == "copy"
+    r.close()
     r = _router(tmp_path, member, task_class_examples=3)
     assert len(learned_examples(r.store, 3)) == 3 and "copy" in r.task_classes.classes
     r.close()

@@ -89,6 +89,7 @@ class PoolSettings(BaseModel):
     calibration_weight: float = Field(default=1.0, ge=0)
     # the task classifier also learns from this many of the newest experiences with a stated class (taskclass.py)
     task_class_examples: int = Field(default=2000, ge=0)
+    task_class_form: Literal["complement", "multinomial"] = "complement"  # the form of naive Bayes (taskclass.py)
     context: ContextSettings = ContextSettings()
     metabolic: MetabolicSettings = MetabolicSettings()
     snarc: SnarcWeights = SnarcWeights()

@@ -179,7 +179,7 @@ class Router:
         except Exception as e:  # stored data never stops the pool from starting
             log.warning("task classifier not refit: %s: %s", type(e).__name__, e)
             return {"examples": 0, "classes": self.task_classes.classes}
-        clf = TaskClassifier(training_prompts() + learned)
+        clf = TaskClassifier(training_prompts() + learned, form=self.settings.task_class_form)
         with self._book:
             self.task_classes = clf
         return {"examples": len(learned), "classes": clf.classes}
