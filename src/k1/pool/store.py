@@ -267,6 +267,20 @@ class PoolStore:
             out.append(d)
         return out
 
+    def labelled_prompts(self, limit: int) -> list[tuple[str, str]]:
+        """(prompt, class) of the newest `limit` experiences whose class was stated (by the caller or with
+        feedback), not guessed by the classifier; a chat prompt's last user message is the prompt."""
+        with self._lock:
+            rows = self.db.execute("""SELECT prompt, context, extra FROM experiences
+                WHERE json_extract(extra, '$.task_class_source') IN ('caller', 'feedback') AND context IS NOT NULL
+                ORDER BY id DESC LIMIT ?""", (limit,)).fetchall()
+        out = []
+        for r in rows:
+            msgs = json.loads(r["extra"] or "{}").get("messages")
+            users = [m.get("content") for m in msgs or [] if m.get("role") == "user" and isinstance(m.get("content"), str)]
+            out.append((users[-1] if users else r["prompt"], r["context"]))
+        return out
+
     def experience(self, request: str) -> dict | None:
         rows = [e for e in self._select_request(request)]
         return rows[0] if rows else None
@@ -296,6 +310,12 @@ class PoolStore:
             rows = self.db.execute("""SELECT member, task_class, COUNT(*), SUM(score), AVG(atp), MAX(ts)
                 FROM calibration GROUP BY member, task_class""").fetchall()
         return {(r[0], r[1]): {"n": r[2], "solved": r[3], "atp": r[4], "ts": r[5]} for r in rows}
+
+    def calibration_prompts(self) -> list[tuple[str, str]]:
+        """(prompt, class) of every distinct calibration prompt (labelled by construction)."""
+        with self._lock:
+            return [(r[0], r[1]) for r in self.db.execute(
+                "SELECT prompt, task_class FROM calibration GROUP BY prompt, task_class ORDER BY MIN(id)")]
 
     def calibration_rows(self, member: str | None = None) -> list[dict]:
         q, args = "SELECT * FROM calibration", ()

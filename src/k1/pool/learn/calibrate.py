@@ -105,7 +105,7 @@ def calibrate_member(member, tasks: list[CalTask], progress=None, job=None) -> l
     rows = []
     for t in tasks:
         try:
-            g = member.generate(t.prompt, max_tokens=MAX_TOKENS[t.cls], temperature=0.0,
+            g = member.generate(t.prompt, max_tokens=MAX_TOKENS.get(t.cls, 16), temperature=0.0,
                                 stop=None if isinstance(t.prompt, list) else ["\n"])
             text, atp, score = g.text, g.cost.atp, t.judge(g.text)
         except CallFailed as e:
@@ -130,6 +130,8 @@ def calibrate(router, members: list[str] | None = None, per_class: int | None = 
             rows = calibrate_member(router.pool[name], tasks, bar, job)
             router.store.set_calibration(name, rows)
             summary[name] = class_summary(rows)
+    if hasattr(router, "refit_task_classes"):
+        router.refit_task_classes()  # the calibration prompts are labelled examples for the task classifier
     return summary
 
 

@@ -20,6 +20,7 @@ Each request is a `Call` record that goes through the same steps whatever its sh
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
@@ -123,6 +124,7 @@ class Call:
     kw: dict
     tried: list[str] = field(default_factory=list)
     reserved: float = 0.0
+    class_source: str = "classifier"  # "caller" when the caller stated the task class (learned from: taskclass.py)
 
 
 @dataclass
@@ -155,6 +157,7 @@ class Router:
         self.reference = self._reference()
         self.contexts = ContextClassifier(self.settings.context, self.reference)
         self.task_classes = TaskClassifier()  # trust is keyed by (member, task class)
+        self.refit_task_classes()  # …and the classifier learns from the classes stated in earlier experiences
         self.metabolism = Metabolism(self.settings.metabolic, log=self.store.log_state, clock=clock)
         try:
             self.consolidated = apply_dream_weights(self)  # students keep what DREAM taught them across restarts
@@ -165,6 +168,21 @@ class Router:
                         for e in reversed(self.store.experiences(limit=self.settings.snarc.memory, newest_first=True))]
         for session in {e["session"] for e in self.store.experiences(limit=2000, newest_first=True) if e["session"]}:
             self.contexts.seed(session, [e["prompt"] for e in self.store.experiences(session=session)])
+
+    def refit_task_classes(self) -> dict:
+        """Refit the task classifier from its built-in prompts plus the store's labelled prompts (the newest
+        `task_class_examples` experiences with a stated class, and the calibration prompts); → what it learned."""
+        from k1.pool.route.taskclass import learned_examples, training_prompts
+
+        try:
+            learned = learned_examples(self.store, self.settings.task_class_examples)
+        except Exception as e:  # stored data never stops the pool from starting
+            log.warning("task classifier not refit: %s: %s", type(e).__name__, e)
+            return {"examples": 0, "classes": self.task_classes.classes}
+        clf = TaskClassifier(training_prompts() + learned, form=self.settings.task_class_form)
+        with self._book:
+            self.task_classes = clf
+        return {"examples": len(learned), "classes": clf.classes}
 
     def set_limits(self, limits: Limits) -> None:
         """Queue, retry and cooldown limits (the server passes its own); gates are rebuilt: call when idle."""
@@ -238,7 +256,7 @@ class Router:
                 decision = self.choose(reading.label, max(1, len(text.encode("utf-8", "replace")) // 4),
                                        kw["max_tokens"])
         return Call(uuid.uuid4().hex, session, prompt, text, reading, state, decision,
-                    None if model == "auto" else model, stream, kw)
+                    None if model == "auto" else model, stream, kw, class_source="caller" if context else "classifier")
 
     @contextmanager
     def _borrow_reference(self) -> Iterator[bool]:
@@ -462,7 +480,7 @@ class Router:
             "extra": {"state": call.state, "context_signals": reading.as_dict(), "finish_reason": gen.finish_reason,
                       "messages": prompt if isinstance(prompt, list) else None,
                       "utilities": call.decision.utilities if call.decision else None, "stream": call.stream,
-                      "tried": call.tried},
+                      "tried": call.tried, "task_class_source": call.class_source},
         })
         with self._book:
             self.contexts.add(call.session, text)  # only a prompt that was answered joins the history
@@ -518,21 +536,27 @@ class Router:
                           completion_tokens=g.completion_tokens)
         return [g.text]
 
-    def feedback(self, request: str, success: float, source: str = "feedback") -> dict:
+    def feedback(self, request: str, success: float, source: str = "feedback", task_class: str | None = None) -> dict:
         """Record the outcome of an earlier answer, once per request id: trust, the experience's reward and
-        importance. A second verdict for the same id raises `FeedbackExists` and changes nothing."""
+        importance. A second verdict for the same id raises `FeedbackExists` and changes nothing. With
+        `task_class`, the user states what the prompt asked: the outcome counts for that class, and the
+        experience is relabelled (the task classifier learns from it at its next refit)."""
         e = self.store.experience(request)
         if e is None:
             raise UnknownRequest(f"no answer with request id {request!r}; give the `k1.request` of a response")
         success = float(success)
-        if not self.store.record_feedback(e["member"], e["context"], success, source, request):
+        cls = task_class or e["context"]
+        if not self.store.record_feedback(e["member"], cls, success, source, request):
             raise FeedbackExists(f"request {request!r} already has its outcome; feedback counts once per request")
         signals = {k: e[k] for k in ("surprise", "novelty", "arousal", "conflict")} | {"reward": success}
         imp = importance(signals, self.settings.snarc)
-        self.store.update_experience(request, outcome=success, reward=success, importance=imp)
+        relabel = {}
+        if task_class:
+            relabel = {"context": task_class, "extra": json.dumps(e["extra"] | {"task_class_source": "feedback"})}
+        self.store.update_experience(request, outcome=success, reward=success, importance=imp, **relabel)
         with self._book:
             self.metabolism.after_call(success >= 0.5, imp, self.budget_left())
-        return {"request": request, "member": e["member"], "context": e["context"], "success": success,
+        return {"request": request, "member": e["member"], "context": cls, "success": success,
                 "importance": imp}
 
     def close(self) -> None:

@@ -1,10 +1,16 @@
 """Task classes: what a prompt asks (arithmetic, code, facts, prose), read from the prompt itself.
 
 The pool keys trust by (member, task class): a member earns trust for arithmetic separately from code.
-The classifier is multinomial naive Bayes over character 1–4-grams of the lower-cased prompt with every
+The classifier is (complement) naive Bayes over character 1–4-grams of the lower-cased prompt with every
 digit mapped to "0" (so "What is 7 + 5?" and "What is 31 - 9?" read alike); it needs no model, trains in
 milliseconds, and learns more classes from any labelled prompts (`fit`). The built-in training prompts
 below and the held-out prompts in `HELD_OUT` are disjoint phrasings; `held_out_accuracy()` measures it.
+
+It also learns from the pool's experiences (`learned_examples`): prompts whose class someone stated — the
+caller's class (`context=`, `metadata.context` on the server), a class given with feedback — and the
+calibration set's prompts. The classifier is refit from the built-in prompts plus the newest of those
+(`[pool] task_class_examples`, default 2,000; 0: built-in only) when the pool opens, after `k1 pool calibrate`
+and after DREAM (`Router.refit_task_classes`). The classifier's own guesses are never learned from.
 """
 
 from __future__ import annotations
@@ -90,11 +96,51 @@ HELD_OUT: list[tuple[str, str]] = [
 ]
 
 
-class TaskClassifier:
-    """Multinomial naive Bayes over character n-grams; `classify(prompt)` → a task class."""
+# Held-out prompts for learning from experiences (fixed before it was measured): `HELD_OUT` plus a class the
+# built-in classifier does not know, `copy` (the routing bench's "Repeat this word exactly: w" tasks), in the
+# bench's phrasing with other words and in other phrasings.
+HELD_OUT_COPY: list[tuple[str, str]] = [
+    ("Repeat this word exactly: zebra", "copy"), ("Repeat this word exactly: lantern", "copy"),
+    ("Repeat this word exactly: marble", "copy"), ("Repeat this word exactly: saddle", "copy"),
+    ("Repeat the word 'cactus' exactly.", "copy"), ("Say this word back to me: meadow", "copy"),
+    ("Copy this word exactly: harbor", "copy"), ("Repeat after me: thunder", "copy"),
+]
 
-    def __init__(self, examples: list[tuple[str, str]] | None = None, alpha: float = 0.1):
-        self.alpha = alpha
+# A second fixed set, written after the first measurement of learning from experiences (see docs/pool.md) and
+# before the complement form was measured on it: other phrasings again, five classes.
+HELD_OUT_2: list[tuple[str, str]] = [
+    ("What's 56 + 17?", "arithmetic"), ("Please compute 8 * 12.", "arithmetic"), ("Subtract 9 from 40.", "arithmetic"),
+    ("What do you get if you add 23 and 19?", "arithmetic"), ("Work out 7 x 6.", "arithmetic"),
+    ("Write a Python function that returns the sum of a list.", "code"),
+    ("Can you write a JavaScript function to reverse an array?", "code"),
+    ("Create a Python class for a bank account with deposit and withdraw methods.", "code"),
+    ("Write a function `is_even(n)` in Python.", "code"), ("How do I read a CSV file in Python?", "code"),
+    ("What is the capital of Norway?", "facts"), ("Who invented the telephone?", "facts"),
+    ("How many continents are there?", "facts"), ("What is the tallest mountain in Africa?", "facts"),
+    ("Who wrote Pride and Prejudice?", "facts"),
+    ("The lighthouse keeper climbed the stairs one last time and", "prose"),
+    ("Write a short story about a girl who finds a key.", "prose"),
+    ("Snow fell softly on the quiet village while", "prose"), ("Write a poem about the ocean at dawn.", "prose"),
+    ("It was the best of times, it was the", "prose"),
+    ("Repeat this word exactly: pebble", "copy"), ("Repeat this word exactly: falcon", "copy"),
+    ("Please repeat the word 'orchid' back to me.", "copy"), ("Copy this word: lemon", "copy"),
+]
+
+
+class TaskClassifier:
+    """Naive Bayes over character n-grams; `classify(prompt)` → a task class.
+
+    `form="complement"` (the default) is complement naive Bayes (Rennie et al., 2003): a class's score is how
+    unlike the *other* classes' n-grams the prompt is. Measured: learning from the routing bench's templated
+    experiences, the multinomial form's code class was swamped by one template (held-out code prompts in
+    other phrasings went to prose); the complement form kept them (docs/pool.md). `form="multinomial"` is
+    the plain form, with class priors."""
+
+    def __init__(self, examples: list[tuple[str, str]] | None = None, alpha: float = 0.1,
+                 form: str = "complement"):
+        if form not in ("complement", "multinomial"):
+            raise ValueError(f"form {form!r}: complement or multinomial")
+        self.alpha, self.form = alpha, form
         self.counts: dict[str, Counter] = defaultdict(Counter)
         self.docs: Counter = Counter()
         self.fit(training_prompts() if examples is None else examples)
@@ -105,7 +151,8 @@ class TaskClassifier:
             self.counts[cls].update(features(text))
             self.docs[cls] += 1
         self._totals = {c: sum(v.values()) for c, v in self.counts.items()}
-        self._vocab = len(set().union(*self.counts.values())) if self.counts else 1
+        self._all = sum(self.counts.values(), Counter())
+        self._vocab = len(self._all) or 1
         return self
 
     @property
@@ -113,14 +160,21 @@ class TaskClassifier:
         return sorted(self.counts)
 
     def scores(self, prompt: str) -> dict[str, float]:
-        """Log posterior (up to a constant) per class."""
+        """Per class, higher is likelier: the log posterior up to a constant (multinomial), or minus the log
+        likelihood under the other classes' n-grams (complement)."""
         f = features(prompt)
         n = sum(self.docs.values())
+        total = sum(self._totals.values())
         out = {}
         for c, cnt in self.counts.items():
-            denom = math.log(self._totals[c] + self.alpha * self._vocab)
-            out[c] = math.log(self.docs[c] / n) + sum(k * (math.log(cnt.get(g, 0) + self.alpha) - denom)
-                                                      for g, k in f.items())
+            if self.form == "complement":
+                denom = math.log(total - self._totals[c] + self.alpha * self._vocab)
+                out[c] = -sum(k * (math.log(self._all.get(g, 0) - cnt.get(g, 0) + self.alpha) - denom)
+                              for g, k in f.items())
+            else:
+                denom = math.log(self._totals[c] + self.alpha * self._vocab)
+                out[c] = math.log(self.docs[c] / n) + sum(k * (math.log(cnt.get(g, 0) + self.alpha) - denom)
+                                                          for g, k in f.items())
         return out
 
     def classify(self, prompt: str) -> str:
@@ -133,9 +187,34 @@ class TaskClassifier:
         return sum(self.classify(p) == c for p, c in examples) / len(examples) if examples else float("nan")
 
 
-def held_out_accuracy(clf: TaskClassifier | None = None) -> dict:
-    """The classifier's accuracy on `HELD_OUT`, overall and per class."""
+def held_out_accuracy(clf: TaskClassifier | None = None, examples: list[tuple[str, str]] | None = None) -> dict:
+    """The classifier's accuracy on `examples` (default `HELD_OUT`), overall and per class."""
     clf = clf or TaskClassifier()
-    per = {c: clf.accuracy([x for x in HELD_OUT if x[1] == c]) for c in TASK_CLASSES}
-    wrong = [{"prompt": p, "class": c, "got": clf.classify(p)} for p, c in HELD_OUT if clf.classify(p) != c]
-    return {"accuracy": clf.accuracy(HELD_OUT), "n": len(HELD_OUT), "per_class": per, "wrong": wrong}
+    examples = HELD_OUT if examples is None else examples
+    per = {c: clf.accuracy([x for x in examples if x[1] == c]) for c in dict.fromkeys(c for _, c in examples)}
+    wrong = [{"prompt": p, "class": c, "got": clf.classify(p)} for p, c in examples if clf.classify(p) != c]
+    return {"accuracy": clf.accuracy(examples), "n": len(examples), "per_class": per, "wrong": wrong}
+
+
+def question(text: str) -> str:
+    """What a prompt asks: the last user message of a 'role: content' prompt (`prompt_text`), else the text."""
+    if text.endswith("\nassistant:"):
+        body = text[: -len("\nassistant:")]
+        users = [m.start() for m in re.finditer(r"(?m)^user: ", body)]
+        if users:
+            return body[users[-1] + len("user: "):]
+    return text
+
+
+def learned_examples(store, cap: int = 2000) -> list[tuple[str, str]]:
+    """(prompt, class) pairs the pool has a stated class for: the newest `cap` experiences whose class came
+    from the caller or from feedback, then the calibration prompts (at most `cap` in all)."""
+    if cap <= 0:
+        return []
+    out = [(question(p), c) for p, c in store.labelled_prompts(cap)]
+    return out + [(question(p), c) for p, c in store.calibration_prompts()][: cap - len(out)]
+
+
+def learned_classifier(store, cap: int = 2000) -> TaskClassifier:
+    """The built-in prompts plus what the pool has learned (`learned_examples`)."""
+    return TaskClassifier(training_prompts() + learned_examples(store, cap))

@@ -164,7 +164,7 @@ def build_app(router: Router, *, api_key: str | None = None, limits: Limits | No
 
     @app.post("/v1/feedback")
     async def feedback(req: P.FeedbackRequest):
-        return await run_in_threadpool(router.feedback, req.request, req.success, req.source)
+        return await run_in_threadpool(router.feedback, req.request, req.success, req.source, req.task_class)
 
     @app.get("/v1/pool")
     async def status():

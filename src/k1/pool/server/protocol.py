@@ -99,6 +99,8 @@ class FeedbackRequest(BaseModel):
     request: str = Field(min_length=1, description="the `k1.request` id of an answer")
     success: float = Field(ge=0.0, le=1.0)
     source: str = Field(default="feedback", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    task_class: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$",
+                                   description="what the prompt asked, if the router's class was wrong")
 
 
 def k1_block(routed) -> dict:

@@ -1,0 +1,91 @@
+"""A verifier per task class for prompts the pool has answered: `(prompt text, answer) → score or None`.
+
+DREAM's `--verified-only` keeps only the teacher answers these accept, and measures held-out success with
+them. They judge as calibration does, and only what they can check:
+- `arithmetic`: any prompt asking for one sum, difference or product of two integers ("What is 7 + 5?",
+  "How much is 3 times 4?"); the answer is computed here and judged by the loop's verifier (the integer
+  stated at the end of the first line);
+- `code`: the loop's Python tasks, found by their prompt, run against their asserts in the sandbox;
+- `facts`, `prose`: the calibration set's questions (an expected word) and phrases (the next word).
+A prompt a verifier cannot check gets None (DREAM then does not train on it). Other classes have none.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+from k1.errors import K1Error
+from k1.pool.route.taskclass import question
+
+Verifier = Callable[[str, str], "float | None"]
+
+_OPS = {"+": "+", "plus": "+", "-": "-", "minus": "-", "*": "*", "x": "*", "×": "*", "times": "*",
+        "multiplied by": "*"}
+_SUM = re.compile(r"(-?\d+)\s*(\+|-|\*|×|x|plus|minus|times|multiplied by)\s*(-?\d+)", re.I)
+
+
+class NoVerifier(K1Error):
+    """A task class no verifier can judge."""
+
+
+def arithmetic_answer(text: str) -> int | None:
+    """The value of the one two-integer expression `text` asks for, or None (none, or several)."""
+    found = _SUM.findall(text)
+    if len(found) != 1:
+        return None
+    a, op, b = found[0]
+    a, b = int(a), int(b)
+    return {"+": a + b, "-": a - b, "*": a * b}[_OPS[op.lower()]]
+
+
+def _arithmetic(prompt: str, answer: str) -> float | None:
+    from k1.tasks.verifiers import stated_answer
+
+    want = arithmetic_answer(question(prompt))
+    return None if want is None else float(stated_answer(answer) == want)
+
+
+def _code() -> Verifier:
+    from k1.tasks.sandbox import sandbox_problem
+    from k1.tasks.task import python_tasks
+    from k1.tasks.verifiers import solved, verify
+
+    problem = sandbox_problem()
+    if problem is not None:  # model-written code never runs unsandboxed
+        raise NoVerifier(f"the code class's verifier needs the sandbox: {problem}")
+    tasks = {t.prompt: t for t in python_tasks()}
+
+    def judge(prompt: str, answer: str) -> float | None:
+        t = tasks.get(question(prompt).strip())
+        return None if t is None else float(solved(verify(t, answer)))
+    return judge
+
+
+def _lookup(table: dict[str, Callable[[str], float]]) -> Verifier:
+    def judge(prompt: str, answer: str) -> float | None:
+        f = table.get(question(prompt).strip())
+        return None if f is None else float(f(answer))
+    return judge
+
+
+def _facts() -> Verifier:
+    from k1.pool.learn.calibrate import FACTS, _words
+    return _lookup({q: _words(ok) for q, ok in FACTS})
+
+
+def _prose() -> Verifier:
+    from k1.pool.learn.calibrate import PROSE, _next_word
+    return _lookup({p: _next_word(w) for p, w in PROSE})
+
+
+BUILDERS: dict[str, Callable[[], Verifier]] = {"arithmetic": lambda: _arithmetic, "code": _code,
+                                              "facts": _facts, "prose": _prose}
+
+
+def class_verifier(task_class: str) -> Verifier:
+    """The verifier of `task_class`; `NoVerifier` (one line) for a class without one."""
+    if task_class not in BUILDERS:
+        raise NoVerifier(f"no verifier for task class {task_class!r}: verified answers can be told apart for "
+                         f"{', '.join(BUILDERS)} only")
+    return BUILDERS[task_class]()
