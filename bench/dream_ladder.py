@@ -62,6 +62,19 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--verified-only", action="store_true", help="train only on teacher answers the verifier accepts")
+    ap.add_argument("--samples", type=int, default=0, help="rejection sampling: teacher samples per training "
+                    "experience, verified answers kept (implies --verified-only)")
+    ap.add_argument("--sample-temperature", type=float, default=0.8)
+    ap.add_argument("--ce-weight", type=float, default=0.0, help="cross-entropy share of the loss (rest: logit KD)")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--topk", type=int, default=64, help="teacher logits cached as top-k (0: the whole vocabulary)")
+    ap.add_argument("--holdout", type=float, default=0.25, help="share of experiences held out for DREAM's replay")
+    ap.add_argument("--val", type=float, default=0.0, help="share of training experiences for early stopping")
+    ap.add_argument("--patience", type=int, default=2)
+    ap.add_argument("--schedule", choices=["cosine", "constant"], default="cosine")
+    ap.add_argument("--store-from", type=Path, default=None, help="start from a copy of this pool store (its "
+                    "calibration and routed experiences) instead of routing the training problems again")
+    ap.add_argument("--route-only", action="store_true", help="stop after routing the training problems")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--remeasure", action="store_true", help="only measure the student as the pool folder holds it "
@@ -73,6 +86,15 @@ def main() -> None:
     root.mkdir(parents=True, exist_ok=True)
     if args.models_from is not None:
         link_models(args.models_from, root)
+    if args.store_from is not None:
+        if (root / "pool.sqlite").exists():
+            sys.exit(f"{root / 'pool.sqlite'} exists; --store-from needs a fresh pool folder")
+        import sqlite3
+
+        src, dst = sqlite3.connect(f"file:{args.store_from}?mode=ro", uri=True), sqlite3.connect(root / "pool.sqlite")
+        src.backup(dst)
+        src.close()
+        dst.close()
 
     import torch
 
@@ -127,6 +149,13 @@ def main() -> None:
 
     t1 = time.process_time()
     routed: dict = {"members": {}, "classes": {}, "solved": 0}
+    if args.store_from is not None:  # the copied store holds the routed experiences: counted, not routed again
+        for e in router.store.experiences():
+            if e["session"] and e["session"].startswith("dream-ladder"):
+                routed["members"][e["member"]] = routed["members"].get(e["member"], 0) + 1
+                routed["classes"][e["context"]] = routed["classes"].get(e["context"], 0) + 1
+                routed["solved"] += bool(e["outcome"])
+        tasks = []
     for t in tasks:
         out = router.generate([{"role": "user", "content": t.prompt}], session=f"dream-ladder-{args.seed}",
                               max_tokens=args.max_tokens, temperature=0.0, verifier=verifier)
@@ -135,10 +164,18 @@ def main() -> None:
         routed["solved"] += bool(out.outcome)
     routed["cpu_s"] = time.process_time() - t1
 
+    if args.route_only:
+        router.pool.close()
+        router.close()
+        print(json.dumps({"command": " ".join(["python"] + sys.argv), "routed": routed, "calibration": cal}))
+        return
     t2 = time.process_time()
     rep = dream(router, student=args.student, k=args.k, epochs=args.epochs, lr=args.lr, temperature=args.temperature,
                 max_tokens=args.max_tokens, verifier=verifier, seed=args.seed, quiet=args.quiet,
-                task_class="arithmetic", verified_only=args.verified_only)
+                task_class="arithmetic", verified_only=args.verified_only, samples=args.samples,
+                sample_temperature=args.sample_temperature, first_line=True, ce_weight=args.ce_weight,
+                batch_size=args.batch_size, topk=args.topk, holdout=args.holdout, val=args.val,
+                patience=args.patience, schedule=args.schedule)
     rep["cpu_s"] = time.process_time() - t2
     router.pool.close()
     router.close()
@@ -147,7 +184,7 @@ def main() -> None:
               "settings": {k: v for k, v in vars(args).items() if k not in ("out", "quiet")}}
     cb, ca = rep["class_before"], rep["class_after"]
     b, a = rep["before"], rep["after"]
-    print(f"routed {len(tasks)} training problems: {routed['members']}, classes {routed['classes']}, "
+    print(f"routed {sum(routed['members'].values())} training problems: {routed['members']}, classes {routed['classes']}, "
           f"solved {routed['solved']}")
     print(f"DREAM {rep['teacher']} → {rep['student']} ({rep['method']}, {rep['train']} train / {rep['held_out']} "
           f"held-out experiences, {args.epochs} epochs, lr {args.lr})")
