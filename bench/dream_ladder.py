@@ -72,6 +72,8 @@ def main() -> None:
     ap.add_argument("--val", type=float, default=0.0, help="share of training experiences for early stopping")
     ap.add_argument("--patience", type=int, default=2)
     ap.add_argument("--schedule", choices=["cosine", "constant"], default="cosine")
+    ap.add_argument("--teacher-system", default=None, help="system message the teacher answers under during DREAM "
+                    "(context distillation), e.g. 'Answer in one short line.'")
     ap.add_argument("--store-from", type=Path, default=None, help="start from a copy of this pool store (its "
                     "calibration and routed experiences) instead of routing the training problems again")
     ap.add_argument("--route-only", action="store_true", help="stop after routing the training problems")
@@ -175,7 +177,7 @@ def main() -> None:
                 task_class="arithmetic", verified_only=args.verified_only, samples=args.samples,
                 sample_temperature=args.sample_temperature, first_line=True, ce_weight=args.ce_weight,
                 batch_size=args.batch_size, topk=args.topk, holdout=args.holdout, val=args.val,
-                patience=args.patience, schedule=args.schedule)
+                patience=args.patience, schedule=args.schedule, teacher_system=args.teacher_system)
     rep["cpu_s"] = time.process_time() - t2
     router.pool.close()
     router.close()

@@ -153,3 +153,18 @@ def test_no_held_out_calibration_problem_is_trained_on(tmp_path, trained_teacher
                 class_tasks=16, val=0.2)
     assert rep["experiences"] == classes["prose"] - routed_held  # the held-out texts were left out
     assert seen and not seen & texts
+
+
+def test_the_teacher_can_read_its_own_prompt(trained_teacher, prose_prompts):
+    """Context distillation: the cache holds the teacher's distribution after its own (instructed) prompt, over
+    the answer tokens the student reads after the plain one."""
+    student = tiny_hf_member("student", seed=2, hidden=32, layers=1)
+    plain, told = prose_prompts[1], "Be brief. " + prose_prompts[1]
+    e, view = example(student, plain, " the king"), example(trained_teacher, told, " the king")
+    cache_teacher(trained_teacher, [e], temperature=1.0, topk=0, views=[view])
+    t = trained_teacher.model(torch.tensor([view.ids])).logits[0, view.start - 1:-1]
+    assert torch.allclose(e.t_logp, torch.log_softmax(t, -1), atol=1e-5)
+    plain_t = trained_teacher.model(torch.tensor([e.ids])).logits[0, e.start - 1:-1]
+    assert not torch.allclose(e.t_logp, torch.log_softmax(plain_t, -1), atol=1e-3)
+    with pytest.raises(ValueError, match="same answer tokens"):
+        cache_teacher(trained_teacher, [e], temperature=1.0, views=[example(trained_teacher, told, " a")])

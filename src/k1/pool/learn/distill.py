@@ -91,11 +91,19 @@ def batches(items: list, size: int) -> list[list]:
 
 
 @torch.no_grad()
-def cache_teacher(teacher, examples: list[Example], temperature: float, topk: int = 64, batch_size: int = 8) -> None:
-    """Fill every example's teacher cache: top-k log-probabilities at `temperature`, renormalised (k=0: all)."""
+def cache_teacher(teacher, examples: list[Example], temperature: float, topk: int = 64, batch_size: int = 8,
+                  views: list[Example] | None = None) -> None:
+    """Fill every example's teacher cache: top-k log-probabilities at `temperature`, renormalised (k=0: all).
+
+    `views` (one per example, the same answer tokens after the teacher's own prompt) lets the teacher read a
+    prompt the student does not see, such as an instruction (context distillation)."""
     teacher.model.eval()
-    for b in batches(examples, batch_size):
-        logits = answer_logits(teacher, b).float() / temperature
+    views = views or examples
+    for e, v in zip(examples, views):
+        if len(e.ids) - e.start != len(v.ids) - v.start:
+            raise ValueError("the teacher's view of an example must end with the same answer tokens")
+    for b, bv in zip(batches(examples, batch_size), batches(views, batch_size)):
+        logits = answer_logits(teacher, bv).float() / temperature
         if topk and topk < logits.shape[-1]:
             vals, idx = logits.topk(topk, dim=-1)
         else:

@@ -151,7 +151,8 @@ def distill(student: LocalMember, teacher: Member, items: list[dict], *, epochs:
     ce_weight = (0.0 if logit_kd else 1.0) if ce_weight is None else (ce_weight if logit_kd else 1.0)
     examples = [example(student, it["prompt"], it["answer"], eos=eos) for it in items]
     if ce_weight < 1:
-        cache_teacher(teacher, examples, temperature, topk, max(batch_size, 8))
+        views = [example(teacher, it.get("teacher_prompt") or it["prompt"], it["answer"], eos=eos) for it in items]
+        cache_teacher(teacher, examples, temperature, topk, max(batch_size, 8), views=views)
     rec = train(student, examples, epochs=epochs, lr=lr, batch_size=batch_size, temperature=temperature,
                 ce_weight=ce_weight, rng=rng, schedule=schedule, validate=validate, patience=patience, quiet=quiet)
     forget_cached_states(student)
@@ -206,7 +207,7 @@ def dream(router, *, teacher: str | None = None, student: str | None = None, k: 
           quiet: bool = True, task_class: str | None = None, class_tasks: int = 16,
           verified_only: bool = False, samples: int = 0, sample_temperature: float = 0.8, first_line: bool = False,
           ce_weight: float = 0.0, batch_size: int = 8, topk: int = 64, val: float = 0.0, patience: int = 2,
-          schedule: str = "cosine") -> dict:
+          schedule: str = "cosine", teacher_system: str | None = None) -> dict:
     """With `verified_only`, the student trains only on the teacher's answers that `verifier` accepts (the
     teacher is not always right, and the student learns its mistakes as readily as its sums). With `samples`
     (rejection sampling; needs a verifier, implies verified-only), the teacher also answers every training
@@ -215,7 +216,9 @@ def dream(router, *, teacher: str | None = None, student: str | None = None, k: 
     (then the end-of-turn token, so the student learns to stop there). `ce_weight` mixes cross-entropy on the
     answers into the logit distillation. `val` carves that share of the training experiences off as a validation
     split: the student is scored on it after every epoch (verifier success, then loss) and the best epoch is
-    kept. With `task_class`, only that class's experiences are consolidated, and the student is also measured
+    kept. With `teacher_system`, the teacher answers chat prompts with that system message in place of its own
+    (context distillation: the student learns to answer the plain prompt as the instructed teacher does; the
+    teacher's logits are read after the instructed prompt). With `task_class`, only that class's experiences are consolidated, and the student is also measured
     before and after on `class_tasks` calibration tasks of the class (judged by their verifiers; never
     trained on, and no training prompt equals one of them): that measurement replaces its calibration for the
     class, so its trust follows it."""
@@ -239,9 +242,14 @@ def dream(router, *, teacher: str | None = None, student: str | None = None, k: 
     logit_kd = same_tokenizer(t, s)
     calls = 0
 
+    def instructed(prompt):
+        if teacher_system is None or not isinstance(prompt, list):
+            return prompt
+        return [{"role": "system", "content": teacher_system}] + [m for m in prompt if m.get("role") != "system"]
+
     def ask(prompt, temp: float, call_seed: int | None):
         nonlocal calls
-        g = t.generate(prompt, max_tokens=max_tokens, temperature=temp, seed=call_seed,
+        g = t.generate(instructed(prompt), max_tokens=max_tokens, temperature=temp, seed=call_seed,
                        stop=["\n"] if first_line and temp > 0 else None)
         store.charge(t.name, "success", g.cost.atp, g.cost.flops, g.cost.latency_s, context="dream",
                      session="dream", prompt_tokens=g.prompt_tokens, completion_tokens=g.completion_tokens)
@@ -262,7 +270,8 @@ def dream(router, *, teacher: str | None = None, student: str | None = None, k: 
                 for e in group:
                     prompt = e["extra"].get("messages") or e["prompt"]
                     g = ask(prompt, 0.0, None)
-                    items[part].append({"prompt": prompt, "prompt_text": e["prompt"], "answer": g.text,
+                    items[part].append({"prompt": prompt, "teacher_prompt": instructed(prompt),
+                                        "prompt_text": e["prompt"], "answer": g.text,
                                         "context": e["context"], "max_tokens": max_tokens, "samples": []})
                     bar.advance(task)
             for i, it in enumerate(items["train"]):  # rejection sampling: the verifier keeps what is right
@@ -310,7 +319,7 @@ def dream(router, *, teacher: str | None = None, student: str | None = None, k: 
         "class_before": {k: v for k, v in class_before.items() if k != "rows"} if probe else None,
         "class_after": {k: v for k, v in class_after.items() if k != "rows"} if probe else None,
         "replay_atp_change": replay_after["atp"] / replay_before["atp"] - 1 if replay_before["atp"] else None,
-        "weights": str(saved) if saved else None, "seconds": time.perf_counter() - t_start,
+        "teacher_system": teacher_system, "weights": str(saved) if saved else None, "seconds": time.perf_counter() - t_start,
     }
 
 
@@ -346,7 +355,8 @@ def _validator(student, teacher, val_items: list[dict], verifier, first_line: bo
     answered = [it for it in val_items if it["answer"]]
     examples = [example(student, it["prompt"], it["answer"]) for it in answered]
     if examples and same_tokenizer(teacher, student):
-        cache_teacher(teacher, examples, temperature, topk)
+        views = [example(teacher, it.get("teacher_prompt") or it["prompt"], it["answer"]) for it in answered]
+        cache_teacher(teacher, examples, temperature, topk, views=views)
     kd = bool(examples) and same_tokenizer(teacher, student)
 
     @torch.no_grad()
