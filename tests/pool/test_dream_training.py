@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from k1.pool.config import PoolSettings
-from k1.pool.learn.distill import answer_logits, batch_loss, cache_teacher, example, train
+from k1.pool.learn.distill import (
+    answer_logits,
+    batch_loss,
+    cache_teacher,
+    example,
+    train,
+)
 from k1.pool.learn.dream import distill_loss, dream, kept_answers
 from k1.pool.pool import Pool
 from k1.pool.route.router import Router

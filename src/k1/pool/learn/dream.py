@@ -3,10 +3,13 @@
 1. Take the most important experiences (prioritized by SNARC importance) and split off a held-out share.
 2. Teacher = the most trusted member (mean Beta trust over its contexts) with the role "teacher" if any
    has it; student = a cheaper trainable local member (role "student" first). The teacher answers every
-   prompt (its calls are charged to the ledger under context "dream").
-3. Train the student (AdamW on all its parameters): logit distillation — KL(teacher ‖ student) at
-   temperature T on the answer tokens, × T² — when both share a tokenizer; otherwise sequence-level
-   distillation: cross-entropy on the teacher's answer with the prompt positions masked out.
+   prompt (its calls are charged to the ledger under context "dream"), optionally under a system message
+   of its own and several more times at a temperature; a verifier can keep only the right answers.
+3. Train the student (AdamW on all its parameters, `learn/distill.py`): logit distillation — KL(teacher ‖
+   student) at temperature T on the answer tokens, × T², from a top-k cache of the teacher, optionally
+   mixed with cross-entropy — when both share a tokenizer; otherwise sequence-level distillation:
+   cross-entropy on the teacher's answer with the prompt positions masked out. A validation split of the
+   training experiences picks the epoch to keep.
 4. Measure on the held-out experiences before and after: the student's bits per byte of the teacher's
    answers, its top-1 agreement with them (teacher-forced), and a verifier's success where one is given.
 5. Update the student's trust from that measurement (one outcome per held-out item, source "dream"), save
@@ -24,8 +27,8 @@ import shutil
 import sqlite3
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -33,11 +36,11 @@ from rich.progress import Progress
 
 from k1.common.trust import beta_mean
 from k1.errors import BackendError
+from k1.pool.learn.distill import cache_teacher, example, train
+from k1.pool.learn.weights import forget_cached_states, save_student
 from k1.pool.members.base import Member, prompt_text
 from k1.pool.members.local import LocalMember
 from k1.pool.route.snarc import prioritized_sample
-from k1.pool.learn.distill import cache_teacher, example, train
-from k1.pool.learn.weights import forget_cached_states, save_student
 
 log = logging.getLogger(__name__)
 
