@@ -6,11 +6,16 @@
 2. Experiences, made as a user makes them: `--experiences N` arithmetic training problems (d2, none of them
    among the 16 held-out calibration problems DREAM measures the student on) are routed through the pool with
    model "auto", each judged by its verifier; the pool's classifier decides their class.
+   With --route-only it stops there; --store-from starts another run from a copy of that store instead.
 3. DREAM on `--task-class arithmetic`, teacher smollm2 → `--student`: the report's before/after numbers are
    the student's success on the 16 held-out problems, its bits per byte of and agreement with the teacher's
    answers on held-out experiences, and the router's replay cost on those prompts.
 
     K1_POOL_DIR=/tmp/dream-pool/a python bench/dream_ladder.py --student smollm2-15l --experiences 96 --k 96
+    python bench/dream_ladder.py --pool-dir /tmp/d/base --experiences 160 --route-only
+    python bench/dream_ladder.py --pool-dir /tmp/d/s0 --store-from /tmp/d/base/pool.sqlite --experiences 160 \
+        --k 160 --seed 0 --teacher-system "Answer in one short line." --verified-only --ce-weight 0.5 \
+        --epochs 12 --lr 5e-4 --val 0.15 --patience 4 --holdout 0.2     # the recipe in docs/pool.md
 
 Prints the report as one JSON object on the last line (and writes it to --out).
 """
