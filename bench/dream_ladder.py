@@ -6,11 +6,16 @@
 2. Experiences, made as a user makes them: `--experiences N` arithmetic training problems (d2, none of them
    among the 16 held-out calibration problems DREAM measures the student on) are routed through the pool with
    model "auto", each judged by its verifier; the pool's classifier decides their class.
+   With --route-only it stops there; --store-from starts another run from a copy of that store instead.
 3. DREAM on `--task-class arithmetic`, teacher smollm2 → `--student`: the report's before/after numbers are
    the student's success on the 16 held-out problems, its bits per byte of and agreement with the teacher's
    answers on held-out experiences, and the router's replay cost on those prompts.
 
     K1_POOL_DIR=/tmp/dream-pool/a python bench/dream_ladder.py --student smollm2-15l --experiences 96 --k 96
+    python bench/dream_ladder.py --pool-dir /tmp/d/base --experiences 160 --route-only
+    python bench/dream_ladder.py --pool-dir /tmp/d/s0 --store-from /tmp/d/base/pool.sqlite --experiences 160 \
+        --k 160 --seed 0 --teacher-system "Answer in one short line." --verified-only --ce-weight 0.5 \
+        --epochs 12 --lr 5e-4 --val 0.15 --patience 4 --holdout 0.2     # the recipe in docs/pool.md
 
 Prints the report as one JSON object on the last line (and writes it to --out).
 """
@@ -62,6 +67,21 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--verified-only", action="store_true", help="train only on teacher answers the verifier accepts")
+    ap.add_argument("--samples", type=int, default=0, help="rejection sampling: teacher samples per training "
+                    "experience, verified answers kept (implies --verified-only)")
+    ap.add_argument("--sample-temperature", type=float, default=0.8)
+    ap.add_argument("--ce-weight", type=float, default=0.0, help="cross-entropy share of the loss (rest: logit KD)")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--topk", type=int, default=64, help="teacher logits cached as top-k (0: the whole vocabulary)")
+    ap.add_argument("--holdout", type=float, default=0.25, help="share of experiences held out for DREAM's replay")
+    ap.add_argument("--val", type=float, default=0.0, help="share of training experiences for early stopping")
+    ap.add_argument("--patience", type=int, default=2)
+    ap.add_argument("--schedule", choices=["cosine", "constant"], default="cosine")
+    ap.add_argument("--teacher-system", default=None, help="system message the teacher answers under during DREAM "
+                    "(context distillation), e.g. 'Answer in one short line.'")
+    ap.add_argument("--store-from", type=Path, default=None, help="start from a copy of this pool store (its "
+                    "calibration and routed experiences) instead of routing the training problems again")
+    ap.add_argument("--route-only", action="store_true", help="stop after routing the training problems")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--remeasure", action="store_true", help="only measure the student as the pool folder holds it "
@@ -73,6 +93,15 @@ def main() -> None:
     root.mkdir(parents=True, exist_ok=True)
     if args.models_from is not None:
         link_models(args.models_from, root)
+    if args.store_from is not None:
+        if (root / "pool.sqlite").exists():
+            sys.exit(f"{root / 'pool.sqlite'} exists; --store-from needs a fresh pool folder")
+        import sqlite3
+
+        src, dst = sqlite3.connect(f"file:{args.store_from}?mode=ro", uri=True), sqlite3.connect(root / "pool.sqlite")
+        src.backup(dst)
+        src.close()
+        dst.close()
 
     import torch
 
@@ -127,6 +156,13 @@ def main() -> None:
 
     t1 = time.process_time()
     routed: dict = {"members": {}, "classes": {}, "solved": 0}
+    if args.store_from is not None:  # the copied store holds the routed experiences: counted, not routed again
+        for e in router.store.experiences():
+            if e["session"] and e["session"].startswith("dream-ladder"):
+                routed["members"][e["member"]] = routed["members"].get(e["member"], 0) + 1
+                routed["classes"][e["context"]] = routed["classes"].get(e["context"], 0) + 1
+                routed["solved"] += bool(e["outcome"])
+        tasks = []
     for t in tasks:
         out = router.generate([{"role": "user", "content": t.prompt}], session=f"dream-ladder-{args.seed}",
                               max_tokens=args.max_tokens, temperature=0.0, verifier=verifier)
@@ -135,10 +171,18 @@ def main() -> None:
         routed["solved"] += bool(out.outcome)
     routed["cpu_s"] = time.process_time() - t1
 
+    if args.route_only:
+        router.pool.close()
+        router.close()
+        print(json.dumps({"command": " ".join(["python"] + sys.argv), "routed": routed, "calibration": cal}))
+        return
     t2 = time.process_time()
     rep = dream(router, student=args.student, k=args.k, epochs=args.epochs, lr=args.lr, temperature=args.temperature,
                 max_tokens=args.max_tokens, verifier=verifier, seed=args.seed, quiet=args.quiet,
-                task_class="arithmetic", verified_only=args.verified_only)
+                task_class="arithmetic", verified_only=args.verified_only, samples=args.samples,
+                sample_temperature=args.sample_temperature, first_line=True, ce_weight=args.ce_weight,
+                batch_size=args.batch_size, topk=args.topk, holdout=args.holdout, val=args.val,
+                patience=args.patience, schedule=args.schedule, teacher_system=args.teacher_system)
     rep["cpu_s"] = time.process_time() - t2
     router.pool.close()
     router.close()
@@ -147,7 +191,7 @@ def main() -> None:
               "settings": {k: v for k, v in vars(args).items() if k not in ("out", "quiet")}}
     cb, ca = rep["class_before"], rep["class_after"]
     b, a = rep["before"], rep["after"]
-    print(f"routed {len(tasks)} training problems: {routed['members']}, classes {routed['classes']}, "
+    print(f"routed {sum(routed['members'].values())} training problems: {routed['members']}, classes {routed['classes']}, "
           f"solved {routed['solved']}")
     print(f"DREAM {rep['teacher']} → {rep['student']} ({rep['method']}, {rep['train']} train / {rep['held_out']} "
           f"held-out experiences, {args.epochs} epochs, lr {args.lr})")

@@ -246,7 +246,9 @@ def run_dream(router, table, tasks, strongest, args) -> dict:
         return None if t is None else float(check(t, answer))
 
     rep = dream(router, teacher=strongest, student=students[0], k=args.dream_k, epochs=args.dream_epochs,
-                lr=args.dream_lr, max_tokens=16, verifier=verifier, quiet=args.quiet)
+                lr=args.dream_lr, max_tokens=16, verifier=verifier, quiet=args.quiet, task_class=args.dream_class,
+                verified_only=args.dream_verified_only, teacher_system=args.dream_teacher_system,
+                ce_weight=args.dream_ce_weight, val=args.dream_val, first_line=args.dream_class == "arithmetic")
     return {"report": rep, "table": remeasure(router, table, tasks, students[0]), "student": students[0]}
 
 
@@ -352,6 +354,11 @@ def main() -> None:
     ap.add_argument("--dream-k", type=int, default=32)
     ap.add_argument("--dream-epochs", type=int, default=2)
     ap.add_argument("--dream-lr", type=float, default=1e-4)
+    ap.add_argument("--dream-class", default=None, help="consolidate only this task class (e.g. arithmetic)")
+    ap.add_argument("--dream-verified-only", action="store_true", help="train only on verified teacher answers")
+    ap.add_argument("--dream-teacher-system", default=None, help="the teacher answers under this system message")
+    ap.add_argument("--dream-ce-weight", type=float, default=0.0, help="cross-entropy share of DREAM's loss")
+    ap.add_argument("--dream-val", type=float, default=0.0, help="validation share of DREAM's training experiences")
     args = ap.parse_args()
     import torch
 

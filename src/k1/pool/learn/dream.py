@@ -3,10 +3,13 @@
 1. Take the most important experiences (prioritized by SNARC importance) and split off a held-out share.
 2. Teacher = the most trusted member (mean Beta trust over its contexts) with the role "teacher" if any
    has it; student = a cheaper trainable local member (role "student" first). The teacher answers every
-   prompt (its calls are charged to the ledger under context "dream").
-3. Train the student (AdamW on all its parameters): logit distillation — KL(teacher ‖ student) at
-   temperature T on the answer tokens, × T² — when both share a tokenizer; otherwise sequence-level
-   distillation: cross-entropy on the teacher's answer with the prompt positions masked out.
+   prompt (its calls are charged to the ledger under context "dream"), optionally under a system message
+   of its own and several more times at a temperature; a verifier can keep only the right answers.
+3. Train the student (AdamW on all its parameters, `learn/distill.py`): logit distillation — KL(teacher ‖
+   student) at temperature T on the answer tokens, × T², from a top-k cache of the teacher, optionally
+   mixed with cross-entropy — when both share a tokenizer; otherwise sequence-level distillation:
+   cross-entropy on the teacher's answer with the prompt positions masked out. A validation split of the
+   training experiences picks the epoch to keep.
 4. Measure on the held-out experiences before and after: the student's bits per byte of the teacher's
    answers, its top-1 agreement with them (teacher-forced), and a verifier's success where one is given.
 5. Update the student's trust from that measurement (one outcome per held-out item, source "dream"), save
@@ -24,8 +27,8 @@ import shutil
 import sqlite3
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -33,10 +36,11 @@ from rich.progress import Progress
 
 from k1.common.trust import beta_mean
 from k1.errors import BackendError
+from k1.pool.learn.distill import cache_teacher, example, train
+from k1.pool.learn.weights import forget_cached_states, save_student
 from k1.pool.members.base import Member, prompt_text
 from k1.pool.members.local import LocalMember
 from k1.pool.route.snarc import prioritized_sample
-from k1.pool.learn.weights import forget_cached_states, save_student
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +116,10 @@ def distill_loss(student: LocalMember, teacher: Member, prompt, answer: str, log
 
 @torch.no_grad()
 def measure(student: LocalMember, items: list[dict], verifier: Callable | None = None) -> dict:
-    """Held-out quality: bits per byte of the teacher's answers, top-1 agreement, verifier success."""
+    """Held-out quality: bits per byte of the teacher's answers, top-1 agreement, verifier success; `grades`
+    holds one grade per item (its verifier score, else its agreement) for the trust update."""
     bits = n_bytes = agree = n_tok = 0.0
-    ok = []
+    ok, grades = [], []
     for it in items:
         if not it["answer"]:
             continue
@@ -123,40 +128,38 @@ def measure(student: LocalMember, items: list[dict], verifier: Callable | None =
         n_bytes += sc.n_bytes
         ids, start = _ids(student, it["prompt"], it["answer"])
         pred = _logits(student, ids)[start - 1:-1].argmax(-1)
-        agree += (pred == torch.tensor(ids[start:])).sum().item()
+        hits = (pred == torch.tensor(ids[start:])).sum().item()
+        agree += hits
         n_tok += len(ids) - start
+        grade = hits / max(1, len(ids) - start)
         if verifier is not None:
             g = student.generate(it["prompt"], max_tokens=it["max_tokens"])
             v = verifier(it["prompt_text"], g.text)
             if v is not None:
                 ok.append(float(v))
+                grade = float(v)
+        grades.append((it, grade))
     return {"bits_per_byte": bits / max(n_bytes, 1), "agreement": agree / max(n_tok, 1),
-            "verifier_success": sum(ok) / len(ok) if ok else None, "items": len(items)}
+            "verifier_success": sum(ok) / len(ok) if ok else None, "items": len(items), "grades": grades}
 
 
 def distill(student: LocalMember, teacher: Member, items: list[dict], *, epochs: int, lr: float, temperature: float,
-            logit_kd: bool, rng: random.Random, quiet: bool = True) -> list[float]:
-    """Train the student on `items` (AdamW on all its parameters); → the loss of every step."""
-    model = student.model
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    losses = []
-    items = list(items)
-    with Progress(disable=quiet) as bar:
-        task = bar.add_task(f"distilling {teacher.name} → {student.name}", total=epochs * len(items))
-        for _ in range(epochs):
-            rng.shuffle(items)
-            for it in items:
-                loss = distill_loss(student, teacher, it["prompt"], it["answer"], logit_kd, temperature)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step()
-                losses.append(loss.item())
-                bar.advance(task)
-    model.eval()
+            logit_kd: bool, rng: random.Random, quiet: bool = True, batch_size: int = 1, topk: int = 0,
+            ce_weight: float | None = None, schedule: str = "constant", validate: Callable | None = None,
+            patience: int = 2, eos: bool = False) -> dict:
+    """Train the student on `items` ({prompt, answer}); → the training record (losses per step, validation).
+
+    The defaults are the original method (one example a step, the full teacher distribution, constant lr);
+    DREAM passes batches, a top-k teacher cache and a cosine schedule."""
+    ce_weight = (0.0 if logit_kd else 1.0) if ce_weight is None else (ce_weight if logit_kd else 1.0)
+    examples = [example(student, it["prompt"], it["answer"], eos=eos) for it in items]
+    if ce_weight < 1:
+        views = [example(teacher, it.get("teacher_prompt") or it["prompt"], it["answer"], eos=eos) for it in items]
+        cache_teacher(teacher, examples, temperature, topk, max(batch_size, 8), views=views)
+    rec = train(student, examples, epochs=epochs, lr=lr, batch_size=batch_size, temperature=temperature,
+                ce_weight=ce_weight, rng=rng, schedule=schedule, validate=validate, patience=patience, quiet=quiet)
     forget_cached_states(student)
-    return losses
+    return rec
 
 
 # ---- replay ---------------------------------------------------------------------------------------------
@@ -205,11 +208,23 @@ def dream(router, *, teacher: str | None = None, student: str | None = None, k: 
           epochs: int = 3, lr: float = 3e-4, temperature: float = 2.0, max_tokens: int = 32,
           verifier: Callable | None = None, weights_dir: str | Path | None = None, seed: int = 0,
           quiet: bool = True, task_class: str | None = None, class_tasks: int = 16,
-          verified_only: bool = False) -> dict:
+          verified_only: bool = False, samples: int = 0, sample_temperature: float = 0.8, first_line: bool = False,
+          ce_weight: float = 0.0, batch_size: int = 8, topk: int = 64, val: float = 0.0, patience: int = 2,
+          schedule: str = "cosine", teacher_system: str | None = None) -> dict:
     """With `verified_only`, the student trains only on the teacher's answers that `verifier` accepts (the
-    teacher is not always right, and the student learns its mistakes as readily as its sums). With `task_class`, only that class's experiences are consolidated, and the student is also measured
+    teacher is not always right, and the student learns its mistakes as readily as its sums). With `samples`
+    (rejection sampling; needs a verifier, implies verified-only), the teacher also answers every training
+    experience `samples` more times at `sample_temperature`, each call charged to the ledger, and every distinct
+    verified answer is a training example. `first_line` keeps a verified answer up to the line the verifier read
+    (then the end-of-turn token, so the student learns to stop there). `ce_weight` mixes cross-entropy on the
+    answers into the logit distillation. `val` carves that share of the training experiences off as a validation
+    split: the student is scored on it after every epoch (verifier success, then loss) and the best epoch is
+    kept. With `teacher_system`, the teacher answers chat prompts with that system message in place of its own
+    (context distillation: the student learns to answer the plain prompt as the instructed teacher does; the
+    teacher's logits are read after the instructed prompt). With `task_class`, only that class's experiences are consolidated, and the student is also measured
     before and after on `class_tasks` calibration tasks of the class (judged by their verifiers; never
-    trained on): that measurement replaces its calibration for the class, so its trust follows it."""
+    trained on, and no training prompt equals one of them): that measurement replaces its calibration for the
+    class, so its trust follows it."""
     t_start = time.perf_counter()
     rng = random.Random(seed)
     store = router.store
@@ -220,67 +235,148 @@ def dream(router, *, teacher: str | None = None, student: str | None = None, k: 
         probe = [c for c in calibration_tasks(class_tasks) if c.cls == task_class]
         held_texts = {c.text for c in probe}
         exps = [e for e in exps if e["context"] == task_class and e["prompt"] not in held_texts]
-    if verified_only and verifier is None:
-        raise BackendError("DREAM's verified_only needs a verifier")
+    if (verified_only or samples) and verifier is None:
+        raise BackendError("DREAM's verified_only (and samples) needs a verifier")
+    verified = verified_only or samples > 0
     if len(exps) < 4:
         raise BackendError(f"DREAM needs at least 4 experiences{f' of class {task_class!r}' if task_class else ''}; "
                            f"the pool has {len(exps)} (use it first)")
     t, s = pick_pair(router, teacher, student)
     logit_kd = same_tokenizer(t, s)
+    calls = 0
+
+    def instructed(prompt):
+        if teacher_system is None or not isinstance(prompt, list):
+            return prompt
+        return [{"role": "system", "content": teacher_system}] + [m for m in prompt if m.get("role") != "system"]
+
+    def ask(prompt, temp: float, call_seed: int | None):
+        nonlocal calls
+        g = t.generate(instructed(prompt), max_tokens=max_tokens, temperature=temp, seed=call_seed,
+                       stop=["\n"] if first_line and temp > 0 else None)
+        store.charge(t.name, "success", g.cost.atp, g.cost.flops, g.cost.latency_s, context="dream",
+                     session="dream", prompt_tokens=g.prompt_tokens, completion_tokens=g.completion_tokens)
+        calls += 1
+        return g
+
     router.metabolism.enter_dream(f"distilling {t.name} → {s.name}")
     try:
         chosen = prioritized_sample(exps, k, rng=rng)
         n_held = min(len(chosen) - 1, max(1, round(holdout * len(chosen))))
-        held, train = chosen[:n_held], chosen[n_held:]  # the sample's order is random: a random split
-        items = {"train": [], "held": []}
+        held, train_exps = chosen[:n_held], chosen[n_held:]  # the sample's order is random: a random split
+        n_val = min(len(train_exps) - 1, max(1, round(val * len(train_exps)))) if val > 0 else 0
+        val_exps, train_exps = train_exps[:n_val], train_exps[n_val:]
+        items = {"train": [], "val": [], "held": []}
         with Progress(disable=quiet) as bar:
-            task = bar.add_task("teacher answers", total=len(chosen))
-            for part, group in (("train", train), ("held", held)):
+            task = bar.add_task("teacher answers", total=len(chosen) + samples * len(train_exps))
+            for part, group in (("train", train_exps), ("val", val_exps), ("held", held)):
                 for e in group:
                     prompt = e["extra"].get("messages") or e["prompt"]
-                    g = t.generate(prompt, max_tokens=max_tokens)
-                    store.charge(t.name, "success", g.cost.atp, g.cost.flops, g.cost.latency_s, context="dream",
-                                 session="dream", prompt_tokens=g.prompt_tokens, completion_tokens=g.completion_tokens)
-                    items[part].append({"prompt": prompt, "prompt_text": e["prompt"], "answer": g.text,
-                                        "context": e["context"], "max_tokens": max_tokens})
+                    g = ask(prompt, 0.0, None)
+                    items[part].append({"prompt": prompt, "teacher_prompt": instructed(prompt),
+                                        "prompt_text": e["prompt"], "answer": g.text,
+                                        "context": e["context"], "max_tokens": max_tokens, "samples": []})
+                    bar.advance(task)
+            for i, it in enumerate(items["train"]):  # rejection sampling: the verifier keeps what is right
+                for j in range(samples):
+                    it["samples"].append(ask(it["prompt"], sample_temperature, seed * 1_000_003 + i * 1009 + j).text)
                     bar.advance(task)
         prompts = [it["prompt"] for it in items["held"]]
         replay_before = replay(router, prompts, verifier, max_tokens)
         before = measure(s, items["held"], verifier)
         class_before = _probe(s, probe)
-        train_items = [it for it in items["train"] if it["answer"]]
-        if verified_only:
-            train_items = [it for it in train_items if (verifier(it["prompt_text"], it["answer"]) or 0) >= 0.5]
+        if verified:
+            train_items = kept_answers(items["train"], verifier, first_line)
             if not train_items:
                 raise BackendError(f"none of the teacher's {len(items['train'])} training answers passed the verifier")
-        losses = distill(s, t, train_items, epochs=epochs, lr=lr, temperature=temperature, logit_kd=logit_kd,
-                         rng=rng, quiet=quiet)
+        else:
+            train_items = [it for it in items["train"] if it["answer"]]
+        validate = _validator(s, t, items["val"], verifier, first_line, temperature, topk) if items["val"] else None
+        rec = distill(s, t, train_items, epochs=epochs, lr=lr, temperature=temperature, logit_kd=logit_kd, rng=rng,
+                      quiet=quiet, batch_size=batch_size, topk=topk, ce_weight=ce_weight, schedule=schedule,
+                      validate=validate, patience=patience, eos=verified and first_line)
+        losses = rec["losses"]
         after = measure(s, items["held"], verifier)
         class_after = _probe(s, probe)
         if probe:  # the student's prior for this class is now what it solves after DREAM
             store.set_calibration(s.name, class_after["rows"], task_class)
         # the student's trust follows the measurement: one graded outcome per held-out item
-        for it in items["held"]:
-            a = measure(s, [it], verifier)
-            grade = a["verifier_success"] if a["verifier_success"] is not None else a["agreement"]
+        for it, grade in after["grades"]:
             store.record_outcome(s.name, it["context"] or "dream", grade, "dream")
         saved = save_student(router, s, weights_dir)
     finally:
         router.metabolism.leave_dream()
     replay_after = replay(router, prompts, verifier, max_tokens)
+    per_epoch = max(1, -(-len(train_items) // batch_size))
     return {
         "teacher": t.name, "student": s.name, "method": "logit-kd" if logit_kd else "sequence-kd",
         "temperature": temperature if logit_kd else None, "experiences": len(chosen), "train": len(train_items),
-        "held_out": len(items["held"]), "verified_only": verified_only, "epochs": epochs,
+        "train_prompts": len(items["train"]), "validation": len(items["val"]), "held_out": len(items["held"]),
+        "verified_only": verified, "samples": samples, "teacher_calls": calls,
+        "ce_weight": ce_weight if logit_kd else 1.0, "topk": topk, "batch_size": batch_size, "epochs": epochs,
+        "steps": rec["steps"], "val": rec["val"], "best_epoch": rec["best_epoch"],
         "first_loss": losses[0] if losses else None,
-        "last_loss": sum(losses[-len(train_items):]) / max(1, len(train_items)) if losses else None,
-        "before": before, "after": after, "replay_before": replay_before, "replay_after": replay_after,
-        "task_class": task_class,
+        "last_loss": sum(losses[-per_epoch:]) / len(losses[-per_epoch:]) if losses else None,
+        "before": _public(before), "after": _public(after), "replay_before": replay_before,
+        "replay_after": replay_after, "task_class": task_class,
         "class_before": {k: v for k, v in class_before.items() if k != "rows"} if probe else None,
         "class_after": {k: v for k, v in class_after.items() if k != "rows"} if probe else None,
-        "replay_atp_change": replay_after["atp"] / replay_before["atp"] - 1 if replay_before["atp"] else None, "weights": str(saved) if saved else None,
-        "seconds": time.perf_counter() - t_start,
+        "replay_atp_change": replay_after["atp"] / replay_before["atp"] - 1 if replay_before["atp"] else None,
+        "teacher_system": teacher_system, "weights": str(saved) if saved else None, "seconds": time.perf_counter() - t_start,
     }
+
+
+def _public(m: dict) -> dict:
+    return {k: v for k, v in m.items() if k != "grades"}
+
+
+def first_line_of(text: str) -> str:
+    return text.strip().split("\n")[0].strip()
+
+
+def kept_answers(items: list[dict], verifier: Callable, first_line: bool) -> list[dict]:
+    """The verified training examples: every distinct answer (the greedy one and the samples) that the verifier
+    accepts, cut to its first line with `first_line`."""
+    out = []
+    for it in items:
+        seen = set()
+        for a in [it["answer"], *it.get("samples", [])]:
+            if not a or (verifier(it["prompt_text"], a) or 0) < 0.5:
+                continue
+            a = " " * (a[:1] == " ") + first_line_of(a) if first_line else a
+            if a.strip() and a not in seen:
+                seen.add(a)
+                out.append({**it, "answer": a})
+    return out
+
+
+def _validator(student, teacher, val_items: list[dict], verifier, first_line: bool, temperature: float, topk: int):
+    """Score on the validation split, higher is better: (verifier success of greedy answers, −loss of the
+    teacher's answers there), so a tie in success goes to the epoch closer to the teacher."""
+    from k1.pool.learn.distill import batch_loss, batches
+
+    answered = [it for it in val_items if it["answer"]]
+    examples = [example(student, it["prompt"], it["answer"]) for it in answered]
+    if examples and same_tokenizer(teacher, student):
+        views = [example(teacher, it.get("teacher_prompt") or it["prompt"], it["answer"]) for it in answered]
+        cache_teacher(teacher, examples, temperature, topk, views=views)
+    kd = bool(examples) and same_tokenizer(teacher, student)
+
+    @torch.no_grad()
+    def score():
+        forget_cached_states(student)
+        ok = []
+        if verifier is not None:
+            for it in val_items:
+                g = student.generate(it["prompt"], max_tokens=it["max_tokens"])
+                v = verifier(it["prompt_text"], g.text)
+                if v is not None:
+                    ok.append(float(v))
+        loss = [batch_loss(student, b, temperature=temperature, ce_weight=0.0 if kd else 1.0).item()
+                for b in batches(examples, 8)]
+        forget_cached_states(student)
+        return (sum(ok) / len(ok) if ok else 0.0, -sum(loss) / max(1, len(loss)))
+    return score
 
 
 def _probe(student: LocalMember, tasks: list) -> dict:
