@@ -83,6 +83,10 @@ def test_cli_dream_verified_only_trains_on_verified_answers(tmp_path, used_pool)
     r = CliRunner().invoke(app, common)
     rep_all = json.loads(r.stdout.strip().splitlines()[-1])
     assert not rep_all["verified_only"] and rep_all["train"] == 6 > rep["train"]
+    r = CliRunner().invoke(app, common + ["--ce-weight", "0.5", "--val", "0.3", "--batch-size", "2"])
+    assert r.exit_code == 0, r.output
+    rep_knobs = json.loads(r.stdout.strip().splitlines()[-1])
+    assert rep_knobs["validation"] >= 1 and rep_knobs["batch_size"] == 2 and rep_knobs["train"] < rep_all["train"]
 
 
 def test_cli_dream_verified_only_errors_are_one_line(used_pool):

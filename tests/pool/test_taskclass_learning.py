@@ -6,7 +6,7 @@ import pytest
 from k1.pool.config import PoolSettings
 from k1.pool.pool import Pool
 from k1.pool.route.router import Router
-from k1.pool.route.taskclass import HELD_OUT, HELD_OUT_COPY, held_out_accuracy, learned_examples
+from k1.pool.route.taskclass import HELD_OUT_COPY, held_out_accuracy, learned_examples
 from k1.pool.store import PoolStore
 from k1.pool.testing import tiny_hf_member
 

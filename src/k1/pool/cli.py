@@ -228,8 +228,19 @@ def dream(pool: Optional[Path] = POOL_OPT,
                                                    "measure the student on its held-out verifiable tasks."),
           verified_only: bool = typer.Option(False, "--verified-only", help="Train only on the teacher's answers "
                                              "the class's verifier accepts (needs --task-class)."),
+          teacher_system: Optional[str] = typer.Option(None, "--teacher-system", help="The teacher answers under "
+                                                       "this system message; the student learns the plain prompt "
+                                                       "(e.g. \"Answer in one short line.\")."),
+          ce_weight: float = typer.Option(0.0, "--ce-weight", help="Share of cross-entropy on the answers mixed "
+                                          "into logit distillation (0: KD only)."),
+          val: float = typer.Option(0.0, "--val", help="Share of the training experiences kept for validation: "
+                                    "the best epoch is kept, training stops early."),
+          batch_size: int = typer.Option(8, "--batch-size", help="Examples per optimizer step."),
           as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")):
-    """Consolidate: distil the teacher into the student on the most important experiences; measured before/after."""
+    """Consolidate: distil the teacher into the student on the most important experiences; measured before/after.
+
+    The recipe measured on the SmolLM2 ladder (docs/results-pool.md): --task-class arithmetic --verified-only
+    --teacher-system "Answer in one short line." --ce-weight 0.5 --val 0.15 --epochs 12 --lr 5e-4."""
     from k1.errors import ConfigError
     from k1.pool.learn.dream import dream as run_dream
     from k1.pool.learn.verifiers import class_verifier
@@ -243,7 +254,8 @@ def dream(pool: Optional[Path] = POOL_OPT,
     try:
         rep = run_dream(router, teacher=teacher, student=student, k=k, epochs=epochs, lr=lr, temperature=temperature,
                         max_tokens=max_tokens, quiet=as_json, task_class=task_class, verifier=verifier,
-                        verified_only=verified_only)
+                        verified_only=verified_only, teacher_system=teacher_system, ce_weight=ce_weight, val=val,
+                        batch_size=batch_size)
         rep["task_classifier"] = router.refit_task_classes()
     finally:
         router.pool.close()
