@@ -24,7 +24,9 @@ bench says so.
 
 With `--dream`, DREAM consolidates the bench's own experiences (teacher = the strongest member, student =
 the pool's "student" member), the student answers every task again, and the routers are replayed on the
-updated table: the report gives calibrated Thompson's success and cost before and after.
+updated table: the report gives calibrated Thompson's success and cost before and after. Caution: the
+student is re-measured on every task, the ones DREAM trained on included, so the after-row is optimistic;
+bench/dream_ladder.py measures on problems DREAM never saw.
 
 Prints tables, then the results as one JSON object on the last line.
 """
