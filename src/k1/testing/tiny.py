@@ -68,12 +68,15 @@ def tiny_run(root: Path, steps: int = 30) -> Path:
 
 
 def write_tiny_config_file(root: Path, **sections) -> Path:
-    """A TOML config file for the CLI: the synthetic corpus under `root/data`, CPU, plus `sections`."""
+    """A TOML config file for the CLI: the `tiny` preset on the synthetic corpus under `root/data`, CPU, plus
+    `sections`. The preset is written into the file because the CLI's `--config` applies no preset of its own:
+    without it a test would train the full-size default model."""
     import tomli_w
 
-    from k1.engine.config import merge
+    from k1.engine.config import PRESETS, merge
 
     data = tiny_data_config(root / "data").model_dump(exclude_none=True)
+    base = merge(PRESETS["tiny"], {"data": data, "train": {"device": "cpu"}})
     path = root / "tiny.toml"
-    path.write_text(tomli_w.dumps(merge({"data": data, "train": {"device": "cpu"}}, sections)))
+    path.write_text(tomli_w.dumps(merge(base, sections)))
     return path
