@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from k1.pool.config import PoolSettings
 from k1.pool.learn.distill import (
@@ -16,11 +17,24 @@ from k1.pool.learn.distill import (
     example,
     train,
 )
-from k1.pool.learn.dream import distill_loss, dream, kept_answers
+from k1.pool.learn.dream import dream, kept_answers
 from k1.pool.pool import Pool
 from k1.pool.route.router import Router
 from k1.pool.store import PoolStore
 from k1.pool.testing import tiny_hf_member
+
+
+def distill_loss(student, teacher, prompt, answer: str, logit_kd: bool, T: float) -> torch.Tensor:
+    """The original per-example loss, written out unbatched and uncached (it runs the teacher again): the
+    reference the cached, batched training loss must equal."""
+    e = example(student, prompt, answer)
+    s = student.model(torch.tensor([e.ids])).logits[0, e.start - 1:-1]  # predictions of the answer tokens
+    if logit_kd:
+        with torch.no_grad():
+            t = teacher.model(torch.tensor([e.ids])).logits[0, e.start - 1:-1]
+        return F.kl_div(F.log_softmax(s / T, -1), F.log_softmax(t / T, -1), log_target=True,
+                        reduction="batchmean") * T * T
+    return F.cross_entropy(s, torch.tensor(e.targets))  # prompt positions carry no label
 
 
 def _examples(student, teacher, prompts):

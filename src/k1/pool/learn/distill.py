@@ -177,7 +177,7 @@ def train(student, examples: list[Example], *, epochs: int, lr: float, batch_siz
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 opt.step()
                 sched.step()
-                losses.append(loss.item())
+                losses.append(loss.detach())  # read once at the end: no host sync per step
                 bar.advance(job)
             model.eval()
             if validate:
@@ -190,4 +190,5 @@ def train(student, examples: list[Example], *, epochs: int, lr: float, batch_siz
     model.eval()
     if best:
         model.load_state_dict(best[2])
+    losses = torch.stack(losses).tolist() if losses else []
     return {"losses": losses, "val": val, "best_epoch": best[1] if best else None, "steps": len(losses)}

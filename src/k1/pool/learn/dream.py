@@ -31,12 +31,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from rich.progress import Progress
 
 from k1.common.trust import beta_mean
 from k1.errors import BackendError
-from k1.pool.learn.distill import cache_teacher, example, train
+from k1.pool.learn.distill import batch_loss, batches, cache_teacher, example, train
 from k1.pool.learn.weights import forget_cached_states, save_student
 from k1.pool.members.base import Member, prompt_text
 from k1.pool.members.local import LocalMember
@@ -87,31 +86,11 @@ def same_tokenizer(a: Member, b: Member) -> bool:
 
 
 # ---- examples and losses ------------------------------------------------------------------------------
-def _ids(member: LocalMember, prompt, answer: str) -> tuple[list[int], int]:
-    """prompt + answer ids (cut from the left to the member's context) and where the answer starts."""
-    p, a = member.prompt_ids(prompt), member.encode(answer)
-    limit = getattr(member, "context", None) or member.max_positions
-    ids = p + a
-    if limit and len(ids) > limit:
-        ids = ids[-limit:]
-    return ids, max(1, len(ids) - len(a))
-
-
 def _logits(member: LocalMember, ids: list[int]) -> torch.Tensor:
     x = torch.tensor([ids])
     out = member.model(x)
     return (out[0] if isinstance(out, tuple) else out.logits)[0]  # [T, V]
 
-
-def distill_loss(student: LocalMember, teacher: Member, prompt, answer: str, logit_kd: bool, T: float) -> torch.Tensor:
-    ids, start = _ids(student, prompt, answer)
-    s = _logits(student, ids)[start - 1:-1]  # predictions of the answer tokens, [A, V]
-    if logit_kd:
-        with torch.no_grad():
-            t = _logits(teacher, ids)[start - 1:-1]
-        return F.kl_div(F.log_softmax(s / T, -1), F.log_softmax(t / T, -1), log_target=True,
-                        reduction="batchmean") * T * T
-    return F.cross_entropy(s, torch.tensor(ids[start:]))  # prompt positions carry no label
 
 
 @torch.no_grad()
@@ -126,7 +105,8 @@ def measure(student: LocalMember, items: list[dict], verifier: Callable | None =
         sc = student.score(it["prompt"], it["answer"])
         bits += sc.bits_per_byte * sc.n_bytes
         n_bytes += sc.n_bytes
-        ids, start = _ids(student, it["prompt"], it["answer"])
+        e = example(student, it["prompt"], it["answer"])
+        ids, start = e.ids, e.start
         pred = _logits(student, ids)[start - 1:-1].argmax(-1)
         hits = (pred == torch.tensor(ids[start:])).sum().item()
         agree += hits
@@ -353,14 +333,12 @@ def kept_answers(items: list[dict], verifier: Callable, first_line: bool) -> lis
 def _validator(student, teacher, val_items: list[dict], verifier, first_line: bool, temperature: float, topk: int):
     """Score on the validation split, higher is better: (verifier success of greedy answers, −loss of the
     teacher's answers there), so a tie in success goes to the epoch closer to the teacher."""
-    from k1.pool.learn.distill import batch_loss, batches
-
     answered = [it for it in val_items if it["answer"]]
     examples = [example(student, it["prompt"], it["answer"]) for it in answered]
-    if examples and same_tokenizer(teacher, student):
+    kd = bool(examples) and same_tokenizer(teacher, student)
+    if kd:
         views = [example(teacher, it.get("teacher_prompt") or it["prompt"], it["answer"]) for it in answered]
         cache_teacher(teacher, examples, temperature, topk, views=views)
-    kd = bool(examples) and same_tokenizer(teacher, student)
 
     @torch.no_grad()
     def score():
