@@ -131,3 +131,25 @@ def hostile_server():
     yield lambda mode: f"http://127.0.0.1:{srv.server_address[1]}/{mode}/v1"
     srv.shutdown()
     srv.server_close()
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A real Postgres on a private loopback port with a temporary data folder, for the session (skipped, with
+    the reason, where none can start)."""
+    from k1.common.pgserver import LocalPostgres, unavailable
+
+    why = unavailable()
+    if why:
+        pytest.skip(f"Postgres store tests: {why}")
+    with LocalPostgres() as pg:
+        yield pg
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request, tmp_path):
+    """Where a fresh pool store lives, on each backend: a SQLite file path, or a new Postgres database's URL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "p.sqlite")
+    pg = request.getfixturevalue("pg_server")
+    return pg.create_database(f"t{abs(hash(request.node.nodeid)) % 10**12}")
