@@ -96,22 +96,21 @@ class LocalPostgres:
             os.chown(pwfile, pwd.getpwnam("nobody").pw_uid, -1)
         out = subprocess.run([*self._prefix, str(self.bin / "initdb"), "-D", str(self.data), "-U", user,
                               f"--pwfile={pwfile}", "--auth=scram-sha-256", "-E", "UTF8", "--no-sync"],
-                             cwd=self.root, capture_output=True, text=True)
+                             cwd=self.root, capture_output=True, text=True, check=False)
         pwfile.unlink()
         if out.returncode != 0:
             raise RuntimeError(f"initdb failed: {(out.stderr or out.stdout).strip().splitlines()[-1:]}")
 
-    def start(self, timeout_s: float = 60.0) -> "LocalPostgres":
+    def start(self, timeout_s: float = 60.0) -> LocalPostgres:
         for _ in range(3):  # a port taken between choosing and binding: choose another
             self.port = self.port or _free_port()
             args = [*self._prefix, str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port),
                     "-h", "127.0.0.1", "-k", str(self.data)]
             for k, v in self.settings.items():
                 args += ["-c", f"{k}={v}"]
-            log = open(self.root / "server.log", "ab")
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
-                                         start_new_session=True)
-            log.close()
+            with open(self.root / "server.log", "ab") as log:
+                self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
+                                             start_new_session=True)
             if self._wait_ready(timeout_s):
                 return self
             self.port = 0
@@ -164,7 +163,7 @@ class LocalPostgres:
         self.stop()
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def __enter__(self) -> "LocalPostgres":
+    def __enter__(self) -> LocalPostgres:  # noqa: PYI034
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -283,7 +283,8 @@ def dream(pool: Optional[Path] = POOL_OPT,
 
 @app.command()
 def report(pool: Optional[Path] = POOL_OPT,
-           store: Optional[Path] = typer.Option(None, help="A pool store (.sqlite) instead of a pool file's."),
+           store: Optional[str] = typer.Option(None, help="A pool store (.sqlite or postgresql:// URL) instead of "
+                                                          "a pool file's."),
            out: Path = typer.Option(Path("runs/pool/report.html"), help="HTML file to write.")):
     """The pool's HTML page: trust over time, cost per member and call path, routing shares, state log."""
     from k1.pool.config import read_pool_config
@@ -296,10 +297,12 @@ def report(pool: Optional[Path] = POOL_OPT,
             from k1.pool.default import default_pool_file
             pool = default_pool_file(quiet=True)
         cfg = read_pool_config(pool)
-        store, budget_atp = Path(cfg.pool.store), cfg.pool.budget_atp
-    elif not store.is_file():
-        from k1.errors import ConfigError
-        raise ConfigError(f"--store {store}: no such file")
+        store, budget_atp = cfg.pool.store, cfg.pool.budget_atp
+    else:
+        from k1.common.db import is_url
+        if not is_url(store) and not Path(store).is_file():
+            from k1.errors import ConfigError
+            raise ConfigError(f"--store {store}: no such file")
     s = PoolStore(store)
     try:
         print(write_pool_report(s, out, budget_atp))
@@ -323,3 +326,33 @@ def budget(pool: Optional[Path] = POOL_OPT,
         store.reset_budget()
     print(json.dumps({"limit_atp": cfg.pool.budget_atp, "spent_atp": store.spent()}))
     store.close()
+
+
+@app.command("migrate-store")
+def migrate_store(to: str = typer.Option(..., "--to", help="The new store: a postgresql:// URL (an empty database) "
+                                                           "or a SQLite file path."),
+                  pool: Optional[Path] = POOL_OPT,
+                  source: Optional[str] = typer.Option(None, "--from", help="The store to copy (default: the pool "
+                                                                             "file's `store`).")):
+    """Copy a pool store into another — a SQLite file into Postgres, so that several `k1 pool serve` replicas
+    share it — with every table's rows and ids; the destination must be empty. Stop the servers first."""
+    from k1.common.db import describe, is_url
+    from k1.pool.config import read_pool_config
+    from k1.pool.store import PoolStore
+    from k1.pool.store_copy import copy_store
+
+    if source is None:
+        if pool is None:
+            from k1.pool.default import default_pool_file
+            pool = default_pool_file(quiet=True)
+        source = read_pool_config(pool).pool.store
+    if not is_url(source) and not Path(source).is_file():
+        from k1.errors import ConfigError
+        raise ConfigError(f"--from {source}: no such file")
+    src, dst = PoolStore(source), PoolStore(to)
+    try:
+        copied = copy_store(src, dst)
+        print(json.dumps({"from": describe(source), "to": describe(to), "rows": copied, "spent_atp": dst.spent()}))
+    finally:
+        src.close()
+        dst.close()

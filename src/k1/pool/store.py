@@ -20,9 +20,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from k1.common.db import Database, Migration, migrate, open_database
 

@@ -150,12 +150,17 @@ def replay(router, prompts: list[str], verifier: Callable | None, max_tokens: in
 
     tmp = Path(tempfile.mkdtemp(prefix="k1-dream-"))
     try:
-        src = sqlite3.connect(router.store.path)
-        dst = sqlite3.connect(tmp / "replay.sqlite")
-        src.backup(dst)
-        src.close()
-        dst.close()
-        store = PoolStore(tmp / "replay.sqlite")
+        if router.store.path is not None:
+            src = sqlite3.connect(router.store.path)
+            dst = sqlite3.connect(tmp / "replay.sqlite")
+            src.backup(dst)
+            src.close()
+            dst.close()
+            store = PoolStore(tmp / "replay.sqlite")
+        else:  # a store on a database server: a scratch SQLite copy of it
+            from k1.pool.store_copy import copy_store
+            store = PoolStore(tmp / "replay.sqlite")
+            copy_store(router.store, store)
         store.reset_budget()
         pool = router.pool
         for m in pool.members.values():  # measure cold: a prefix cached by an earlier replay is not DREAM's doing

@@ -19,7 +19,7 @@ def save_student(router, member: LocalMember, weights_dir: str | Path | None) ->
     """Write the student's weights beside the store and remember them (reapplied by `apply_dream_weights`)."""
     from safetensors.torch import save_model
 
-    root = Path(weights_dir) if weights_dir else router.store.path.parent / "dream"
+    root = Path(weights_dir) if weights_dir else router.store.home / "dream"
     root.mkdir(parents=True, exist_ok=True)
     path = root / f"{member.name}.safetensors"
     save_model(member.model, str(path))
