@@ -124,6 +124,7 @@ class Call:
     kw: dict
     tried: list[str] = field(default_factory=list)
     reserved: float = 0.0
+    reservation: int | None = None  # the store's hold on the budget (shared by every replica on the store)
     class_source: str = "classifier"  # "caller" when the caller stated the task class (learned from: taskclass.py)
 
 
@@ -150,8 +151,7 @@ class Router:
         self.pool, self.settings = pool, pool.settings
         self.store = store or PoolStore(self.settings.store)
         self.rng = random.Random(self.settings.seed)
-        self._book = threading.RLock()  # the router's own state: contexts, metabolism, rng, memory, reservations
-        self._reserved = 0.0
+        self._book = threading.RLock()  # the router's own state: contexts, metabolism, rng, memory
         self._cool: dict[str, tuple[int, float]] = {}  # member → (failures in a row, cooled until)
         self.set_limits(limits or Limits())
         self.reference = self._reference()
@@ -235,10 +235,10 @@ class Router:
     def _begin(self, prompt: Prompt, model: str, session: str, context: str | None, stream: bool, kw: dict) -> Call:
         text = prompt_text(prompt)
         with self._book:
-            spent = self.store.spent()
-            if spent + self._reserved >= self.settings.budget_atp:
+            spent, held = self.store.spent(), self.store.reserved()  # held: by running calls on every replica
+            if spent + held >= self.settings.budget_atp:
                 raise BudgetExhausted(f"the pool spent {spent:.1f} of its {self.settings.budget_atp:g} ATP budget"
-                                      f"{f' ({self._reserved:.1f} more is reserved by calls running now)' if self._reserved else ''}; "
+                                      f"{f' ({held:.1f} more is reserved by calls running now)' if held else ''}; "
                                       "raise [pool] budget_atp or run `k1 pool budget --reset`")
             if model != "auto":
                 self.pool[model]  # an unknown member is the caller's error, before anything is recorded
@@ -314,30 +314,32 @@ class Router:
             gate.release()
 
     def _reserve(self, call: Call, member: Member, prompt_tokens: int) -> None:
+        """Hold the call's estimated cost in the store: atomic there, so replicas sharing a store cannot
+        together pass the budget."""
         est = member.estimate_cost(prompt_tokens, call.kw["max_tokens"])
-        with self._book:
-            spent = self.store.spent()
-            if spent + self._reserved + est > self.settings.budget_atp:
-                raise BudgetExhausted(f"member {member.name!r} may cost up to {est:.3g} ATP; the pool has "
-                                      f"{max(0.0, self.settings.budget_atp - spent - self._reserved):.3g} of its "
-                                      f"{self.settings.budget_atp:g} ATP budget left; ask for fewer tokens, raise "
-                                      "[pool] budget_atp or run `k1 pool budget --reset`")
-            self._reserved += est
-            call.reserved = est
+        rid = self.store.reserve(est, self.settings.budget_atp, request=call.request, member=member.name)
+        if rid is None:
+            left = self.settings.budget_atp - self.store.spent() - self.store.reserved()
+            raise BudgetExhausted(f"member {member.name!r} may cost up to {est:.3g} ATP; the pool has "
+                                  f"{max(0.0, left):.3g} of its {self.settings.budget_atp:g} ATP budget left; ask "
+                                  "for fewer tokens, raise [pool] budget_atp or run `k1 pool budget --reset`")
+        call.reserved, call.reservation = est, rid
 
     def _unreserve(self, call: Call) -> None:
-        with self._book:
-            self._reserved = max(0.0, self._reserved - call.reserved)
-            call.reserved = 0.0
+        if call.reservation is not None:
+            self.store.release(call.reservation)
+        call.reserved, call.reservation = 0.0, None
 
     def _charge(self, call: Call, name: str, path: str, gen: Generation | None, cost=None) -> None:
-        """One ledger row for one member call of this request; then its reservation is released."""
+        """One ledger row for one member call of this request, releasing its reservation in the same write."""
         c = gen.cost if gen is not None else cost
         try:
             self.store.charge(name, path, c.atp if c else 0.0, c.flops if c else 0.0, c.latency_s if c else 0.0,
                               request=call.request, session=call.session, context=call.reading.label,
                               prompt_tokens=gen.prompt_tokens if gen else 0,
-                              completion_tokens=gen.completion_tokens if gen else 0, stream=call.stream)
+                              completion_tokens=gen.completion_tokens if gen else 0, stream=call.stream,
+                              reservation=call.reservation)
+            call.reservation = None
         finally:
             self._unreserve(call)
 
