@@ -27,13 +27,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from k1.errors import ConfigError
+from k1.errors import ConfigError, K1Error
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 
 
-class StoreUnavailable(ConfigError):
-    """The database cannot be reached now (a Postgres server down or restarting)."""
+class StoreUnavailable(K1Error):
+    """The database cannot be reached now (a Postgres server down or restarting): try again later."""
 
 
 def is_url(target: str | Path) -> bool:

@@ -1,0 +1,249 @@
+"""Replica soak: three real `k1 pool serve` processes on one Postgres store (K1_POOL_STORE), mixed requests
+spread across them round-robin as a load balancer would — chat, completions, streams, streams cancelled at
+random points, feedback and its replays on other replicas, malformed bodies — under a budget that runs out
+halfway. One replica is SIGKILLed and started again, and the database is restarted, mid-run. Then: every
+answer a client was told succeeded has its charge in the ledger, the ledger holds nothing else but cancelled
+or interrupted calls, the budget was passed by at most one estimate per replica, trust equals the feedback
+accepted, and a request's feedback is accepted by one replica only.
+
+The default suite runs 90 requests; `-m slow` runs 1,000. Each run prints its figures as one JSON line."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from k1.pool.store import PoolStore
+from k1.pool.testing import free_port
+
+KEY = "replica-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+MAX_TOKENS = 12
+RETRY = {503}  # the store restarting, a full queue
+
+
+class Replica:
+    def __init__(self, pool_file, store_url, log):
+        self.pool_file, self.store_url, self.log = pool_file, store_url, log
+        self.port, self.proc = free_port(), None
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "K1_POOL_API_KEY": KEY, "K1_POOL_STORE": self.store_url}
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "k1", "pool", "serve", "--pool", str(self.pool_file),
+                                          "--port", str(self.port)], env=env, stdout=log, stderr=log)
+
+    def wait(self):
+        t0 = time.time()
+        while True:
+            try:
+                if httpx.get(f"{self.url}/models", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            assert self.proc.poll() is None, open(self.log).read()[-3000:]
+            assert time.time() - t0 < 180, "k1 pool serve did not start"
+            time.sleep(0.2)
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Tally(Counter):
+    def __init__(self):
+        super().__init__()
+        self.lock = threading.Lock()
+
+    def add(self, key, n=1):
+        with self.lock:
+            self[key] += n
+
+
+def _one(urls: list[str], k: int, rng: random.Random, answered: list, stats: Tally) -> None:
+    """Request number `k`, sent to replica k mod 3 (feedback to a random one)."""
+    url = urls[k % len(urls)]
+    kind = rng.choices(["chat", "completion", "stream", "cancel", "feedback", "malformed"],
+                       weights=[25, 10, 15, 15, 25, 10])[0]
+    model = rng.choice(["auto", "a", "b"])
+    n = rng.randint(1, MAX_TOKENS)
+    msgs = [{"role": "user", "content": f"replica {rng.random():.6f} " * rng.randint(1, 4)}]
+    stats.add(kind)
+    try:
+        with httpx.Client(base_url=url, headers=AUTH, timeout=60) as c:
+            if kind in ("chat", "completion"):
+                body = {"model": model, "max_tokens": n}
+                path = "/chat/completions" if kind == "chat" else "/completions"
+                body |= {"messages": msgs} if kind == "chat" else {"prompt": msgs[0]["content"]}
+                r = c.post(path, json=body)
+                if r.status_code in RETRY | {429}:
+                    stats.add(f"status_{r.status_code}")
+                    return
+                assert r.status_code == 200, r.text[:300]
+                answered.append(r.json()["k1"])
+            elif kind in ("stream", "cancel"):
+                body = {"model": model, "max_tokens": n, "messages": msgs, "stream": True,
+                        "stream_options": {"include_usage": True}}
+                stop_after = rng.randint(0, n + 2) if kind == "cancel" else None
+                with c.stream("POST", "/chat/completions", json=body) as r:
+                    if r.status_code != 200:
+                        r.read()
+                        assert r.status_code in RETRY | {429}, r.text[:300]
+                        stats.add(f"status_{r.status_code}")
+                        return
+                    events = 0
+                    for line in r.iter_lines():
+                        if not line.startswith("data:"):
+                            continue
+                        data = line[5:].strip()
+                        if data == "[DONE]":
+                            break
+                        chunk = json.loads(data)
+                        if "error" in chunk:  # the store went away mid-stream: not told it succeeded
+                            stats.add("stream_error")
+                            return
+                        if chunk.get("k1"):
+                            answered.append(chunk["k1"])
+                        events += 1
+                        if stop_after is not None and events > stop_after:
+                            stats.add("cancelled")
+                            break
+            elif kind == "feedback":
+                if not answered:
+                    return
+                k1 = rng.choice(answered)
+                r = httpx.post(f"{rng.choice(urls)}/feedback", headers=AUTH, timeout=60,
+                               json={"request": k1["request"], "success": rng.choice([0, 1])})
+                if r.status_code == 200:
+                    stats.add("feedback_accepted")
+                else:
+                    assert r.status_code in {409} | RETRY, r.text[:300]
+                    stats.add(f"feedback_{r.status_code}")
+            elif kind == "malformed":
+                r = c.post("/chat/completions", content=rng.choice([b"{", b"[]", b'{"model": 5}']),
+                           headers={"Content-Type": "application/json"})
+                assert r.status_code in (400, 422), r.text[:300]
+    except httpx.TransportError:  # the replica this went to was killed: the client was not told it succeeded
+        stats.add("transport_error")
+
+
+def replica_soak(tmp_path, hf_dir, pg, n: int, workers: int = 6, seed: int = 0) -> dict:
+    from k1.pool.pool import load_pool
+
+    url = pg.create_database(f"soak{seed}_{n}")
+    pool_file = tmp_path / "pool.toml"
+    members = (f'[[members]]\nname = "a"\nkind = "hf"\npath = "{hf_dir}"\n\n'
+               f'[[members]]\nname = "b"\nkind = "hf"\npath = "{hf_dir}"\n')
+    probe = load_pool_member_estimates(load_pool, tmp_path, members)
+    budget = probe["typical"] * n * 0.3  # runs out about halfway through the answering requests
+    pool_file.write_text(f"[pool]\nbudget_atp = {budget}\nseed = 0\n\n{members}")
+    replicas = [Replica(pool_file, url, tmp_path / f"replica{i}.log") for i in range(3)]
+    for r in replicas:
+        r.start()
+    for r in replicas:
+        r.wait()
+    urls = [r.url for r in replicas]
+    rng, answered, stats = random.Random(seed), [], Tally()
+    t0 = time.time()
+    kill_at, db_at = n // 3, 2 * n // 3
+    try:
+        with ThreadPoolExecutor(workers) as ex:
+            futures, k = [], 0
+            while k < n:
+                batch = min(n - k, 30)
+                futures = [ex.submit(_one, urls, k + i, random.Random(rng.random()), answered, stats)
+                           for i in range(batch)]
+                if k <= kill_at < k + batch:  # mid-batch: requests in flight on the killed replica
+                    time.sleep(0.3)
+                    replicas[1].stop(signal.SIGKILL)
+                    stats.add("replica_killed")
+                if k <= db_at < k + batch:
+                    time.sleep(0.3)
+                    pg.restart()
+                    stats.add("db_restarted")
+                for f in futures:
+                    f.result()
+                if replicas[1].proc.poll() is not None:
+                    replicas[1].start()
+                    replicas[1].wait()
+                k += batch
+        # feedback once across replicas: three replicas told the same verdict, one accepts
+        fresh = httpx.post(f"{urls[0]}/chat/completions", headers=AUTH, timeout=60,
+                           json={"model": "a", "max_tokens": 1, "messages": [{"role": "user", "content": "x"}]})
+        if fresh.status_code == 200:
+            answered.append(fresh.json()["k1"])
+            codes = sorted(httpx.post(f"{u}/feedback", headers=AUTH, timeout=60, json={
+                "request": fresh.json()["k1"]["request"], "success": 1}).status_code for u in urls)
+            assert codes == [200, 409, 409], codes
+            stats.add("feedback_accepted")
+    finally:
+        for r in replicas:
+            r.stop()
+    store = PoolStore(url)
+    ledger = store.ledger(10_000_000)
+    by_request: dict[str, list[dict]] = {}
+    for row in ledger:
+        by_request.setdefault(row["request"], []).append(row)
+    told = {k1["request"] for k1 in answered}
+    for k1 in answered:  # told it succeeded → its charge is in the ledger, exactly as reported
+        rows = by_request[k1["request"]]
+        assert [r["path"] for r in rows] == ["success"], rows
+        assert rows[0]["atp"] == pytest.approx(k1["cost"]["atp"])
+    others = [r for r in ledger if r["request"] not in told]
+    assert all(r["path"] in ("success", "cancelled") for r in others)  # cancelled, or its client was cut off
+    spent = store.spent()
+    assert spent == pytest.approx(sum(k1["cost"]["atp"] for k1 in answered) + sum(r["atp"] for r in others))
+    overshoot = spent - budget
+    assert overshoot <= 3 * probe["max"], (spent, budget, probe)  # at most one estimate per replica
+    trust_total = sum(s + f for s, f in store.trust().values())
+    assert trust_total == pytest.approx(stats["feedback_accepted"])
+    store.close()
+    figures = {"requests": n, "replicas": 3, "workers": workers, "seconds": round(time.time() - t0, 1),
+               "answered": len(answered), "ledger_rows": len(ledger), "budget_atp": round(budget, 3),
+               "spent_atp": round(spent, 3), "overshoot_atp": round(overshoot, 3),
+               "max_estimate_atp": round(probe["max"], 3), **stats}
+    print("replica soak:", json.dumps(figures))
+    return figures
+
+
+def load_pool_member_estimates(load_pool, tmp_path, members: str) -> dict:
+    """The members' estimated ATP of a typical and of the largest request the soak sends."""
+    f = tmp_path / "probe.toml"
+    f.write_text(f'[pool]\nstore = "probe.sqlite"\n\n{members}')
+    pool = load_pool(f)
+    try:
+        m = pool["a"]
+        longest = [{"role": "user", "content": "replica 0.123456 " * 4}]
+        typical = [{"role": "user", "content": "replica 0.123456 " * 2}]
+        return {"max": m.estimate_cost(m.prompt_tokens(longest), MAX_TOKENS),
+                "typical": m.estimate_cost(m.prompt_tokens(typical), MAX_TOKENS // 2)}
+    finally:
+        pool.close()
+
+
+def test_replica_soak_short(tmp_path, hf_dir, pg_server):
+    f = replica_soak(tmp_path, hf_dir, pg_server, n=90)
+    assert f["replica_killed"] == 1 and f["db_restarted"] == 1 and f["answered"] > 20
+    assert f.get("status_429", 0) > 0  # the budget did run out
+
+
+@pytest.mark.slow
+def test_replica_soak_full(tmp_path, hf_dir, pg_server):
+    f = replica_soak(tmp_path, hf_dir, pg_server, n=1000, workers=8, seed=1)
+    assert f["replica_killed"] == 1 and f["db_restarted"] == 1 and f["answered"] > 200
+    assert f.get("status_429", 0) > 0
