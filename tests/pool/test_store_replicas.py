@@ -247,3 +247,34 @@ def test_replica_soak_full(tmp_path, hf_dir, pg_server):
     f = replica_soak(tmp_path, hf_dir, pg_server, n=1000, workers=8, seed=1)
     assert f["replica_killed"] == 1 and f["db_restarted"] == 1 and f["answered"] > 200
     assert f.get("status_429", 0) > 0
+
+
+def test_a_replica_takes_up_a_student_another_replica_published(tmp_path, store_url):
+    import torch
+
+    from k1.pool.config import PoolSettings
+    from k1.pool.learn.weights import save_student, take_up_new_students
+    from k1.pool.pool import Pool
+    from k1.pool.route.router import Router
+    from k1.pool.testing import tiny_hf_member
+
+    def replica(seed):
+        return Router(Pool([tiny_hf_member("student", seed=seed, hidden=32, layers=1)], PoolSettings(seed=0)),
+                      PoolStore(store_url))
+
+    a, b = replica(1), replica(2)  # two replicas' copies of one member, not yet alike
+    sa, sb = a.pool["student"].model, b.pool["student"].model
+    assert take_up_new_students(b) == []  # nothing published yet
+    with torch.no_grad():
+        for p in sa.parameters():
+            p.add_(0.01)  # what DREAM's training did on replica a
+    save_student(a, a.pool["student"], tmp_path / "dream")
+    assert take_up_new_students(a) == []  # a holds what it published
+    b.gates["student"].acquire("student")  # b's student is answering: left for the next look
+    assert take_up_new_students(b) == []
+    b.gates["student"].release()
+    assert take_up_new_students(b) == ["student"]  # no restart
+    assert all(torch.equal(x, y) for x, y in zip(sa.state_dict().values(), sb.state_dict().values()))
+    assert take_up_new_students(b) == []  # once per version
+    c = replica(3)  # a replica started later loads it at start, and does not load it twice
+    assert c.consolidated == ["student"] and take_up_new_students(c) == []

@@ -3,6 +3,7 @@ is opened (kept apart from dream.py so the router can apply them without importi
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,9 +23,43 @@ def save_student(router, member: LocalMember, weights_dir: str | Path | None) ->
     root = Path(weights_dir) if weights_dir else router.store.home / "dream"
     root.mkdir(parents=True, exist_ok=True)
     path = root / f"{member.name}.safetensors"
-    save_model(member.model, str(path))
+    tmp = path.with_suffix(".tmp")  # a replica loading the file meanwhile reads the old one whole, not half
+    save_model(member.model, str(tmp))
+    os.replace(tmp, path)
     router.store.set_meta(f"dream_weights:{member.name}", str(path))
+    version = router.store.publish(f"student:{member.name}", str(path))  # replicas poll it (take_up_new_students)
+    _seen(router)[member.name] = version
     return path
+
+
+def _seen(router) -> dict[str, int]:
+    """member → the version of its published weights this router holds."""
+    return router.__dict__.setdefault("_student_versions", {})
+
+
+def take_up_new_students(router) -> list[str]:
+    """Load the weights of every student whose published version moved since this router last looked (another
+    replica ran DREAM); → their names. One indexed read per local member: cheap enough to call every few
+    seconds. A member busy answering is left for the next call (its gate is not free)."""
+    from safetensors.torch import load_model
+
+    done = []
+    for name, m in router.pool.members.items():
+        v = router.store.version(f"student:{name}") if _model(m) is not None else None
+        if v is None or v[0] <= _seen(router).get(name, 0) or not Path(v[1]).is_file():
+            continue
+        gate = getattr(router, "gates", {}).get(name)
+        if gate is not None and not gate.try_acquire():
+            continue
+        try:
+            load_model(m.model, v[1])
+            forget_cached_states(m)
+        finally:
+            if gate is not None:
+                gate.release()
+        _seen(router)[name] = v[0]
+        done.append(name)
+    return done
 
 
 def forget_cached_states(member) -> None:
@@ -41,6 +76,8 @@ def apply_dream_weights(router) -> list[str]:
 
     done = []
     for name, m in router.pool.members.items():
+        v = router.store.version(f"student:{name}")
+        _seen(router)[name] = v[0] if v else 0  # what is loaded now; take_up_new_students loads what comes after
         path = router.store.get_meta(f"dream_weights:{name}")
         if path and Path(path).is_file() and _model(m) is not None:
             load_model(m.model, path)
