@@ -278,3 +278,24 @@ def test_a_replica_takes_up_a_student_another_replica_published(tmp_path, store_
     assert take_up_new_students(b) == []  # once per version
     c = replica(3)  # a replica started later loads it at start, and does not load it twice
     assert c.consolidated == ["student"] and take_up_new_students(c) == []
+
+
+def test_dream_replay_and_the_report_work_on_either_store(store_url):
+    from k1.pool.config import PoolSettings
+    from k1.pool.learn.dream import replay
+    from k1.pool.pool import Pool
+    from k1.pool.report import build_pool_report
+    from k1.pool.route.router import Router
+    from k1.pool.testing import tiny_hf_member
+
+    r = Router(Pool([tiny_hf_member("m", hidden=32, layers=1)], PoolSettings(seed=0)), PoolStore(store_url))
+    r.generate("hello", max_tokens=2)
+    before = r.store.ledger()
+    rep = replay(r, ["hello", "again"], None, 2)  # on a scratch copy of the store
+    assert rep["calls"] == 2 and rep["members"] == {"m": 2}
+    assert r.store.ledger() == before  # the replay charged the copy, not the pool
+    html = build_pool_report(r.store, 100.0)
+    from urllib.parse import urlsplit
+
+    password = urlsplit(store_url).password if "://" in store_url else None
+    assert r.store.label in html and (password is None or password not in html)  # never the password
