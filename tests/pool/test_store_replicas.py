@@ -51,7 +51,7 @@ class Replica:
                     return
             except httpx.TransportError:
                 pass
-            assert self.proc.poll() is None, open(self.log).read()[-3000:]
+            assert self.proc.poll() is None, self.log.read_text(errors="replace")[-3000:]
             assert time.time() - t0 < 180, "k1 pool serve did not start"
             time.sleep(0.2)
 
