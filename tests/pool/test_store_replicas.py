@@ -299,3 +299,21 @@ def test_dream_replay_and_the_report_work_on_either_store(store_url):
 
     password = urlsplit(store_url).password if "://" in store_url else None
     assert r.store.label in html and (password is None or password not in html)  # never the password
+
+
+def test_k1_pool_dream_runs_once_per_store_whichever_machine_starts_it(tmp_path, hf_dir):
+    from typer.testing import CliRunner
+
+    from k1.errors import ConfigError
+    from k1.pool.cli import app
+
+    f = tmp_path / "pool.toml"
+    f.write_text(f'[pool]\nstore = "p.sqlite"\n\n[[members]]\nname = "a"\nkind = "hf"\npath = "{hf_dir}"\n')
+    s = PoolStore(tmp_path / "p.sqlite")
+    assert s.acquire_lease("dream", "other-host:41", ttl_s=60)  # a DREAM running on another replica's machine
+    with pytest.raises(ConfigError, match=r"another `k1 pool dream` \(other-host:41\)"):
+        CliRunner().invoke(app, ["dream", "--pool", str(f)], catch_exceptions=False)
+    s.release_lease("dream", "other-host:41")
+    r = CliRunner().invoke(app, ["dream", "--pool", str(f)])  # now it runs (and finds nothing to consolidate)
+    assert "another" not in str(r.exception or r.stdout)
+    assert s.lease_holder("dream") is None  # and gives the lease back when it ends, even by an error

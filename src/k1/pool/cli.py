@@ -215,6 +215,30 @@ def add(spec: str = typer.Argument(..., help="k1:RUN_DIR, hf:PATH[::FILE.gguf], 
                   + ", ".join(f"{c} {d['solved']:g}/{d['n']}" for c, d in v.items()))
 
 
+DREAM_LEASE_S = 6 * 3600.0  # longer than any DREAM; a crashed one's lease ends by itself
+
+
+def _dream_lease(pool_file: Path | None):
+    """One DREAM at a time per store, whichever machine starts it: → (the store holding the lease, holder)."""
+    import os
+    import socket
+
+    from k1.errors import ConfigError
+    from k1.pool.config import read_pool_config
+    from k1.pool.store import PoolStore
+
+    if pool_file is None:
+        from k1.pool.default import default_pool_file
+        pool_file = default_pool_file(quiet=True)
+    store = PoolStore(read_pool_config(pool_file).pool.store)
+    holder = f"{socket.gethostname()}:{os.getpid()}"
+    if not store.acquire_lease("dream", holder, DREAM_LEASE_S):
+        other = store.lease_holder("dream")
+        store.close()
+        raise ConfigError(f"another `k1 pool dream` ({other}) is consolidating this store; wait for it to finish")
+    return store, holder
+
+
 @app.command()
 def dream(pool: Optional[Path] = POOL_OPT,
           teacher: Optional[str] = typer.Option(None, help="Teacher member (default: the most trusted, role 'teacher')."),
@@ -250,16 +274,21 @@ def dream(pool: Optional[Path] = POOL_OPT,
         if task_class is None:
             raise ConfigError("--verified-only needs --task-class CLASS: the class's verifier judges the teacher's answers")
         verifier = class_verifier(task_class)  # before the pool loads: a class without a verifier is one line
-    router = _open_router(pool)
+    lease, holder = _dream_lease(pool)
+    router = None
     try:
+        router = _open_router(pool)
         rep = run_dream(router, teacher=teacher, student=student, k=k, epochs=epochs, lr=lr, temperature=temperature,
                         max_tokens=max_tokens, quiet=as_json, task_class=task_class, verifier=verifier,
                         verified_only=verified_only, teacher_system=teacher_system, ce_weight=ce_weight, val=val,
                         batch_size=batch_size)
         rep["task_classifier"] = router.refit_task_classes()
     finally:
-        router.pool.close()
-        router.close()
+        if router is not None:
+            router.pool.close()
+            router.close()
+        lease.release_lease("dream", holder)
+        lease.close()
     if as_json:
         print(json.dumps(rep, default=str))
         return
