@@ -278,6 +278,14 @@ def test_a_replica_takes_up_a_student_another_replica_published(tmp_path, store_
     assert take_up_new_students(b) == []  # once per version
     c = replica(3)  # a replica started later loads it at start, and does not load it twice
     assert c.consolidated == ["student"] and take_up_new_students(c) == []
+    with torch.no_grad():  # a serving replica looks on its own, when a request comes
+        for p in sa.parameters():
+            p.add_(0.01)
+    save_student(a, a.pool["student"], tmp_path / "dream")
+    b.student_poll_s = 0.0
+    b.generate("hello", max_tokens=1)
+    assert all(torch.equal(x, y) for x, y in zip(sa.state_dict().values(), sb.state_dict().values()))
+    assert b.consolidated == ["student"]
 
 
 def test_dream_replay_and_the_report_work_on_either_store(store_url):

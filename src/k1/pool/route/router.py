@@ -40,7 +40,7 @@ from k1.pool.route.select import Candidate, Decision, select
 from k1.pool.route.snarc import importance, snarc
 from k1.pool.store import PoolStore
 from k1.pool.route.taskclass import TaskClassifier
-from k1.pool.learn.weights import apply_dream_weights
+from k1.pool.learn.weights import apply_dream_weights, take_up_new_students
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +164,8 @@ class Router:
         except Exception as e:  # stored data never stops the pool from starting
             log.warning("DREAM weights not applied: %s: %s", type(e).__name__, e)
             self.consolidated = []
+        self.student_poll_s = 5.0  # how often a request looks for a student that another replica's DREAM published
+        self._students_looked = time.monotonic()
         self._memory = [e["prompt"] + "\n" + e["response"]
                         for e in reversed(self.store.experiences(limit=self.settings.snarc.memory, newest_first=True))]
         for session in {e["session"] for e in self.store.experiences(limit=2000, newest_first=True) if e["session"]}:
@@ -232,8 +234,20 @@ class Router:
         return select(self.candidates(context, prompt_tokens, max_tokens), policy.mode or self.settings.selection,
                       self.settings.cost_weight * policy.cost_scale, self.rng)
 
+    def _look_for_students(self) -> None:
+        """Take up a student published by another replica's DREAM (at most every `student_poll_s`; no lock held)."""
+        now = time.monotonic()
+        if now - self._students_looked < self.student_poll_s:
+            return
+        self._students_looked = now
+        try:
+            self.consolidated += [n for n in take_up_new_students(self) if n not in self.consolidated]
+        except Exception as e:  # a missing or unreadable file never fails a request
+            log.warning("published student not taken up: %s: %s", type(e).__name__, e)
+
     def _begin(self, prompt: Prompt, model: str, session: str, context: str | None, stream: bool, kw: dict) -> Call:
         text = prompt_text(prompt)
+        self._look_for_students()
         with self._book:
             spent, held = self.store.spent(), self.store.reserved()  # held: by running calls on every replica
             if spent + held >= self.settings.budget_atp:
