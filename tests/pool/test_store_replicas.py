@@ -325,3 +325,22 @@ def test_k1_pool_dream_runs_once_per_store_whichever_machine_starts_it(tmp_path,
     r = CliRunner().invoke(app, ["dream", "--pool", str(f)])  # now it runs (and finds nothing to consolidate)
     assert "another" not in str(r.exception or r.stdout)
     assert s.lease_holder("dream") is None  # and gives the lease back when it ends, even by an error
+
+
+def test_replicas_share_the_metabolic_state_but_not_dream(store_url):
+    from k1.pool.route.metabolic import Metabolism
+
+    a, b = PoolStore(store_url), PoolStore(store_url)
+    ma, mb = Metabolism(log=a.log_state, shared=a), Metabolism(log=b.log_state, shared=b)
+    for _ in range(4):
+        ma.after_call(False, None, 1.0)  # replica a's calls fail
+    assert ma.state == "CRISIS"
+    assert mb.before_call(1.0) == "CRISIS" and mb.policy.mode == "greedy"  # b answers in CRISIS too
+    mb.after_call(True, None, 1.0)
+    mb.after_call(True, None, 1.0)  # b recovers
+    assert mb.state == "WAKE" and ma.before_call(1.0) == "WAKE"
+    ma.enter_dream()  # a consolidates (and might crash in it): b does not dream with it
+    assert mb.before_call(1.0) == "WAKE"
+    ma.leave_dream()
+    assert Metabolism(shared=PoolStore(store_url)).state == "WAKE"  # a replica started now
+    assert [r["to_state"] for r in a.state_log()] == ["CRISIS", "WAKE", "DREAM", "WAKE"]  # logged once each

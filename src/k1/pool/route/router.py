@@ -158,7 +158,8 @@ class Router:
         self.contexts = ContextClassifier(self.settings.context, self.reference)
         self.task_classes = TaskClassifier()  # trust is keyed by (member, task class)
         self.refit_task_classes()  # …and the classifier learns from the classes stated in earlier experiences
-        self.metabolism = Metabolism(self.settings.metabolic, log=self.store.log_state, clock=clock)
+        self.metabolism = Metabolism(self.settings.metabolic, log=self.store.log_state, clock=clock,
+                                     shared=self.store)  # one state for every replica on the store
         try:
             self.consolidated = apply_dream_weights(self)  # students keep what DREAM taught them across restarts
         except Exception as e:  # stored data never stops the pool from starting
