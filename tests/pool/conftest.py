@@ -142,8 +142,17 @@ def pg_server():
     why = unavailable()
     if why:
         pytest.skip(f"Postgres store tests: {why}")
-    with LocalPostgres() as pg:
-        yield pg
+    try:
+        pg = LocalPostgres()
+    except RuntimeError as e:  # e.g. a temporary folder the unprivileged server user cannot reach
+        pytest.skip(f"Postgres store tests: {e}")
+    try:
+        pg.start()
+    except RuntimeError as e:
+        pg.close()
+        pytest.skip(f"Postgres store tests: {e}")
+    yield pg
+    pg.close()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -99,7 +99,9 @@ class LocalPostgres:
                              cwd=self.root, capture_output=True, text=True, check=False)
         pwfile.unlink()
         if out.returncode != 0:
-            raise RuntimeError(f"initdb failed: {(out.stderr or out.stdout).strip().splitlines()[-1:]}")
+            shutil.rmtree(self.root, ignore_errors=True)
+            last = (out.stderr or out.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise RuntimeError(f"initdb failed: {last[0]}")
 
     def start(self, timeout_s: float = 60.0) -> LocalPostgres:
         for _ in range(3):  # a port taken between choosing and binding: choose another
