@@ -142,7 +142,7 @@ def _one(urls: list[str], k: int, rng: random.Random, answered: list, stats: Tal
         stats.add("transport_error")
 
 
-def replica_soak(tmp_path, hf_dir, pg, n: int, workers: int = 6, seed: int = 0) -> dict:
+def replica_soak(tmp_path, hf_dir, pg, n: int, workers: int = 6, seed: int = 0, budget_share: float = 0.5) -> dict:
     from k1.pool.pool import load_pool
 
     url = pg.create_database(f"soak{seed}_{n}")
@@ -150,7 +150,7 @@ def replica_soak(tmp_path, hf_dir, pg, n: int, workers: int = 6, seed: int = 0) 
     members = (f'[[members]]\nname = "a"\nkind = "hf"\npath = "{hf_dir}"\n\n'
                f'[[members]]\nname = "b"\nkind = "hf"\npath = "{hf_dir}"\n')
     probe = load_pool_member_estimates(load_pool, tmp_path, members)
-    budget = probe["typical"] * n * 0.5  # runs out after the database restart, late in the run
+    budget = probe["typical"] * n * budget_share  # 0.5 of 1,000: runs out after the database restart, late in the run
     pool_file.write_text(f"[pool]\nbudget_atp = {budget}\nseed = 0\n\n{members}")
     replicas = [Replica(pool_file, url, tmp_path / f"replica{i}.log") for i in range(3)]
     for r in replicas:
@@ -237,8 +237,8 @@ def load_pool_member_estimates(load_pool, tmp_path, members: str) -> dict:
 
 
 def test_replica_soak_short(tmp_path, hf_dir, pg_server):
-    f = replica_soak(tmp_path, hf_dir, pg_server, n=90)
-    assert f["replica_killed"] == 1 and f["db_restarted"] == 1 and f["answered"] > 20
+    f = replica_soak(tmp_path, hf_dir, pg_server, n=90, budget_share=0.3)
+    assert f["replica_killed"] == 1 and f["db_restarted"] == 1 and f["answered"] > 10
     assert f.get("status_429", 0) > 0  # the budget did run out
 
 
