@@ -240,7 +240,7 @@ def _dream_lease(pool_file: Path | None):
 
 
 @app.command()
-def dream(pool: Optional[Path] = POOL_OPT,
+def dream(ctx: typer.Context, pool: Optional[Path] = POOL_OPT,
           teacher: Optional[str] = typer.Option(None, help="Teacher member (default: the most trusted, role 'teacher')."),
           student: Optional[str] = typer.Option(None, help="Student member (default: the cheapest trainable one)."),
           k: int = typer.Option(64, help="How many experiences to consolidate (drawn by importance)."),
@@ -275,20 +275,17 @@ def dream(pool: Optional[Path] = POOL_OPT,
             raise ConfigError("--verified-only needs --task-class CLASS: the class's verifier judges the teacher's answers")
         verifier = class_verifier(task_class)  # before the pool loads: a class without a verifier is one line
     lease, holder = _dream_lease(pool)
-    router = None
+    ctx.call_on_close(lambda: (lease.release_lease("dream", holder), lease.close()))  # however the command ends
+    router = _open_router(pool)
     try:
-        router = _open_router(pool)
         rep = run_dream(router, teacher=teacher, student=student, k=k, epochs=epochs, lr=lr, temperature=temperature,
                         max_tokens=max_tokens, quiet=as_json, task_class=task_class, verifier=verifier,
                         verified_only=verified_only, teacher_system=teacher_system, ce_weight=ce_weight, val=val,
                         batch_size=batch_size)
         rep["task_classifier"] = router.refit_task_classes()
     finally:
-        if router is not None:
-            router.pool.close()
-            router.close()
-        lease.release_lease("dream", holder)
-        lease.close()
+        router.pool.close()
+        router.close()
     if as_json:
         print(json.dumps(rep, default=str))
         return
@@ -339,24 +336,6 @@ def report(pool: Optional[Path] = POOL_OPT,
         s.close()
 
 
-@app.command()
-def budget(pool: Optional[Path] = POOL_OPT,
-           reset: bool = typer.Option(False, "--reset", help="Start a new budget period (the ledger is kept).")):
-    """Show what the pool has spent of its ATP budget; --reset starts a new period."""
-    from k1.pool.config import read_pool_config
-    from k1.pool.store import PoolStore
-
-    if pool is None:
-        from k1.pool.default import default_pool_file
-        pool = default_pool_file(quiet=True)
-    cfg = read_pool_config(pool)
-    store = PoolStore(cfg.pool.store)
-    if reset:
-        store.reset_budget()
-    print(json.dumps({"limit_atp": cfg.pool.budget_atp, "spent_atp": store.spent()}))
-    store.close()
-
-
 @app.command("migrate-store")
 def migrate_store(to: str = typer.Option(..., "--to", help="The new store: a postgresql:// URL (an empty database) "
                                                            "or a SQLite file path."),
@@ -385,3 +364,21 @@ def migrate_store(to: str = typer.Option(..., "--to", help="The new store: a pos
     finally:
         src.close()
         dst.close()
+
+
+@app.command()
+def budget(pool: Optional[Path] = POOL_OPT,
+           reset: bool = typer.Option(False, "--reset", help="Start a new budget period (the ledger is kept).")):
+    """Show what the pool has spent of its ATP budget; --reset starts a new period."""
+    from k1.pool.config import read_pool_config
+    from k1.pool.store import PoolStore
+
+    if pool is None:
+        from k1.pool.default import default_pool_file
+        pool = default_pool_file(quiet=True)
+    cfg = read_pool_config(pool)
+    store = PoolStore(cfg.pool.store)
+    if reset:
+        store.reset_budget()
+    print(json.dumps({"limit_atp": cfg.pool.budget_atp, "spent_atp": store.spent()}))
+    store.close()
