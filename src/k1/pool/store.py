@@ -73,8 +73,8 @@ def m005_calibration(db: Database) -> None:
     db.execute("CREATE INDEX calibration_member ON calibration (member, task_class)")
 
 
-def m006_replicas(db: Database) -> None:
-    """What several replicas on one database share beyond the ledger: budget reservations held by calls
+def m007_replicas(db: Database) -> None:
+    """(Named m007 so that it follows main's m006_tenants_and_kinds when the branches meet.) What several replicas on one database share beyond the ledger: budget reservations held by calls
     running now (each expires, so a killed replica's hold ends), leases (one replica runs a DREAM cycle) and
     version rows (a new student published once, taken up by every replica)."""
     db.execute("""CREATE TABLE reservations (
@@ -87,7 +87,7 @@ def m006_replicas(db: Database) -> None:
 
 
 MIGRATIONS: list[Migration] = [m001_trust_and_ledger, m002_experiences, m003_state_log,
-                              m004_feedback_once, m005_calibration, m006_replicas]
+                              m004_feedback_once, m005_calibration, m007_replicas]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # every way a call can end; each is charged to the ledger, so the budget and the routing shares count the calls
