@@ -41,8 +41,13 @@ def eval_(
     tasks: str = typer.Option("arithmetic:d2", "--tasks", help="Comma-separated task families or files."),
     n: int = typer.Option(30, "--n", help="Tasks per family (a seeded sample)."),
     seed: int = typer.Option(0, "--seed"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar on stderr; only the JSON lines."),
 ):
-    """Base rates: the target's greedy success on a sample of each task family, scored by verifiers."""
+    """Base rates: the target's greedy success on a sample of each task family, scored by verifiers.
+    One JSON line per family on stdout; a progress bar per family on stderr."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from k1.selflearn import members
     from k1.selflearn.evaluate import evaluate
     from k1.selflearn.runner import load_tasks
@@ -52,7 +57,14 @@ def eval_(
     families = {spec: load_tasks(spec) for spec in tasks.split(",")}
     if any(t.kind == "python" for ts in families.values() for t in ts):
         require_sandbox()  # refuse before the model loads
+    err = Console(stderr=True)
+    if not quiet:
+        err.print(f"loading {target} …")
     member = members.load(target)
     for spec, all_tasks in families.items():
         sample, _ = split_tasks(all_tasks, min(n, len(all_tasks)), 0, seed)
-        print(json.dumps({"target": target, "tasks": spec, **evaluate(member, sample)}), flush=True)
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=err, transient=True, disable=quiet) as bar:
+            job = bar.add_task(f"{spec}: greedy answers", total=len(sample))
+            result = evaluate(member, sample, on_task=lambda: bar.advance(job))
+        print(json.dumps({"target": target, "tasks": spec, **result}), flush=True)
