@@ -157,7 +157,7 @@ def under_load_note(rows: list[dict]) -> str:
         return ""
     return ("* measured while other work competed for the cores (mean 1-minute load average "
             + ", ".join(f"{r['policy']} {r['load_avg']:.1f}" for r in marked)
-            + f"): these rows' tokens/s say how busy the machine was, not how fast the code is.")
+            + "): these rows' tokens/s say how busy the machine was, not how fast the code is.")
 
 
 def load_note(result: dict) -> str:
