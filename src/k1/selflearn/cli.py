@@ -25,14 +25,25 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; print the report JSON."),
 ):
     """Evaluate → improve → dataset → train → evaluate again, per seed; writes OUT/report.md and dataset.jsonl."""
-    from k1.selflearn.config import load_loop_config
     from k1.selflearn.runner import render, run_loop
 
-    cfg = load_loop_config(config, target=target, tasks=tasks, method=method, n_train=n_train, n_heldout=n_heldout,
-                           samples=samples,
-                           seeds=[int(s) for s in seeds.split(",")] if seeds else None)
+    cfg = loop_config(config=config, target=target, tasks=tasks, method=method, seeds=seeds, n_train=n_train,
+                      n_heldout=n_heldout, samples=samples)
     report = run_loop(cfg, out, quiet=quiet)
     print(json.dumps(report) if quiet else render(report) + f"\n→ {out}/report.md, {out}/dataset.jsonl")
+
+
+def loop_config(config=None, seeds: Optional[str] = None, **flags):
+    """The LoopConfig that `k1 loop run` runs with these flags (the file, then the flags, then the defaults);
+    tests/cli/test_readme.py resolves the README's command through it."""
+    from k1.errors import ConfigError
+    from k1.selflearn.config import load_loop_config
+
+    try:
+        seed_list = [int(s) for s in seeds.split(",")] if seeds else None
+    except ValueError:
+        raise ConfigError(f"--seeds {seeds!r}: give comma-separated integers, e.g. 0,1,2") from None
+    return load_loop_config(config, seeds=seed_list, **flags)
 
 
 @app.command("eval")
