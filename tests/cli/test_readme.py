@@ -146,3 +146,13 @@ def test_every_bench_script_is_listed_and_every_bench_command_uses_its_real_flag
             source = (ROOT / "bench" / script).read_text()
             for flag in re.findall(r"--[\w-]+", args):
                 assert f'"{flag}"' in source, f"bench/{script} has no {flag} (shown as `python bench/{script}{args}`)"
+
+
+def test_the_terms_table_defines_terms_the_readme_uses_and_only_those():
+    body, terms = README.split("## Terms", 1)
+    names = [n.strip() for row in re.findall(r"^\| ([^|]+) \|", terms, re.M)[1:] for n in row.split(",")]
+    assert len(names) > 10
+    unused = [n for n in names if not re.search(rf"\b{re.escape(n)}", body, re.I)]
+    assert unused == [], f"the Terms table defines terms the README does not use: {unused}"
+    for used in ("ATP", "calibration", "task class", "preset", "student", "DREAM", "bpb", "unigram entropy"):
+        assert used in names, f"the README uses {used!r} without defining it in Terms"
