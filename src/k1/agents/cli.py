@@ -33,7 +33,7 @@ def agent(
     url: str = URL, name: str = NAME, token_file: Optional[Path] = TOKEN_FILE,
     plain_text: str = typer.Option("chat", "--plain-text", help="A plain-text prompt to a chat model: 'chat' sends "
                                    "it as one user message through the model's chat template, 'raw' as a raw "
-                                   "completion (chat models often answer a raw prompt with nothing)."),
+                                   "completion (a chat model may answer a raw prompt with nothing)."),
 ):
     """Put a model on the bridge: it answers `generate` requests addressed to its name or roles until Ctrl-C."""
     from k1.agents.model import ModelAgent, has_chat_template

@@ -8,8 +8,9 @@ the agent backs off: a reply the hub rate-limits is resent (the client's backoff
 answer is released, not acked, so it comes back instead of being lost.
 
 A plain-text prompt to a chat model (one whose tokenizer has a chat template, as SmolLM2-Instruct's) is sent
-as one user message through that template (`plain="chat"`, the default): fed raw, such a model often
-answers nothing at all. `plain="raw"` sends it as a raw completion.
+as one user message through that template (`plain="chat"`, the default): fed raw, such a model may answer
+nothing at all (SmolLM2 gave "" to the raw "What is 2 + 3?" and "2 + 3 = 5" to it as a chat message).
+`plain="raw"` sends it as a raw completion.
 """
 
 from __future__ import annotations
