@@ -152,7 +152,8 @@ def status(pool: Optional[Path] = POOL_OPT,
 @app.command()
 def calibrate(pool: Optional[Path] = POOL_OPT,
               member: Optional[list[str]] = typer.Option(None, "--member", "-m", help="Only these members (repeatable)."),
-              per_class: Optional[int] = typer.Option(None, help="Tasks per class (default: \\[pool] calibration_per_class)."),
+              per_class: Optional[int] = typer.Option(None, help="Tasks per class (default: \\[pool] "
+                                                                 "calibration_per_class)."),
               as_json: bool = typer.Option(False, "--json", help="Print the results as JSON.")):
     """Every member answers the fixed calibration tasks of each class; the verified results seed its trust."""
     from k1.pool.learn.calibrate import calibrate as run_calibration
