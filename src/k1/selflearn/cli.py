@@ -8,19 +8,31 @@ from typing import Optional
 
 import typer
 
+from k1.selflearn.config import LoopConfig
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="The self-learning loop.")
+
+
+def _default(field: str) -> str:
+    """The config's default, for a flag's help (the flag itself defaults to None: a config file may set it)."""
+    f = LoopConfig.model_fields[field]
+    value = f.default_factory() if f.default_factory is not None else f.default
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 @app.command()
 def run(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Loop config (TOML); flags override it."),
     target: Optional[str] = typer.Option(None, "--target", help="k1:RUN_DIR, hf:PATH[::FILE.gguf] or smollm2."),
-    tasks: Optional[str] = typer.Option(None, "--tasks", help="arithmetic:d1..d4, python, or a JSONL task file."),
-    method: Optional[str] = typer.Option(None, "--method", help="rejection, refine or teacher."),
-    seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds (at least 3 for a spread)."),
-    n_train: Optional[int] = typer.Option(None, "--n-train", help="Training tasks per seed."),
-    n_heldout: Optional[int] = typer.Option(None, "--n-heldout", help="Held-out tasks per seed."),
-    samples: Optional[int] = typer.Option(None, "--samples", help="Samples (rejection) or rewrites (teacher) per task."),
+    tasks: Optional[str] = typer.Option(None, "--tasks", help="arithmetic:d1..d4, python, or a JSONL task file "
+                                       f"(default {_default('tasks')})."),
+    method: Optional[str] = typer.Option(None, "--method", help=f"rejection, refine or teacher (default {_default('method')})."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds, at least 3 for a spread "
+                                       f"(default {_default('seeds')})."),
+    n_train: Optional[int] = typer.Option(None, "--n-train", help=f"Training tasks per seed (default {_default('n_train')})."),
+    n_heldout: Optional[int] = typer.Option(None, "--n-heldout", help=f"Held-out tasks per seed (default {_default('n_heldout')})."),
+    samples: Optional[int] = typer.Option(None, "--samples", help="Samples (rejection) or rewrites (teacher) per "
+                                         f"task (default {_default('samples')})."),
     out: Path = typer.Option(Path("runs/loop"), "--out", help="Output directory."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; print the report JSON."),
 ):
