@@ -69,8 +69,15 @@ k1 data build
 # (about two CPU-minutes), so the first `k1 pool serve`/`ask` answers within seconds. A rerun keeps the
 # calibration it finds (`k1 pool status` reads it without loading a model); K1_RECALIBRATE=1 measures again.
 step 6 "the default pool: SmolLM2 and its two students"
-if [ "${K1_RECALIBRATE:-0}" != 1 ] && k1 pool status --json \
-    | python -c 'import json, sys; sys.exit(1 if json.load(sys.stdin)["uncalibrated"] else 0)'; then
+calibrated() {  # every member of the default pool has a calibration (any error: no, and calibrate says why)
+  k1 pool status --json 2>/dev/null | python -c '
+import json, sys
+try:
+    sys.exit(1 if json.load(sys.stdin)["uncalibrated"] else 0)
+except Exception:
+    sys.exit(1)'
+}
+if [ "${K1_RECALIBRATE:-0}" != 1 ] && calibrated; then
   echo "setup: the default pool is calibrated already; skipped (K1_RECALIBRATE=1 bash scripts/setup.sh, or k1 pool calibrate, measures it again)"
 else
   k1 pool calibrate
