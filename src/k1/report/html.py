@@ -352,7 +352,8 @@ def compare_sections(d: Path) -> list[Section]:
     domains = list(rows[0].get("domains", {})) if rows else []
     tab = Section("compare-table", "Compare: every row on the same data, seed and budget")
     body = [[r["policy"], r.get("model", ""), fmt(r.get("val_loss")), fmt(r.get("val_bpb"), ".3f"),
-             *[fmt(r.get("domains", {}).get(x, {}).get("bpb"), ".3f") for x in domains], fmt(r.get("tokens_per_s"), ",.0f"),
+             *[fmt(r.get("domains", {}).get(x, {}).get("bpb"), ".3f") for x in domains],
+             fmt(r.get("tokens_per_s"), ",.0f") + ("*" if r.get("under_load") else ""),
              fmt(r.get("frac_params_changed"), ".2%"), f"{fmt(r.get('agents_updated'), '.1f')}/{r.get('agents', '—')}",
              fmt(r.get("params"), ",")] for r in rows]
     uni = data.get("unigram")
@@ -362,7 +363,9 @@ def compare_sections(d: Path) -> list[Section]:
     tab.parts.append(table(
         ["policy", "model", "val loss", "val bpb", *[f"{x} bpb" for x in domains], "tokens/s",
          "params changed/step", "agents/step", "params"], body, left=2))
-    tab.parts.append(f"<p>{_compare_provenance(data)}</p>")
+    from k1.experiments.compare import under_load_note
+
+    tab.parts.append(f"<p>{esc(under_load_note(rows))} {_compare_provenance(data)}</p>")
     runs = {r["policy"]: load_run(d / r["policy"]) for r in rows if is_run_dir(d / r["policy"])}
     missing = [r["policy"] for r in rows if r["policy"] not in runs]
     curves = Section("compare-curves", "Validation curves, every row overlaid")
