@@ -111,10 +111,10 @@ for f in inspect.stack():
 for root, _, files in os.walk('/k1'):
     for name in files:
         hits += [name] if needle in open(os.path.join(root, name), errors='replace').read() else []
-hits += ['cmdline'] if needle.encode() in open('/proc/self/cmdline', 'rb').read() else []
+hits += ['cmdline'] if needle in ' '.join(sys.orig_argv) else []  # what /proc/self/cmdline holds (no /proc)
 return len(hits)
 """
-    code = "import os\ndef add_n(x):\n" + "".join(f"    {line}\n" for line in body.strip("\n").split("\n"))
+    code = "import os, sys\ndef add_n(x):\n" + "".join(f"    {line}\n" for line in body.strip("\n").split("\n"))
     from k1.tasks.sandbox import run_tests
     r = run_tests(code, ["assert add_n(5) == 'k1-secret-expected-7731'"])
     assert r["passed"] == 0
@@ -163,7 +163,7 @@ def test_parent_environment_is_not_readable(monkeypatch):
     monkeypatch.setenv("K1_TEST_SECRET", secret)
     assert probe(f"""
 hits = 0
-for pid in os.listdir('/proc'):
+for pid in os.listdir('/proc') if os.path.isdir('/proc') else []:  # no /proc at all now
     try:
         hits += b'{secret}' in open(f'/proc/{{pid}}/environ', 'rb').read()
     except (OSError, ValueError):
@@ -206,10 +206,15 @@ return ok
 
 
 def test_not_root_no_capabilities_no_new_privileges():
+    # asked of the kernel (capget, prctl), not read from /proc, which the sandbox does not have
     assert probe("""
-st = dict(l.split(':\\t', 1) for l in open('/proc/self/status').read().splitlines() if ':\\t' in l)
-return [os.getuid() != 0, st['CapEff'].strip(), st['CapBnd'].strip(), st['NoNewPrivs'].strip()]
-""", [True, "0000000000000000", "0000000000000000", "1"]) == 1.0
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+head, data = (ctypes.c_uint32 * 2)(0x20080522, 0), (ctypes.c_uint32 * 6)()
+assert libc.capget(head, data) == 0
+bounding = [c for c in range(64) if libc.prctl(23, c, 0, 0, 0) == 1]  # PR_CAPBSET_READ
+return [os.getuid() != 0, list(data), bounding, libc.prctl(39, 0, 0, 0, 0)]  # PR_GET_NO_NEW_PRIVS
+""", [True, [0] * 6, [], 1]) == 1.0
 
 
 # --- network -----------------------------------------------------------------------------------------------
@@ -246,7 +251,7 @@ def test_no_network_not_even_through_the_hosts_namespaces(host_server):
 import ctypes, socket
 libc = ctypes.CDLL(None, use_errno=True)
 joined = []
-for pid in ['self', str(os.getppid()), '1'] + os.listdir('/proc'):
+for pid in ['self', str(os.getppid()), '1'] + (os.listdir('/proc') if os.path.isdir('/proc') else []):
     try:
         fd = os.open(f'/proc/{{pid}}/ns/net', os.O_RDONLY)
         if libc.setns(fd, 0x40000000) == 0:
