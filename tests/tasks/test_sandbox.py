@@ -436,7 +436,8 @@ return got
 
 
 def test_no_shared_memory_segments_or_memory_files():
-    # System V shared memory outlives its process and no rlimit counts it; a memfd is memory outside /tmp
+    # System V shared memory outlives its process and no rlimit counts it; a memfd is memory outside /tmp;
+    # message queues (System V and POSIX) hold kernel memory
     assert probe("""
 import ctypes
 libc = ctypes.CDLL(None, use_errno=True)
@@ -452,8 +453,9 @@ for _ in range(4):
     if libc.memfd_create(b'k1', 0) >= 0:
         memfds += 1
 queue = libc.msgget(0, 0o1600)
-return [segments, memfds, queue]
-""", [0, 0, -1]) == 1.0
+posix_queue = libc.mq_open(b'/k1', os.O_CREAT | os.O_RDWR, 0o600, None)
+return [segments, memfds, queue, posix_queue]
+""", [0, 0, -1, -1]) == 1.0
 
 
 def test_kernel_interfaces_no_task_needs_are_refused():

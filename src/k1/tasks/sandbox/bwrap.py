@@ -44,7 +44,8 @@ def _packages(d: Path) -> list[Path]:
     return sorted({p for g in globs for p in d.glob(g) if p.is_dir()})
 
 
-def _system_args() -> list[str]:
+@functools.lru_cache(maxsize=1)
+def _system_args() -> tuple[str, ...]:
     """Read-only binds of the shared libraries an interpreter loads: the multiarch library folder (or all of
     /usr/lib where there is none, with its Python packages hidden), /usr/lib64, the /lib links (or folders)
     and the loader cache. No programs (/usr/bin), no /usr/share, /usr/local or /etc."""
@@ -62,7 +63,7 @@ def _system_args() -> list[str]:
             args += ["--ro-bind", str(p), str(p)]
             libs.append(p)
     args += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"]
-    return args + _hide([h for p in libs for h in _packages(p)])
+    return tuple(args + _hide([h for p in libs for h in _packages(p)]))  # (once: globbing /usr/lib is slow)
 
 
 def _hide(dirs) -> list[str]:

@@ -191,6 +191,7 @@ def _confine(limits: dict) -> None:
                     (resource.RLIMIT_FSIZE, limits.get("file_bytes", 1 << 20)),
                     (resource.RLIMIT_NOFILE, limits.get("open_files", 64)),
                     (resource.RLIMIT_CORE, 0),
+                    (resource.RLIMIT_MSGQUEUE, 0),  # POSIX message queues: kernel memory no other limit counts
                     (resource.RLIMIT_NPROC, here + limits.get("processes", 1) - 1)):
         resource.setrlimit(what, (n, n))
 
