@@ -602,7 +602,8 @@ return '\\n'.join(seen)
 """
 
 
-def test_the_hosts_install_path_is_not_visible():
+def test_the_hosts_install_path_is_not_in_paths_environment_or_mounts():
+    # (it is still compiled into the installation's own files: RUNPATH, .pyc; see docs/loop.md)
     host = str(Path(sys.base_prefix).resolve())
     if host == "/usr" or host.startswith("/usr/"):
         pytest.skip("the interpreter is the system's: its paths are the same on every machine")

@@ -293,7 +293,7 @@ def checker(rfd: int, wfd: int, resfd: int, gofd: int, job: dict) -> None:
             ns["candidate"] = ns[job["entry"]]
         try:
             if broken is not None:
-                raise RuntimeError(f"the task's own code failed: {_err(broken)}")
+                raise RuntimeError(f"the task's own code failed: {unhex(_err(broken))}")
             exec(compile(src, f"<test {i}>", "exec"), ns)
             msg = message(i=format(i, "x"), ok=True)
         except BaseException as e:  # noqa: BLE001
