@@ -60,7 +60,8 @@ def canon(e, depth: int = 0) -> str:
                 pairs.append(canon(kv[0], depth + 1) + ":" + canon(kv[1], depth + 1))
             return "d[" + ",".join(sorted(pairs)) + "]"
     except (TypeError, ValueError, OverflowError) as exc:
-        raise ValueError(f"malformed value: {exc}") from None
+        msg = str(exc)
+        raise ValueError(msg if msg.startswith("malformed value") else f"malformed value: {msg}") from None
     raise ValueError(f"malformed value (tag {tag!r})")
 
 
