@@ -6,6 +6,7 @@ against the current one (bubblewrap, values judged outside); one JSON line last.
     python bench/sandbox.py --quick --parent-mib 1024   # the caller holds 1 GiB, as the loop does (a model)
     python bench/sandbox.py --compare-verifiers runs/python-answers.json   # same answers, both verdicts
     python bench/sandbox.py --against ../other-checkout/src   # this sandbox against another version's
+    python bench/sandbox.py --collisions 28000   # time to judge an answer of 28,000 ints that hash alike
 
 Two kinds of call: a built-in task (three `assert f(x) == v` lines, decided outside the sandbox) and a
 HumanEval-like `check(candidate)` (opaque test code: a second sandbox, the checker, runs it). Old and new
@@ -160,6 +161,26 @@ def against(other_src: Path, n: int) -> dict:
     return out
 
 
+def collisions(n: int) -> dict:
+    """Seconds one call takes when the candidate writes its own answer line: a set, or dict keys, of n ints
+    that all hash alike (k * (2**61 - 1) + 1), about 27 bytes each. Building that set is quadratic; a
+    sandbox that judges without building it takes no longer than any other call."""
+    out = {"bench": "sandbox-collisions", "n": n}
+    for shape in ("set", "dict"):
+        xs = "['[\"i\",\"%x\"]' % (k * ((1 << 61) - 1) + 1) for k in range(1, " + str(n) + ")]"
+        body = ("'[\"S\",[' + ','.join(xs) + ']]'" if shape == "set" else
+                "'[\"d\",[' + ','.join('[%s,[\"N\"]]' % x for x in xs) + ']]'")
+        code = ("import os, sys\ndef add_n(x):\n    xs = " + xs + "\n    body = " + body +
+                "\n    os.write(int(sys.argv[4]), ('{\"ok\":' + body + '}\\n').encode())\n    os._exit(0)\n")
+        t0 = time.perf_counter()
+        r = run_tests(code, ["assert add_n(0) == {1, 2}"], Limits(timeout_s=3))
+        out[f"{shape}_s"] = round(time.perf_counter() - t0, 2)
+        out[f"{shape}_verdict"] = {"passed": r["passed"], "timeout": r["timeout"]}
+    out["deadline_s"] = 3
+    out["load_1min"] = round(os.getloadavg()[0], 2)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calls", type=int, default=30)
@@ -170,7 +191,12 @@ def main() -> None:
                     help="instead: score SmolLM2's saved greedy python answers with both sandboxes")
     ap.add_argument("--against", type=Path, metavar="SRC",
                     help="instead: this sandbox side by side with the one in another checkout's src/")
+    ap.add_argument("--collisions", type=int, metavar="N",
+                    help="instead: time to judge an answer of N ints that all hash alike (as a set, as dict keys)")
     args = ap.parse_args()
+    if args.collisions:
+        print(json.dumps(collisions(args.collisions)))
+        return
     if args.against:
         print(json.dumps(against(args.against, 8 if args.quick else args.calls)))
         return
