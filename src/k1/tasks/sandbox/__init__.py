@@ -1,8 +1,10 @@
 """Run model-written Python where it can neither harm the machine nor forge its own score.
 
-- `bwrap.py`: the isolation (bubblewrap namespaces, an unprivileged uid, a read-only system view, limits).
+- `bwrap.py`: the isolation (bubblewrap namespaces, an unprivileged uid, only the interpreter's files).
+- `seccomp.py`: the system calls refused inside (memory no limit counts, kernel attack surface).
 - `inside.py`: what runs inside (the candidate server and the checker) and the literal-value codec.
 - `checks.py`: which tests are decided outside (a call and its expected value) and which are opaque code.
+- `judge.py`: the outside comparison, in time linear in the answer, whatever the candidate sent.
 - `run.py`: `run_tests`, which puts them together under one wall-clock deadline.
 
 Where the isolation is not available, `require_sandbox()` (and so every Python verification) raises
