@@ -287,7 +287,7 @@ def test_a_version_1_exchange_log_and_inbox_are_migrated(tmp_path):
     db.execute("INSERT INTO deliveries (recipient, seq) VALUES ('dave', 1)")
     db.close()
     store = ExchangeLog(tmp_path / "old.sqlite")
-    assert store.pending_totals() == {"dave": (1, len(env))}
+    assert store.pending_totals() == {("alice", "dave"): (1, len(env))}
     assert store.append(Envelope(id="m1", type="message", sender="bob", to="dave"), ["dave"])  # bob's own m1
     assert not store.append(Envelope(id="m1", type="message", sender="alice", to="dave"), ["dave"])
     store.close()

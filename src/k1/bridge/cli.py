@@ -31,12 +31,17 @@ def serve(
     burst: int = typer.Option(400, "--burst", help="Rate-limit bucket size."),
     byte_rate: float = typer.Option(4 << 20, "--byte-rate", help="Bytes per second per agent (0: unlimited)."),
     byte_burst: int = typer.Option(8 << 20, "--byte-burst", help="Byte bucket size (at least --max-size)."),
-    max_pending: int = typer.Option(10_000, "--max-pending", help="Unacked messages held per recipient."),
-    max_pending_bytes: int = typer.Option(256 << 20, "--max-pending-bytes", help="Unacked bytes held per recipient."),
+    max_pending: int = typer.Option(10_000, "--max-pending", help="Unacked messages held per (sender, recipient)."),
+    max_pending_bytes: int = typer.Option(256 << 20, "--max-pending-bytes",
+                                          help="Unacked bytes held per (sender, recipient)."),
+    max_sender_bytes: int = typer.Option(1 << 30, "--max-sender-bytes",
+                                         help="Bytes one sender may have in the log within the retention, acked or not."),
     retention: float = typer.Option(7 * 86400.0, "--retention",
                                     help="Seconds a message stays in the log, acked or not (0: forever)."),
     max_unauthenticated: int = typer.Option(64, "--max-unauthenticated",
                                             help="Connections allowed to wait for registration at once."),
+    max_unauthenticated_per_address: int = typer.Option(8, "--max-unauthenticated-per-address",
+                                                        help="The same, from one client address."),
     certfile: Optional[Path] = typer.Option(None, "--certfile", help="TLS certificate (with --keyfile)."),
     keyfile: Optional[Path] = typer.Option(None, "--keyfile", help="TLS private key."),
     durable: bool = typer.Option(False, "--durable", help="SQLite synchronous=FULL: survive power loss, slower."),
@@ -50,7 +55,8 @@ def serve(
     book = AgentBook.from_file(agents)
     cfg = HubConfig(host=host, port=port, db=db, max_size=max_size, rate=rate, burst=burst, byte_rate=byte_rate,
                     byte_burst=byte_burst, max_pending=max_pending, max_pending_bytes=max_pending_bytes,
-                    retention=retention, max_unauthenticated=max_unauthenticated, certfile=certfile,
+                    max_sender_bytes=max_sender_bytes, retention=retention, max_unauthenticated=max_unauthenticated,
+                    max_unauthenticated_per_address=max_unauthenticated_per_address, certfile=certfile,
                     keyfile=keyfile, durable=durable)
     scheme = "wss" if certfile else "ws"
     if cfg.public_without_tls:

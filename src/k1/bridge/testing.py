@@ -44,6 +44,11 @@ def start_hub_process(agents_file, db, port: int = 0, *extra) -> tuple[subproces
     return p, int(line.split()[1].rsplit(":", 1)[1])
 
 
+def counts(hub) -> dict:
+    """A hub's {"messages", "pending_deliveries"}, asked on its own event loop (any backend)."""
+    return asyncio.run_coroutine_threadsafe(hub.counts(), hub.loop).result(10)
+
+
 def wait_until(pred, timeout: float = 10.0, every: float = 0.02) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
