@@ -15,7 +15,14 @@ from websockets.asyncio.client import connect
 
 from k1.bridge import BridgeClient, ExchangeLog, write_agents_file
 from k1.bridge.protocol import TORCH_DTYPES, Envelope, encode_binary
-from k1.bridge.testing import bridge_cmd, counts, run, start_hub_process, subprocess_env, url
+from k1.bridge.testing import (
+    bridge_cmd,
+    counts,
+    run,
+    start_hub_process,
+    subprocess_env,
+    url,
+)
 
 
 def e8m0_payload() -> bytes:
@@ -118,8 +125,8 @@ async def _squat_and_join(hub, agents):
     return len(ok), took, hub.stats["refused_connections"]
 
 
-def test_a_sender_has_a_byte_budget_in_the_log_acked_or_not(make_hub):
-    hub = make_hub(max_sender_bytes=100_000)
+def test_a_sender_has_a_byte_budget_in_the_log_acked_or_not(make_sqlite_hub):
+    hub = make_sqlite_hub(max_sender_bytes=100_000)
 
     async def go():
         codes = []
@@ -155,13 +162,13 @@ def test_one_senders_broadcasts_do_not_fill_others_budget_for_a_recipient(make_h
     assert run(go())
 
 
-def test_a_revoked_role_or_agent_receives_no_mail(tmp_path):
+def test_a_revoked_role_or_agent_receives_no_mail(tmp_path, backend):
     from k1.bridge import AgentBook, BackgroundHub, HubConfig
 
     db = tmp_path / "hub.sqlite"
     before = write_agents_file(tmp_path / "a1.toml", {"alice": ("ta", "any"), "bob": ("tb", ["admin", "critic"]),
                                                       "eve": ("te", ["admin"])})
-    with BackgroundHub(HubConfig(port=0, db=db), AgentBook.from_file(before)) as hub:
+    with BackgroundHub(HubConfig(port=0, db=db, **backend), AgentBook.from_file(before)) as hub:
         async def join():
             for n, t in (("bob", "tb"), ("eve", "te")):
                 async with BridgeClient(url(hub), n, t, roles=["admin"] + (["critic"] if n == "bob" else [])):
@@ -169,7 +176,7 @@ def test_a_revoked_role_or_agent_receives_no_mail(tmp_path):
         run(join())
     # the operator revokes bob's admin role and removes eve; the log still remembers what they declared
     after = write_agents_file(tmp_path / "a2.toml", {"alice": ("ta", "any"), "bob": ("tb", ["critic"])})
-    with BackgroundHub(HubConfig(port=0, db=db), AgentBook.from_file(after)) as hub:
+    with BackgroundHub(HubConfig(port=0, db=db, **backend), AgentBook.from_file(after)) as hub:
         async def send():
             async with BridgeClient(url(hub), "alice", "ta", retry_limited=False) as a:
                 with pytest.raises(Exception, match="unknown_recipient"):
@@ -179,10 +186,10 @@ def test_a_revoked_role_or_agent_receives_no_mail(tmp_path):
     assert receipt["recipients"] == ["bob"]
 
 
-def test_a_locked_log_does_not_stall_other_connections(make_hub):
+def test_a_locked_log_does_not_stall_other_connections(make_sqlite_hub):
     """The SQLite work runs on a worker thread: while another process holds the file's write lock, the hub
     still answers every connection (here: an error reply to a bad frame) at once."""
-    hub = make_hub()
+    hub = make_sqlite_hub()
 
     async def go():
         async with BridgeClient(url(hub), "alice", "tok-alice", receipt_timeout=20) as a:

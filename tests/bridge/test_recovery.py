@@ -8,7 +8,7 @@ import subprocess
 import threading
 
 from k1.bridge import BridgeClient, ExchangeLog, Inbox, SyncBridgeClient
-from k1.bridge.testing import bridge_cmd, run, start_hub_process, subprocess_env, url, wait_until
+from k1.bridge.testing import bridge_cmd, counts, run, start_hub_process, subprocess_env, url, wait_until
 
 
 def test_dropped_connection_redelivers_and_the_client_drops_duplicates(make_hub):
@@ -70,7 +70,7 @@ def test_client_process_killed_and_restarted_receives_everything_exactly_once(ma
     try:
         t.join(60)
         assert wait_until(lambda: len(_inbox_ids(inbox)) >= n, timeout=30)
-        assert wait_until(lambda: ExchangeLog(hub.cfg.db).counts()["pending_deliveries"] == 0, timeout=10)
+        assert wait_until(lambda: counts(hub)["pending_deliveries"] == 0, timeout=10)
     finally:
         bob.kill()
         bob.wait()
@@ -79,9 +79,16 @@ def test_client_process_killed_and_restarted_receives_everything_exactly_once(ma
     assert [m["data"]["i"] for m in Inbox(inbox).messages()] == list(range(n))
 
 
-def test_hub_killed_and_restarted_loses_nothing_it_receipted(agents_file, tmp_path):
+def hub_args(backend: dict) -> list[str]:
+    """`k1 bridge serve` flags for a test backend (none for SQLite)."""
+    if not backend:
+        return []
+    return ["--backend", backend["backend"], "--stream", backend["stream"], "--ack-wait", str(backend["ack_wait"])]
+
+
+def test_hub_killed_and_restarted_loses_nothing_it_receipted(agents_file, tmp_path, backend):
     db = tmp_path / "hub.sqlite"
-    hub, port = start_hub_process(agents_file, db)
+    hub, port = start_hub_process(agents_file, db, 0, *hub_args(backend))
     ws_url = f"ws://127.0.0.1:{port}"
     n = 300
 
@@ -106,7 +113,7 @@ def test_hub_killed_and_restarted_loses_nothing_it_receipted(agents_file, tmp_pa
         hub.send_signal(signal.SIGKILL)  # no shutdown: whatever SQLite committed is all there is
         await asyncio.to_thread(hub.wait)
         at_kill = len(receipted)
-        hub, _ = await asyncio.to_thread(start_hub_process, agents_file, db, port)
+        hub, _ = await asyncio.to_thread(start_hub_process, agents_file, db, port, *hub_args(backend))
         await asyncio.wait_for(asyncio.gather(sending, receiving), 60)
         d = await BridgeClient(ws_url, "dave", "tok-dave").connect()
         dave = [(await d.recv(10)).data for _ in range(n)]

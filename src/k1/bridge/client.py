@@ -63,7 +63,7 @@ class Message:
             raise BridgeError(f"message {self.id} from {self.sender}: cannot load its tensors: {e}") from None
 
 
-LIMITS = ("rate_limited", "recipient_full")  # refusals that mean "later", not "never"
+LIMITS = ("rate_limited", "recipient_full", "unavailable")  # refusals that mean "later", not "never"
 
 
 class HubRefused(BridgeError):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import re
 import ssl as ssl_lib
 import threading
 import time
@@ -64,6 +65,19 @@ class HubConfig:
     certfile: Path | None = None     # TLS when both are given
     keyfile: Path | None = None
     durable: bool = False            # SQLite synchronous=FULL (survives power loss, slower)
+    # Where messages live: "sqlite" (the file `db`, one hub process) or "nats://HOST:PORT" (a JetStream stream
+    # that several hub processes share; k1.bridge.backends.jetstream). The fields below apply to JetStream only.
+    backend: str = "sqlite"
+    stream: str = "K1_BRIDGE"        # the stream's name (also the prefix of its subjects, dead letters, roles)
+    ack_wait: float = 30.0           # seconds a delivered message may stay unacked before the server redelivers it
+    max_deliver: int = 10            # deliveries without an ack before a message is dead-lettered
+    redeliver_backoff: tuple[float, ...] = ()  # delays of successive redeliveries (replaces ack_wait when given)
+    max_ack_pending: int = 1000      # messages delivered and not yet acked, per recipient
+    dedupe_window: float = 600.0     # seconds in which a resent (sender, id) is dropped (at most the retention)
+    stream_max_bytes: int = 1 << 30  # the stream's size; beyond: `recipient_full`
+    replicas: int = 1                # copies of the stream in a NATS cluster
+    pull_batch: int = 64             # messages a hub asks for at once, per connected recipient
+    pull_wait: float = 5.0           # seconds a pull request waits at the server for messages
 
     def __post_init__(self):
         if self.byte_rate > 0 and self.byte_burst < self.max_size:
@@ -75,6 +89,18 @@ class HubConfig:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.retention < 0 or self.sweep_every <= 0:
             raise ConfigError("retention must be >= 0 and sweep_every > 0")
+        if self.backend != "sqlite" and not self.backend.startswith(("nats://", "tls://")):
+            raise ConfigError(f"backend {self.backend!r}: give sqlite or nats://HOST:PORT")
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", self.stream):
+            raise ConfigError(f"stream {self.stream!r}: letters, digits, _ and - only (at most 64)")
+        if self.redeliver_backoff and self.max_deliver <= len(self.redeliver_backoff):
+            raise ConfigError("max_deliver must exceed the number of redeliver_backoff delays")
+        if self.ack_wait <= 0 or self.max_deliver < 1 or self.pull_batch < 1 or self.pull_wait <= 0:
+            raise ConfigError("ack_wait and pull_wait must be > 0, max_deliver and pull_batch at least 1")
+
+    @property
+    def jetstream(self) -> bool:
+        return self.backend != "sqlite"
 
     @property
     def public_without_tls(self) -> bool:
@@ -127,7 +153,12 @@ class Hub:
 
     def __init__(self, cfg: HubConfig, book: AgentBook):
         self.cfg, self.book = cfg, book
-        self.backend = SqliteBackend(cfg)
+        if cfg.jetstream:
+            from k1.bridge.backends.jetstream import JetStreamBackend  # nats-py: the `bridge` extra
+
+            self.backend = JetStreamBackend(cfg)
+        else:
+            self.backend = SqliteBackend(cfg)
         self.online: dict[str, _Session] = {}
         self.unauthenticated = 0
         self.waiting_from: dict[str, int] = {}  # client address → connections from it not yet registered
@@ -153,7 +184,8 @@ class Hub:
                                   compression=None, ssl=tls, max_queue=64)
         self.port = self.server.sockets[0].getsockname()[1]
         self.loop = asyncio.get_running_loop()
-        log.info("bridge hub on %s:%d, store %s", self.cfg.host, self.port, self.cfg.db)
+        log.info("bridge hub on %s:%d, store %s", self.cfg.host, self.port,
+                 f"{self.cfg.backend} stream {self.cfg.stream}" if self.cfg.jetstream else self.cfg.db)
         return self
 
     async def stop(self) -> dict:

@@ -33,6 +33,45 @@ def subprocess_env() -> dict:
     return {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
 
 
+NATS_SERVER = os.environ.get("K1_NATS_SERVER", "/usr/sbin/nats-server")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_nats(store_dir: Path, port: int = 0) -> tuple[subprocess.Popen, str]:
+    """A real `nats-server -js` on 127.0.0.1 with its store in `store_dir`; returns it and its nats:// URL once it
+    accepts connections. Raises RuntimeError (one line: why) when it cannot start."""
+    import shutil
+    import socket
+
+    exe = NATS_SERVER if Path(NATS_SERVER).is_file() else shutil.which("nats-server")
+    if exe is None:
+        raise RuntimeError(f"nats-server not found ({NATS_SERVER}; Debian: apt-get install nats-server)")
+    port = port or free_port()
+    store_dir = Path(store_dir)
+    store_dir.mkdir(parents=True, exist_ok=True)
+    conf = store_dir / "nats.conf"
+    conf.write_text(f'listen: "127.0.0.1:{port}"\nmax_payload: 8MB\njetstream {{ store_dir: "{store_dir}" }}\n')
+    p = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    end = time.monotonic() + 10
+    while time.monotonic() < end:
+        if p.poll() is not None:
+            raise RuntimeError(f"nats-server exited: {p.stderr.read().strip().splitlines()[-1:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return p, f"nats://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.05)
+    p.kill()
+    raise RuntimeError(f"nats-server did not listen on 127.0.0.1:{port} within 10 s")
+
+
 def start_hub_process(agents_file, db, port: int = 0, *extra) -> tuple[subprocess.Popen, int]:
     """`python -m k1.bridge serve` in a subprocess; returns it and its port once it prints `listening`."""
     p = subprocess.Popen(bridge_cmd("serve", "--agents", agents_file, "--db", db, "--port", port, *extra),
@@ -161,19 +200,48 @@ if pytest is not None:
 
     @pytest.fixture
     def make_hub(tmp_path, agents_file):
-        """make_hub(**HubConfig fields) → a started in-process hub (stopped after the test)."""
-        from k1.bridge.auth import AgentBook
-        from k1.bridge.hub import BackgroundHub, HubConfig
+        """make_hub(**HubConfig fields) → a started in-process hub on SQLite (stopped after the test)."""
+        yield from _hubs(tmp_path, agents_file, {})
 
-        hubs = []
+    @pytest.fixture(scope="session")
+    def nats_url(tmp_path_factory):
+        """A real nats-server -js for the whole session (each test gets its own stream); skipped, with the
+        reason, where it cannot start."""
+        try:
+            p, u = start_nats(tmp_path_factory.mktemp("nats"))
+        except RuntimeError as e:
+            pytest.skip(f"JetStream backend not tested: {e}")
+        yield u
+        p.kill()
+        p.wait()
 
-        def make(**kw):
-            kw.setdefault("db", tmp_path / "bridge.sqlite")
-            kw.setdefault("ping_interval", 5)
-            h = BackgroundHub(HubConfig(port=0, **kw), AgentBook.from_file(agents_file))
-            hubs.append(h)
-            return h.__enter__()
 
-        yield make
-        for h in hubs:
-            h.__exit__(None, None, None)
+_streams = __import__("itertools").count()
+
+
+def unique_stream() -> str:
+    """A fresh stream name, so tests sharing one NATS server never see each other's messages."""
+    return f"T{os.getpid()}x{next(_streams)}"
+
+
+def jetstream_config(nats_url: str) -> dict:
+    """HubConfig fields for a test hub on JetStream: its own stream, and a short ack_wait so that a killed hub
+    process's deliveries come back within seconds."""
+    return {"backend": nats_url, "stream": unique_stream(), "ack_wait": 2.0}
+
+
+def _hubs(tmp_path, agents_file, defaults: dict):
+    from k1.bridge.auth import AgentBook
+    from k1.bridge.hub import BackgroundHub, HubConfig
+
+    hubs = []
+
+    def make(**kw):
+        kw = {"db": tmp_path / "bridge.sqlite", "ping_interval": 5, **defaults, **kw}
+        h = BackgroundHub(HubConfig(port=0, **kw), AgentBook.from_file(agents_file))
+        hubs.append(h)
+        return h.__enter__()
+
+    yield make
+    for h in hubs:
+        h.__exit__(None, None, None)

@@ -105,7 +105,7 @@ class SqliteBackend:
             for ev in self._events.get(r, ()):
                 ev.set()
 
-    def open(self, name: str) -> "_Delivery":
+    def open(self, name: str) -> _Delivery:
         return _Delivery(self, name)
 
     async def pending(self, name: str) -> int:
