@@ -311,7 +311,7 @@ class _Delivery:
                     await send(m.data if h.get("K1-Kind") == "binary" else m.data.decode())
             except (TimeoutError, NatsError, APIError) as e:
                 log.warning("delivery to %s: NATS: %s; retrying", self.name, e or type(e).__name__)
-                await self._drop_sub()
+                await _nak(self.b, await self._drop_sub())
                 await asyncio.sleep(0.5)
 
     async def ack(self, ids: list[str], sender: str | None) -> None:
@@ -325,21 +325,39 @@ class _Delivery:
                 pass
 
     async def close(self) -> None:
-        """Withdraw this connection's pull request, then nak what the recipient held, so it comes back on its next
-        connection at once. (NATS handles a connection's commands in order and drops a pull request nobody
-        listens to, so the naked messages cannot go to this dead request; a message the server had already sent
-        here, still in flight, comes back after ack_wait.)"""
-        await self._drop_sub()
+        """Withdraw this connection's pull request, then nak what the recipient held and what had reached this
+        hub but not the recipient, oldest first, so it comes back on the next connection at once and in order.
+        (NATS handles a connection's commands in order and drops a pull request nobody listens to, so the
+        naked messages cannot go to this dead request; a message still on the wire from the server when the
+        request is withdrawn comes back after ack_wait.)"""
+        stragglers = await self._drop_sub()
         held, self.inhand = list(self.inhand.values()), {}
-        await _nak(self.b, held)
+        await _nak(self.b, sorted(held + stragglers, key=_seq))
 
-    async def _drop_sub(self) -> None:
+    async def _drop_sub(self) -> list:
         sub, self.sub = self.sub, None
-        if sub is not None:
+        if sub is None:
+            return []
+        arrived = []
+        while True:  # messages already received for this connection and not yet sent on
             try:
-                await sub.unsubscribe()
-            except NatsError:
-                pass
+                m = await sub.next_msg(timeout=0.001)
+            except (NatsTimeout, NatsError):
+                break
+            if m.reply and (m.headers or {}).get("Status") is None:
+                arrived.append(m)
+        try:
+            await sub.unsubscribe()
+        except NatsError:
+            pass
+        return arrived
+
+
+def _seq(m) -> int:
+    try:
+        return m.metadata.sequence.stream
+    except Exception:  # noqa: BLE001  not a JetStream delivery: last
+        return 1 << 62
 
 
 async def _nak(b: JetStreamBackend, msgs) -> None:
