@@ -60,6 +60,7 @@ def serve(
                                         help="JetStream: seconds in which a resent (sender, id) is dropped."),
     stream_max_bytes: int = typer.Option(1 << 30, "--stream-max-bytes", help="JetStream: the stream's size limit."),
     replicas: int = typer.Option(1, "--replicas", help="JetStream: copies of the stream in a NATS cluster."),
+    sweep_every: float = typer.Option(60.0, "--sweep-every", help="Seconds between retention sweeps (SQLite)."),
 ):
     """Run the hub until Ctrl-C. Prints one line `listening ws://HOST:PORT` once it accepts connections."""
     from k1.bridge.auth import AgentBook
@@ -74,7 +75,8 @@ def serve(
                     max_unauthenticated_per_address=max_unauthenticated_per_address, certfile=certfile,
                     keyfile=keyfile, durable=durable, backend=backend, stream=stream, ack_wait=ack_wait,
                     max_deliver=max_deliver, redeliver_backoff=_seconds(redeliver_backoff, "--redeliver-backoff"),
-                    dedupe_window=dedupe_window, stream_max_bytes=stream_max_bytes, replicas=replicas)
+                    dedupe_window=dedupe_window, stream_max_bytes=stream_max_bytes, replicas=replicas,
+                    sweep_every=sweep_every)
     scheme = "wss" if certfile else "ws"
     if cfg.public_without_tls:
         print(f"warning: listening on {host} without TLS: tokens and messages cross the network in plain text; "

@@ -99,36 +99,49 @@ def wait_until(pred, timeout: float = 10.0, every: float = 0.02) -> bool:
 
 
 async def soak(tmp: Path, senders: int = 3, messages: int = 100, kills: int = 1, fail_rate: float = 0.1,
-               window: int = 4, seed: int = 0, timeout: float = 120.0) -> dict:
-    """Senders → one consumer through a hub process that is SIGKILLed and restarted `kills` times mid-run.
+               window: int = 4, seed: int = 0, timeout: float = 120.0, backend: str = "sqlite") -> dict:
+    """Senders → one consumer through hub processes that are SIGKILLed and restarted mid-run.
+
+    backend="sqlite": one hub process on one SQLite file, killed `kills` times.
+    backend="jetstream": a real nats-server -js and two hub processes on one stream; the senders alternate
+    between them and the consumer uses the second. The kills alternate: the consumer's hub process, then the
+    NATS server (restarted on the same port and store), and so on.
 
     The consumer's handler raises on `fail_rate` of the messages it is handed (seeded): those are released,
     not acked, and must come back. Returns what the promise is checked by: sent (receipted), delivered
     (distinct messages processed), lost, processed_twice (a message processed again after its ack),
     failures (handler raises), redeliveries dropped by the client, restarts, sender resends, and what the
-    log still holds afterwards.
+    store still holds afterwards.
     """
     import random
     import signal
 
     from k1.bridge.auth import write_agents_file
     from k1.bridge.client import BridgeClient
-    from k1.bridge.store import ExchangeLog
 
     tokens = {f"s{i}": f"tok-s{i}" for i in range(senders)} | {"worker": "tok-worker"}
     agents = write_agents_file(Path(tmp) / "soak-agents.toml", {n: (t, []) for n, t in tokens.items()})
     db = Path(tmp) / "soak.sqlite"
-    hub, port = start_hub_process(agents, db)
-    u = f"ws://127.0.0.1:{port}"
+    nats_proc = nats_url = None
+    if backend == "jetstream":
+        nats_proc, nats_url = start_nats(Path(tmp) / "nats")
+        extra = ("--backend", nats_url, "--stream", "SOAK", "--ack-wait", "2")
+        hubs = [start_hub_process(agents, db, 0, *extra) for _ in range(2)]
+    else:
+        extra = ()
+        hubs = [start_hub_process(agents, db)]
+    procs, ports = [h for h, _ in hubs], [port for _, port in hubs]
+    urls = [f"ws://127.0.0.1:{port}" for port in ports]
     total = senders * messages
     rng = random.Random(seed)
     receipted: set[tuple[str, str]] = set()
     processed: list[tuple[str, str]] = []
     failures = restarts = 0
+    killed: list[str] = []
 
-    worker = await BridgeClient(u, "worker", tokens["worker"], backoff=(0.02, 0.3)).connect()
-    clients = [await BridgeClient(u, f"s{i}", tokens[f"s{i}"], backoff=(0.02, 0.3), receipt_timeout=60).connect()
-               for i in range(senders)]
+    worker = await BridgeClient(urls[-1], "worker", tokens["worker"], backoff=(0.02, 0.3)).connect()
+    clients = [await BridgeClient(urls[i % len(urls)], f"s{i}", tokens[f"s{i}"], backoff=(0.02, 0.3),
+                                  receipt_timeout=60).connect() for i in range(senders)]
 
     async def send_all(c: BridgeClient):
         sem = asyncio.Semaphore(window)
@@ -155,34 +168,70 @@ async def soak(tmp: Path, senders: int = 3, messages: int = 100, kills: int = 1,
             await worker.ack(msg)
 
     async def killer():
-        nonlocal hub, restarts
+        nonlocal nats_proc, restarts
         for i in range(kills):
             while len(set(processed)) < total * (i + 1) / (kills + 1):
                 await asyncio.sleep(0.01)
-            hub.send_signal(signal.SIGKILL)  # no shutdown: only what SQLite committed survives
-            await asyncio.to_thread(hub.wait)
-            hub, _ = await asyncio.to_thread(start_hub_process, agents, db, port)
+            if backend == "jetstream" and i % 2 == 1:  # the broker itself: only what it wrote survives
+                nats_proc.send_signal(signal.SIGKILL)
+                await asyncio.to_thread(nats_proc.wait)
+                nats_proc, _ = await asyncio.to_thread(start_nats, Path(tmp) / "nats", int(nats_url.rsplit(":", 1)[1]))
+                killed.append("nats")
+            else:  # the consumer's hub process: no shutdown, no naks
+                procs[-1].send_signal(signal.SIGKILL)
+                await asyncio.to_thread(procs[-1].wait)
+                procs[-1], _ = await asyncio.to_thread(start_hub_process, agents, db, ports[-1], *extra)
+                killed.append("hub")
             restarts += 1
 
+    async def store_counts() -> dict:
+        if backend != "jetstream":
+            from k1.bridge.store import ExchangeLog
+
+            log = ExchangeLog(db)
+            try:
+                return log.counts()
+            finally:
+                log.close()
+        import nats as nats_py
+
+        nc = await nats_py.connect(nats_url)
+        try:
+            js = nc.jetstream()
+            n = (await js.stream_info("SOAK")).state.messages
+            ci = await js.consumer_info("SOAK", "r" + "worker".encode().hex())
+        finally:
+            await nc.close()
+        # pending = what the recipient's consumer has not seen acked; the stream may hold more: a NATS server
+        # killed with -9 can come back with acks on disk but not the work queue's deletions (docs/results-bridge.md)
+        return {"messages": n, "pending_deliveries": ci.num_pending + ci.num_ack_pending, "consumer": {
+            "num_pending": ci.num_pending, "num_ack_pending": ci.num_ack_pending,
+            "num_redelivered": ci.num_redelivered, "ack_floor": ci.ack_floor.stream_seq,
+            "delivered": ci.delivered.stream_seq}}
+
+    t0 = time.monotonic()
     try:
         await asyncio.wait_for(asyncio.gather(*(send_all(c) for c in clients), consume(), killer()), timeout)
-        # the last acks reach the hub asynchronously: wait until its log agrees nothing is pending
+        wall = time.monotonic() - t0
+        # the last acks reach the store asynchronously: wait until it agrees nothing is pending
         for _ in range(200):
-            counts = ExchangeLog(db).counts()
+            counts = await store_counts()
             if counts["pending_deliveries"] == 0:
                 break
             await asyncio.sleep(0.05)
     finally:
         for c in (*clients, worker):
             await c.close()
-        hub.kill()
-        hub.wait()
-    return {"senders": senders, "messages_per_sender": messages, "sent": len(receipted),
-            "delivered": len(set(processed)), "lost": len(receipted - set(processed)),
+        for p in procs + ([nats_proc] if nats_proc else []):
+            p.kill()
+            p.wait()
+    return {"backend": backend, "hub_processes": len(procs), "senders": senders, "messages_per_sender": messages,
+            "sent": len(receipted), "delivered": len(set(processed)), "lost": len(receipted - set(processed)),
             "processed_twice": len(processed) - len(set(processed)), "failures": failures,
-            "redeliveries_dropped": worker.stats["duplicates_dropped"], "restarts": restarts,
+            "redeliveries_dropped": worker.stats["duplicates_dropped"], "restarts": restarts, "killed": killed,
             "resent": sum(c.stats["resent"] for c in clients), "limited": sum(c.stats["limited"] for c in clients),
-            "log_messages": counts["messages"], "log_pending": counts["pending_deliveries"]}
+            "wall_s": round(wall, 1), "log_messages": counts["messages"], "log_pending": counts["pending_deliveries"],
+            **({"consumer": counts["consumer"]} if "consumer" in counts else {})}
 
 
 # --- pytest fixtures (tests/bridge and tests/agents import them into their conftest) -----------------------

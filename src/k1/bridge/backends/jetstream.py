@@ -235,9 +235,14 @@ class JetStreamBackend:
         return info.num_pending + info.num_ack_pending
 
     async def counts(self) -> dict:
-        """What the stream holds: in a work queue every stored message is a delivery not yet acked."""
+        """messages: what the stream holds; pending_deliveries: what the consumers have not seen acked (pending or
+        delivered and unacked)."""
         n = (await self.js.stream_info(self.stream)).state.messages
-        return {"messages": n, "pending_deliveries": n}
+        pending, offset = 0, 0
+        while infos := await self.js.consumers_info(self.stream, offset=offset):
+            pending += sum(ci.num_pending + ci.num_ack_pending for ci in infos)
+            offset += len(infos)
+        return {"messages": n, "pending_deliveries": pending}
 
     async def dead_letters(self, limit: int = 100) -> list[dict]:
         """Messages delivered `max_deliver` times without an ack: recipient, deliveries, and the envelope while
