@@ -105,3 +105,61 @@ def test_an_unreachable_nats_server_is_one_line(tmp_path):
     r = subprocess.run(bridge_cmd("serve", "--agents", agents, "--port", "0", "--backend", "redis://x"),
                        capture_output=True, text=True, env=subprocess_env(), timeout=60, check=False)
     assert r.returncode == 2 and "nats://HOST:PORT" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_ids_and_names_cannot_inject_nats_headers_or_subjects(make_hub, backend):
+    """Ids travel hex-encoded in headers and as a hash in Nats-Msg-Id; a CR/LF or a subject wildcard in an id is
+    just text."""
+    hub = make_hub()
+
+    async def go():
+        async with BridgeClient(url(hub), "alice", "tok-alice") as a, BridgeClient(url(hub), "bob", "tok-bob") as b:
+            await a.send("bob", "one", id="x\r\nNats-Msg-Id: y")
+            await a.send("bob", "two", id="y")
+            await a.send("bob", "three", id="*.>")
+            return [(m.id, m.data) for m in [await b.recv(5) for _ in range(3)]]
+
+    assert run(go()) == [("x\r\nNats-Msg-Id: y", "one"), ("y", "two"), ("*.>", "three")]
+
+
+def test_while_nats_is_down_sends_are_unavailable_and_a_resend_is_delivered_once(tmp_path):
+    """`unavailable` means "not receipted": the message may still be stored once NATS is back (a publish
+    already on its way), so the sender resends the same id (BridgeClient does) and the server drops the
+    repeat: the recipient gets it once."""
+    from k1.bridge.testing import start_nats
+
+    try:
+        nats_proc, nats_url = start_nats(tmp_path / "nats")
+    except RuntimeError as e:
+        pytest.skip(f"JetStream backend not tested: {e}")
+    agents = write_agents_file(tmp_path / "agents.toml", AGENTS)
+    port = int(nats_url.rsplit(":", 1)[1])
+    try:
+        with BackgroundHub(HubConfig(port=0, **jetstream_config(nats_url)), AgentBook.from_file(agents)) as hub:
+            async def go():
+                nonlocal nats_proc
+                async with BridgeClient(url(hub), "alice", "ta", retry_limited=False) as a, \
+                        BridgeClient(url(hub), "bob", "tb") as b:
+                    await a.send("bob", "before")
+                    nats_proc.kill()
+                    await asyncio.to_thread(nats_proc.wait)
+                    with pytest.raises(Exception, match="unavailable"):
+                        await a.send("bob", "while down", id="w1")
+                    nats_proc, _ = await asyncio.to_thread(start_nats, tmp_path / "nats", port)
+                    for _ in range(100):  # nats-py reconnects on its own; resend until receipted
+                        try:
+                            await a.send("bob", "while down", id="w1")
+                            break
+                        except Exception:  # noqa: BLE001  still unavailable
+                            await asyncio.sleep(0.1)
+                    await a.send("bob", "after")
+                    got = [(await b.recv(10)).data for _ in range(3)]
+                    with pytest.raises(Exception, match="no message"):
+                        await b.recv(1.0)
+                    return got
+
+            got = asyncio.run_coroutine_threadsafe(go(), hub.loop).result(60)
+    finally:
+        nats_proc.kill()
+        nats_proc.wait()
+    assert got == ["before", "while down", "after"]

@@ -39,7 +39,8 @@ ERROR_CODES = {
     "sender_full": "the sender already has its byte budget stored in the log within the retention window; the message "
                    "was not stored",
     "reserved_type": "a client sent a type only the hub may send",
-    "unavailable": "the hub's store (NATS JetStream) did not take the message; nothing was receipted, resend later",
+    "unavailable": "the hub's store (NATS JetStream) did not confirm the message: not receipted; resend the same id "
+                   "later (it may have been stored; the repeat is then dropped)",
 }
 MAX_DEPTH = 64  # deepest nesting of JSON arrays/objects a frame may hold (deeper: bad_json, never a crash)
 CLOSE_POLICY = 1008   # auth failure / protocol violation (RFC 6455)

@@ -197,6 +197,8 @@ class JetStreamBackend:
                     return r
                 raise
         try:
+            if not self.nc.is_connected:  # do not queue it in nats-py's reconnect buffer: say so now
+                raise NatsError("not connected")
             results = await asyncio.gather(*(one(r) for r in recipients))
         except (TimeoutError, NatsError) as e:
             self.stats["store_errors"] += 1
