@@ -50,6 +50,16 @@ elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
 else
   echo "setup: bubblewrap is missing; install it (sudo apt-get install bubblewrap) or the loop refuses Python tasks"
 fi
+# nats-server: the broker under the bridge's JetStream backend (`k1 bridge serve --backend nats://...`); without
+# it the JetStream tests are skipped (the embedded SQLite backend needs nothing).
+if command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ]; then
+  :
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server; } >/dev/null 2>&1 \
+    || echo "setup: could not install nats-server with apt-get; the bridge's JetStream tests will be skipped"
+else
+  echo "setup: nats-server is missing; install it (sudo apt-get install nats-server) or the JetStream tests are skipped"
+fi
 # Headless Chromium for the report's browser test (tests/report/test_browser.py skips without it): opt-in,
 # because it installs a system package with apt-get.
 if command -v chromium >/dev/null 2>&1; then
