@@ -21,10 +21,12 @@ def trust_table(store, calibration_weight: float = 1.0) -> list[dict]:
     return rows
 
 
-def pool_status(router, recent: int = 10) -> dict:
+def pool_status(router, recent: int = 10, tenant=None) -> dict:
+    """Everything for an admin (or the CLI); another tenant sees no prompts, only its own spend."""
     store, st = router.store, router.settings
     spent = store.spent()
-    return {
+    admin = tenant is None or tenant.admin
+    out = {
         "members": [{**m.info(), "loaded": name not in router.pool.unloaded}
                     for name, m in router.pool.members.items()],
         "trust": trust_table(store, st.calibration_weight),
@@ -34,6 +36,12 @@ def pool_status(router, recent: int = 10) -> dict:
         "selection": st.selection,
         "calls": store.ledger_totals(),
         "state_log": store.state_log(20),
-        "recent": [{k: e[k] for k in ("id", "member", "context", "prompt", "response", "atp", "outcome", "importance")}
-                   for e in store.experiences(limit=recent, newest_first=True)],
     }
+    if admin:
+        out["recent"] = [{k: e[k] for k in ("id", "member", "context", "prompt", "response", "atp", "outcome",
+                                            "importance", "tenant")}
+                         for e in store.experiences(limit=recent, newest_first=True)]
+    else:
+        out["budget"]["tenant_spent_atp"] = store.spent(tenant.name)
+        out["budget"]["tenant_limit_atp"] = tenant.budget_share * st.budget_atp
+    return out

@@ -232,10 +232,16 @@ def dream(router, *, teacher: str | None = None, student: str | None = None, k: 
 
     def ask(prompt, temp: float, call_seed: int | None):
         nonlocal calls
-        g = t.generate(instructed(prompt), max_tokens=max_tokens, temperature=temp, seed=call_seed,
-                       stop=["\n"] if first_line and temp > 0 else None)
-        store.charge(t.name, "success", g.cost.atp, g.cost.flops, g.cost.latency_s, context="dream",
-                     session="dream", prompt_tokens=g.prompt_tokens, completion_tokens=g.completion_tokens)
+        p = instructed(prompt)
+        res = router.ledger.reserve(t.estimate_cost(t.prompt_tokens(p), max_tokens), kind="dream",
+                                    what=f"DREAM's teacher {t.name!r}", clamp=not t.is_local)
+        try:
+            g = t.generate(p, max_tokens=max_tokens, temperature=temp, seed=call_seed,
+                           stop=["\n"] if first_line and temp > 0 else None)
+        except BaseException as e:  # a failed teacher call is charged what it reported spending
+            router.ledger.charge(res, t.name, "failure", getattr(e, "cost", None), session="dream", task_class="dream")
+            raise
+        router.ledger.charge(res, t.name, "success", None, g, session="dream", task_class="dream")
         calls += 1
         return g
 
