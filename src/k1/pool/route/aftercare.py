@@ -7,26 +7,29 @@ hooks run after a step. `finish` charges the answer, then runs `HOOKS`:
                  the global state, e.g. force CRISIS with its own failing feedback);
 - `self_verify`: where a verifier exists for the task class and nothing judged the answer, the pool judges it
                  itself in the background (kind "verify" in the ledger), so trust moves without user feedback.
-`failed` charges a member's failure, counts it against its trust and cools it down.
+`failed` charges a member's failure, counts it against its trust and cools it down; `feedback` is the later
+verdict of the tenant that asked (once per request id).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from k1.errors import BackendError
-from k1.pool.errors import BudgetExhausted, Busy
+from k1.pool.errors import BudgetExhausted, Busy, FeedbackExists, UnknownRequest
 from k1.pool.members.base import CallFailed, Cost, Generation, Member
 from k1.pool.route.call import Call, Routed
 from k1.pool.route.gates import if_free
+from k1.pool.route.intake import CLASSIFY_CHARS, check_class
 from k1.pool.route.snarc import importance, snarc
+from k1.pool.tenants import OPERATOR, Tenant
 
 log = logging.getLogger(__name__)
 
-CLASSIFY_CHARS = 4096  # what the classifiers and SNARC read of a prompt: its cost never grows with the prompt
 
 
 @dataclass
@@ -188,3 +191,24 @@ def _verify_later(rt, call: Call, gen: Generation, check) -> None:
 def new_background() -> ThreadPoolExecutor:
     """One worker: background verification never takes more than one thread from the server."""
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="k1-verify")
+
+
+def feedback(rt, request: str, success: float, source: str, task_class: str | None, tenant: Tenant) -> dict:
+    """The outcome of an earlier answer, once per request id, from the tenant that asked (or an admin): trust,
+    the experience's reward and importance. With `task_class` the experience is relabelled; the classifier
+    learns the label only from a trusted tenant."""
+    e = rt.store.experience(request)
+    if e is None or not tenant.owns(e.get("tenant") or OPERATOR.name):  # another's id reads as unknown
+        raise UnknownRequest(f"no answer with request id {request!r}; give the `k1.request` of a response")
+    check_class(rt, task_class, tenant)
+    success, cls = float(success), task_class or e["context"]
+    if not rt.store.record_feedback(e["member"], cls, success, source, request):
+        raise FeedbackExists(f"request {request!r} already has its outcome; feedback counts once per request")
+    signals = {k: e[k] for k in ("surprise", "novelty", "arousal", "conflict")} | {"reward": success}
+    imp = importance(signals, rt.settings.snarc)
+    relabel = {"context": task_class, "extra": json.dumps(e["extra"] | {
+        "task_class_source": "feedback", "label_trusted": tenant.trusted})} if task_class else {}
+    rt.store.update_experience(request, outcome=success, reward=success, importance=imp, **relabel)
+    rt.observe(tenant, success >= 0.5, imp)
+    return {"request": request, "member": e["member"], "task_class": cls, "context": cls, "success": success,
+            "importance": imp}

@@ -60,7 +60,7 @@ def attempts(rt, call: Call) -> Iterator[str]:
 
 
 def _where(call: Call) -> dict:
-    return dict(request=call.request, session=call.session, task_class=call.task_class, stream=call.stream)
+    return {"request": call.request, "session": call.session, "task_class": call.task_class, "stream": call.stream}
 
 
 @contextmanager
