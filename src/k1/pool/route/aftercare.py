@@ -110,6 +110,8 @@ def finish(rt, call: Call, gen: Generation) -> Routed:
     """Charge the answer, run the hooks, → the routed answer."""
     rt.ledger.charge(call.reservation, gen.member, "success", None, gen, request=call.request, session=call.session,
                      task_class=call.task_class, stream=call.stream)
+    if call.quiet:
+        return Routed(gen, call.request, call.reading, call.state, call.decision)
     a = After(gen)
     for hook in HOOKS:
         hook(rt, call, a)
@@ -124,6 +126,8 @@ def failed(rt, call: Call, member: Member, e: Exception) -> None:
     path = {"timeout": "timeout", "unavailable": "unavailable"}.get(reason, "failure")
     rt.ledger.charge(call.reservation, member.name, path, cost, request=call.request, session=call.session,
                      task_class=call.task_class, stream=call.stream)
+    if call.quiet:
+        return
     rt.store.record_outcome(member.name, call.task_class, 0.0, f"call-{path}", call.request)
     rt.cooldowns.failed(member.name)
     rt.observe(call.tenant, False, None, member_down=reason == "unavailable")

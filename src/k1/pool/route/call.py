@@ -33,6 +33,8 @@ class Call:
     reservation: object = None  # the open `Reservation` of the member call running now
     class_source: str = "classifier"  # "caller" when the caller stated the task class
     drained: bool = False  # a non-streamed call: nothing reached the client yet, so a failure may move on
+    kind: str = "request"  # what the ledger calls its spend
+    quiet: bool = False  # a replay (DREAM's): charged, but it records no outcome, experience or state
     member: str | None = None  # the member running (or last run)
     routed: Routed | None = None
 

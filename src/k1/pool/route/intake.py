@@ -59,3 +59,15 @@ def begin(rt, prompt: Prompt, model: str, session: str, task_class: str | None, 
         policy.mode or rt.settings.selection, rt.settings.cost_weight * policy.cost_scale)
     return Call(uuid.uuid4().hex, sid, prompt, text, reading, state, decision, None if model == "auto" else model,
                 stream, kw, tenant, verifier, class_source="caller" if task_class else "classifier")
+
+
+def replay_call(rt, prompt: Prompt, max_tokens: int, kind: str = "dream") -> Call:
+    """A quiet call (DREAM's replay): the task class and the greedy choice as a request would get them, charged
+    as `kind`; it leaves no outcome, experience, context history or state change behind."""
+    text = prompt_text(prompt)
+    label = rt.task_classes.classify(text[:CLASSIFY_CHARS])
+    decision = rt.choice.choose(label, max(1, len(text.encode("utf-8", "replace")) // 4), max_tokens, "greedy",
+                                rt.settings.cost_weight)
+    kw = {"max_tokens": max_tokens, "temperature": 0.0, "stop": None, "seed": None}
+    return Call(uuid.uuid4().hex, f"{kind}-replay", prompt, text, ContextReading(label, 0.0, 0.0, None),
+                rt.metabolism.state, decision, None, False, kw, kind=kind, quiet=True, drained=True)
