@@ -259,6 +259,45 @@ def test_accept_errors_are_logged_once_per_period_not_once_each(caplog):
     assert len(caplog.records) == 1
 
 
+SERVE_WITH_64_FDS = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+from k1.pool.server.serving import server
+async def app(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+server(app, "127.0.0.1", int(sys.argv[1]), max_connections=10_000).run()
+"""
+
+
+def test_running_out_of_file_descriptors_does_not_flood_the_log(tmp_path):
+    """Measured before: uvicorn's default loop wrote 11.6 MB of accept() tracebacks in 8 s under this load."""
+    import subprocess
+    import sys
+
+    from k1.pool.testing import free_port
+
+    port, log = free_port(), tmp_path / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-c", SERVE_WITH_64_FDS, str(port)], stdout=out, stderr=out)
+        try:
+            t0 = time.time()
+            while time.time() - t0 < 30:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            socks = [socket.create_connection(("127.0.0.1", port), timeout=2) for _ in range(150)]
+            time.sleep(4)
+            for c in socks:
+                c.close()
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    assert log.stat().st_size < 10_000, log.read_text()[:500]
+
+
 # ---- 6. remote members' charges escaped the reservation ---------------------------------------------------
 @pytest.mark.parametrize("mode", ["bigreply", "hugeusage", "overlong"])
 def test_a_remote_members_charge_never_exceeds_its_reservation(tmp_path, hostile_server, mode):
