@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass
 
 from k1.pool.errors import BudgetExhausted
-from k1.pool.members.base import Cost, Generation
+from k1.pool.members.base import Cost, Generation, Member, Prompt
 from k1.pool.tenants import OPERATOR, Tenant
 
 
@@ -103,3 +103,21 @@ class Ledger:
         finally:
             self.release(res)
         return atp
+
+    def call(self, member: Member, prompt: Prompt, *, kind: str, tenant: Tenant = OPERATOR,
+             request: str | None = None, session: str | None = None, task_class: str | None = None,
+             **generate) -> Generation:
+        """One whole member call outside a request (a judge, a cross-check, DREAM's teacher, calibration):
+        reserve its estimate, run it, charge what it cost — a failure too, with what it reported spending."""
+        n = member.prompt_tokens(prompt)
+        res = self.reserve(member.estimate_cost(n, generate.get("max_tokens", 64)), tenant=tenant, kind=kind,
+                           what=f"{kind} by {member.name!r}", clamp=not member.is_local)
+        where = {"request": request, "session": session, "task_class": task_class}
+        member.last_generation = None
+        try:
+            g = member.generate(prompt, **generate)
+        except BaseException as e:
+            self.charge(res, member.name, "failure", getattr(e, "cost", None), member.last_generation, **where)
+            raise
+        self.charge(res, member.name, "success", None, g, **where)
+        return g

@@ -246,16 +246,9 @@ def dream(router, config: DreamConfig | None = None, /, **overrides) -> dict:
 
     def ask(prompt, temp: float, call_seed: int | None):
         nonlocal calls
-        p = instructed(prompt)
-        res = router.ledger.reserve(t.estimate_cost(t.prompt_tokens(p), cfg.max_tokens), kind="dream",
-                                    what=f"DREAM's teacher {t.name!r}", clamp=not t.is_local)
-        try:
-            g = t.generate(p, max_tokens=cfg.max_tokens, temperature=temp, seed=call_seed,
-                           stop=["\n"] if cfg.first_line and temp > 0 else None)
-        except BaseException as e:  # a failed teacher call is charged what it reported spending
-            router.ledger.charge(res, t.name, "failure", getattr(e, "cost", None), session="dream", task_class="dream")
-            raise
-        router.ledger.charge(res, t.name, "success", None, g, session="dream", task_class="dream")
+        g = router.ledger.call(t, instructed(prompt), kind="dream", session="dream", task_class="dream",
+                               max_tokens=cfg.max_tokens, temperature=temp, seed=call_seed,
+                               stop=["\n"] if cfg.first_line and temp > 0 else None)
         calls += 1
         return g
 

@@ -135,34 +135,19 @@ def failed(rt, call: Call, member: Member, e: Exception) -> None:
 
 def side_call(rt, call: Call, name: str, kind: str, prompt, max_tokens: int) -> Generation | None:
     """Another member's call for this request (judge, cross-check): its gate waited for like any request (None
-    if busy), its cost reserved and charged as `kind`; a failure is charged and logged, and gives None."""
+    if busy), charged as `kind` through the ledger; a failure (or no budget left) is logged and gives None."""
     gate = rt.gates[name]
     try:
         gate.acquire(name)
     except Busy:
         return None
-    res = None
     try:
-        m = rt.pool[name]
-        n = m.prompt_tokens(prompt)
-        res = rt.ledger.reserve(m.estimate_cost(n, max_tokens), kind=kind, what=f"{kind} by {name!r}",
-                                clamp=not m.is_local)
-        m.last_generation = None
-        try:
-            g = m.generate(prompt, max_tokens=max_tokens)
-        except (CallFailed, BackendError) as e:
-            log.warning("%s by %s failed: %s", kind, name, e)
-            rt.ledger.charge(res, name, "failure", getattr(e, "cost", None), request=call.request,
-                             session=call.session, task_class=call.task_class)
-            return None
-        rt.ledger.charge(res, name, "success", None, g, request=call.request, session=call.session,
-                         task_class=call.task_class)
-        return g
-    except BudgetExhausted as e:
-        log.warning("%s by %s skipped: %s", kind, name, e)
+        return rt.ledger.call(rt.pool[name], prompt, kind=kind, request=call.request, session=call.session,
+                              task_class=call.task_class, max_tokens=max_tokens)
+    except (CallFailed, BackendError, BudgetExhausted) as e:
+        log.warning("%s by %s: %s", kind, name, e)
         return None
     finally:
-        rt.ledger.release(res)
         gate.release()
 
 
