@@ -144,8 +144,13 @@ def side_call(rt, call: Call, name: str, kind: str, prompt, max_tokens: int) -> 
     try:
         return rt.ledger.call(rt.pool[name], prompt, kind=kind, request=call.request, session=call.session,
                               task_class=call.task_class, max_tokens=max_tokens)
-    except (CallFailed, BackendError, BudgetExhausted) as e:
-        log.warning("%s by %s: %s", kind, name, e)
+    except (CallFailed, BackendError) as e:  # the member failed: charged (by the ledger), counted, cooled
+        log.warning("%s by %s failed: %s", kind, name, e)
+        rt.store.record_outcome(name, call.task_class, 0.0, "call-failure", call.request)
+        rt.cooldowns.failed(name)
+        return None
+    except BudgetExhausted as e:
+        log.warning("%s by %s skipped: %s", kind, name, e)
         return None
     finally:
         gate.release()
