@@ -101,6 +101,9 @@ def test_a_keys_file_names_tenants_and_is_refused_when_others_can_read_it(tmp_pa
     with pytest.raises(ConfigError) as e:
         Tenants.from_file(p)
     assert "short" not in str(e.value)  # an error never echoes a key
+    p.write_text('[[tenant]]\nname = "operator"\nkey = "0123456789abcdefgh"\n')
+    with pytest.raises(ConfigError, match="operator"):  # would share the operator's sessions and requests
+        Tenants.from_file(p)
 
 
 # ---- 1. one uncharged request froze the server ------------------------------------------------------------

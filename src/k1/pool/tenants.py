@@ -70,6 +70,8 @@ class _KeysFile(BaseModel):
 
     @model_validator(mode="after")
     def _unique(self) -> _KeysFile:
+        if any(t.name == OPERATOR.name for t in self.tenant):
+            raise ValueError(f"the name {OPERATOR.name!r} is the in-process operator's; choose another")
         for what in ("name", "key"):
             seen = [getattr(t, what) for t in self.tenant]
             if len(set(seen)) != len(seen):
