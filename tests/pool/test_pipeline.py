@@ -106,6 +106,10 @@ def test_the_pool_judges_its_own_answers_in_the_background(tmp_path, small):
     assert r.store.experience(out.request)["outcome"] == 1.0
     verify = [x for x in r.store.ledger() if x["kind"] == "verify"]
     assert [x["request"] for x in verify] == [out.request]
+    r.verifying = 64  # a full backlog: a further answer is left unverified rather than queued without end
+    late = r.generate("What is 3 + 3?", max_tokens=2)
+    _wait_background(r)
+    assert r.store.experience(late.request)["outcome"] is None and r.verifying == 64
     r.close()
 
 

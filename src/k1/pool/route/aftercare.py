@@ -99,8 +99,13 @@ def self_verify(rt, call: Call, a: After) -> None:
     if a.outcome is not None or rt.verifiers is None:
         return
     check = rt.verifiers(call.task_class)
-    if check is not None:
-        rt.background.submit(_verify_later, rt, call, a.gen, check)
+    if check is None:
+        return
+    with rt.lock:  # a bounded backlog: a flood of verifiable prompts cannot queue work without end
+        if rt.verifying >= MAX_PENDING_VERIFICATIONS:
+            return
+        rt.verifying += 1
+    rt.background.submit(_verify_later, rt, call, a.gen, check)
 
 
 HOOKS = [verdict, cross_check, experience, metabolism, self_verify]
@@ -180,6 +185,12 @@ def _verify_later(rt, call: Call, gen: Generation, check) -> None:
         rt.observe(call.tenant, v >= 0.5, None)
     except Exception as e:  # a verifier's failure never reaches a caller: it only means no verdict
         log.warning("self-verification of %s failed: %s: %s", call.request, type(e).__name__, e)
+    finally:
+        with rt.lock:
+            rt.verifying -= 1
+
+
+MAX_PENDING_VERIFICATIONS = 64  # answers waiting for the background verifier; more are left unverified
 
 
 def new_background() -> ThreadPoolExecutor:

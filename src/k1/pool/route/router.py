@@ -48,6 +48,7 @@ class Router:
         self.ledger = Ledger(self.store, self.settings.budget_atp)
         self.rng, self.lock, self.state_lock = random.Random(self.settings.seed), threading.Lock(), threading.Lock()
         self.verifiers, self.background, self.aftercare = verifiers, aftercare.new_background(), aftercare
+        self.verifying = 0  # answers queued for background verification (bounded: aftercare)
         self.set_limits(limits or Limits())
         local = [m for m in pool.members.values() if m.supports_score]
         self.reference_name = self.settings.reference or (
