@@ -7,8 +7,7 @@ import pytest
 
 from k1.pool.config import HFSpec, PoolSettings
 from k1.pool.learn.dream import dream
-from k1.pool.pool import load_member
-from k1.pool.pool import Pool
+from k1.pool.pool import Pool, load_member
 from k1.pool.route.router import Router
 from k1.pool.store import CALL_KINDS, PoolStore
 from k1.pool.testing import tiny_hf_member
