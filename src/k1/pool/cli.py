@@ -22,14 +22,13 @@ def _open_router(pool_file: Optional[Path], quiet: bool = False, calibrate: bool
     """Load the pool, building the default one on first use and calibrating its members once; a pool file's
     uncalibrated members are named on stderr (`k1 pool calibrate` measures them)."""
     from k1.pool.learn.calibrate import missing
-    from k1.pool.pool import load_pool
-    from k1.pool.route.router import Router
+    from k1.pool.session import open_router
 
     default = pool_file is None
     if default:
         from k1.pool.default import default_pool_file
         pool_file = default_pool_file(quiet=quiet)
-    router = Router(load_pool(pool_file))
+    router = open_router(pool_file)
     todo = missing(router) if calibrate else []
     if todo and default:
         from k1.pool.learn.calibrate import calibrate as run_calibration
@@ -49,6 +48,9 @@ def serve(pool: Optional[Path] = POOL_OPT,
           port: int = typer.Option(8000, help="Port to listen on."),
           api_key_file: Optional[Path] = typer.Option(
               None, help="File holding the API key clients must send (default: $K1_POOL_API_KEY; none: no key)."),
+          keys_file: Optional[Path] = typer.Option(
+              None, help="Keys file (TOML, chmod 600): several keys, each a tenant with its own sessions, cache, "
+                         "feedback rights, concurrency and budget share (docs/pool.md)."),
           max_body_bytes: int = typer.Option(1 << 20, help="Largest request body accepted (413 above)."),
           queue: int = typer.Option(16, help="Requests that may wait for one member (503 above)."),
           concurrency: str = typer.Option("member", help="'member': members answer at the same time; "
@@ -58,13 +60,18 @@ def serve(pool: Optional[Path] = POOL_OPT,
     """An OpenAI-compatible server: /v1/models, /v1/chat/completions, /v1/completions, /v1/feedback."""
     import os
 
-    import uvicorn
-
     from k1.errors import ConfigError
     from k1.pool.route.limits import Limits
     from k1.pool.server.app import build_app
+    from k1.pool.server.serving import server
+    from k1.pool.tenants import Tenants
 
-    if api_key_file is not None:
+    if keys_file is not None and api_key_file is not None:
+        raise ConfigError("give --keys-file or --api-key-file, not both")
+    if keys_file is not None:
+        tenants = Tenants.from_file(keys_file)
+        key = None
+    elif api_key_file is not None:
         if not api_key_file.is_file():
             raise ConfigError(f"--api-key-file {api_key_file}: no such file")
         key = api_key_file.read_text().strip()
@@ -72,17 +79,19 @@ def serve(pool: Optional[Path] = POOL_OPT,
             raise ConfigError(f"--api-key-file {api_key_file} is empty; write the key in it")
     else:
         key = os.environ.get("K1_POOL_API_KEY", "").strip() or None
+    if keys_file is None:
+        tenants = Tenants.single(key)
     try:
         limits = Limits(body_bytes=max_body_bytes, queue=queue, concurrency=concurrency)
     except ValueError as e:
         raise ConfigError(f"k1 pool serve: {e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}") from None
     router = _open_router(pool)
-    console.print(f"pool: {', '.join(router.pool.names)} + auto → http://{host}:{port}/v1"
-                  f" ({'API key required' if key else 'no API key: anyone who can reach the port can use it'})")
+    guarded = (f"{len(tenants.keys)} tenants" if keys_file else "API key required") if not tenants.open \
+        else "no API key: anyone who can reach the port can use it"
+    console.print(f"pool: {', '.join(router.pool.names)} + auto → http://{host}:{port}/v1 ({guarded})")
     try:
-        uvicorn.run(build_app(router, api_key=key, limits=limits, host=host, allowed_hosts=tuple(allowed_host)),
-                    host=host, port=port,
-                    log_level="warning", timeout_graceful_shutdown=5)
+        server(build_app(router, tenants=tenants, limits=limits, host=host, allowed_hosts=tuple(allowed_host)),
+               host, port).run()
     finally:
         router.pool.close()
         router.close()

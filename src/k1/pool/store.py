@@ -67,10 +67,20 @@ def m005_calibration(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX calibration_member ON calibration (member, task_class)")
 
 
+def m006_tenants_and_kinds(db: sqlite3.Connection) -> None:
+    """Who spent (the tenant) and on what (the call kind: request, judge, cross-check, verify, dream,
+    calibration); which tenant an experience belongs to (feedback only for its own requests)."""
+    db.execute("ALTER TABLE ledger ADD COLUMN tenant TEXT")
+    db.execute("ALTER TABLE ledger ADD COLUMN kind TEXT NOT NULL DEFAULT 'request'")
+    db.execute("ALTER TABLE experiences ADD COLUMN tenant TEXT")
+
+
 MIGRATIONS: list[Migration] = [m001_trust_and_ledger, m002_experiences, m003_state_log,
-                              m004_feedback_once, m005_calibration]
+                              m004_feedback_once, m005_calibration, m006_tenants_and_kinds]
 SCHEMA_VERSION = len(MIGRATIONS)
 
+# what an ATP spend was for (the ledger's `kind`)
+CALL_KINDS = ("request", "judge", "cross-check", "verify", "dream", "calibration")
 # every way a call can end; each is charged to the ledger, so the budget and the routing shares count the calls
 # that failed, timed out or were cancelled, not only those that succeeded
 CALL_PATHS = ("success", "failure", "timeout", "unavailable", "cancelled")
@@ -158,14 +168,19 @@ class PoolStore:
     # ---- the ATP ledger ----------------------------------------------------------------------------
     def charge(self, member: str, path: str, atp: float, flops: float, latency_s: float, *, request: str | None = None,
                session: str | None = None, context: str | None = None, prompt_tokens: int = 0,
-               completion_tokens: int = 0, stream: bool = False) -> int:
+               completion_tokens: int = 0, stream: bool = False, tenant: str | None = None,
+               kind: str = "request") -> int:
+        """One ledger row. Callers go through `k1.pool.ledger.Ledger` (reserve, then charge), not here."""
         if path not in CALL_PATHS:
             raise ValueError(f"unknown call path {path!r}; one of {CALL_PATHS}")
+        if kind not in CALL_KINDS:
+            raise ValueError(f"unknown call kind {kind!r}; one of {CALL_KINDS}")
         with self.write() as db:
             cur = db.execute("""INSERT INTO ledger (ts, request, session, member, context, path, stream, atp, flops,
-                latency_s, prompt_tokens, completion_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                latency_s, prompt_tokens, completion_tokens, tenant, kind)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                              (time.time(), request, session, member, context, path, int(stream), atp, flops, latency_s,
-                              prompt_tokens, completion_tokens))
+                              prompt_tokens, completion_tokens, tenant, kind))
             return cur.lastrowid
 
     def charges(self, request: str) -> list[dict]:
@@ -174,12 +189,19 @@ class PoolStore:
             rows = self.db.execute("SELECT * FROM ledger WHERE request = ? ORDER BY id", (request,)).fetchall()
         return [dict(r) for r in rows]
 
-    def spent(self) -> float:
-        """ATP charged since the budget was last reset."""
+    def spent(self, tenant: str | None = None) -> float:
+        """ATP charged since the budget was last reset (by one tenant, or by all)."""
         with self._lock:
             start = self.db.execute("SELECT value FROM meta WHERE key = 'budget_from_id'").fetchone()
-            return self.db.execute("SELECT COALESCE(SUM(atp), 0) FROM ledger WHERE id > ?",
-                                   (int(start[0]) if start else 0,)).fetchone()[0]
+            q, args = "SELECT COALESCE(SUM(atp), 0) FROM ledger WHERE id > ?", [int(start[0]) if start else 0]
+            if tenant is not None:
+                q, args = q + " AND tenant = ?", args + [tenant]
+            return self.db.execute(q, args).fetchone()[0]
+
+    def spent_by_kind(self) -> dict[str, float]:
+        """kind → ATP charged in all (request, judge, cross-check, verify, dream, calibration)."""
+        with self._lock:
+            return {r[0]: r[1] for r in self.db.execute("SELECT kind, SUM(atp) FROM ledger GROUP BY kind")}
 
     def reset_budget(self) -> None:
         with self.write() as db:
@@ -234,7 +256,7 @@ class PoolStore:
     # ---- experiences (SNARC; see snarc.py for how the scores are computed) ----- ----------------------
     def add_experience(self, row: dict) -> int:
         cols = ("ts", "request", "session", "prompt", "response", "member", "context", "latency_s", "atp", "outcome",
-                "surprise", "novelty", "arousal", "reward", "conflict", "importance")
+                "surprise", "novelty", "arousal", "reward", "conflict", "importance", "tenant")
         values = [row.get(c) for c in cols] + [json.dumps(row.get("extra") or {})]
         with self.write() as db:
             cur = db.execute(f"INSERT INTO experiences ({', '.join(cols)}, extra) VALUES ({', '.join('?' * (len(cols) + 1))})",
@@ -269,10 +291,12 @@ class PoolStore:
 
     def labelled_prompts(self, limit: int) -> list[tuple[str, str]]:
         """(prompt, class) of the newest `limit` experiences whose class was stated (by the caller or with
-        feedback), not guessed by the classifier; a chat prompt's last user message is the prompt."""
+        feedback) by a trusted tenant, not guessed by the classifier nor stated by an untrusted tenant; a chat
+        prompt's last user message is the prompt. (Rows written before tenants existed count as trusted.)"""
         with self._lock:
             rows = self.db.execute("""SELECT prompt, context, extra FROM experiences
                 WHERE json_extract(extra, '$.task_class_source') IN ('caller', 'feedback') AND context IS NOT NULL
+                AND COALESCE(json_extract(extra, '$.label_trusted'), 1) = 1
                 ORDER BY id DESC LIMIT ?""", (limit,)).fetchall()
         out = []
         for r in rows:

@@ -18,6 +18,7 @@ import numpy as np
 
 from k1 import __version__
 from k1.common.files import write_atomic
+from k1.common.load import under_load_note
 from k1.engine.model.shape import TreeShape
 from k1.engine.run.rundir import RunDir
 from k1.errors import CheckpointError, K1Error
@@ -71,7 +72,7 @@ def absent(key: str, text: str) -> str:
 
 def table(head: list[str], rows: list[list], left: int = 1) -> str:
     """A table; the first `left` columns are text (left-aligned), the rest numbers."""
-    cls = lambda j: ' class="l"' if j < left else ""  # noqa: E731
+    cls = lambda j: ' class="l"' if j < left else ""
     out = ["<table><thead><tr>" + "".join(f"<th{cls(j)}>{esc(h)}</th>" for j, h in enumerate(head)) + "</tr></thead><tbody>"]
     for r in rows:
         out.append("<tr>" + "".join(f"<td{cls(j)}>{esc(v)}</td>" for j, v in enumerate(r)) + "</tr>")
@@ -363,7 +364,6 @@ def compare_sections(d: Path) -> list[Section]:
     tab.parts.append(table(
         ["policy", "model", "val loss", "val bpb", *[f"{x} bpb" for x in domains], "tokens/s",
          "params changed/step", "agents/step", "params"], body, left=2))
-    from k1.experiments.compare import under_load_note
 
     tab.parts.append(f"<p>{esc(under_load_note(rows))} {_compare_provenance(data)}</p>")
     runs = {r["policy"]: load_run(d / r["policy"]) for r in rows if is_run_dir(d / r["policy"])}
