@@ -117,12 +117,9 @@ def circles(edges: dict[str, set[str]]) -> list[frozenset[str]]:
     return out
 
 
-# Circles outside the pool that remain, each hidden in a function today; to break by moving code (issue 28):
-# `task.load_task_file` → import it from `tasks.files` directly; `SandboxUnavailable` into its own module and
-# `INSIDE` into bwrap.py; `continual_metrics` into continual_run.py. Breaking one must remove it from here.
+# Circles outside the pool that remain, each hidden in a function today; to break by moving code:
+# `continual_metrics` into continual_run.py. Breaking one must remove it from here.
 KNOWN_CIRCLES = {
-    frozenset({"k1.tasks.files", "k1.tasks.task"}),
-    frozenset({"k1.tasks.sandbox", "k1.tasks.sandbox.bwrap", "k1.tasks.sandbox.run"}),
     frozenset({"k1.experiments.continual", "k1.experiments.continual_run"}),
 }
 

@@ -22,6 +22,8 @@ from pathlib import Path
 
 from k1.tasks.sandbox import seccomp
 
+INSIDE = (Path(__file__).parent / "inside.py").read_text()  # what runs inside: the candidate server and the checker
+
 NOBODY = 65534
 TMP_BYTES = 16 << 20  # the private /tmp (tmpfs): the only writable place
 PY_HOME = "/python"   # where an interpreter installed outside /usr appears inside, so its host path stays hidden
@@ -194,8 +196,6 @@ def spawn(files: dict[str, bytes], argv: list[str], keep_fds: list[int]) -> subp
 @functools.lru_cache(maxsize=1)
 def problem() -> str | None:
     """None when a sandboxed interpreter starts and answers here; otherwise why not (one probe per process)."""
-    from k1.tasks.sandbox.run import INSIDE
-
     if bwrap_exe() is None:
         return "bubblewrap (`bwrap`) is not installed"
     try:

@@ -18,15 +18,13 @@ import os
 import select
 import subprocess
 import time
-from pathlib import Path
 
-from k1.tasks.sandbox.bwrap import problem, python_exe, spawn
+from k1.tasks.sandbox.bwrap import INSIDE, problem, python_exe, spawn
 from k1.tasks.sandbox.checks import as_call, defined_names, free_names
+from k1.tasks.sandbox.errors import SandboxUnavailable
 from k1.tasks.sandbox.inside import frame, unhex
 from k1.tasks.sandbox.judge import preview, same
 from k1.tasks.sandbox.limits import Limits
-
-INSIDE = (Path(__file__).parent / "inside.py").read_text()
 
 
 class _Timeout(Exception):
@@ -190,8 +188,6 @@ def _startup_error(p) -> str:
 
 def require_sandbox() -> None:
     """Raise SandboxUnavailable (one line, with how to get it) unless the sandbox works here."""
-    from k1.tasks.sandbox import SandboxUnavailable
-
     why = problem()
     if why is not None:
         raise SandboxUnavailable(
