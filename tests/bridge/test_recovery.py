@@ -8,10 +8,21 @@ import subprocess
 import threading
 
 from k1.bridge import BridgeClient, ExchangeLog, Inbox, SyncBridgeClient
-from k1.bridge.testing import bridge_cmd, run, start_hub_process, subprocess_env, url, wait_until
+from k1.bridge.testing import bridge_cmd, counts, run, start_hub_process, subprocess_env, url, wait_until
 
 
-def test_dropped_connection_redelivers_and_the_client_drops_duplicates(make_hub):
+def in_order(backend: dict) -> bool:
+    """SQLite redelivers from the oldest unacked message, so order survives every failure. On JetStream a message
+    a hub had sent on and not seen acked when the connection or the hub died comes back after ack_wait, possibly
+    after later ones (docs/bridge-protocol.md): there the promise checked is "each exactly once"."""
+    return not backend
+
+
+def same(got: list, want: list, ordered: bool) -> bool:
+    return got == want if ordered else (sorted(got) == sorted(want) and len(set(got)) == len(got))
+
+
+def test_dropped_connection_redelivers_and_the_client_drops_duplicates(make_hub, backend):
     hub = make_hub()
     n = 200
 
@@ -30,8 +41,9 @@ def test_dropped_connection_redelivers_and_the_client_drops_duplicates(make_hub)
             return ids, got, b.stats
 
     ids, got, stats = run(go())
-    assert got == ids  # everything, in order, nothing twice
-    assert stats["connects"] >= 2 and stats["duplicates_dropped"] > 0  # the hub did redeliver; the client dropped them
+    assert same(got, ids, in_order(backend))  # everything, nothing twice (in order on SQLite)
+    assert stats["connects"] >= 2
+    assert stats["duplicates_dropped"] > 0 or not in_order(backend)  # the hub did redeliver; the client dropped them
 
 
 def _inbox_ids(path) -> list[str]:
@@ -46,7 +58,7 @@ def _inbox_ids(path) -> list[str]:
         db.close()
 
 
-def test_client_process_killed_and_restarted_receives_everything_exactly_once(make_hub, tmp_path):
+def test_client_process_killed_and_restarted_receives_everything_exactly_once(make_hub, tmp_path, backend):
     hub = make_hub()
     inbox = tmp_path / "bob-inbox.sqlite"
     env = {**subprocess_env(), "K1_BRIDGE_TOKEN": "tok-bob"}
@@ -70,18 +82,25 @@ def test_client_process_killed_and_restarted_receives_everything_exactly_once(ma
     try:
         t.join(60)
         assert wait_until(lambda: len(_inbox_ids(inbox)) >= n, timeout=30)
-        assert wait_until(lambda: ExchangeLog(hub.cfg.db).counts()["pending_deliveries"] == 0, timeout=10)
+        assert wait_until(lambda: counts(hub)["pending_deliveries"] == 0, timeout=10)
     finally:
         bob.kill()
         bob.wait()
     got = _inbox_ids(inbox)
-    assert killed_at < n and got == ids  # all 400, in send order, each once
-    assert [m["data"]["i"] for m in Inbox(inbox).messages()] == list(range(n))
+    assert killed_at < n and same(got, ids, in_order(backend))  # all 400, each once (in send order on SQLite)
+    assert same([m["data"]["i"] for m in Inbox(inbox).messages()], list(range(n)), in_order(backend))
 
 
-def test_hub_killed_and_restarted_loses_nothing_it_receipted(agents_file, tmp_path):
+def hub_args(backend: dict) -> list[str]:
+    """`k1 bridge serve` flags for a test backend (none for SQLite)."""
+    if not backend:
+        return []
+    return ["--backend", backend["backend"], "--stream", backend["stream"], "--ack-wait", str(backend["ack_wait"])]
+
+
+def test_hub_killed_and_restarted_loses_nothing_it_receipted(agents_file, tmp_path, backend):
     db = tmp_path / "hub.sqlite"
-    hub, port = start_hub_process(agents_file, db)
+    hub, port = start_hub_process(agents_file, db, 0, *hub_args(backend))
     ws_url = f"ws://127.0.0.1:{port}"
     n = 300
 
@@ -106,7 +125,7 @@ def test_hub_killed_and_restarted_loses_nothing_it_receipted(agents_file, tmp_pa
         hub.send_signal(signal.SIGKILL)  # no shutdown: whatever SQLite committed is all there is
         await asyncio.to_thread(hub.wait)
         at_kill = len(receipted)
-        hub, _ = await asyncio.to_thread(start_hub_process, agents_file, db, port)
+        hub, _ = await asyncio.to_thread(start_hub_process, agents_file, db, port, *hub_args(backend))
         await asyncio.wait_for(asyncio.gather(sending, receiving), 60)
         d = await BridgeClient(ws_url, "dave", "tok-dave").connect()
         dave = [(await d.recv(10)).data for _ in range(n)]
@@ -120,5 +139,5 @@ def test_hub_killed_and_restarted_loses_nothing_it_receipted(agents_file, tmp_pa
         hub.kill()
         hub.wait()
     assert at_kill < n and stats["connects"] == 2
-    assert got == receipted and len(set(got)) == n  # bob: every receipted message once, in order
+    assert same(got, receipted, in_order(backend)) and len(set(got)) == n  # bob: every receipted message once
     assert dave == list(range(n))                    # dave, offline throughout, gets all of them after the restart

@@ -50,7 +50,7 @@ def test_an_exchange_log_at_user_version_2_is_adopted_as_it_is(tmp_path):
     old_log(path)
     log = ExchangeLog(path)
     assert migrations(path) == ["m001_messages", "m002_per_sender_ids"]  # recorded, not run again
-    assert log.pending_totals() == {"dave": (1, len(ENV) + 2)}  # the acked delivery stays acked
+    assert log.pending_totals() == {("alice", "dave"): (1, len(ENV) + 2)}  # the acked delivery stays acked
     assert [(seq, env, payload) for seq, env, payload in log.pending("dave", 0)] == [(1, ENV, b"\x01\x02")]
     assert not log.append(Envelope(id="m1", type="message", sender="alice", to="dave"), ["dave"])  # a resend
     assert log.append(Envelope(id="m1", type="message", sender="bob", to="dave"), ["dave"])  # bob's own m1

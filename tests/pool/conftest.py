@@ -62,9 +62,9 @@ def silent_server():
 @pytest.fixture(scope="session")
 def trained_teacher():
     """A tiny Llama fitted for a few steps to the synthetic prose: a confident teacher to distil from."""
-    from k1.pool.testing import synthetic_text, tiny_hf_member, train_tiny_llama
-
     import torch
+
+    from k1.pool.testing import synthetic_text, tiny_hf_member, train_tiny_llama
 
     torch.set_num_threads(1)
     m = tiny_hf_member("teacher", seed=1, hidden=64, roles=["teacher"])
@@ -86,7 +86,8 @@ def prose_prompts():
 def hostile_server():
     """A real HTTP server on 127.0.0.1 that speaks OpenAI's streaming format but misbehaves, by path:
     `/negative/v1` reports negative usage, `/flood/v1` streams 5 MB of text, `/trickle/v1` sends one
-    small chunk every 0.2 s for ever. → a function mode → base URL."""
+    small chunk every 0.2 s for ever, `/bigreply/v1` 3 MiB to any max_tokens, `/hugeusage/v1` reports
+    2^40 − 1 tokens, `/overlong/v1` 5,000 completion tokens. → a function mode → base URL."""
     import http.server
     import json
     import threading
@@ -113,6 +114,18 @@ def hostile_server():
                     piece = event({"choices": [{"index": 0, "text": "x" * 65536}]})
                     for _ in range(80):
                         self.wfile.write(piece)
+                elif mode == "bigreply":  # 3 MiB of answer to any max_tokens, with a plausible usage
+                    piece = event({"choices": [{"index": 0, "text": "y" * 65536}]})
+                    for _ in range(48):
+                        self.wfile.write(piece)
+                    self.wfile.write(event({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 5}}))
+                elif mode == "hugeusage":  # a short answer billed as 2^40 - 1 tokens
+                    self.wfile.write(event({"choices": [{"index": 0, "text": "ok", "finish_reason": "stop"}],
+                                            "usage": {"prompt_tokens": (1 << 40) - 1,
+                                                      "completion_tokens": (1 << 40) - 1}}))
+                elif mode == "overlong":  # more completion tokens than max_tokens allows
+                    self.wfile.write(event({"choices": [{"index": 0, "text": "ok", "finish_reason": "stop"}],
+                                            "usage": {"prompt_tokens": 3, "completion_tokens": 5000}}))
                 elif mode == "trickle":
                     while True:
                         self.wfile.write(event({"choices": [{"index": 0, "text": "."}]}))

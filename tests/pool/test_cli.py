@@ -54,7 +54,7 @@ def test_serve_answers_the_openai_client_then_status_shows_it(tmp_path, hf_dir, 
     from k1.pool.cli import app
     table = CliRunner().invoke(app, ["status", "--pool", str(f)], catch_exceptions=False).stdout
     assert "trust" in table and "recent experiences" in table and answered in table
-    spent = json.loads(run_k1("pool", "budget", "--pool", f, "--reset").stdout)
+    spent = json.loads(run_k1("pool", "budget", "--pool", f, "--reset", "--json").stdout)
     assert spent == {"limit_atp": 100.0, "spent_atp": 0}
 
 

@@ -89,7 +89,7 @@ def test_crisis_routes_to_the_most_trusted_member_regardless_of_cost(tmp_path):
 
 def test_rest_unloads_idle_local_members_and_they_reload(tmp_path, hf_dir):
     from k1.pool.config import HFSpec
-    from k1.pool.members import load_member
+    from k1.pool.pool import load_member
 
     spec = HFSpec(name="h", path=str(hf_dir))
     pool = Pool([load_member(spec)], PoolSettings(), {"h": spec})

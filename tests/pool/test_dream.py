@@ -9,6 +9,7 @@ from k1.pool.learn.dream import dream, same_tokenizer
 from k1.pool.members.k1 import K1Member
 from k1.pool.pool import Pool
 from k1.pool.route.router import Router
+from k1.pool.session import open_router
 from k1.pool.store import PoolStore
 from k1.pool.testing import tiny_hf_member
 
@@ -41,7 +42,7 @@ def test_logit_distillation_moves_the_student_to_the_teacher(tmp_path, trained_t
     assert [s["to_state"] for s in r.store.state_log()][-2:] == ["DREAM", "WAKE"]
     # the weights persist: a new router over the same store applies them to a fresh student
     fresh = tiny_hf_member("student", seed=2, hidden=32, layers=1)
-    r2 = Router(Pool([trained_teacher, fresh], PoolSettings(seed=0)), PoolStore(tmp_path / "p.sqlite"))
+    r2 = open_router(Pool([trained_teacher, fresh], PoolSettings(seed=0)), PoolStore(tmp_path / "p.sqlite"))
     assert r2.consolidated == ["student"]
     assert fresh.score("the king", " walked").bits_per_byte == pytest.approx(student.score("the king", " walked").bits_per_byte)
 

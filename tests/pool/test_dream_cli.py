@@ -76,6 +76,7 @@ def test_cli_dream_verified_only_trains_on_verified_answers(tmp_path, used_pool)
     assert r.exit_code == 0, r.output
     rep = json.loads(r.stdout.strip().splitlines()[-1])
     assert rep["verified_only"] and rep["teacher"] == "adder" and rep["student"] == "student"
+    assert f"DREAM trained on {rep['train']} example(s), far too few" in " ".join(r.stderr.split())
     assert rep["experiences"] == 8 and rep["held_out"] == 2
     # the adder answers the four sums it was fitted to and none of the others: only those are trained on
     assert 2 <= rep["train"] <= 4

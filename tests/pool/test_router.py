@@ -7,7 +7,8 @@ from k1.pool import CallFailed
 from k1.pool.config import PoolSettings
 from k1.pool.members.openai import OpenAIMember
 from k1.pool.pool import Pool
-from k1.pool.route.router import BudgetExhausted, Router
+from k1.pool.errors import BudgetExhausted
+from k1.pool.route.router import Router
 from k1.pool.store import PoolStore
 from k1.pool.testing import free_port, tiny_hf_member
 
@@ -141,7 +142,7 @@ def test_judge_member_supplies_outcomes(tmp_path, big, small):
     r = _router(tmp_path, [big, small], judge="big")
     out = r.generate("hi", model="small", max_tokens=2)
     judged = [row for row in r.store.ledger() if row["member"] == "big"]
-    assert len(judged) == 1 and judged[0]["context"] == "judge"  # the judge's call is charged too
+    assert len(judged) == 1 and judged[0]["kind"] == "judge"  # the judge's call is charged too, as a judge's
     # the random tiny judge rarely says yes/no: the outcome is what it said, or unknown
     assert out.outcome in (0.0, 1.0, None)
 

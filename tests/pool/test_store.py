@@ -86,6 +86,10 @@ def test_experiences_labels_and_calibration_round_trip(store_url):
     s.add_experience({"ts": 2.0, "request": "r2", "prompt": "hi", "response": "yo", "member": "m", "context": "chat",
                       "extra": {"task_class_source": "guess"}})
     assert s.labelled_prompts(10) == [("2+2?", "math")]  # json_extract on both backends
+    for i, trusted in enumerate((True, False)):  # a tenant's label: learned from only when the tenant is trusted
+        s.add_experience({"ts": 3.0 + i, "request": f"t{i}", "prompt": f"p{i}", "response": "x", "member": "m",
+                          "context": "math", "extra": {"task_class_source": "caller", "label_trusted": trusted}})
+    assert s.labelled_prompts(10) == [("p0", "math"), ("2+2?", "math")]  # JSON true and false on both backends
     assert s.update_experience("r2", outcome=1.0) and s.experience("r2")["outcome"] == 1.0
     s.set_calibration("m", [{"cls": "math", "task": "add", "prompt": "1+1", "response": "2", "score": 1, "atp": 0.5}])
     assert s.calibration_summary()[("m", "math")]["n"] == 1

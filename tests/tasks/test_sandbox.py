@@ -11,6 +11,7 @@ import dataclasses
 import os
 import resource
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -111,10 +112,10 @@ for f in inspect.stack():
 for root, _, files in os.walk('/k1'):
     for name in files:
         hits += [name] if needle in open(os.path.join(root, name), errors='replace').read() else []
-hits += ['cmdline'] if needle.encode() in open('/proc/self/cmdline', 'rb').read() else []
+hits += ['cmdline'] if needle in ' '.join(sys.orig_argv) else []  # what /proc/self/cmdline holds (no /proc)
 return len(hits)
 """
-    code = "import os\ndef add_n(x):\n" + "".join(f"    {line}\n" for line in body.strip("\n").split("\n"))
+    code = "import os, sys\ndef add_n(x):\n" + "".join(f"    {line}\n" for line in body.strip("\n").split("\n"))
     from k1.tasks.sandbox import run_tests
     r = run_tests(code, ["assert add_n(5) == 'k1-secret-expected-7731'"])
     assert r["passed"] == 0
@@ -163,7 +164,7 @@ def test_parent_environment_is_not_readable(monkeypatch):
     monkeypatch.setenv("K1_TEST_SECRET", secret)
     assert probe(f"""
 hits = 0
-for pid in os.listdir('/proc'):
+for pid in os.listdir('/proc') if os.path.isdir('/proc') else []:  # no /proc at all now
     try:
         hits += b'{secret}' in open(f'/proc/{{pid}}/environ', 'rb').read()
     except (OSError, ValueError):
@@ -206,10 +207,15 @@ return ok
 
 
 def test_not_root_no_capabilities_no_new_privileges():
+    # asked of the kernel (capget, prctl), not read from /proc, which the sandbox does not have
     assert probe("""
-st = dict(l.split(':\\t', 1) for l in open('/proc/self/status').read().splitlines() if ':\\t' in l)
-return [os.getuid() != 0, st['CapEff'].strip(), st['CapBnd'].strip(), st['NoNewPrivs'].strip()]
-""", [True, "0000000000000000", "0000000000000000", "1"]) == 1.0
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+head, data = (ctypes.c_uint32 * 2)(0x20080522, 0), (ctypes.c_uint32 * 6)()
+assert libc.capget(head, data) == 0
+bounding = [c for c in range(64) if libc.prctl(23, c, 0, 0, 0) == 1]  # PR_CAPBSET_READ
+return [os.getuid() != 0, list(data), bounding, libc.prctl(39, 0, 0, 0, 0)]  # PR_GET_NO_NEW_PRIVS
+""", [True, [0] * 6, [], 1]) == 1.0
 
 
 # --- network -----------------------------------------------------------------------------------------------
@@ -246,7 +252,7 @@ def test_no_network_not_even_through_the_hosts_namespaces(host_server):
 import ctypes, socket
 libc = ctypes.CDLL(None, use_errno=True)
 joined = []
-for pid in ['self', str(os.getppid()), '1'] + os.listdir('/proc'):
+for pid in ['self', str(os.getppid()), '1'] + (os.listdir('/proc') if os.path.isdir('/proc') else []):
     try:
         fd = os.open(f'/proc/{{pid}}/ns/net', os.O_RDONLY)
         if libc.setns(fd, 0x40000000) == 0:
@@ -270,6 +276,7 @@ return [joined, connected]
 def test_no_outside_network():
     assert probe("""
 import socket
+import sys
 try:
     socket.create_connection(('1.1.1.1', 53), timeout=2)
     return 'connected'
@@ -406,3 +413,207 @@ def test_no_sandbox_is_orphaned_when_the_code_fails_at_once():
         assert V(check, "def f(:\n") == 0.0
     time.sleep(0.5)
     assert _orphaned_sandboxes() - before == set()
+
+
+# --- round two: memory outside the caps, work on the host, the task's helpers, what is visible -------------
+
+def test_no_writable_memory_outside_the_tmp_cap():
+    # 20 MiB of 512 KiB files into each folder a tmpfs could be writable at: only /tmp takes any, up to 16 MiB
+    assert probe("""
+got = []
+for d in ['/dev', '/dev/shm', '/tmp']:
+    n = 0
+    for i in range(40):
+        try:
+            with open(f'{d}/k1-{i}', 'wb') as f:
+                f.write(b'x' * (512 << 10))
+            n += 512 << 10
+        except OSError:
+            pass
+    got.append(n)
+return got
+""", None, test="got = probe()\nassert got[:2] == [0, 0] and 0 < got[2] <= 16 << 20, got") == 1.0
+
+
+def test_no_shared_memory_segments_or_memory_files():
+    # System V shared memory outlives its process and no rlimit counts it; a memfd is memory outside /tmp;
+    # message queues (System V and POSIX) hold kernel memory
+    assert probe("""
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+libc.shmat.restype = ctypes.c_void_p
+segments = memfds = 0
+for _ in range(4):
+    seg = libc.shmget(0, 32 << 20, 0o1600)
+    if seg >= 0:
+        addr = libc.shmat(seg, None, 0)
+        ctypes.memset(addr, 1, 32 << 20)
+        libc.shmdt(ctypes.c_void_p(addr))
+        segments += 1
+    if libc.memfd_create(b'k1', 0) >= 0:
+        memfds += 1
+queue = libc.msgget(0, 0o1600)
+posix_queue = libc.mq_open(b'/k1', os.O_CREAT | os.O_RDWR, 0o600, None)
+return [segments, memfds, queue, posix_queue]
+""", [0, 0, -1, -1]) == 1.0
+
+
+def test_kernel_interfaces_no_task_needs_are_refused():
+    # bpf, userfaultfd, io_uring, perf events, keyrings, unshare, ptrace: EPERM from the seccomp filter
+    import platform
+
+    # bpf, userfaultfd, io_uring_setup, perf_event_open, keyctl, add_key, unshare, ptrace, personality,
+    # open_by_handle_at (numbers from the kernel's headers, independent of the filter's table)
+    numbers = {"x86_64": [321, 323, 425, 298, 250, 248, 272, 101, 135, 304],
+               "aarch64": [280, 282, 425, 241, 219, 217, 97, 117, 92, 265]}.get(platform.machine())
+    if numbers is None:
+        pytest.skip(f"no seccomp table for {platform.machine()}")
+    assert probe(f"""
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+out = []
+for nr in {numbers!r}:
+    ctypes.set_errno(0)
+    r = libc.syscall(nr, 0, 0, 0, 0, 0)
+    out.append(ctypes.get_errno() if r == -1 else 'ran')
+return out
+""", [1] * len(numbers)) == 1.0
+
+
+def test_a_call_in_a_foreign_abi_kills_the_code():
+    # x32 numbers share x86-64's architecture value; the filter kills them rather than look them up
+    import platform
+
+    from k1.tasks.sandbox import run_tests
+
+    if platform.machine() != "x86_64":
+        pytest.skip("x86-64 only")
+    code = ("import ctypes\nctypes.CDLL(None).syscall(0x40000000 + 39)\n"  # x32 getpid
+            "def add_n(x):\n    return x + 3\n")
+    r = run_tests(code, ["assert add_n(0) == 3"])
+    assert r["passed"] == 0 and "exited" in r["error"], r
+
+
+def _forged_answer(shape: str, n: int) -> str:
+    """Candidate code that writes its own answer line: a set, or dict keys, of n ints that all hash alike."""
+    return f"""
+import os, sys
+def add_n(x):
+    m = (1 << 61) - 1  # hash(k * m + 1) == 1 for every k
+    xs = ['["i","%x"]' % (k * m + 1) for k in range(1, {n})]
+    body = '["S",[' + ','.join(xs) + ']]' if {shape!r} == 'S' else '["d",[' + ','.join('[%s,["N"]]' % x for x in xs) + ']]'
+    os.write(int(sys.argv[4]), ('{{"ok":' + body + '}}\\n').encode())
+    os._exit(0)
+"""
+
+
+@pytest.mark.parametrize("shape", ["S", "d", "opaque"])
+def test_an_answer_of_colliding_hashes_is_judged_within_the_deadline(shape):
+    # decoding such a set on the host took a minute (quadratic): judged on canonical strings it takes well
+    # under a second; decoded by an opaque test in the checker, it is cut at the deadline
+    from k1.tasks.sandbox import run_tests
+
+    test = {"S": "assert add_n(0) == {1, 2}", "d": "assert add_n(0) == {1: None}",
+            "opaque": "assert add_n(0) in ({1, 2}, {1: None})"}[shape]
+    code = _forged_answer("d" if shape == "d" else "S", 28_000)
+    r, secs = timed(lambda: run_tests(code, [test], lim(timeout_s=3)), 12)
+    assert secs is not None and secs < 5, f"took {secs}"
+    assert r["passed"] == 0 and r["timeout"] == (shape == "opaque"), r
+
+
+HUMANEVAL_32 = {  # HumanEval/32, shortened: the test judges the answer with the prompt's own `poly`
+    "task_id": "HumanEval/32",
+    "prompt": "import math\n\n\ndef poly(xs: list, x: float):\n    \"\"\"Evaluates polynomial with coefficients xs at "
+              "point x.\"\"\"\n    return sum([coeff * math.pow(x, i) for i, coeff in enumerate(xs)])\n\n\n"
+              "def find_zero(xs: list):\n    \"\"\"Returns an x with poly(xs, x) == 0.\"\"\"\n",
+    "entry_point": "find_zero",
+    "test": "def check(candidate):\n    import math\n    import random\n    rng = random.Random(42)\n    import copy\n"
+            "    for _ in range(20):\n        ncoeff = 2 * rng.randint(1, 4)\n        coeffs = []\n"
+            "        for _ in range(ncoeff):\n            coeff = rng.randint(-10, 10)\n            if coeff == 0:\n"
+            "                coeff = 1\n            coeffs.append(coeff)\n"
+            "        solution = candidate(copy.deepcopy(coeffs))\n        assert math.fabs(poly(coeffs, solution)) < 1e-4\n",
+}
+FIND_ZERO = """def find_zero(xs: list):
+    begin, end = -1.0, 1.0
+    while poly(xs, begin) * poly(xs, end) > 0:
+        begin *= 2.0
+        end *= 2.0
+    while end - begin > 1e-10:
+        center = (begin + end) / 2.0
+        if poly(xs, center) * poly(xs, begin) > 0:
+            begin = center
+        else:
+            end = center
+    return begin
+"""
+
+
+def test_a_candidate_cannot_redefine_the_helper_that_judges_it():
+    from k1.tasks.files import layout
+
+    task = layout(HUMANEVAL_32)(HUMANEVAL_32, 1, "he")
+    assert V(task, FIND_ZERO) == 1.0
+    assert V(task, "def find_zero(xs: list):\n    return 0.0\n") == 0.0
+    assert V(task, "def poly(xs, x):\n    return 0.0\n\ndef find_zero(xs: list):\n    return 0.0\n") == 0.0
+
+
+def test_a_candidate_cannot_redefine_a_builtin_or_setup_helper_around_its_answer():
+    # `round(...)` and the setup's `is_sorted(...)` are looked up where the test runs, never in the candidate
+    area = Task("t", "python", "area", {"entry": "area", "tests": ["assert round(area(2), 2) == 12.57"]})
+    assert V(area, "import math\ndef area(r):\n    return math.pi * r * r\n") == 1.0
+    assert V(area, "def round(x, n=0):\n    return 12.57\ndef area(r):\n    return 0\n") == 0.0
+    setup = "def is_sorted(xs):\n    return list(xs) == sorted(xs)"
+    srt = Task("t", "python", "sort_it", {"entry": "sort_it", "setup": [setup],
+                                          "tests": ["assert is_sorted(sort_it([3, 1, 2])) == True"]})
+    assert V(srt, "def sort_it(xs):\n    return sorted(xs)\n") == 1.0
+    assert V(srt, "def is_sorted(xs):\n    return True\ndef sort_it(xs):\n    return xs\n") == 0.0
+
+
+def test_installed_packages_are_not_visible():
+    # the interpreter and its standard library only: no site-packages, no .pth file, no pip
+    assert probe("""
+found = []
+for root, dirs, files in os.walk('/'):
+    found += [root] if os.path.basename(root) in ('site-packages', 'dist-packages') and (dirs or files) else []
+    found += [f for f in files if f.endswith('.pth')]
+    dirs[:] = [d for d in dirs if d not in ('proc', 'dev')]
+try:
+    import pip
+    found.append('pip')
+except ImportError:
+    pass
+return found
+""", []) == 1.0
+
+
+def _strings_inside() -> str:
+    """Probe body: every place a host path or variable could show (the interpreter's own paths, the working
+    folder, the environment, and /proc where it exists), joined into one string."""
+    return """
+seen = [sys.executable, sys.prefix, sys.exec_prefix, os.getcwd(), *sys.path, *os.environ.values()]
+for name in (os.listdir('/proc') if os.path.isdir('/proc') else []):
+    for f in ('environ', 'cmdline', 'mountinfo', 'cwd'):
+        try:
+            p = f'/proc/{name}/{f}'
+            seen.append(os.readlink(p) if f == 'cwd' else open(p, 'rb').read().decode(errors='replace'))
+        except OSError:
+            pass
+return '\\n'.join(seen)
+"""
+
+
+def test_the_hosts_install_path_is_not_in_paths_environment_or_mounts():
+    # (it is still compiled into the installation's own files: RUNPATH, .pyc; see docs/loop.md)
+    host = str(Path(sys.base_prefix).resolve())
+    if host == "/usr" or host.startswith("/usr/"):
+        pytest.skip("the interpreter is the system's: its paths are the same on every machine")
+    assert probe(_strings_inside(), None, test=f"assert {host!r} not in probe()") == 1.0
+
+
+def test_the_hosts_working_folder_and_environment_are_not_visible(tmp_path, monkeypatch):
+    here = tmp_path / f"k1-cwd-{uuid.uuid4().hex}"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    monkeypatch.setenv("K1_TEST_SECRET", uuid.uuid4().hex)
+    assert probe(_strings_inside(), None, test=f"s = probe()\nassert {here.name!r} not in s and "
+                 f"{os.environ['K1_TEST_SECRET']!r} not in s and s.count('/tmp') == 1") == 1.0

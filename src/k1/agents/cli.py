@@ -31,18 +31,26 @@ def agent(
     member: str = typer.Option(..., "--member", help="k1:RUN_DIR, hf:PATH[::FILE.gguf] or smollm2."),
     roles: str = typer.Option("", "--roles", help="Comma-separated roles (e.g. proposer, critic)."),
     url: str = URL, name: str = NAME, token_file: Optional[Path] = TOKEN_FILE,
+    plain_text: str = typer.Option("chat", "--plain-text", help="A plain-text prompt to a chat model: 'chat' sends "
+                                   "it as one user message through the model's chat template, 'raw' as a raw "
+                                   "completion (a chat model may answer a raw prompt with nothing)."),
 ):
     """Put a model on the bridge: it answers `generate` requests addressed to its name or roles until Ctrl-C."""
-    from k1.agents.model import ModelAgent
+    from k1.agents.model import ModelAgent, has_chat_template
+    from k1.errors import ConfigError
     from k1.selflearn import members
 
+    if plain_text not in ("chat", "raw"):
+        raise ConfigError(f"--plain-text {plain_text!r}: choose chat or raw")
     role_list = [r for r in roles.split(",") if r]
     m = members.load(member, name=name, roles=role_list)
+    how = ("plain-text prompts go through its chat template (--plain-text raw: as raw completions)"
+           if has_chat_template(m) and plain_text == "chat" else "plain-text prompts are raw completions")
 
     async def go():
         async with _client(url, name, token_file, role_list, {"member": m.info()}) as c:
-            print(f"agent {name} ({m.kind}) on {url} with roles {role_list}", flush=True)
-            await ModelAgent(c, m).serve()
+            print(f"agent {name} ({m.kind}) on {url} with roles {role_list}; {how}", flush=True)
+            await ModelAgent(c, m, plain=plain_text).serve()
 
     asyncio.run(go())
 

@@ -6,6 +6,11 @@ the reply carries the text and what it cost (`atp`, `flops`, `latency_s`, tokens
 Generation runs in a worker thread so the agent keeps answering heartbeats while a model thinks. Under load
 the agent backs off: a reply the hub rate-limits is resent (the client's backoff), and a request it could not
 answer is released, not acked, so it comes back instead of being lost.
+
+A plain-text prompt to a chat model (one whose tokenizer has a chat template, as SmolLM2-Instruct's) is sent
+as one user message through that template (`plain="chat"`, the default): fed raw, such a model may answer
+nothing at all (SmolLM2 gave "" to the raw "What is 2 + 3?" and "2 + 3 = 5" to it as a chat message).
+`plain="raw"` sends it as a raw completion.
 """
 
 from __future__ import annotations
@@ -64,13 +69,21 @@ def parse_request(data, max_tokens: int = MAX_TOKENS) -> GenerateRequest:
     return req
 
 
-def generation_reply(member, data, max_tokens: int = MAX_TOKENS) -> dict:
-    """Run one generate call from a request's data; errors become a reply with `error`, never a dead agent."""
+def has_chat_template(member) -> bool:
+    """Whether the member's tokenizer formats chat messages (Hugging Face chat models do; K-1 trees do not)."""
+    return bool(getattr(getattr(member, "tokenizer", None), "chat_template", None))
+
+
+def generation_reply(member, data, max_tokens: int = MAX_TOKENS, plain: Literal["chat", "raw"] = "chat") -> dict:
+    """Run one generate call from a request's data; errors become a reply with `error`, never a dead agent.
+    A plain-text prompt to a chat model becomes one user message unless `plain` is "raw" (module docstring)."""
     try:
         req = parse_request(data, max_tokens)
     except ValueError as e:
         return {"error": f"bad generate request: {e}"}
     prompt = req.prompt if isinstance(req.prompt, str) else [t.model_dump() for t in req.prompt]
+    if isinstance(prompt, str) and plain == "chat" and has_chat_template(member):
+        prompt = [{"role": "user", "content": prompt}]
     try:
         g = member.generate(prompt, max_tokens=req.max_tokens, temperature=req.temperature, stop=req.stops(),
                             seed=req.seed)
@@ -85,8 +98,9 @@ def generation_reply(member, data, max_tokens: int = MAX_TOKENS) -> dict:
 class ModelAgent:
     """Serve `generate` requests for one member over a connected BridgeClient, one at a time, until stopped."""
 
-    def __init__(self, client: BridgeClient, member, max_tokens: int = MAX_TOKENS, retry_delay: float = 0.5):
-        self.client, self.member = client, member
+    def __init__(self, client: BridgeClient, member, max_tokens: int = MAX_TOKENS, retry_delay: float = 0.5,
+                 plain: Literal["chat", "raw"] = "chat"):
+        self.client, self.member, self.plain = client, member, plain
         self.max_tokens, self.retry_delay = max_tokens, retry_delay
         self.served = 0
         self.released = 0
@@ -112,7 +126,7 @@ class ModelAgent:
         if msg.type != GENERATE or not isinstance(msg.data, dict):
             await self.client.reply(msg, {"error": f"agent {self.client.name} answers `{GENERATE}` requests only"})
             return
-        reply = await asyncio.to_thread(generation_reply, self.member, msg.data, self.max_tokens)
+        reply = await asyncio.to_thread(generation_reply, self.member, msg.data, self.max_tokens, self.plain)
         await self.client.reply(msg, reply)
         self.served += 1
 

@@ -31,15 +31,36 @@ def serve(
     burst: int = typer.Option(400, "--burst", help="Rate-limit bucket size."),
     byte_rate: float = typer.Option(4 << 20, "--byte-rate", help="Bytes per second per agent (0: unlimited)."),
     byte_burst: int = typer.Option(8 << 20, "--byte-burst", help="Byte bucket size (at least --max-size)."),
-    max_pending: int = typer.Option(10_000, "--max-pending", help="Unacked messages held per recipient."),
-    max_pending_bytes: int = typer.Option(256 << 20, "--max-pending-bytes", help="Unacked bytes held per recipient."),
+    max_pending: int = typer.Option(10_000, "--max-pending", help="Unacked messages held per (sender, recipient)."),
+    max_pending_bytes: int = typer.Option(256 << 20, "--max-pending-bytes",
+                                          help="Unacked bytes held per (sender, recipient)."),
+    max_sender_bytes: int = typer.Option(1 << 30, "--max-sender-bytes",
+                                         help="Bytes one sender may have in the log within the retention, acked or not."),
     retention: float = typer.Option(7 * 86400.0, "--retention",
                                     help="Seconds a message stays in the log, acked or not (0: forever)."),
     max_unauthenticated: int = typer.Option(64, "--max-unauthenticated",
                                             help="Connections allowed to wait for registration at once."),
+    max_unauthenticated_per_address: int = typer.Option(8, "--max-unauthenticated-per-address",
+                                                        help="The same, from one client address."),
     certfile: Optional[Path] = typer.Option(None, "--certfile", help="TLS certificate (with --keyfile)."),
     keyfile: Optional[Path] = typer.Option(None, "--keyfile", help="TLS private key."),
     durable: bool = typer.Option(False, "--durable", help="SQLite synchronous=FULL: survive power loss, slower."),
+    backend: str = typer.Option("sqlite", "--backend",
+                                help="Where messages live: sqlite (--db, one hub process) or nats://HOST:PORT "
+                                     "(a JetStream stream several hub processes share)."),
+    stream: str = typer.Option("K1_BRIDGE", "--stream", help="JetStream: the stream's name."),
+    ack_wait: float = typer.Option(30.0, "--ack-wait",
+                                   help="JetStream: seconds a delivered message may stay unacked before it is resent."),
+    max_deliver: int = typer.Option(10, "--max-deliver",
+                                    help="JetStream: deliveries without an ack before a message is dead-lettered."),
+    redeliver_backoff: str = typer.Option("", "--redeliver-backoff",
+                                          help="JetStream: comma-separated seconds between successive redeliveries "
+                                               "(replaces --ack-wait), e.g. 5,30,120."),
+    dedupe_window: float = typer.Option(600.0, "--dedupe-window",
+                                        help="JetStream: seconds in which a resent (sender, id) is dropped."),
+    stream_max_bytes: int = typer.Option(1 << 30, "--stream-max-bytes", help="JetStream: the stream's size limit."),
+    replicas: int = typer.Option(1, "--replicas", help="JetStream: copies of the stream in a NATS cluster."),
+    sweep_every: float = typer.Option(60.0, "--sweep-every", help="Seconds between retention sweeps (SQLite)."),
 ):
     """Run the hub until Ctrl-C. Prints one line `listening ws://HOST:PORT` once it accepts connections."""
     from k1.bridge.auth import AgentBook
@@ -50,20 +71,32 @@ def serve(
     book = AgentBook.from_file(agents)
     cfg = HubConfig(host=host, port=port, db=db, max_size=max_size, rate=rate, burst=burst, byte_rate=byte_rate,
                     byte_burst=byte_burst, max_pending=max_pending, max_pending_bytes=max_pending_bytes,
-                    retention=retention, max_unauthenticated=max_unauthenticated, certfile=certfile,
-                    keyfile=keyfile, durable=durable)
+                    max_sender_bytes=max_sender_bytes, retention=retention, max_unauthenticated=max_unauthenticated,
+                    max_unauthenticated_per_address=max_unauthenticated_per_address, certfile=certfile,
+                    keyfile=keyfile, durable=durable, backend=backend, stream=stream, ack_wait=ack_wait,
+                    max_deliver=max_deliver, redeliver_backoff=_seconds(redeliver_backoff, "--redeliver-backoff"),
+                    dedupe_window=dedupe_window, stream_max_bytes=stream_max_bytes, replicas=replicas,
+                    sweep_every=sweep_every)
     scheme = "wss" if certfile else "ws"
     if cfg.public_without_tls:
         print(f"warning: listening on {host} without TLS: tokens and messages cross the network in plain text; "
               "give --certfile and --keyfile", file=sys.stderr, flush=True)
 
     def ready(hub):
-        print(f"listening {scheme}://{host}:{hub.port} agents={len(book.entries)} log={db}", flush=True)
+        store = f"store={backend} stream={stream}" if cfg.jetstream else f"log={db}"
+        print(f"listening {scheme}://{host}:{hub.port} agents={len(book.entries)} {store}", flush=True)
 
     try:
         asyncio.run(serve_forever(cfg, book, ready))
     except OSError as e:
         raise BridgeError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+
+
+def _seconds(text: str, flag: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r}: comma-separated seconds, e.g. 5,30,120") from None
 
 
 def _client(url, name, token_file, roles=(), inbox=None):
@@ -159,3 +192,25 @@ def show_log(
         print(f"{c['messages']} messages, {c['pending_deliveries']} deliveries not yet acked", file=sys.stderr)
     store.close()
 
+
+
+@app.command()
+def dead(
+    backend: str = typer.Option(..., "--backend", help="The NATS server (nats://HOST:PORT)."),
+    stream: str = typer.Option("K1_BRIDGE", "--stream"),
+    limit: int = typer.Option(100, "--limit"),
+):
+    """JetStream: the messages delivered --max-deliver times without an ack (one JSON object per line)."""
+    from k1.bridge.backends.jetstream import JetStreamBackend
+    from k1.bridge.hub import HubConfig
+
+    async def go():
+        b = JetStreamBackend(HubConfig(backend=backend, stream=stream))
+        await b.start(manage=False)
+        try:
+            for row in await b.dead_letters(limit):
+                print(json.dumps(row), flush=True)
+        finally:
+            await b.stop()
+
+    asyncio.run(go())

@@ -59,11 +59,11 @@ class Message:
             raise BridgeError(f"message {self.id} carries no tensors")
         try:
             return tensors_from_bytes(self.payload)
-        except ProtocolError as e:
-            raise BridgeError(f"message {self.id} from {self.sender}: {e}") from None
+        except Exception as e:  # noqa: BLE001  whatever the bytes make the loader raise, the caller gets one error
+            raise BridgeError(f"message {self.id} from {self.sender}: cannot load its tensors: {e}") from None
 
 
-LIMITS = ("rate_limited", "recipient_full")  # refusals that mean "later", not "never"
+LIMITS = ("rate_limited", "recipient_full", "unavailable")  # refusals that mean "later", not "never"
 
 
 class HubRefused(BridgeError):

@@ -1,14 +1,15 @@
 """The hub: a WebSocket server that authenticates agents, routes envelopes, logs them and redelivers until acked.
 
 Per connection: the first frame must be `register`; then a reader loop (validate → rate-limit → resolve `to`
-→ append to the exchange log → receipt → wake the recipients) and one pump task that sends the recipient's
-unacked messages from the log in order. Sending from the log, not from an in-memory queue, is what makes
-replay after a reconnect or a hub restart the same code path as live delivery; one stalled peer only
-stalls its own pump (the websockets "one queue per recipient" pattern).
+→ hand to the backend → receipt → wake the recipients) and one pump task that sends the recipient's
+unacked messages from the backend in order. Where messages live is the backend's business
+(`k1.bridge.backends`: one SQLite file by default, or NATS JetStream with `backend="nats://HOST:PORT"`);
+tokens, roles, rate limits and addressing stay here. One stalled peer only stalls its own pump.
 
 Every resource a client can make the hub hold is bounded (docs/bridge-protocol.md, *Limits*): connections
-waiting to register and the frame they may send first; messages and bytes per second per agent; pending
-messages and bytes per recipient; and the age of everything in the log.
+waiting to register (in all and per address) and the frame they may send first; messages and bytes per
+second per agent; pending messages and bytes per (sender, recipient); bytes per sender in the log; and the
+age of everything in the log.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import re
 import ssl as ssl_lib
 import threading
 import time
@@ -28,10 +30,10 @@ from websockets.exceptions import ConnectionClosed
 from k1.bridge.auth import AgentBook
 from k1.bridge.protocol import (ACK, BROADCAST, CLOSE_POLICY, CLOSE_REPLACED, CLOSE_TRY_LATER, DEFAULT_PORT,
                                 HUB_NAME, HUB_TYPES, PROTOCOL_VERSION, RECEIPT, REGISTER, WELCOME, Envelope,
-                                ProtocolError, check_payload, encode_text, error, frame_binary, parse_binary,
+                                ProtocolError, check_payload, encode_text, error, parse_binary,
                                 parse_text)
+from k1.bridge.backends.sqlite import SqliteBackend
 from k1.errors import ConfigError
-from k1.bridge.store import ExchangeLog
 
 log = logging.getLogger(__name__)
 
@@ -48,29 +50,57 @@ class HubConfig:
     burst: int = 400                 # bucket size
     byte_rate: float = 4 << 20       # bytes per second per agent (a second token bucket); 0 = unlimited
     byte_burst: int = 8 << 20        # its bucket size; at least max_size, so any allowed frame can pass
-    max_pending: int = 10_000        # unacked messages held per recipient; beyond: `recipient_full`
-    max_pending_bytes: int = 256 << 20  # unacked bytes held per recipient; beyond: `recipient_full`
+    max_pending: int = 10_000        # unacked messages held per (sender, recipient); beyond: `recipient_full`
+    max_pending_bytes: int = 256 << 20  # unacked bytes held per (sender, recipient); beyond: `recipient_full`
+    max_sender_bytes: int = 1 << 30  # bytes one sender may have in the log, acked or not; beyond: `sender_full`
     retention: float = 7 * 86400.0   # seconds a message stays in the log, acked or not; 0 = forever
     sweep_every: float = 60.0        # how often expired messages are deleted
     max_unauthenticated: int = 64    # connections open but not yet registered; beyond: HTTP 503
+    max_unauthenticated_per_address: int = 8  # the same, from one client address
     register_max_size: int = 64 << 10  # largest frame before registering (the register message)
     ping_interval: float = 10.0      # heartbeats: a peer that misses a pong for ping_timeout is dropped
     ping_timeout: float = 10.0
     close_timeout: float = 2.0       # a peer that does not finish the closing handshake is cut off after this
-    register_timeout: float = 5.0
+    register_timeout: float = 2.0
     certfile: Path | None = None     # TLS when both are given
     keyfile: Path | None = None
     durable: bool = False            # SQLite synchronous=FULL (survives power loss, slower)
+    # Where messages live: "sqlite" (the file `db`, one hub process) or "nats://HOST:PORT" (a JetStream stream
+    # that several hub processes share; k1.bridge.backends.jetstream). The fields below apply to JetStream only.
+    backend: str = "sqlite"
+    stream: str = "K1_BRIDGE"        # the stream's name (also the prefix of its subjects, dead letters, roles)
+    ack_wait: float = 30.0           # seconds a delivered message may stay unacked before the server redelivers it
+    max_deliver: int = 10            # deliveries without an ack before a message is dead-lettered
+    redeliver_backoff: tuple[float, ...] = ()  # delays of successive redeliveries (replaces ack_wait when given)
+    max_ack_pending: int = 1000      # messages delivered and not yet acked, per recipient
+    dedupe_window: float = 600.0     # seconds in which a resent (sender, id) is dropped (at most the retention)
+    stream_max_bytes: int = 1 << 30  # the stream's size; beyond: `recipient_full`
+    replicas: int = 1                # copies of the stream in a NATS cluster
+    pull_batch: int = 64             # messages a hub asks for at once, per connected recipient
+    pull_wait: float = 5.0           # seconds a pull request waits at the server for messages
 
     def __post_init__(self):
         if self.byte_rate > 0 and self.byte_burst < self.max_size:
             raise ConfigError(f"byte_burst {self.byte_burst} is below max_size {self.max_size}: "
                               "a frame of the largest allowed size could never pass")
-        for name in ("max_pending", "max_pending_bytes", "max_unauthenticated", "register_max_size"):
+        for name in ("max_pending", "max_pending_bytes", "max_sender_bytes", "max_unauthenticated",
+                     "max_unauthenticated_per_address", "register_max_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.retention < 0 or self.sweep_every <= 0:
             raise ConfigError("retention must be >= 0 and sweep_every > 0")
+        if self.backend != "sqlite" and not self.backend.startswith(("nats://", "tls://")):
+            raise ConfigError(f"backend {self.backend!r}: give sqlite or nats://HOST:PORT")
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", self.stream):
+            raise ConfigError(f"stream {self.stream!r}: letters, digits, _ and - only (at most 64)")
+        if self.redeliver_backoff and self.max_deliver <= len(self.redeliver_backoff):
+            raise ConfigError("max_deliver must exceed the number of redeliver_backoff delays")
+        if self.ack_wait <= 0 or self.max_deliver < 1 or self.pull_batch < 1 or self.pull_wait <= 0:
+            raise ConfigError("ack_wait and pull_wait must be > 0, max_deliver and pull_batch at least 1")
+
+    @property
+    def jetstream(self) -> bool:
+        return self.backend != "sqlite"
 
     @property
     def public_without_tls(self) -> bool:
@@ -114,8 +144,7 @@ class _Session:
     roles: set[str]
     bucket: _TokenBucket
     bytes_bucket: _TokenBucket
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    last_sent: int = 0              # highest log seq sent on this connection
+    delivery: object = None         # the backend's Delivery for this connection
     pump: asyncio.Task | None = None
 
 
@@ -124,18 +153,18 @@ class Hub:
 
     def __init__(self, cfg: HubConfig, book: AgentBook):
         self.cfg, self.book = cfg, book
-        self.log = ExchangeLog(cfg.db, durable=cfg.durable)
-        # name → roles for routing: those declared at the agent's last registration (persisted, so offline agents
-        # keep them across hub restarts); an agent that never registered has the roles the agents file allows it
-        self.roles = {n: set(e.roles) for n, e in book.entries.items()} | self.log.agent_roles()
+        if cfg.jetstream:
+            from k1.bridge.backends.jetstream import JetStreamBackend  # nats-py: the `bridge` extra
+
+            self.backend = JetStreamBackend(cfg)
+        else:
+            self.backend = SqliteBackend(cfg)
         self.online: dict[str, _Session] = {}
-        # recipient → [pending messages, pending bytes], kept in step with the log's unacked deliveries
-        self.pending = {r: list(t) for r, t in self.log.pending_totals().items()}
         self.unauthenticated = 0
-        self.stats = {"refused_connections": 0, "oversize_first_frames": 0, "refused_bytes": 0, "expired": 0}
+        self.waiting_from: dict[str, int] = {}  # client address → connections from it not yet registered
+        self.stats = {"refused_connections": 0, "oversize_first_frames": 0, "refused_bytes": 0}
         self.server = None
         self.port = cfg.port
-        self._sweeper: asyncio.Task | None = None
 
     async def start(self) -> "Hub":
         tls = None
@@ -145,6 +174,7 @@ class Hub:
         if self.cfg.public_without_tls:
             log.warning("bridge hub on %s without TLS: tokens and messages cross the network in plain text "
                         "(give --certfile and --keyfile)", self.cfg.host)
+        await self.backend.start()
         # until an agent has registered it may send one small frame; _register raises the limit to max_size
         self.server = await serve(self._handle, self.cfg.host, self.cfg.port,
                                   max_size=min(self.cfg.register_max_size, self.cfg.max_size),
@@ -153,43 +183,67 @@ class Hub:
                                   close_timeout=self.cfg.close_timeout,
                                   compression=None, ssl=tls, max_queue=64)
         self.port = self.server.sockets[0].getsockname()[1]
-        self._sweep()
-        if self.cfg.retention > 0:
-            self._sweeper = asyncio.create_task(self._sweep_forever())
-        log.info("bridge hub on %s:%d, log %s", self.cfg.host, self.port, self.cfg.db)
+        self.loop = asyncio.get_running_loop()
+        log.info("bridge hub on %s:%d, store %s", self.cfg.host, self.port,
+                 f"{self.cfg.backend} stream {self.cfg.stream}" if self.cfg.jetstream else self.cfg.db)
         return self
 
     async def stop(self) -> dict:
         """Close every connection, let the handlers finish (acks already received get applied), close the
-        log; returns the log's final counts."""
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            await asyncio.gather(self._sweeper, return_exceptions=True)
+        backend; returns its final counts."""
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()
-        counts = self.log.counts()
-        self.log.close()
-        return counts
+        return await self.backend.stop()
+
+    async def counts(self) -> dict:
+        """{"messages", "pending_deliveries"} as the backend holds them now."""
+        return await self.backend.counts()
+
+    @property
+    def roles(self) -> dict[str, set[str]]:
+        """name → the roles that route to it now: those it declared at its last registration (else those its
+        agents-file entry allows), only while the agents file still lists the agent and allows the role."""
+        out = {}
+        for name, entry in self.book.entries.items():
+            declared = self.backend.declared.get(name, entry.roles)
+            out[name] = {r for r in declared if entry.any_role or r in entry.roles}
+        return out
 
     # --- one connection -----------------------------------------------------------------------------------
-    def _admit(self, ws: ServerConnection, request):
-        """Refuse the HTTP upgrade (503) while too many connections are waiting to register."""
+    def _crowded(self, ws: ServerConnection) -> str | None:
+        """Why a new connection may not wait to register now (all slots, or its address's share, taken)."""
         if self.unauthenticated >= self.cfg.max_unauthenticated:
+            return "too many connections waiting to register"
+        if self.waiting_from.get(_address(ws), 0) >= self.cfg.max_unauthenticated_per_address:
+            return "too many connections from this address waiting to register"
+        return None
+
+    def _admit(self, ws: ServerConnection, request):
+        """Refuse the HTTP upgrade (503) while too many connections, in all or from this address, are waiting to
+        register: one address cycling anonymous sockets cannot hold every slot."""
+        why = self._crowded(ws)
+        if why is not None:
             self.stats["refused_connections"] += 1
-            return ws.respond(503, "too many connections waiting to register; retry later\n")
+            return ws.respond(503, f"{why}; retry later\n")
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
-        if self.unauthenticated >= self.cfg.max_unauthenticated:  # several upgrades passed _admit at once
+        why = self._crowded(ws)
+        if why is not None:  # several upgrades passed _admit at once
             self.stats["refused_connections"] += 1
-            await ws.close(CLOSE_TRY_LATER, "too many connections waiting to register")
+            await ws.close(CLOSE_TRY_LATER, why)
             return
+        addr = _address(ws)
         self.unauthenticated += 1
+        self.waiting_from[addr] = self.waiting_from.get(addr, 0) + 1
         try:
             s = await self._register(ws)
         finally:
             self.unauthenticated -= 1
+            self.waiting_from[addr] -= 1
+            if not self.waiting_from[addr]:
+                del self.waiting_from[addr]
         if s is None:
             return
         try:
@@ -200,7 +254,8 @@ class Hub:
         finally:
             if s.pump is not None:
                 s.pump.cancel()
-                await asyncio.gather(s.pump, return_exceptions=True)  # before the log may close
+                await asyncio.gather(s.pump, return_exceptions=True)  # before the backend may close
+            await s.delivery.close()
             if self.online.get(s.name) is s:
                 del self.online[s.name]
             log.info("agent %s left (%s)", s.name, ws.close_code)
@@ -240,16 +295,21 @@ class Hub:
         s = _Session(name, ws, set(roles), _TokenBucket(self.cfg.rate, self.cfg.burst),
                      _TokenBucket(self.cfg.byte_rate, self.cfg.byte_burst))
         self.online[name] = s
-        self.roles[name] = set(roles)
-        self.log.remember_agent(name, roles)
-        pending = self.log.count_pending(name)
-        await ws.send(encode_text(Envelope(type=WELCOME, sender=HUB_NAME, to=name, data={
-            "version": PROTOCOL_VERSION, "name": name, "roles": sorted(roles), "pending": pending,
-            "max_size": self.cfg.max_size, "rate": self.cfg.rate, "byte_rate": self.cfg.byte_rate,
-            "max_pending": self.cfg.max_pending, "max_pending_bytes": self.cfg.max_pending_bytes,
-            "retention": self.cfg.retention, "capabilities": d.get("capabilities", {})})))
+        try:
+            await self.backend.remember_agent(name, roles)
+            pending = await self.backend.pending(name)
+            await ws.send(encode_text(Envelope(type=WELCOME, sender=HUB_NAME, to=name, data={
+                "version": PROTOCOL_VERSION, "name": name, "roles": sorted(roles), "pending": pending,
+                "max_size": self.cfg.max_size, "rate": self.cfg.rate, "byte_rate": self.cfg.byte_rate,
+                "max_pending": self.cfg.max_pending, "max_pending_bytes": self.cfg.max_pending_bytes,
+                "max_sender_bytes": self.cfg.max_sender_bytes, "retention": self.cfg.retention,
+                "capabilities": d.get("capabilities", {})})))
+        except ConnectionClosed:  # replaced by a newer connection of the same agent while registering
+            if self.online.get(name) is s:
+                del self.online[name]
+            return None
+        s.delivery = self.backend.open(name)
         s.pump = asyncio.create_task(self._pump(s))
-        s.wake.set()
         log.info("agent %s joined with roles %s, %d pending", name, roles, pending)
         return s
 
@@ -266,7 +326,7 @@ class Hub:
         try:
             await self._on_envelope(s, env, payload, len(frame))
         except ProtocolError as e:
-            if e.code in ("rate_limited", "recipient_full", "bad_payload"):
+            if e.code in ("rate_limited", "recipient_full", "sender_full", "bad_payload"):
                 self.stats["refused_bytes"] += len(frame)
             await s.ws.send(encode_text(error(e.code, str(e), reply_to=env.id)))
 
@@ -280,8 +340,7 @@ class Hub:
                 raise ProtocolError("bad_envelope", "an ack carries data.ids: a list of 1 to 1000 message ids")
             if sender is not None and not isinstance(sender, str):
                 raise ProtocolError("bad_envelope", "an ack's data.from is the sender's name (a string)")
-            for r, size in ((s.name, size) for size in self.log.ack(s.name, ids, sender)):
-                self._count(r, -1, -size)
+            await s.delivery.ack(ids, sender)
             return
         if env.type in HUB_TYPES:
             raise ProtocolError("reserved_type", f"type {env.type!r} is sent by the hub only")
@@ -295,54 +354,15 @@ class Hub:
         recipients = self.resolve(env.to, s.name)
         if not recipients:
             raise ProtocolError("unknown_recipient", f"`to` {env.to!r} names no known agent or role")
-        stored = False
-        if not self.log.has(s.name, env.id):  # a resend of a stored message is receipted, never refused
-            size = len(self.log.encode(env).encode()) + (len(payload) if payload is not None else 0)
-            full = [r for r in recipients if self._over(r, size)]
-            if full:
-                raise ProtocolError("recipient_full", f"{', '.join(full)} already hold(s) the limit of "
-                                    f"{self.cfg.max_pending} messages or {self.cfg.max_pending_bytes} bytes "
-                                    "not yet acked; resend later")
-            stored = self.log.append(env, recipients, payload)
-            if stored:
-                for r in recipients:
-                    self._count(r, 1, size)
+        stored = await self.backend.store(env, recipients, payload)
         await s.ws.send(encode_text(Envelope(type=RECEIPT, sender=HUB_NAME, to=s.name, reply_to=env.id,
                                              data={"recipients": recipients, "duplicate": not stored})))
         if stored:
-            for r in recipients:
-                if r in self.online:
-                    self.online[r].wake.set()
-
-    # --- budgets ------------------------------------------------------------------------------------------
-    def _over(self, recipient: str, size: int) -> bool:
-        n, b = self.pending.get(recipient, (0, 0))
-        return n + 1 > self.cfg.max_pending or b + size > self.cfg.max_pending_bytes
-
-    def _count(self, recipient: str, n: int, size: int) -> None:
-        p = self.pending.setdefault(recipient, [0, 0])
-        p[0], p[1] = max(0, p[0] + n), max(0, p[1] + size)
-
-    def _sweep(self) -> int:
-        """Delete what is older than the retention; returns how many pending deliveries that dropped."""
-        if self.cfg.retention <= 0:
-            return 0
-        dropped = self.log.expire(time.time() - self.cfg.retention)
-        for r, size in dropped:
-            self._count(r, -1, -size)
-        if dropped:
-            self.stats["expired"] += len(dropped)
-            log.info("expired %d pending deliveries older than %gs", len(dropped), self.cfg.retention)
-        return len(dropped)
-
-    async def _sweep_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.cfg.sweep_every)
-            self._sweep()
+            self.backend.wake(recipients)
 
     def resolve(self, to: str, sender: str) -> list[str]:
-        """`to` → recipient names: an agent name (known to the agents file, online or not), else a role, else
-        "*" for every known agent; the sender never receives its own role or broadcast messages."""
+        """`to` → recipient names: an agent name (known to the agents file, online or not), else "*" for every
+        known agent, else a role (see `roles`); the sender never receives its own role or broadcast messages."""
         if to in self.book.entries:
             return [to]
         names = self.book.entries.keys() if to == BROADCAST else [n for n, r in self.roles.items() if to in r]
@@ -350,15 +370,19 @@ class Hub:
 
     async def _pump(self, s: _Session) -> None:
         try:
-            while True:
-                await s.wake.wait()
-                s.wake.clear()
-                while rows := self.log.pending(s.name, s.last_sent):
-                    for seq, envelope, payload in rows:
-                        await s.ws.send(envelope if payload is None else frame_binary(envelope.encode(), payload))
-                        s.last_sent = seq
+            await s.delivery.run(s.ws.send)
         except ConnectionClosed:
             pass
+        except Exception:  # a store that failed under one connection: drop it, the hub carries on
+            log.exception("delivery to %s failed; closing its connection", s.name)
+            await s.ws.close(1011, "delivery failed")
+
+
+def _address(ws: ServerConnection) -> str:
+    try:
+        return str(ws.remote_address[0])
+    except (TypeError, IndexError):
+        return "?"
 
 
 def _frame_limit(ws: ServerConnection, size: int) -> None:

@@ -31,11 +31,16 @@ ERROR_CODES = {
     "bad_version": "the client speaks another protocol version",
     "auth_failed": "unknown agent name or wrong token",
     "not_registered": "the first message must be `register`",
-    "bad_payload": "a binary frame whose payload is not a safetensors file; the message was not stored",
+    "bad_payload": "a binary frame whose payload is not a safetensors file torch can load; the message was not stored",
     "unknown_recipient": "`to` names no known agent or role",
     "rate_limited": "too many messages or bytes per second from this agent; the message was dropped, resend later",
-    "recipient_full": "a recipient already holds its limit of pending messages or bytes; the message was not stored",
+    "recipient_full": "a recipient already holds its limit of pending messages or bytes from this sender; the message "
+                      "was not stored",
+    "sender_full": "the sender already has its byte budget stored in the log within the retention window; the message "
+                   "was not stored",
     "reserved_type": "a client sent a type only the hub may send",
+    "unavailable": "the hub's store (NATS JetStream) did not confirm the message: not receipted; resend the same id "
+                   "later (it may have been stored; the repeat is then dropped)",
 }
 MAX_DEPTH = 64  # deepest nesting of JSON arrays/objects a frame may hold (deeper: bad_json, never a crash)
 CLOSE_POLICY = 1008   # auth failure / protocol violation (RFC 6455)
@@ -148,15 +153,25 @@ def tensors_from_bytes(payload: bytes) -> dict:
     return load(payload)
 
 
+# The safetensors dtypes that `safetensors.torch.load` turns into tensors (tests/bridge check this list against
+# the installed safetensors). A file may parse and still name another one (F8_E8M0, F4): refuse it at the hub.
+TORCH_DTYPES = frozenset({"BOOL", "U8", "I8", "U16", "I16", "U32", "I32", "U64", "I64", "F16", "BF16", "F32", "F64",
+                          "C64", "F8_E4M3", "F8_E5M2", "F8_E4M3FNUZ", "F8_E5M2FNUZ"})
+
+
 def check_payload(payload: bytes) -> None:
-    """Raise ProtocolError(bad_payload) unless `payload` parses as a safetensors file (no torch needed: the hub
-    checks every binary frame with this before storing it)."""
+    """Raise ProtocolError(bad_payload) unless `payload` parses as a safetensors file whose every dtype torch
+    loads (no torch needed: the hub checks every binary frame with this before storing it)."""
     from safetensors import SafetensorError, deserialize
 
     try:
-        deserialize(payload)
-    except (SafetensorError, ValueError, TypeError) as e:
+        tensors = deserialize(payload)
+    except (SafetensorError, ValueError, TypeError, OverflowError) as e:
         raise ProtocolError("bad_payload", f"payload is not a safetensors file: {e}") from None
+    for name, t in tensors:
+        if t.get("dtype") not in TORCH_DTYPES:
+            raise ProtocolError("bad_payload", f"tensor {name[:64]!r} has dtype {str(t.get('dtype'))[:32]!r}, which "
+                                               "torch cannot load")
 
 
 def error(code: str, message: str, reply_to: str | None = None) -> Envelope:

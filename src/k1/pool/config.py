@@ -97,6 +97,12 @@ class PoolSettings(BaseModel):
     # the task classifier also learns from this many of the newest experiences with a stated class (taskclass.py)
     task_class_examples: int = Field(default=2000, ge=0)
     task_class_form: Literal["complement", "multinomial"] = "complement"  # the form of naive Bayes (taskclass.py)
+    # classes a client may name besides the built-in and calibrated ones (a client's unknown class gets 400)
+    task_classes: list[Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]] = []
+    # a student answers `auto` for a class only once its calibration success for the class reaches this (choice.py)
+    student_pass: float = Field(default=0.5, ge=0, le=1)
+    # where a verifier exists for the task class, the pool judges its own answers in the background (aftercare.py)
+    self_verify: bool = True
     context: ContextSettings = ContextSettings()
     metabolic: MetabolicSettings = MetabolicSettings()
     snarc: SnarcWeights = SnarcWeights()

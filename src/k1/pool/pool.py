@@ -9,11 +9,30 @@ import logging
 import time
 from pathlib import Path
 
+from k1.common.config_files import validate_as
 from k1.errors import ConfigError
 from k1.pool.config import PoolConfig, PoolSettings, read_pool_config
-from k1.pool.members import Member, load_member
+from k1.pool.members import Member
 
 log = logging.getLogger(__name__)
+
+
+def load_member(spec) -> Member:
+    """Build a member from a pool-file entry (a dict or a validated spec): {"name", "kind", ...}."""
+    if isinstance(spec, dict):
+        spec = validate_as(PoolConfig, {"members": [spec]}, "member").members[0]
+    if spec.kind == "k1":
+        from k1.pool.members.k1 import K1Member
+        return K1Member.from_run(spec.run, name=spec.name, roles=spec.roles)
+    if spec.kind == "hf":
+        import torch
+
+        from k1.pool.members.hf import HFMember
+        return HFMember.from_pretrained(spec.path, spec.name, spec.roles, gguf_file=spec.gguf_file,
+                                        dtype=getattr(torch, spec.dtype), device=spec.device)
+    from k1.pool.members.openai import OpenAIMember
+    kw = spec.model_dump(exclude={"name", "kind", "roles", "base_url", "api_key_env"})
+    return OpenAIMember.from_spec(spec.name, spec.base_url, api_key_env=spec.api_key_env, roles=spec.roles, **kw)
 
 
 class Pool:

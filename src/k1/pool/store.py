@@ -73,8 +73,16 @@ def m005_calibration(db: Database) -> None:
     db.execute("CREATE INDEX calibration_member ON calibration (member, task_class)")
 
 
+def m006_tenants_and_kinds(db: Database) -> None:
+    """Who spent (the tenant) and on what (the call kind: request, judge, cross-check, verify, dream,
+    calibration); which tenant an experience belongs to (feedback only for its own requests)."""
+    db.execute("ALTER TABLE ledger ADD COLUMN tenant TEXT")
+    db.execute("ALTER TABLE ledger ADD COLUMN kind TEXT NOT NULL DEFAULT 'request'")
+    db.execute("ALTER TABLE experiences ADD COLUMN tenant TEXT")
+
+
 def m007_replicas(db: Database) -> None:
-    """(Named m007 so that it follows main's m006_tenants_and_kinds when the branches meet.) What several replicas on one database share beyond the ledger: budget reservations held by calls
+    """What several replicas on one database share beyond the ledger: budget reservations held by calls
     running now (each expires, so a killed replica's hold ends), leases (one replica runs a DREAM cycle) and
     version rows (a new student published once, taken up by every replica)."""
     db.execute("""CREATE TABLE reservations (
@@ -87,9 +95,11 @@ def m007_replicas(db: Database) -> None:
 
 
 MIGRATIONS: list[Migration] = [m001_trust_and_ledger, m002_experiences, m003_state_log,
-                              m004_feedback_once, m005_calibration, m007_replicas]
+                              m004_feedback_once, m005_calibration, m006_tenants_and_kinds, m007_replicas]
 SCHEMA_VERSION = len(MIGRATIONS)
 
+# what an ATP spend was for (the ledger's `kind`)
+CALL_KINDS = ("request", "judge", "cross-check", "verify", "dream", "calibration")
 # every way a call can end; each is charged to the ledger, so the budget and the routing shares count the calls
 # that failed, timed out or were cancelled, not only those that succeeded
 CALL_PATHS = ("success", "failure", "timeout", "unavailable", "cancelled")
@@ -187,16 +197,21 @@ class PoolStore:
     # ---- the ATP ledger ----------------------------------------------------------------------------
     def charge(self, member: str, path: str, atp: float, flops: float, latency_s: float, *, request: str | None = None,
                session: str | None = None, context: str | None = None, prompt_tokens: int = 0,
-               completion_tokens: int = 0, stream: bool = False, reservation: int | None = None) -> int:
-        """One ledger row; `reservation` (from `reserve`) is released in the same transaction."""
+               completion_tokens: int = 0, stream: bool = False, tenant: str | None = None,
+               kind: str = "request", reservation: int | None = None) -> int:
+        """One ledger row; `reservation` (from `reserve`) is released in the same transaction. Callers go
+        through `k1.pool.ledger.Ledger` (reserve, then charge), not here."""
         if path not in CALL_PATHS:
             raise ValueError(f"unknown call path {path!r}; one of {CALL_PATHS}")
+        if kind not in CALL_KINDS:
+            raise ValueError(f"unknown call kind {kind!r}; one of {CALL_KINDS}")
         with self.write() as db:
             db.lock(BUDGET_LOCK)  # a reservation elsewhere reads spent and reserved as one
             cur = db.execute("""INSERT INTO ledger (ts, request, session, member, context, path, stream, atp, flops,
-                latency_s, prompt_tokens, completion_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                latency_s, prompt_tokens, completion_tokens, tenant, kind)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                              (time.time(), request, session, member, context, path, int(stream), atp, flops, latency_s,
-                              prompt_tokens, completion_tokens))
+                              prompt_tokens, completion_tokens, tenant, kind))
             if reservation is not None:
                 db.execute("DELETE FROM reservations WHERE id = ?", (reservation,))
             return cur.lastrowid
@@ -235,16 +250,23 @@ class PoolStore:
             rows = self.db.execute("SELECT * FROM ledger WHERE request = ? ORDER BY id", (request,)).fetchall()
         return [dict(r) for r in rows]
 
-    def spent(self) -> float:
-        """ATP charged since the budget was last reset."""
+    def spent(self, tenant: str | None = None) -> float:
+        """ATP charged since the budget was last reset (by one tenant, or by all)."""
         with self._lock:
-            return self._spent(self.db)
+            return self._spent(self.db, tenant)
 
     @staticmethod
-    def _spent(db: Database) -> float:
+    def _spent(db: Database, tenant: str | None = None) -> float:
         start = db.execute("SELECT value FROM meta WHERE key = 'budget_from_id'").fetchone()
-        return db.execute("SELECT COALESCE(SUM(atp), 0) FROM ledger WHERE id > ?",
-                          (int(start[0]) if start else 0,)).fetchone()[0]
+        q, args = "SELECT COALESCE(SUM(atp), 0) FROM ledger WHERE id > ?", [int(start[0]) if start else 0]
+        if tenant is not None:
+            q, args = q + " AND tenant = ?", args + [tenant]
+        return db.execute(q, args).fetchone()[0]
+
+    def spent_by_kind(self) -> dict[str, float]:
+        """kind → ATP charged in all (request, judge, cross-check, verify, dream, calibration)."""
+        with self._lock:
+            return {r[0]: r[1] for r in self.db.execute("SELECT kind, SUM(atp) FROM ledger GROUP BY kind")}
 
     def reset_budget(self) -> None:
         with self.write() as db:
@@ -300,7 +322,7 @@ class PoolStore:
     # ---- experiences (SNARC; see snarc.py for how the scores are computed) ----- ----------------------
     def add_experience(self, row: dict) -> int:
         cols = ("ts", "request", "session", "prompt", "response", "member", "context", "latency_s", "atp", "outcome",
-                "surprise", "novelty", "arousal", "reward", "conflict", "importance")
+                "surprise", "novelty", "arousal", "reward", "conflict", "importance", "tenant")
         values = [row.get(c) for c in cols] + [json.dumps(row.get("extra") or {})]
         with self.write() as db:
             cur = db.execute(f"INSERT INTO experiences ({', '.join(cols)}, extra) VALUES ({', '.join('?' * (len(cols) + 1))})",
@@ -335,10 +357,12 @@ class PoolStore:
 
     def labelled_prompts(self, limit: int) -> list[tuple[str, str]]:
         """(prompt, class) of the newest `limit` experiences whose class was stated (by the caller or with
-        feedback), not guessed by the classifier; a chat prompt's last user message is the prompt."""
+        feedback) by a trusted tenant, not guessed by the classifier nor stated by an untrusted tenant; a chat
+        prompt's last user message is the prompt. (Rows written before tenants existed count as trusted.)"""
         with self._lock:
             rows = self.db.execute("""SELECT prompt, context, extra FROM experiences
                 WHERE json_extract(extra, '$.task_class_source') IN ('caller', 'feedback') AND context IS NOT NULL
+                AND COALESCE(CAST(json_extract(extra, '$.label_trusted') AS TEXT), '1') IN ('1', 'true')
                 ORDER BY id DESC LIMIT ?""", (limit,)).fetchall()
         out = []
         for r in rows:

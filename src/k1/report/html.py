@@ -18,6 +18,7 @@ import numpy as np
 
 from k1 import __version__
 from k1.common.files import write_atomic
+from k1.common.load import under_load_note
 from k1.engine.model.shape import TreeShape
 from k1.engine.run.rundir import RunDir
 from k1.errors import CheckpointError, K1Error
@@ -71,7 +72,7 @@ def absent(key: str, text: str) -> str:
 
 def table(head: list[str], rows: list[list], left: int = 1) -> str:
     """A table; the first `left` columns are text (left-aligned), the rest numbers."""
-    cls = lambda j: ' class="l"' if j < left else ""  # noqa: E731
+    cls = lambda j: ' class="l"' if j < left else ""
     out = ["<table><thead><tr>" + "".join(f"<th{cls(j)}>{esc(h)}</th>" for j, h in enumerate(head)) + "</tr></thead><tbody>"]
     for r in rows:
         out.append("<tr>" + "".join(f"<td{cls(j)}>{esc(v)}</td>" for j, v in enumerate(r)) + "</tr>")
@@ -352,7 +353,8 @@ def compare_sections(d: Path) -> list[Section]:
     domains = list(rows[0].get("domains", {})) if rows else []
     tab = Section("compare-table", "Compare: every row on the same data, seed and budget")
     body = [[r["policy"], r.get("model", ""), fmt(r.get("val_loss")), fmt(r.get("val_bpb"), ".3f"),
-             *[fmt(r.get("domains", {}).get(x, {}).get("bpb"), ".3f") for x in domains], fmt(r.get("tokens_per_s"), ",.0f"),
+             *[fmt(r.get("domains", {}).get(x, {}).get("bpb"), ".3f") for x in domains],
+             fmt(r.get("tokens_per_s"), ",.0f") + ("*" if r.get("under_load") else ""),
              fmt(r.get("frac_params_changed"), ".2%"), f"{fmt(r.get('agents_updated'), '.1f')}/{r.get('agents', '—')}",
              fmt(r.get("params"), ",")] for r in rows]
     uni = data.get("unigram")
@@ -362,7 +364,8 @@ def compare_sections(d: Path) -> list[Section]:
     tab.parts.append(table(
         ["policy", "model", "val loss", "val bpb", *[f"{x} bpb" for x in domains], "tokens/s",
          "params changed/step", "agents/step", "params"], body, left=2))
-    tab.parts.append(f"<p>{_compare_provenance(data)}</p>")
+
+    tab.parts.append(f"<p>{esc(under_load_note(rows))} {_compare_provenance(data)}</p>")
     runs = {r["policy"]: load_run(d / r["policy"]) for r in rows if is_run_dir(d / r["policy"])}
     missing = [r["policy"] for r in rows if r["policy"] not in runs]
     curves = Section("compare-curves", "Validation curves, every row overlaid")

@@ -11,17 +11,20 @@ from k1.common.config_files import read_toml, validate_as
 
 
 class LoopConfig(BaseModel):
+    """The defaults are the settings the loop's published figures were measured with (30 training and 30
+    held-out tasks, 4 samples, seeds 0, 1, 2), so the README's short command reproduces them."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     target: str = Field(description="the member that learns: k1:RUN_DIR, hf:PATH[::FILE.gguf] or smollm2")
     teacher: str | None = Field(None, description="member for method = 'teacher'")
     judge: str | None = Field(None, description="orders verified candidates; never used in evaluation")
     tasks: str = Field("arithmetic:d1", description="arithmetic:d1..d4, python, or a JSONL task file")
-    n_train: int = Field(12, ge=1, description="tasks the target practises on (per seed)")
-    n_heldout: int = Field(12, ge=1, description="tasks only ever evaluated (per seed), disjoint from training")
+    n_train: int = Field(30, ge=1, description="tasks the target practises on (per seed)")
+    n_heldout: int = Field(30, ge=1, description="tasks only ever evaluated (per seed), disjoint from training")
     self_instruct: int = Field(0, ge=0, description="extra training prompts proposed by the target (arithmetic)")
     method: Literal["rejection", "refine", "teacher"] = "rejection"
-    samples: int = Field(8, ge=1, description="rejection: samples per task; teacher: rewrites per task")
+    samples: int = Field(4, ge=1, description="rejection: samples per task; teacher: rewrites per task")
     rounds: int = Field(2, ge=1, description="refine: retries after a failed answer")
     temperature: float = Field(1.0, ge=0.0)
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)

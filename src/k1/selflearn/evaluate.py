@@ -7,11 +7,14 @@ from k1.tasks.task import Task
 from k1.tasks.verifiers import solved
 
 
-def evaluate(member, tasks: list[Task]) -> dict:
-    """→ {n, solved, rate, mean_score, atp, latency_s}. Never consults a judge."""
+def evaluate(member, tasks: list[Task], on_task=None) -> dict:
+    """→ {n, solved, rate, mean_score, atp, latency_s}. Never consults a judge. `on_task()` is called after
+    each task (a progress bar's advance)."""
     scores, atp, lat = [], 0.0, 0.0
     for t in tasks:
         c = ask(member, t)
+        if on_task is not None:
+            on_task()
         scores.append(c.score)
         atp += c.atp
         lat += c.latency_s

@@ -19,7 +19,7 @@ from k1.pool.default import smollm2_dir  # noqa: F401  (one place finds the whee
 
 def load(spec: str, name: str | None = None, roles=()):
     """A pool member from a spec string (see the module docstring)."""
-    from k1.pool.members import load_member
+    from k1.pool.pool import load_member
 
     if spec == "smollm2":
         return load_member({"name": name or "smollm2", "kind": "hf", "path": str(smollm2_dir()),

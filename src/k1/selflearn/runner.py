@@ -19,9 +19,10 @@ from k1.selflearn.config import LoopConfig
 from k1.selflearn.evaluate import evaluate
 from k1.selflearn.formats import prompt_for, training_text
 from k1.selflearn.improve import METHODS
-from k1.tasks.sandbox import require_sandbox
 from k1.selflearn.selfinstruct import self_instruct
-from k1.tasks.task import builtin_tasks, load_task_file, split_tasks
+from k1.tasks.files import load_task_file
+from k1.tasks.sandbox import require_sandbox
+from k1.tasks.task import builtin_tasks, split_tasks
 
 
 def load_tasks(spec: str):
@@ -113,8 +114,8 @@ def _train(cfg: LoopConfig, target, kept, seed_dir: Path, seed: int):
     if not kept:
         return {"trained": False, "reason": "no candidate passed its verifier"}, None
     if target.kind == "k1":
-        from k1.selflearn.train_k1 import finetune_k1
         from k1.pool.members.k1 import K1Member
+        from k1.selflearn.train_k1 import finetune_k1
 
         summary = finetune_k1(target.run_dir, [training_text(i.task, i.improved.text) for i in kept], seed_dir / "target",
                               steps=cfg.train_steps, seed=seed)

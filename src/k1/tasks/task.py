@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from k1.errors import ConfigError
 
@@ -100,13 +99,6 @@ def builtin_tasks(kind: str) -> list[Task]:
     if family == "python":
         return python_tasks()
     raise ConfigError(f"task family {kind!r}: use arithmetic:d1..d4, python, or a task file")
-
-
-def load_task_file(path: str | Path) -> list[Task]:
-    """JSONL tasks in K-1's layout or a HumanEval- / MBPP-like one (see taskfiles.py)."""
-    from k1.tasks.files import load_task_file as load
-
-    return load(path)
 
 
 def split_tasks(tasks: list[Task], n_train: int, n_heldout: int, seed: int) -> tuple[list[Task], list[Task]]:

@@ -48,7 +48,9 @@ def verify_python(task: Task, response: str, limits: Limits = Limits()) -> float
     code = extract_code(response)
     if c.get("prefix"):  # a HumanEval-like prompt: its imports and helpers first, the model's function after
         code = c["prefix"] + "\n" + code
-    r = run_tests(code, c["tests"], limits, entry=c.get("entry"), setup=c.get("setup", []))
+    # the checker runs the prompt's own helpers; only the entry point is taken from the candidate
+    r = run_tests(code, c["tests"], limits, entry=c.get("entry"), setup=c.get("setup", []),
+                  task_code=c.get("prefix", ""))
     return r["passed"] / max(r["total"], 1)
 
 

@@ -14,20 +14,18 @@
    answers, its top-1 agreement with them (teacher-forced), and a verifier's success where one is given.
 5. Update the student's trust from that measurement (one outcome per held-out item, source "dream"), save
    the student's weights (safetensors, applied again when the pool is reopened), and replay the held-out
-   prompts through the router before and after on a scratch copy of the store: the cost change is measured.
+   prompts through the pool's own choice (greedy) and attempts before and after, as quiet calls charged to
+   the ledger as DREAM's: the cost change is measured.
 Every number in the returned report is computed here.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import random
-import shutil
-import sqlite3
-import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -39,6 +37,8 @@ from k1.pool.learn.distill import batch_loss, batches, cache_teacher, example, t
 from k1.pool.learn.weights import forget_cached_states, save_student
 from k1.pool.members.base import Member, prompt_text
 from k1.pool.members.local import LocalMember
+from k1.pool.route.attempts import attempts
+from k1.pool.route.intake import replay_call
 from k1.pool.route.snarc import prioritized_sample
 
 log = logging.getLogger(__name__)
@@ -143,171 +143,179 @@ def distill(student: LocalMember, teacher: Member, items: list[dict], *, epochs:
 
 
 # ---- replay ---------------------------------------------------------------------------------------------
-def replay(router, prompts: list[str], verifier: Callable | None, max_tokens: int) -> dict:
-    """Run `prompts` through a router on a scratch copy of its store (greedy selection): cost and success."""
-    from k1.pool.route.router import Router
-    from k1.pool.store import PoolStore
-
-    tmp = Path(tempfile.mkdtemp(prefix="k1-dream-"))
-    try:
-        if router.store.path is not None:
-            src = sqlite3.connect(router.store.path)
-            dst = sqlite3.connect(tmp / "replay.sqlite")
-            src.backup(dst)
-            src.close()
-            dst.close()
-            store = PoolStore(tmp / "replay.sqlite")
-        else:  # a store on a database server: a scratch SQLite copy of it
-            from k1.pool.store_copy import copy_store
-            store = PoolStore(tmp / "replay.sqlite")
-            copy_store(router.store, store)
-        store.reset_budget()
-        pool = router.pool
-        for m in pool.members.values():  # measure cold: a prefix cached by an earlier replay is not DREAM's doing
-            if getattr(m, "prefix_cache", None) is not None:
-                m.prefix_cache.clear()
-        scratch = copy.copy(pool)  # the same loaded members under replay settings; the pool itself is untouched
-        scratch.settings = pool.settings.model_copy(update={"selection": "greedy", "cross_check": 0.0, "judge": None,
-                                                           "budget_atp": float("inf")})
-        try:
-            r = Router(scratch, store)
-            atp, ok, members = 0.0, [], {}
-            for p in prompts:
-                out = r.generate(p, session="dream-replay", max_tokens=max_tokens)
-                atp += out.generation.cost.atp
-                members[out.member] = members.get(out.member, 0) + 1
-                if verifier is not None:
-                    v = verifier(prompt_text(p), out.generation.text)
-                    if v is not None:
-                        ok.append(float(v))
-        finally:
-            store.close()
-        return {"atp": atp, "calls": len(prompts), "members": members,
-                "verifier_success": sum(ok) / len(ok) if ok else None}
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+def replay(router, prompts: list, verifier: Callable | None, max_tokens: int) -> dict:
+    """Run `prompts` through the router's own choice (greedy) and attempts, as quiet calls: each is charged to
+    the ledger as DREAM's, and none leaves an outcome, experience or state behind. → cost and success."""
+    for m in router.pool.members.values():  # measure cold: a prefix cached by an earlier replay is not DREAM's doing
+        forget_cached_states(m)
+    atp, ok, members = 0.0, [], {}
+    for p in prompts:
+        call = replay_call(router, p, max_tokens)
+        for _ in attempts(router, call):
+            pass
+        out = call.routed
+        atp += out.generation.cost.atp
+        members[out.member] = members.get(out.member, 0) + 1
+        if verifier is not None:
+            v = verifier(prompt_text(p), out.generation.text)
+            if v is not None:
+                ok.append(float(v))
+    return {"atp": atp, "calls": len(prompts), "members": members,
+            "verifier_success": sum(ok) / len(ok) if ok else None}
 
 
 # ---- the whole phase -------------------------------------------------------------------------------------
-def dream(router, *, teacher: str | None = None, student: str | None = None, k: int = 64, holdout: float = 0.25,
-          epochs: int = 3, lr: float = 3e-4, temperature: float = 2.0, max_tokens: int = 32,
-          verifier: Callable | None = None, weights_dir: str | Path | None = None, seed: int = 0,
-          quiet: bool = True, task_class: str | None = None, class_tasks: int = 16,
-          verified_only: bool = False, samples: int = 0, sample_temperature: float = 0.8, first_line: bool = False,
-          ce_weight: float = 0.0, batch_size: int = 8, topk: int = 64, val: float = 0.0, patience: int = 2,
-          schedule: str = "cosine", teacher_system: str | None = None) -> dict:
-    """With `verified_only`, the student trains only on the teacher's answers that `verifier` accepts (the
-    teacher is not always right, and the student learns its mistakes as readily as its sums). With `samples`
-    (rejection sampling; needs a verifier, implies verified-only), the teacher also answers every training
-    experience `samples` more times at `sample_temperature`, each call charged to the ledger, and every distinct
-    verified answer is a training example. `first_line` keeps a verified answer up to the line the verifier read
-    (then the end-of-turn token, so the student learns to stop there). `ce_weight` mixes cross-entropy on the
-    answers into the logit distillation. `val` carves that share of the training experiences off as a validation
-    split: the student is scored on it after every epoch (verifier success, then loss) and the best epoch is
-    kept. With `teacher_system`, the teacher answers chat prompts with that system message in place of its own
-    (context distillation: the student learns to answer the plain prompt as the instructed teacher does; the
-    teacher's logits are read after the instructed prompt). With `task_class`, only that class's experiences are consolidated, and the student is also measured
-    before and after on `class_tasks` calibration tasks of the class (judged by their verifiers; never
-    trained on, and no training prompt equals one of them): that measurement replaces its calibration for the
-    class, so its trust follows it."""
+@dataclass(frozen=True)
+class DreamConfig:
+    """What one DREAM run does (`dream(router, DreamConfig(...))`, or `dream(router, k=16, ...)`).
+
+    With `verified_only`, the student trains only on the teacher's answers that `verifier` accepts (the teacher
+    is not always right, and the student learns its mistakes as readily as its sums). With `samples` (rejection
+    sampling; needs a verifier, implies verified-only), the teacher also answers every training experience
+    `samples` more times at `sample_temperature`, each call charged to the ledger, and every distinct verified
+    answer is a training example. `first_line` keeps a verified answer up to the line the verifier read (then
+    the end-of-turn token, so the student learns to stop there). `ce_weight` mixes cross-entropy on the answers
+    into the logit distillation. `val` carves that share of the training experiences off as a validation split:
+    the student is scored on it after every epoch (verifier success, then loss) and the best epoch is kept. With
+    `teacher_system`, the teacher answers chat prompts with that system message in place of its own (context
+    distillation: the student learns to answer the plain prompt as the instructed teacher does; the teacher's
+    logits are read after the instructed prompt). With `task_class`, only that class's experiences are
+    consolidated, and the student is also measured before and after on `class_tasks` calibration tasks of the
+    class (judged by their verifiers; never trained on, and no training prompt equals one of them): that
+    measurement replaces its calibration for the class, so its trust follows it."""
+
+    # who: the most trusted teacher and a cheaper trainable student, unless named
+    teacher: str | None = None
+    student: str | None = None
+    # what: the `k` most important experiences (of `task_class`), `holdout` of them held out
+    k: int = 64
+    holdout: float = 0.25
+    task_class: str | None = None
+    class_tasks: int = 16
+    # the teacher's answers
+    max_tokens: int = 32
+    teacher_system: str | None = None
+    verifier: Callable | None = None
+    verified_only: bool = False
+    samples: int = 0
+    sample_temperature: float = 0.8
+    first_line: bool = False
+    # training
+    epochs: int = 3
+    lr: float = 3e-4
+    temperature: float = 2.0
+    ce_weight: float = 0.0
+    batch_size: int = 8
+    topk: int = 64
+    val: float = 0.0
+    patience: int = 2
+    schedule: str = "cosine"
+    seed: int = 0
+    # where the student's weights go (default: beside the store), and whether to show progress
+    weights_dir: str | Path | None = None
+    quiet: bool = True
+
+
+def dream(router, config: DreamConfig | None = None, /, **overrides) -> dict:
+    """One DREAM run (module docstring); `overrides` replace fields of `config` (default `DreamConfig()`)."""
+    cfg = replace(config or DreamConfig(), **overrides)
     t_start = time.perf_counter()
-    rng = random.Random(seed)
+    rng = random.Random(cfg.seed)
     store = router.store
     exps = store.experiences()
     probe = []
-    if task_class is not None:
+    if cfg.task_class is not None:
         from k1.pool.learn.calibrate import calibration_tasks
-        probe = [c for c in calibration_tasks(class_tasks) if c.cls == task_class]
+        probe = [c for c in calibration_tasks(cfg.class_tasks) if c.cls == cfg.task_class]
         held_texts = {c.text for c in probe}
-        exps = [e for e in exps if e["context"] == task_class and e["prompt"] not in held_texts]
-    if (verified_only or samples) and verifier is None:
+        exps = [e for e in exps if e["context"] == cfg.task_class and e["prompt"] not in held_texts]
+    if (cfg.verified_only or cfg.samples) and cfg.verifier is None:
         raise BackendError("DREAM's verified_only (and samples) needs a verifier")
-    verified = verified_only or samples > 0
+    verified = cfg.verified_only or cfg.samples > 0
     if len(exps) < 4:
-        raise BackendError(f"DREAM needs at least 4 experiences{f' of class {task_class!r}' if task_class else ''}; "
+        raise BackendError(f"DREAM needs at least 4 experiences{f' of class {cfg.task_class!r}' if cfg.task_class else ''}; "
                            f"the pool has {len(exps)} (use it first)")
-    t, s = pick_pair(router, teacher, student)
+    t, s = pick_pair(router, cfg.teacher, cfg.student)
     logit_kd = same_tokenizer(t, s)
     calls = 0
 
     def instructed(prompt):
-        if teacher_system is None or not isinstance(prompt, list):
+        if cfg.teacher_system is None or not isinstance(prompt, list):
             return prompt
-        return [{"role": "system", "content": teacher_system}] + [m for m in prompt if m.get("role") != "system"]
+        return [{"role": "system", "content": cfg.teacher_system}] + [m for m in prompt if m.get("role") != "system"]
 
     def ask(prompt, temp: float, call_seed: int | None):
         nonlocal calls
-        g = t.generate(instructed(prompt), max_tokens=max_tokens, temperature=temp, seed=call_seed,
-                       stop=["\n"] if first_line and temp > 0 else None)
-        store.charge(t.name, "success", g.cost.atp, g.cost.flops, g.cost.latency_s, context="dream",
-                     session="dream", prompt_tokens=g.prompt_tokens, completion_tokens=g.completion_tokens)
+        g = router.ledger.call(t, instructed(prompt), kind="dream", session="dream", task_class="dream",
+                               max_tokens=cfg.max_tokens, temperature=temp, seed=call_seed,
+                               stop=["\n"] if cfg.first_line and temp > 0 else None)
         calls += 1
         return g
 
     router.metabolism.enter_dream(f"distilling {t.name} → {s.name}")
     try:
-        chosen = prioritized_sample(exps, k, rng=rng)
-        n_held = min(len(chosen) - 1, max(1, round(holdout * len(chosen))))
+        chosen = prioritized_sample(exps, cfg.k, rng=rng)
+        n_held = min(len(chosen) - 1, max(1, round(cfg.holdout * len(chosen))))
         held, train_exps = chosen[:n_held], chosen[n_held:]  # the sample's order is random: a random split
-        n_val = min(len(train_exps) - 1, max(1, round(val * len(train_exps)))) if val > 0 else 0
+        n_val = min(len(train_exps) - 1, max(1, round(cfg.val * len(train_exps)))) if cfg.val > 0 else 0
         val_exps, train_exps = train_exps[:n_val], train_exps[n_val:]
         items = {"train": [], "val": [], "held": []}
-        with Progress(disable=quiet) as bar:
-            task = bar.add_task("teacher answers", total=len(chosen) + samples * len(train_exps))
+        with Progress(disable=cfg.quiet) as bar:
+            task = bar.add_task("teacher answers", total=len(chosen) + cfg.samples * len(train_exps))
             for part, group in (("train", train_exps), ("val", val_exps), ("held", held)):
                 for e in group:
                     prompt = e["extra"].get("messages") or e["prompt"]
                     g = ask(prompt, 0.0, None)
                     items[part].append({"prompt": prompt, "teacher_prompt": instructed(prompt),
                                         "prompt_text": e["prompt"], "answer": g.text,
-                                        "context": e["context"], "max_tokens": max_tokens, "samples": []})
+                                        "context": e["context"], "max_tokens": cfg.max_tokens, "samples": []})
                     bar.advance(task)
             for i, it in enumerate(items["train"]):  # rejection sampling: the verifier keeps what is right
-                for j in range(samples):
-                    it["samples"].append(ask(it["prompt"], sample_temperature, seed * 1_000_003 + i * 1009 + j).text)
+                for j in range(cfg.samples):
+                    it["samples"].append(ask(it["prompt"], cfg.sample_temperature, cfg.seed * 1_000_003 + i * 1009 + j).text)
                     bar.advance(task)
         prompts = [it["prompt"] for it in items["held"]]
-        replay_before = replay(router, prompts, verifier, max_tokens)
-        before = measure(s, items["held"], verifier)
+        replay_before = replay(router, prompts, cfg.verifier, cfg.max_tokens)
+        before = measure(s, items["held"], cfg.verifier)
         class_before = _probe(s, probe)
         if verified:
-            train_items = kept_answers(items["train"], verifier, first_line)
+            train_items = kept_answers(items["train"], cfg.verifier, cfg.first_line)
             if not train_items:
                 raise BackendError(f"none of the teacher's {len(items['train'])} training answers passed the verifier")
         else:
             train_items = [it for it in items["train"] if it["answer"]]
-        validate = _validator(s, t, items["val"], verifier, first_line, temperature, topk) if items["val"] else None
-        rec = distill(s, t, train_items, epochs=epochs, lr=lr, temperature=temperature, logit_kd=logit_kd, rng=rng,
-                      quiet=quiet, batch_size=batch_size, topk=topk, ce_weight=ce_weight, schedule=schedule,
-                      validate=validate, patience=patience, eos=verified and first_line)
+        validate = _validator(s, t, items["val"], cfg.verifier, cfg.first_line, cfg.temperature, cfg.topk) if items["val"] else None
+        rec = distill(s, t, train_items, epochs=cfg.epochs, lr=cfg.lr, temperature=cfg.temperature, logit_kd=logit_kd, rng=rng,
+                      quiet=cfg.quiet, batch_size=cfg.batch_size, topk=cfg.topk, ce_weight=cfg.ce_weight, schedule=cfg.schedule,
+                      validate=validate, patience=cfg.patience, eos=verified and cfg.first_line)
         losses = rec["losses"]
-        after = measure(s, items["held"], verifier)
+        after = measure(s, items["held"], cfg.verifier)
         class_after = _probe(s, probe)
         if probe:  # the student's prior for this class is now what it solves after DREAM
-            store.set_calibration(s.name, class_after["rows"], task_class)
+            store.set_calibration(s.name, class_after["rows"], cfg.task_class)
         # the student's trust follows the measurement: one graded outcome per held-out item
         for it, grade in after["grades"]:
             store.record_outcome(s.name, it["context"] or "dream", grade, "dream")
-        saved = save_student(router, s, weights_dir)
+        saved = save_student(router, s, cfg.weights_dir)
     finally:
         router.metabolism.leave_dream()
-    replay_after = replay(router, prompts, verifier, max_tokens)
-    per_epoch = max(1, -(-len(train_items) // batch_size))
+    replay_after = replay(router, prompts, cfg.verifier, cfg.max_tokens)
+    per_epoch = max(1, -(-len(train_items) // cfg.batch_size))
     return {
         "teacher": t.name, "student": s.name, "method": "logit-kd" if logit_kd else "sequence-kd",
-        "temperature": temperature if logit_kd else None, "experiences": len(chosen), "train": len(train_items),
+        "temperature": cfg.temperature if logit_kd else None, "experiences": len(chosen), "train": len(train_items),
         "train_prompts": len(items["train"]), "validation": len(items["val"]), "held_out": len(items["held"]),
-        "verified_only": verified, "samples": samples, "teacher_calls": calls,
-        "ce_weight": ce_weight if logit_kd else 1.0, "topk": topk, "batch_size": batch_size, "epochs": epochs,
+        "verified_only": verified, "samples": cfg.samples, "teacher_calls": calls,
+        "ce_weight": cfg.ce_weight if logit_kd else 1.0, "topk": cfg.topk, "batch_size": cfg.batch_size, "epochs": cfg.epochs,
         "steps": rec["steps"], "val": rec["val"], "best_epoch": rec["best_epoch"],
         "first_loss": losses[0] if losses else None,
         "last_loss": sum(losses[-per_epoch:]) / len(losses[-per_epoch:]) if losses else None,
         "before": _public(before), "after": _public(after), "replay_before": replay_before,
-        "replay_after": replay_after, "task_class": task_class,
-        "class_before": {k: v for k, v in class_before.items() if k != "rows"} if probe else None,
-        "class_after": {k: v for k, v in class_after.items() if k != "rows"} if probe else None,
+        "replay_after": replay_after, "task_class": cfg.task_class,
+        "class_before": {key: v for key, v in class_before.items() if key != "rows"} if probe else None,
+        "class_after": {key: v for key, v in class_after.items() if key != "rows"} if probe else None,
         "replay_atp_change": replay_after["atp"] / replay_before["atp"] - 1 if replay_before["atp"] else None,
-        "teacher_system": teacher_system, "weights": str(saved) if saved else None, "seconds": time.perf_counter() - t_start,
+        "teacher_system": cfg.teacher_system, "weights": str(saved) if saved else None, "seconds": time.perf_counter() - t_start,
     }
 
 

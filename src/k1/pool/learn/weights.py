@@ -3,12 +3,16 @@ is opened (kept apart from dream.py so the router can apply them without importi
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from k1.pool.members.local import LocalMember
+
+log = logging.getLogger(__name__)
 
 
 def _model(m):
@@ -60,6 +64,28 @@ def take_up_new_students(router) -> list[str]:
         _seen(router)[name] = v[0]
         done.append(name)
     return done
+
+
+class StudentPoll:
+    """What a serving router runs as a request comes in (`route.intake`): at most every `every_s` seconds, and
+    with no lock held, it takes up the students another replica's DREAM published (`take_up_new_students`)."""
+
+    def __init__(self, router, every_s: float = 5.0):
+        self.router, self.every_s = router, every_s
+        self.last = time.monotonic()
+
+    def look(self) -> list[str]:
+        now = time.monotonic()
+        if now - self.last < self.every_s:
+            return []
+        self.last = now  # two requests racing here both look: harmless (a member's gate lets one load it)
+        try:
+            names = take_up_new_students(self.router)
+        except Exception as e:  # a missing or unreadable file never fails a request
+            log.warning("published student not taken up: %s: %s", type(e).__name__, e)
+            return []
+        self.router.consolidated += [n for n in names if n not in self.router.consolidated]
+        return names
 
 
 def forget_cached_states(member) -> None:

@@ -50,6 +50,7 @@ class LocalMember(Member):
     attn_flops_per_key: int = 0  # 4 × width × attention layers: FLOPs per (token, attended key)
     max_positions: int | None = None  # absolute limit on prompt + answer (None: the member slides its window)
     prefix_cache = None  # a `PrefixCache` when reuse is on (`enable_prefix_cache`)
+    cache_salt = ""  # whose prefixes this call may reuse (the router sets the tenant's, holding the member's gate)
 
     @abstractmethod
     def encode(self, text: str) -> list[int]: ...
@@ -72,7 +73,7 @@ class LocalMember(Member):
     def session(self, prompt_ids: list[int]) -> DecodeSession:
         """A decode session for `prompt_ids`, resumed from the longest cached prefix when there is one."""
         if self.prefix_cache is not None:
-            n, state = self.prefix_cache.lookup(prompt_ids)
+            n, state = self.prefix_cache.lookup(prompt_ids, self.cache_salt)
             if n:
                 return self.resume_session(prompt_ids, state, n)
         return self.new_session()
@@ -81,7 +82,7 @@ class LocalMember(Member):
         if self.prefix_cache is not None:
             snap = s.snapshot()
             if snap is not None:
-                self.prefix_cache.store(*snap)
+                self.prefix_cache.store(*snap, salt=self.cache_salt)
 
     def enable_prefix_cache(self, size: int = 8) -> None:
         """Keep KV states of the last `size` sequences (0 turns reuse off)."""

@@ -9,7 +9,9 @@ none); a timed-out call is charged for its prompt (the server had it), a refused
 A remote server is not trusted: `usage` counts that are not non-negative integers are replaced by the
 estimate (a negative count would refund the budget), a call ends with a timeout once `deadline_s` has passed
 in all (httpx's timeout is per read, so a server trickling bytes would never time out), and a response
-larger than `max_response_bytes` is cut off and fails the call.
+larger than `max_response_bytes` is cut off and fails the call. An answer cannot be longer than the
+`max_tokens` it was asked for: reported completion tokens above it, or more than `MAX_TOKEN_BYTES` bytes of
+text per allowed token, fail the call (and the router charges at most what it reserved for the call).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from k1.pool.members.base import ZERO_COST, CallFailed, Cost, Generation, Member
 log = logging.getLogger(__name__)
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
+MAX_TOKEN_BYTES = 128  # no tokenizer's token is longer: more text than this per allowed token is a lie
 
 
 class CircuitBreaker:
@@ -158,12 +161,12 @@ class OpenAIMember(Member):
         path, body = self._body(prompt, max_tokens, temperature, stop, seed, stream=True)
         resp = self._open(path, body, prompt, t0)
         parts: list[str] = []
-        usage, finish = None, "stop"
+        usage, finish, n_bytes = None, "stop", 0
 
         def record(reason: str) -> None:
             text = "".join(parts)
             pt = _count((usage or {}).get("prompt_tokens")) or _tokens_estimate(prompt_text(prompt))
-            ct = _count((usage or {}).get("completion_tokens")) or _tokens_estimate(text)
+            ct = _count((usage or {}).get("completion_tokens")) or min(_tokens_estimate(text), max_tokens)
             self.last_generation = Generation(text=text, member=self.name, prompt_tokens=pt, completion_tokens=ct,
                                               cost=Cost(0.0, time.perf_counter() - t0, self._price(pt + ct)),
                                               finish_reason=reason)
@@ -189,6 +192,10 @@ class OpenAIMember(Member):
                     d = choice.get("delta")
                     delta = choice.get("text") if "text" in choice else d.get("content") if isinstance(d, dict) else None
                     if delta and isinstance(delta, str):
+                        n_bytes += len(delta.encode("utf-8", "replace"))
+                        if n_bytes > max_tokens * MAX_TOKEN_BYTES:
+                            raise _TooLarge(f"member {self.name!r}: {n_bytes} bytes of answer for max_tokens="
+                                            f"{max_tokens}; no tokenizer makes that many")
                         parts.append(delta)
                         yield delta
                     if choice.get("finish_reason") in ("stop", "length"):
@@ -207,6 +214,12 @@ class OpenAIMember(Member):
                              "timeout" if isinstance(e, httpx.TimeoutException) else "error") from None
         finally:
             resp.close()
+        told = _count((usage or {}).get("completion_tokens"))
+        if told is not None and told > max_tokens:
+            self.breaker.failure()
+            raise CallFailed(f"member {self.name!r}: reported {told} completion tokens for max_tokens={max_tokens}",
+                             Cost(0.0, time.perf_counter() - t0,
+                                  self._price(_tokens_estimate(prompt_text(prompt)) + max_tokens)), "error")
         self.breaker.success()
         record(finish)
 

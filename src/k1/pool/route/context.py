@@ -18,6 +18,7 @@ a prompt it still cannot score has no surprise (None), never an error.
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -28,6 +29,7 @@ from k1.pool.members.base import Member
 from k1.pool.route.textsignals import ngrams, similarity, surprise_bpb
 
 CONTEXT_CLASSES = ("stable", "moving", "unstable", "novel")
+SURPRISE_CHARS = 1024  # a member without a position limit (a sliding K-1 tree) still scores a bounded prompt
 
 
 class ContextSettings(BaseModel):
@@ -63,6 +65,7 @@ class ContextClassifier:
     def __init__(self, settings: ContextSettings = ContextSettings(), reference: Member | None = None):
         self.settings, self.reference = settings, reference
         self.sessions: dict[str, _Session] = {}
+        self._lock = threading.Lock()  # held only to copy or change a history, never while a model runs
 
     def seed(self, session: str, prompts: list[str]) -> None:
         """Load a session's history (e.g. from the experience store after a restart); no model runs."""
@@ -75,18 +78,23 @@ class ContextClassifier:
         self.add(session, prompt)
         return reading
 
-    def read(self, session: str, prompt: str, score: bool = True) -> ContextReading:
+    def read(self, session: str, prompt: str, score: bool = True, reference: Member | None = ...) -> ContextReading:
         """Classify `prompt` against the session's history (which it does not change); `score=False` leaves
-        surprise out (the router does when the reference member is busy)."""
-        s, cfg = self.sessions.get(session) or _Session(), self.settings
+        surprise out (the router does when the reference member is busy). `reference`: the member that
+        scores surprise now (default: the one given at construction)."""
+        cfg = self.settings
+        with self._lock:
+            s = self.sessions.get(session) or _Session()
+            prompts, shifts = list(s.prompts), list(s.shifts)
+        reference = self.reference if reference is ... else reference
         g = ngrams(prompt)
-        grams = [ngrams(p) for p in s.prompts]
+        grams = [ngrams(p) for p in prompts]
         novelty = 1.0 - max((similarity(g, h) for h in grams), default=0.0)
         shift = 1.0 - similarity(g, grams[-1]) if grams else 1.0
-        previous = s.prompts[-1] if s.prompts else ""
-        surprise = self._surprise(previous, prompt) if score and self.reference is not None else None
+        previous = prompts[-1] if prompts else ""
+        surprise = self._surprise(reference, previous, prompt) if score and reference is not None else None
         shifted = shift >= cfg.shift_at
-        recent = list(s.shifts)[-(cfg.unstable_window - 1):] + [shifted] if cfg.unstable_window > 1 else [shifted]
+        recent = shifts[-(cfg.unstable_window - 1):] + [shifted] if cfg.unstable_window > 1 else [shifted]
         if novelty >= cfg.novel_at:
             label = "novel"
         elif sum(recent) >= cfg.unstable_shifts or (surprise is not None and surprise >= cfg.surprise_at):
@@ -99,19 +107,23 @@ class ContextClassifier:
 
     def add(self, session: str, prompt: str) -> None:
         """Append `prompt` to the session's history (after its call succeeded)."""
-        s, cfg = self.sessions.setdefault(session, _Session()), self.settings
-        shift = 1.0 - similarity(ngrams(prompt), ngrams(s.prompts[-1])) if s.prompts else 1.0
-        s.prompts.append(prompt)
-        s.shifts.append(shift >= cfg.shift_at)
-        while len(s.prompts) > cfg.history:
-            s.prompts.popleft()
-            s.shifts.popleft()
+        cfg = self.settings
+        with self._lock:
+            s = self.sessions.setdefault(session, _Session())
+            last = s.prompts[-1] if s.prompts else None
+        shift = 1.0 - similarity(ngrams(prompt), ngrams(last)) if last is not None else 1.0
+        with self._lock:
+            s.prompts.append(prompt)
+            s.shifts.append(shift >= cfg.shift_at)
+            while len(s.prompts) > cfg.history:
+                s.prompts.popleft()
+                s.shifts.popleft()
 
-    def _surprise(self, previous: str, prompt: str) -> float | None:
-        n = getattr(self.reference, "max_positions", None)
-        if n:
-            previous, prompt = previous[-(n // 4):], prompt[:n // 2]
+    @staticmethod
+    def _surprise(reference: Member, previous: str, prompt: str) -> float | None:
+        n = getattr(reference, "max_positions", None) or SURPRISE_CHARS * 2
+        previous, prompt = previous[-(n // 4):], prompt[:n // 2]
         try:
-            return surprise_bpb(self.reference, previous, prompt)
+            return surprise_bpb(reference, previous, prompt)
         except BackendError:
             return None

@@ -6,9 +6,10 @@ digit mapped to "0" (so "What is 7 + 5?" and "What is 31 - 9?" read alike); it n
 milliseconds, and learns more classes from any labelled prompts (`fit`). The built-in training prompts
 below and the held-out prompts in `HELD_OUT` are disjoint phrasings; `held_out_accuracy()` measures it.
 
-It also learns from the pool's experiences (`learned_examples`): prompts whose class someone stated — the
-caller's class (`context=`, `metadata.context` on the server), a class given with feedback — and the
-calibration set's prompts. The classifier is refit from the built-in prompts plus the newest of those
+It also learns from the pool's experiences (`learned_examples`): the calibration set's prompts (always), and
+prompts whose class a trusted caller stated — the caller's class (`task_class=`, `metadata.task_class` on the
+server), a class given with feedback. An untrusted tenant's labels are kept with its experiences but never
+learned from: one client cannot retrain the classifier for everyone. The classifier is refit from the built-in prompts plus the newest of those
 (`[pool] task_class_examples`, default 2,000; 0: built-in only) when the pool opens, after `k1 pool calibrate`
 and after DREAM (`Router.refit_task_classes`). The classifier's own guesses are never learned from.
 """
@@ -207,12 +208,13 @@ def question(text: str) -> str:
 
 
 def learned_examples(store, cap: int = 2000) -> list[tuple[str, str]]:
-    """(prompt, class) pairs the pool has a stated class for: the newest `cap` experiences whose class came
-    from the caller or from feedback, then the calibration prompts (at most `cap` in all)."""
+    """(prompt, class) pairs the pool has a stated class for: the calibration prompts (always: they are
+    reserved, no number of newer labels pushes them out), then the newest `cap` experiences whose class a
+    trusted caller stated or gave with feedback (an untrusted tenant's labels are never learned from)."""
     if cap <= 0:
         return []
-    out = [(question(p), c) for p, c in store.labelled_prompts(cap)]
-    return out + [(question(p), c) for p, c in store.calibration_prompts()][: cap - len(out)]
+    cal = [(question(p), c) for p, c in store.calibration_prompts()]
+    return cal + [(question(p), c) for p, c in store.labelled_prompts(cap)]
 
 
 def learned_classifier(store, cap: int = 2000) -> TaskClassifier:

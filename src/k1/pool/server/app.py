@@ -2,14 +2,16 @@
 SSE streaming), `/v1/feedback`, and `/v1/pool` (trust, budget, state).
 
 `model: "auto"` routes through the pool; a member's name pins it. Every response carries a `k1` block:
-which member answered, what it cost, the context class and the metabolic state. Errors use OpenAI's
+which member answered, what it cost, the task class (`k1.task_class`; `k1.context` repeats it for one more
+release) and the metabolic state. Errors use OpenAI's
 envelope `{"error": {"message", "type", "param", "code"}}`, mapped from exceptions in one place — every
 error, an unexpected one included. A failing stream sends one error chunk, then `[DONE]`.
 
 A client that goes away stops its call, streamed or not: the member stops between tokens and what it
 computed is charged as 'cancelled'. Requests for different members run at the same time; each member takes
-one at a time with a bounded queue (`k1.pool.route.router.Gate`), and a full queue answers 503. `Guard` checks
-Host, API key and body size before a request reaches the app.
+one at a time with a bounded queue (`k1.pool.route.gates.Gate`), and a full queue answers 503. `Guard` checks
+Host, API key (which names the tenant), the tenant's requests in flight and body size before a request
+reaches the app. Errors come from `k1.pool.errors`: this module never imports the router.
 """
 
 from __future__ import annotations
@@ -29,13 +31,14 @@ from starlette.exceptions import HTTPException
 
 from k1.common.db import StoreUnavailable
 from k1.errors import BackendError, ConfigError, K1Error
-from k1.pool.route.limits import Limits
+from k1.pool.errors import (BudgetExhausted, Busy, Cancelled, FeedbackExists, PromptTooLong, TenantBusy,
+                            UnknownModel, UnknownRequest, UnknownTaskClass)
 from k1.pool.members.base import CallFailed
-from k1.pool.route.router import (BudgetExhausted, Busy, Cancelled, FeedbackExists, PromptTooLong, Router,
-                            UnknownRequest)
+from k1.pool.route.limits import Limits
 from k1.pool.server import protocol as P
 from k1.pool.server.guard import Guard
 from k1.pool.status import pool_status
+from k1.pool.tenants import OPERATOR, Tenants
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +46,10 @@ _DONE = object()
 POLL_S = 0.1  # how often a waiting non-streamed request checks that its client is still there
 
 
-def build_app(router: Router, *, api_key: str | None = None, limits: Limits | None = None,
-              host: str = "127.0.0.1", allowed_hosts: tuple[str, ...] = ()):
-    """The ASGI app: the FastAPI routes behind a `Guard`. `.state` (a FastAPI app's) holds the inner app."""
+def build_app(router, *, api_key: str | None = None, limits: Limits | None = None,
+              host: str = "127.0.0.1", allowed_hosts: tuple[str, ...] = (), tenants: Tenants | None = None):
+    """The ASGI app: the FastAPI routes behind a `Guard`. `.state` (a FastAPI app's) holds the inner app.
+    `tenants` (a keys file's) or `api_key` (one key: its holder is the operator); neither: no key."""
     limits = limits or router.limits
     router.set_limits(limits)
     app = FastAPI(title="k1 pool", docs_url=None, redoc_url=None)
@@ -88,10 +92,13 @@ def build_app(router: Router, *, api_key: str | None = None, limits: Limits | No
         if name != "auto" and name not in router.pool.members:
             raise UnknownModel(name, router.pool.names)
 
+    def tenant_of(request: Request):
+        return getattr(request.state, "tenant", None) or OPERATOR
+
     async def answer(kind: str, req: P._Common, prompt, request: Request):
         check_model(req.model)
-        kw = dict(model=req.model, session=req.session(), context=req.context(), max_tokens=req.limit(),
-                  temperature=req.temperature, stop=req.stops(), seed=req.seed)
+        kw = dict(model=req.model, session=req.session(), task_class=req.task_class(), max_tokens=req.limit(),
+                  temperature=req.temperature, stop=req.stops(), seed=req.seed, tenant=tenant_of(request))
         if not req.stream:
             routed = await until_disconnected(request, lambda stop: router.generate(prompt, cancelled=stop.is_set, **kw))
             return P.chat_response(routed) if kind == "chat" else P.completion_response(routed)
@@ -164,21 +171,18 @@ def build_app(router: Router, *, api_key: str | None = None, limits: Limits | No
         return await answer("completion", req, text, request)
 
     @app.post("/v1/feedback")
-    async def feedback(req: P.FeedbackRequest):
-        return await run_in_threadpool(router.feedback, req.request, req.success, req.source, req.task_class)
+    async def feedback(req: P.FeedbackRequest, request: Request):
+        return await run_in_threadpool(lambda: router.feedback(req.request, req.success, req.source, req.task_class,
+                                                               tenant=tenant_of(request)))
 
     @app.get("/v1/pool")
-    async def status():
-        return await run_in_threadpool(pool_status, router)
+    async def status(request: Request):
+        return await run_in_threadpool(lambda: pool_status(router, tenant=tenant_of(request)))
 
-    guard = Guard(app, api_key=api_key, body_bytes=limits.body_bytes, host=host, allowed_hosts=allowed_hosts)
+    guard = Guard(app, api_key=api_key, body_bytes=limits.body_bytes, host=host, allowed_hosts=allowed_hosts,
+                  tenants=tenants)
     guard.state, guard.router, guard.fastapi = app.state, router, app
     return guard
-
-
-class UnknownModel(ConfigError):
-    def __init__(self, name: str, names: list[str]):
-        super().__init__(f"the model {name!r} does not exist; use 'auto' or one of: {', '.join(names)}")
 
 
 def map_error(exc: Exception) -> tuple[int, dict]:
@@ -187,6 +191,10 @@ def map_error(exc: Exception) -> tuple[int, dict]:
         return 404, P.error(str(exc), "invalid_request_error", "model_not_found", "model")
     if isinstance(exc, UnknownRequest):
         return 404, P.error(str(exc), "invalid_request_error", "request_not_found", "request")
+    if isinstance(exc, UnknownTaskClass):
+        return 400, P.error(str(exc), "invalid_request_error", "unknown_task_class", "metadata.task_class")
+    if isinstance(exc, TenantBusy):
+        return 429, P.error(str(exc), "rate_limit_error", "tenant_busy")
     if isinstance(exc, FeedbackExists):
         return 409, P.error(str(exc), "invalid_request_error", "feedback_exists", "request")
     if isinstance(exc, PromptTooLong):

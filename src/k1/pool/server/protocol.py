@@ -1,7 +1,8 @@
 """The OpenAI wire format the server speaks: request models (validated) and response builders.
 
 Unknown request fields are ignored, as OpenAI's own server does for forward compatibility; the pool reads
-`user` as the session id and `metadata.context` as a context class named by the caller. Every text must be
+`user` as the session id and `metadata.task_class` as the task class named by the caller (`metadata.context`,
+its old name, is read for one more release); a class must be one the pool knows. Every text must be
 valid Unicode (a lone surrogate is refused with 400), at most 4 stop strings of 256 characters, a seed in
 int64, and a content part of type "text" must carry a string.
 """
@@ -68,8 +69,9 @@ class _Common(BaseModel):
     def session(self) -> str:
         return (self.metadata or {}).get("session") or self.user or "default"
 
-    def context(self) -> str | None:
-        return (self.metadata or {}).get("context")
+    def task_class(self) -> str | None:
+        meta = self.metadata or {}
+        return meta.get("task_class") or meta.get("context")
 
 
 class ChatRequest(_Common):
@@ -106,7 +108,8 @@ class FeedbackRequest(BaseModel):
 def k1_block(routed) -> dict:
     """What the pool adds to every response: who answered, what it cost, why it was chosen."""
     g = routed.generation
-    return {"member": g.member, "request": routed.request, "context": routed.context.label, "state": routed.state,
+    return {"member": g.member, "request": routed.request, "task_class": routed.context.label,
+            "context": routed.context.label, "state": routed.state,  # "context": the old name, for one release
             "cost": {"atp": g.cost.atp, "flops": g.cost.flops, "latency_s": g.cost.latency_s},
             "outcome": routed.outcome, "importance": routed.importance,
             "utilities": routed.decision.utilities if routed.decision else None}

@@ -1,8 +1,11 @@
 """Split a task's test lines into calls with expected values (compared outside the sandbox) and opaque code.
 
-`assert f(3) == 12` becomes the call `f(3)`, sent to the candidate, and the expected `12`, which stays
-here. Anything else (`check(candidate)`, `assert not f(0)`, `assert abs(f(2) - 1.5) < 1e-6`) is opaque
-test code and runs in the checker sandbox, apart from the candidate.
+`assert f(3) == 12`, where `f` is one of the candidate's functions, becomes the call `f(3)`, sent to the
+candidate, and the expected `12`, which stays here. Only a call of the candidate's own function goes to
+the candidate: in `assert round(f(2), 2) == 1.5` or `assert is_valid(f(3)) == True` the outer function
+would be looked up in the candidate's namespace, where the candidate may have redefined it, so such a
+test is opaque. Opaque test code (also `check(candidate)`, `assert not f(0)`, `assert abs(f(2) - 1.5) < 1e-6`)
+runs in the checker sandbox, apart from the candidate, with the task's own helpers.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ def _literal(node: ast.AST):
         return False, None
 
 
-def as_call(test: str) -> Call | None:
-    """`assert <expr> == <literal>` (either side; `is` True/False/None too) → Call, else None."""
+def as_call(test: str, funcs=None) -> Call | None:
+    """`assert <expr> == <literal>` (either side; `is` True/False/None too) → Call, else None; with `funcs`
+    (the candidate's function names), only where <expr> is a call of one of them."""
     try:
         tree = ast.parse(test)
     except SyntaxError:
@@ -41,6 +45,9 @@ def as_call(test: str) -> Call | None:
         ok, value = _literal(lit)
         if ok and not _literal(expr)[0]:
             if isinstance(cmp.ops[0], ast.Is) and value not in (True, False, None):
+                return None
+            if funcs is not None and not (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name)
+                                          and expr.func.id in funcs):
                 return None
             return Call(ast.unparse(expr), value)
     return None
@@ -65,3 +72,20 @@ def free_names(tests: list[str], setup: list[str] = ()) -> list[str]:
             elif isinstance(node, ast.ExceptHandler) and node.name:
                 bound.add(node.name)
     return sorted(read - bound - set(dir(builtins)) - {"candidate"})
+
+
+def defined_names(src: str) -> set[str]:
+    """Names a piece of task code (a HumanEval prompt, MBPP setup) binds at module level: its helpers."""
+    try:
+        tree = ast.parse(src)
+    except SyntaxError:
+        return set()
+    out = set()
+    for stmt in tree.body:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            out.add(stmt.name)
+        elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
+            out.update((a.asname or a.name).split(".")[0] for a in stmt.names)
+        else:
+            out.update(n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store))
+    return out

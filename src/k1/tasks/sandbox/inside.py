@@ -6,9 +6,10 @@ The sandbox is handed this file's text, so it must not import k1. Two roles:
   expression to evaluate or a function to call; the answer is the value, encoded as literal data. That is
   the only thing the candidate sends back.
 - `checker`: runs opaque test code (a task's `check(candidate)` or asserts of other shapes) in a separate
-  sandbox; the task's functions are proxies that call the candidate over a pipe, so the test code sees
-  only decoded literal values, never a candidate object. Its verdict goes out on a channel the candidate
-  has no handle on.
+  sandbox, after the task's own code (its imports, setup and the helpers its prompt defines); the
+  candidate's functions are proxies that call it over a pipe, so the test code sees only decoded literal
+  values, never a candidate object, and its helpers are the task's, never the candidate's. Its verdict
+  goes out on a channel the candidate has no handle on.
 
 Values cross as tagged JSON: exact built-in types only (bool, int, float, complex, str, bytes, None, list,
 tuple, dict, set, frozenset). Anything else is refused, so no `__eq__` of the candidate's ever runs outside.
@@ -84,30 +85,6 @@ def decode(e, depth=0):
     except (IndexError, TypeError, ValueError, OverflowError) as exc:
         raise ValueError(f"malformed value: {exc}") from None
     raise ValueError(f"malformed value (tag {tag!r})")
-
-
-def _key(v):
-    """A hashable form that tells 1, 1.0 and True apart (for strict set and dict comparison)."""
-    t = type(v)
-    if t in (tuple, frozenset):
-        inner = tuple(_key(x) for x in v)
-        return (t.__name__, inner if t is tuple else frozenset(inner))
-    return (t.__name__, v)
-
-
-def strict_eq(a, b) -> bool:
-    """Equality of decoded literals where the types must match too, all the way down (1 != 1.0 != True)."""
-    if type(a) is not type(b):
-        return False
-    t = type(a)
-    if t in (list, tuple):
-        return len(a) == len(b) and all(strict_eq(x, y) for x, y in zip(a, b))
-    if t in (set, frozenset):
-        return {_key(x) for x in a} == {_key(x) for x in b}
-    if t is dict:
-        ka, kb = {_key(k): k for k in a}, {_key(k): k for k in b}
-        return ka.keys() == kb.keys() and all(strict_eq(a[ka[k]], b[kb[k]]) for k in ka)
-    return a == b
 
 
 # --- the in-sandbox programs ---------------------------------------------------------------------------
@@ -207,13 +184,14 @@ def _confine(limits: dict) -> None:
     for fd in (0, 1, 2):
         os.dup2(null, fd)
     os.close(null)
-    os.environ.clear()  # empty already, but for what the interpreter sets itself (LC_CTYPE) and PWD
-    here = sum(name.isdigit() for name in os.listdir("/proc"))
+    os.environ.clear()  # empty already, but for what the interpreter and bwrap set (LC_CTYPE, PWD, LD_LIBRARY_PATH)
+    here = os.getpid()  # a fresh PID namespace has no /proc here: bwrap's init is 1, this program 2
     for what, n in ((resource.RLIMIT_AS, limits.get("memory_bytes", 512 << 20)),
                     (resource.RLIMIT_CPU, limits.get("cpu_s", 5)),
                     (resource.RLIMIT_FSIZE, limits.get("file_bytes", 1 << 20)),
                     (resource.RLIMIT_NOFILE, limits.get("open_files", 64)),
                     (resource.RLIMIT_CORE, 0),
+                    (resource.RLIMIT_MSGQUEUE, 0),  # POSIX message queues: kernel memory no other limit counts
                     (resource.RLIMIT_NPROC, here + limits.get("processes", 1) - 1)):
         resource.setrlimit(what, (n, n))
 
@@ -297,8 +275,13 @@ def checker(rfd: int, wfd: int, resfd: int, gofd: int, job: dict) -> None:
 
     link = (send, recv)
     base = {"__name__": "__main__", "__builtins__": __builtins__}
-    for src in job.get("setup", []):
-        exec(compile(src, "<setup>", "exec"), base)
+    broken = None
+    try:
+        for src in job.get("setup", []):
+            exec(compile(src, "<setup>", "exec"), base)
+        exec(compile(job.get("task_code", ""), "<task>", "exec"), base)  # the prompt's helpers, e.g. `poly`
+    except BaseException as e:  # noqa: BLE001 - the task's own code failed: every test fails with why
+        broken = e
     with os.fdopen(gofd, "rb", buffering=0) as go:
         if not go.readline():
             return
@@ -309,6 +292,8 @@ def checker(rfd: int, wfd: int, resfd: int, gofd: int, job: dict) -> None:
         if job.get("entry"):
             ns["candidate"] = ns[job["entry"]]
         try:
+            if broken is not None:
+                raise RuntimeError(f"the task's own code failed: {unhex(_err(broken))}")
             exec(compile(src, f"<test {i}>", "exec"), ns)
             msg = message(i=format(i, "x"), ok=True)
         except BaseException as e:  # noqa: BLE001

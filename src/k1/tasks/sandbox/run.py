@@ -1,10 +1,12 @@
 """`run_tests`: score model-written code on a task's tests without letting the code touch the score.
 
 The candidate runs in its own sandbox and only answers calls with literal values. Tests of the form
-`assert CALL == LITERAL` are decided here: the call goes in, the value comes out, and it is compared with
-the expected value (which never enters any sandbox) by type and value. Other test code runs in a second
-sandbox (the checker) whose proxies call the candidate over a pipe; its per-test verdicts come back on a
-pipe that only the checker holds. Everything is killed at the wall-clock deadline.
+`assert f(...) == LITERAL`, `f` one of the candidate's functions, are decided here: the call goes in, the
+value comes out, and its canonical form is compared with the expected value's (which never enters any
+sandbox; see judge.py), in time linear in the answer's size. Other test code runs in a second sandbox
+(the checker) with the task's own code (setup, the prompt's helpers) and proxies that call the
+candidate's functions over a pipe; its per-test verdicts come back on a pipe that only the checker holds.
+Everything is killed at the wall-clock deadline.
 """
 
 from __future__ import annotations
@@ -16,14 +18,13 @@ import os
 import select
 import subprocess
 import time
-from pathlib import Path
 
-from k1.tasks.sandbox.bwrap import problem, python_exe, spawn
-from k1.tasks.sandbox.checks import as_call, free_names
-from k1.tasks.sandbox.inside import decode, frame, strict_eq, unhex
+from k1.tasks.sandbox.bwrap import INSIDE, problem, python_exe, spawn
+from k1.tasks.sandbox.checks import as_call, defined_names, free_names
+from k1.tasks.sandbox.errors import SandboxUnavailable
+from k1.tasks.sandbox.inside import frame, unhex
+from k1.tasks.sandbox.judge import preview, same
 from k1.tasks.sandbox.limits import Limits
-
-INSIDE = (Path(__file__).parent / "inside.py").read_text()
 
 
 class _Timeout(Exception):
@@ -70,14 +71,17 @@ def _inside(role: str, *fds: int) -> list[str]:
 
 
 def run_tests(code: str, tests: list[str], limits: Limits = Limits(), *, entry: str | None = None,
-              setup: list[str] = ()) -> dict:
+              setup: list[str] = (), task_code: str = "") -> dict:
     """→ {"passed", "total", "error", "timeout", "values"}: how many of `tests` the code passes.
 
     `entry` names the function a `check(candidate)` test receives as `candidate`; `setup` is import lines
-    that both the candidate's and the checker's namespaces get first. `values` holds the repr of each
-    value the candidate returned to a call test (for feedback; never used for the score)."""
+    that both the candidate's and the checker's namespaces get first. `task_code` is the task's own code
+    (a HumanEval prompt: imports, helpers, the entry's stub), run in the checker after `setup`; of what it
+    defines, the tests get the task's version, except `entry`, which is always the candidate's. `values`
+    holds a preview of each value the candidate returned to a call test (for feedback; never scored)."""
     require_sandbox()
-    split = {i: as_call(t) for i, t in enumerate(tests)}
+    theirs = (set(free_names(tests, list(setup))) - defined_names(task_code)) | ({entry} if entry else set())
+    split = {i: as_call(t, theirs) for i, t in enumerate(tests)}
     calls = {i: c for i, c in split.items() if c is not None}             # decided here
     opaque = {i: tests[i] for i, c in split.items() if c is None}         # run by the checker
     ok = [False] * len(tests)
@@ -102,9 +106,9 @@ def run_tests(code: str, tests: list[str], limits: Limits = Limits(), *, entry: 
             res_r, res_w = os.pipe()
             go_r, go_w = os.pipe()
             mine += [res_r, go_w]
-            names = sorted(set(free_names(list(opaque.values()), list(setup))) | ({entry} if entry else set()))
+            names = sorted(theirs & (set(free_names(list(opaque.values()), list(setup))) | {entry}))
             cjob = marshal.dumps({"tests": list(opaque.values()), "names": names, "entry": entry,
-                                  "setup": list(setup), "limits": lim})
+                                  "setup": list(setup), "task_code": task_code, "limits": lim})
             procs.append(spawn({"/k1/inside.py": INSIDE.encode(), "/k1/job": cjob},
                                _inside("checker", resp_r, req_w, res_w, go_r), [resp_r, req_w, res_w, go_r]))
             os.close(res_w)
@@ -123,12 +127,11 @@ def run_tests(code: str, tests: list[str], limits: Limits = Limits(), *, entry: 
                         fail("the code exited before answering")
                         break
                     if "ok" in msg:
-                        got = decode(msg["ok"])
-                        out["values"].append(repr(got)[:200])
-                        ok[i] = strict_eq(got, call.expected)
+                        ok[i] = same(msg["ok"], call.expected)  # ValueError if malformed
+                        out["values"].append(preview(msg["ok"]))
                         if not ok[i]:
                             want = type(call.expected).__name__
-                            fail(f"{call.expr} returned {repr(got)[:100]}, not the expected {want}")
+                            fail(f"{call.expr} returned {preview(msg['ok'], 100)}, not the expected {want}")
                     else:
                         out["values"].append(None)
                         fail(f"{call.expr}: {unhex(msg.get('err'))[:200]}")
@@ -185,8 +188,6 @@ def _startup_error(p) -> str:
 
 def require_sandbox() -> None:
     """Raise SandboxUnavailable (one line, with how to get it) unless the sandbox works here."""
-    from k1.tasks.sandbox import SandboxUnavailable
-
     why = problem()
     if why is not None:
         raise SandboxUnavailable(

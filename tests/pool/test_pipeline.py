@@ -1,0 +1,126 @@
+"""The request path as a pipeline: one ledger for every spend, `choice` (students admitted per class, ties to
+the strongest), aftercare's background self-verification, and the reference member under REST."""
+
+import time
+
+import pytest
+
+from k1.pool.config import HFSpec, PoolSettings
+from k1.pool.learn.dream import dream
+from k1.pool.pool import Pool, load_member
+from k1.pool.route.router import Router
+from k1.pool.store import CALL_KINDS, PoolStore
+from k1.pool.testing import tiny_hf_member
+
+
+@pytest.fixture(scope="module")
+def big():
+    return tiny_hf_member("big", seed=1, hidden=64, roles=["teacher"])
+
+
+@pytest.fixture(scope="module")
+def small():
+    return tiny_hf_member("small", seed=2, hidden=16, layers=1, roles=["student"])
+
+
+def _router(tmp_path, members, verifiers=None, **settings):
+    settings.setdefault("seed", 0)
+    settings.setdefault("budget_atp", 1e6)
+    return Router(Pool(members, PoolSettings(**settings)), PoolStore(tmp_path / "pool.sqlite"), verifiers=verifiers)
+
+
+def _wait_background(r):
+    r.background.submit(lambda: None).result(30)
+
+
+def test_every_spend_goes_through_the_ledger_and_sums_by_kind(tmp_path, big, small):
+    seen = []
+    r = _router(tmp_path, [big, small], judge="big", cross_check=1.0,
+                verifiers=lambda cls: (lambda p, a: seen.append(p) or None))
+    answers = [r.generate(f"What is {i} + 1?", model="small", max_tokens=3) for i in range(6)]
+    _wait_background(r)
+    dream(r, teacher="big", student="small", k=6, holdout=0.34, epochs=1, max_tokens=3)
+    kinds = r.store.spent_by_kind()
+    assert {"request", "judge", "cross-check", "verify", "dream"} <= set(kinds) <= set(CALL_KINDS)
+    assert sum(kinds.values()) == pytest.approx(r.store.spent())
+    rows = r.store.ledger(100_000)
+    assert sum(x["atp"] for x in rows if x["kind"] == "request" and x["session"] != "dream-replay") \
+        == pytest.approx(sum(a.generation.cost.atp for a in answers))
+    assert all(kinds[k] > 0 for k in ("request", "judge", "cross-check", "dream"))
+    assert len(seen) == 6  # the verifier judged each answer nothing else had (here: it could not tell)
+    r.close()
+
+
+def test_a_reservation_is_what_a_charge_can_reach(tmp_path, small):
+    from k1.pool.ledger import Ledger
+    from k1.pool.members.base import Cost
+
+    store = PoolStore(tmp_path / "l.sqlite")
+    ledger = Ledger(store, 10.0)
+    res = ledger.reserve(2.0)
+    assert ledger.reserved == 2.0
+    assert ledger.charge(res, "remote", "success", Cost(0.0, 0.1, 1e9)) == 2.0  # clamped
+    res = ledger.reserve(2.0, clamp=False)
+    assert ledger.charge(res, "local", "success", Cost(3e9, 0.1, 3.0)) == 3.0  # measured compute, as is
+    assert ledger.reserved == 0.0 and store.spent() == 5.0
+    store.close()
+
+
+def test_a_student_answers_auto_only_for_a_class_it_passed(tmp_path, big, small):
+    r = _router(tmp_path, [big, small], selection="greedy", cost_weight=1.0)
+    rows = lambda cls, solved: [{"cls": cls, "task": f"{cls}{i}", "prompt": f"{cls} {i}", "response": "",
+                                 "score": float(i < solved), "atp": 1.0} for i in range(5)]
+    r.store.set_calibration("small", rows("arithmetic", 5) + rows("code", 1))
+    r.store.set_calibration("big", rows("arithmetic", 5) + rows("code", 4))
+    assert "small" in {c.name for c in r.candidates("arithmetic", 8, 8)}
+    assert "small" not in {c.name for c in r.candidates("code", 8, 8)}  # 1/5 < student_pass
+    assert r.choose("code").member == "big"
+    r.close()
+
+
+def test_a_tie_goes_to_the_strongest_not_the_cheapest(tmp_path, big):
+    cheap = tiny_hf_member("cheap", seed=5, hidden=16, layers=1)
+    r = _router(tmp_path, [big, cheap], selection="thompson", cost_weight=1.0)
+    rows = lambda cls, solved: [{"cls": cls, "task": f"{cls}{i}", "prompt": f"{cls} {i}", "response": "",
+                                 "score": float(i < solved), "atp": 1.0} for i in range(5)]
+    r.store.set_calibration("big", rows("code", 0) + rows("facts", 4))
+    r.store.set_calibration("cheap", rows("code", 0) + rows("facts", 1))
+    picks = {r.choose("code").member for _ in range(20)}
+    assert picks == {"big"}  # both 0/5 on code: big's prior over all classes is better
+    assert r.choose("code").mode == "prior"
+    r.close()
+
+
+def test_the_pool_judges_its_own_answers_in_the_background(tmp_path, small):
+    def verifiers(cls):
+        return (lambda p, a: 1.0) if cls == "arithmetic" else None
+
+    r = _router(tmp_path, [small], verifiers=verifiers)
+    out = r.generate("What is 2 + 2?", max_tokens=2)
+    other = r.generate("Once upon a time, in a", max_tokens=2)
+    _wait_background(r)
+    assert out.context.label == "arithmetic" and other.context.label == "prose"
+    assert r.store.trust("arithmetic")[("small", "arithmetic")] == (1.0, 0.0)  # trust moved, no user feedback
+    assert ("small", "prose") not in r.store.trust()
+    assert r.store.experience(out.request)["outcome"] == 1.0
+    verify = [x for x in r.store.ledger() if x["kind"] == "verify"]
+    assert [x["request"] for x in verify] == [out.request]
+    r.verifying = 64  # a full backlog: a further answer is left unverified rather than queued without end
+    late = r.generate("What is 3 + 3?", max_tokens=2)
+    _wait_background(r)
+    assert r.store.experience(late.request)["outcome"] is None and r.verifying == 64
+    r.close()
+
+
+def test_the_reference_member_unloaded_by_rest_is_left_out_not_called(tmp_path, hf_dir):
+    spec = HFSpec(name="ref", path=str(hf_dir))
+    pool = Pool([load_member(spec)], PoolSettings(seed=0, budget_atp=1e6), {"ref": spec})
+    r = Router(pool, PoolStore(tmp_path / "p.sqlite"))
+    assert r.reference() is pool.members["ref"]
+    r.generate("hello", max_tokens=2)
+    assert pool.unload_idle(0.0, now=time.time() + 10) == ["ref"]  # REST closed it
+    assert r.reference() is None
+    out = r.generate("hello again", max_tokens=2)  # before: the closed reference scored surprise and crashed
+    assert out.context.surprise is None and out.member == "ref"
+    assert r.reference() is pool.members["ref"]  # the call reloaded it; surprise comes back
+    r.close()
