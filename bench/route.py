@@ -88,18 +88,20 @@ WORDS = ["apple", "river", "garden", "yellow", "window", "silver", "pencil", "or
 
 # ---- the tasks (fixed before anything is measured) ----------------------------------------------------
 def build_tasks(n: int, seed: int = 0) -> list[dict]:
-    """n tasks per class, drawn with a fixed seed; arithmetic and code leave out the calibration set's tasks."""
+    """n tasks per class, drawn with a fixed seed; arithmetic and code leave out every problem the calibration set
+    may use (by problem: a + b's commuted twin, a Python template's other numbers), facts and prose are other lists."""
+    from k1.tasks.split import problem_key
     from k1.tasks.task import arithmetic_tasks, python_tasks
-    from k1.pool.learn.calibrate import calibration_tasks
+    from k1.pool.learn.calibrate import reserved_problems
 
     if n > min(len(FACTS), len(PROSE), len(WORDS)):
         raise SystemExit(f"--per-class {n}: at most {min(len(FACTS), len(PROSE), len(WORDS))} tasks per class exist")
-    calibrated = {t.id for t in calibration_tasks(16)}
+    reserved = reserved_problems()
     rng = random.Random(f"tasks-{seed}")
     tasks = []
-    for t in rng.sample([t for t in arithmetic_tasks("d2") if t.id not in calibrated], n):
+    for t in rng.sample([t for t in arithmetic_tasks("d2") if problem_key(t) not in reserved], n):
         tasks.append({"cls": "arithmetic", "prompt": t.prompt, "answer": t.check["answer"], "chat": True})
-    for t in rng.sample([t for t in python_tasks() if t.id not in calibrated], n):
+    for t in rng.sample([t for t in python_tasks() if problem_key(t) not in reserved], n):
         tasks.append({"cls": "code", "prompt": t.prompt, "answer": t.check, "chat": True})
     for q, ok in rng.sample(FACTS, n):
         tasks.append({"cls": "facts", "prompt": q, "answer": ok, "chat": True})
