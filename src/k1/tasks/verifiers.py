@@ -32,7 +32,7 @@ def stated_answer(text: str) -> int | None:
 
 _EXPR = r"-?\d+(?:\s*[-+*×x]\s*-?\d+)*"
 _CHAIN = re.compile(rf"{_EXPR}(?:\s*=\s*{_EXPR})+")
-_PROBLEM = re.compile(r"(-?\d+)\s*([-+*×x]|plus|minus|times|multiplied by)\s*(-?\d+)", re.I)
+_PROBLEM = re.compile(r"(-?\d+)\s*([-+*×x]|plus|minus|times|multiplied by)\s*(-?\d+)", re.IGNORECASE)
 _OP = {"+": "+", "plus": "+", "-": "-", "minus": "-", "*": "*", "x": "*", "×": "*", "times": "*", "multiplied by": "*"}
 
 
