@@ -227,3 +227,21 @@ def test_pool_arithmetic_verifier_is_strict():
     v = class_verifier("arithmetic")
     assert v("What is 1 + 0?", "1") == 1.0 and v("What is 1 + 0?", "1 + 1 = 1") == 0.0
     assert v("What is 7 + 5?", "7 + 5 = 12.") == 1.0 and v("What is 7 + 5?", "7 + 7 = 12") == 0.0
+
+
+def test_dream_ladder_trains_on_no_twin_of_a_held_out_problem():
+    import importlib.util
+    from pathlib import Path
+
+    from k1.pool.learn.calibrate import MAX_PER_CLASS
+    from k1.tasks.split import problem_key
+    from k1.tasks.task import arithmetic_tasks
+
+    spec = importlib.util.spec_from_file_location("ladder", Path(__file__).parents[2] / "bench" / "dream_ladder.py")
+    ladder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ladder)
+    task = {t.id: t for t in arithmetic_tasks("d2")}
+    held = {c.key for c in calibration_tasks(MAX_PER_CLASS) if c.cls == "arithmetic"}
+    train = ladder.training_tasks(500, 0)
+    assert train and not {problem_key(t) for t in train} & held
+    assert all(problem_key(task[c.id]) == c.key for c in calibration_tasks(MAX_PER_CLASS) if c.cls == "arithmetic")
