@@ -162,6 +162,12 @@ def main() -> None:
                 print(f"{f:16s}{who:14s}{x['success']:10.1%}{x['n']:6d}{x['atp_per_call']:12.4f}  "
                       f"{'; '.join(a[1] for a in x['answers'][:3])}")
     teach = results["families"][f1].get("teacher")
+    if teach is None and rec["asked"]:  # the teacher on its training-side prompts (same family, other problems)
+        teach = {"success": rec["kept"] / rec["asked"], "atp_per_call": rec["atp"] / rec["asked"], "n": rec["asked"],
+                 "on": "training-side prompts (the practice record)"}
+        results["families"][f1]["teacher_practice_rate"] = teach
+        print(f"teacher on {rec['asked']} training-side prompts: {teach['success']:.1%} accepted, "
+              f"{teach['atp_per_call']:.2f} ATP per call")
     if teach and teach["atp_per_call"]:
         results["student_atp_share"] = results["families"][f1]["student"]["atp_per_call"] / teach["atp_per_call"]
         print(f"student ATP per call: {results['student_atp_share']:.2%} of the teacher's")

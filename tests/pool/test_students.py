@@ -139,3 +139,26 @@ def test_lora_student_on_a_tiny_llama(tmp_path, hf_dir):
 
     with torch.no_grad():
         assert not torch.equal(base.model(torch.tensor([p])).logits, served.model(torch.tensor([p])).logits)
+
+
+def test_student_from_the_pools_own_store(tmp_path, hf_dir):
+    """Served prompts + accepted answers from a real store, practice prompts made from their templates (kept only
+    where the verifier accepts the teacher's answer), then a K-1 tree student."""
+    from k1.pool.config import PoolSettings
+    from k1.pool.learn.students.from_pool import student_from_store
+    from k1.pool.members.hf import HFMember
+    from k1.pool.pool import Pool
+    from k1.pool.route.router import Router
+    from k1.pool.store import PoolStore
+
+    adder = ConstantMember("42", name="adder")  # right only where the sum is 42
+    tiny = HFMember.from_pretrained(hf_dir, name="tiny")
+    router = Router(Pool([adder, tiny], PoolSettings(store=str(tmp_path / "s.sqlite"))), PoolStore(tmp_path / "s.sqlite"))
+    for q in ("What is 40 + 2?", "What is 21 + 21?", "What is 12 + 7?", "What is 30 + 12?"):
+        router.generate([{"role": "user", "content": q}], model="adder", context="arithmetic", max_tokens=4)
+    out = student_from_store(router, "arithmetic", tmp_path / "st", teacher="adder", practice=30, preset="tiny",
+                             steps=5)
+    assert out["from_store"] == 3  # 12 + 7 = 42 is rejected by the verifier
+    assert out["practice"]["asked"] == 30 and out["examples"] == 3 + out["practice"]["kept"]
+    assert out["member"]["kind"] == "k1" and out["member"]["name"] == "k1-arithmetic"
+    router.close()

@@ -8,7 +8,8 @@ calibrates like any member, so the student enters `auto` for the class only once
 - `kind="k1"`: a K-1 tree trained with the engine (attributed sparse updates), `k1tree.py`; `base=` a run
   directory continues an earlier student (a second class);
 - `kind="lora"`: a LoRA adapter on a Hugging Face member (`base=` that member), merged, `lora.py`.
-`families.py` holds the task families and their held-out splits, `evaluate.py` the controls.
+`from_pool.student_from_store(router, task_class, out_dir)` does the whole step from the pool's store (what
+DREAM calls); `families.py` holds the task families and their held-out splits, `evaluate.py` the controls.
 """
 
 from __future__ import annotations
