@@ -39,7 +39,7 @@ def teacher_examples(teacher, family: str, train_pool: list, held: list, served:
     from k1.pool.learn.students.data import practice_prompts, practise
     from k1.pool.learn.students.families import MAX_TOKENS, judge
     from k1.tasks.split import problem_key
-    key = f"{family}-{served}-{practice}-{seed}"
+    key = f"{family}-{served}-{practice}-{seed}-{MAX_TOKENS[family]}"
     if cache.is_file():
         c = json.loads(cache.read_text())
         if c.get("key") == key:

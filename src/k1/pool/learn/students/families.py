@@ -20,7 +20,7 @@ from k1.tasks.split import split_by_problem
 from k1.tasks.task import Task, arithmetic_tasks, python_tasks
 
 FAMILIES = ("arithmetic-d3", "arithmetic-d4", "copy", "code")
-MAX_TOKENS = {"arithmetic-d3": 16, "arithmetic-d4": 16, "copy": 16, "code": 96}
+MAX_TOKENS = {"arithmetic-d3": 32, "arithmetic-d4": 32, "copy": 24, "code": 96}  # room for "To add … = 58."
 COPY_PROMPT = "Repeat this exactly: {s}"
 
 
