@@ -113,11 +113,11 @@ def main() -> None:
     from k1.pool.learn.dream import dream
     from k1.pool.members.base import prompt_text
     from k1.pool.pool import load_pool
-    from k1.pool.route.router import Router
+    from k1.pool.session import open_router
     from k1.tasks.verifiers import verify
 
     t0 = time.process_time()
-    router = Router(load_pool(default_pool_file(quiet=args.quiet)))
+    router = open_router(load_pool(default_pool_file(quiet=args.quiet)))  # with DREAM's saved weights
     if args.calibration_from is not None:
         import sqlite3  # read-only and raw: that store may have been written by another k1 version
 

@@ -370,7 +370,7 @@ def main() -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     from k1.pool.config import PoolSettings
     from k1.pool.pool import load_pool
-    from k1.pool.route.router import Router
+    from k1.pool.session import open_router
     from k1.pool.store import PoolStore
 
     t0 = time.time()
@@ -385,8 +385,9 @@ def main() -> None:
         args.pool, tag = with_gemma(args.pool, args.out, args.quiet), tag + "-gemma"
     pool = load_pool(args.pool)
     pool_store = pool.settings.store
-    pool.settings = PoolSettings(budget_atp=1e12, seed=0)  # the bench's own store and an unlimited budget
-    router = Router(pool, PoolStore(args.out / f"route-{tag}.sqlite"))
+    # the bench's own store, an unlimited budget, and its own verdicts (no background self-verification)
+    pool.settings = PoolSettings(budget_atp=1e12, seed=0, self_verify=False)
+    router = open_router(pool, PoolStore(args.out / f"route-{tag}.sqlite"))  # with DREAM's saved weights
     if args.with_gemma:
         reuse_rows(router, tasks, args.out / f"route-table-{base_tag}.json", args.out / f"route-table-{tag}.json")
     table = outcome_table(router, tasks, args.out / f"route-table-{tag}.json", args.quiet)

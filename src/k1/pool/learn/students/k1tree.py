@@ -35,7 +35,7 @@ def train_k1_student(examples: list[Example], out_dir: str | Path, *, base_run: 
     from k1.engine.run.generate import load_run_model
     from k1.engine.run.rundir import RunDir
     from k1.engine.run.train import Trainer
-    from k1.selflearn.train_k1 import text_corpus, write_corpus
+    from k1.pool.learn.train_k1 import text_corpus, write_corpus
 
     out_dir = Path(out_dir)
     text = training_text(examples)
