@@ -53,6 +53,9 @@ def register(app: typer.Typer) -> None:
         checkpoint_every: int = typer.Option(20, "--checkpoint-every", min=0,
                                              help="A resume point every N steps inside a stage (0: stage ends "
                                                   "only); an interrupted run continues from its newest one."),
+        eval_on: str = typer.Option("eval", "--eval-on", help="Which held-out windows R is measured on: "
+                                    "'eval' (the evaluation windows) or 'tune' (the tuning windows, apart from "
+                                    "them: choose settings such as continual.ewc_lambda there)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ):
         """Domains in sequence: loss matrix, forgetting, backward/forward transfer, against naive, replay and EWC baselines
@@ -68,7 +71,7 @@ def register(app: typer.Typer) -> None:
         seeds = seeds if seeds is not None else 1 if quick else 3
         order = domains.split(",") if domains is not None else list(cfg.data.domains)
         steps = steps_per_domain if steps_per_domain is not None else spd
-        cfg, names = check_run(cfg, order, names, seeds, steps)
+        cfg, names = check_run(cfg, order, names, seeds, steps, ccfg, eval_on)
         seed_list = [cfg.train.seed + i for i in range(seeds)]
         command = "k1 " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         console = Console(width=None if sys.stdout.isatty() else 160)
