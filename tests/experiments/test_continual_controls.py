@@ -13,13 +13,13 @@ from k1.engine.run.measure import trial_batches
 from k1.engine.run.state import TrainState
 from k1.engine.run.step import train_step
 from k1.engine.run.train import Trainer
+from k1.engine.selforg.plasticity import extract
 from k1.experiments.continual import PRIMARY, check_run, held_out, holm, paired, run_one
 from k1.experiments.ewc import EWCPenalty
 from k1.experiments.plugins import ContinualConfig
 from k1.experiments.provenance import code_version, same_code
 from k1.experiments.strategies import strategy_config
 from k1.testing import tiny_config
-from k1.engine.selforg.plasticity import extract
 
 DOMAINS = ["prose", "code", "science"]
 

@@ -29,7 +29,7 @@ def code_version() -> dict:
 
 def _git(*args: str) -> str | None:
     try:
-        r = subprocess.run(["git", "-C", str(PACKAGE), *args], capture_output=True, text=True, timeout=10)
+        r = subprocess.run(["git", "-C", str(PACKAGE), *args], capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
     return r.stdout.strip() if r.returncode == 0 else None
