@@ -40,7 +40,10 @@ def register(app: typer.Typer) -> None:
         strategies: Optional[str] = typer.Option(None, help="Comma-separated subset of: gpt-naive, gpt-replay, "
                                                             "gpt-ewc, tree-naive, tree-replay, tree-ewc, random-k, "
                                                             "k1-attribution, k1-hybrid, k1-auto, k1-replay, "
-                                                            "k1-protect, k1-balance, k1-grow, k1-usage, k1-ewc "
+                                                            "k1-protect, k1-balance, k1-grow, k1-usage, k1-ewc, "
+                                                            "random-path, random-path-ewc, tree-freeze, k1-freeze, "
+                                                            "random-path-freeze, k1-ewc-shared, tree-route, "
+                                                            "k1-route, random-path-route, k1-usage-route "
                                                             "(default: all; --quick: gpt-naive, tree-naive, "
                                                             "tree-replay, tree-ewc, random-k, k1-attribution, "
                                                             "k1-replay)."),
