@@ -75,9 +75,13 @@ def plot(points: list[dict]):
 
     fig = new_figure((8.0, 5.2))
     ax = fig.add_subplot()
-    for name, pts in by_strategy(points).items():
+    import matplotlib
+
+    colours = matplotlib.colormaps["tab20"].colors
+    for i, (name, pts) in enumerate(by_strategy(points).items()):
         pts = sorted(pts, key=lambda p: p["forgetting_max"])
-        line = ax.plot([p["forgetting_max"] for p in pts], [p["just_learnt"] for p in pts], marker="o", label=name)
+        line = ax.plot([p["forgetting_max"] for p in pts], [p["just_learnt"] for p in pts], label=name,
+                       marker="osD^v<>ph*"[i % 10], color=colours[(2 * i) % 20 + (i // 10) % 2])
         for p in pts:
             ax.annotate(p["setting"].split("=")[-1], (p["forgetting_max"], p["just_learnt"]), fontsize=7,
                         xytext=(3, 3), textcoords="offset points", color=line[0].get_color())
