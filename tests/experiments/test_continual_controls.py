@@ -165,7 +165,7 @@ def test_freeze_shared_leaves_the_shared_part_bit_identical_after_the_first_doma
             seen.append((stage.index, shared(state), None))
 
     run_one(cfg, ContinualConfig(), "k1-freeze", 1, corpus, tmp_path / "f", extra_hooks=[Watch()])
-    (_, s0, _), (_, e0, _), (_, s1, o1), _, _, (_, e2, _) = seen
+    (_, s0, _), (_, e0, _), (_, s1, _), _, _, (_, e2, _) = seen
     assert any(not torch.equal(s0[n], e0[n]) for n in s0), "the first domain trains the shared part"
     assert all(torch.equal(s1[n], e2[n]) for n in s1), "after it, the shared part stays bit-identical"
     tree = run_one(cfg, ContinualConfig(), "tree-freeze", 1, corpus, tmp_path / "t")

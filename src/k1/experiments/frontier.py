@@ -113,9 +113,9 @@ def write_frontier(dirs: list[Path], out: Path) -> dict:
             for p in sorted(points, key=lambda p: (p["strategy"], p["setting"]))]
     page = ["<!doctype html><html><head><meta charset='utf-8'><title>K-1 stability–plasticity frontier</title>",
             f"<style>{CSS}</style></head><body><header><h1>Stability–plasticity frontier</h1></header><main>",
-            "<section><p>Each point: one table's mean max-based forgetting against its mean just-learnt bits per "
-            "byte (the loss matrix's diagonal), both lower-is-better; one line per strategy across the values of "
-            "the swept setting. A strategy is better than another only where its frontier dominates.</p>",
+            ("<section><p>Each point: one table's mean max-based forgetting against its mean just-learnt bits per "
+             "byte (the loss matrix's diagonal), both lower-is-better; one line per strategy across the values of "
+             "the swept setting. A strategy is better than another only where its frontier dominates.</p>"),
             figure("frontier", fig, "Forgetting against just-learnt bits per byte, per strategy."),
             table(["frontier", "over", "dominates"], [[v["frontier"], v["over"], "yes" if v["dominates"] else "no"]
                                                       for v in verdicts], left=2),
