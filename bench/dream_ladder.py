@@ -44,12 +44,14 @@ def link_models(src: Path, dst: Path) -> None:
 
 
 def training_tasks(n: int, seed: int) -> list:
-    """n arithmetic d2 problems that are not among the held-out calibration problems."""
-    from k1.pool.learn.calibrate import calibration_tasks
+    """n arithmetic d2 problems that are not among the held-out calibration problems, by problem: the commuted
+    twin of a held-out sum is held out too (before, 6 of the 16 held-out sums had their twin in training)."""
+    from k1.pool.learn.calibrate import reserved_problems
+    from k1.tasks.split import problem_key
     from k1.tasks.task import arithmetic_tasks
 
-    held = {c.id for c in calibration_tasks(16)}
-    pool = [t for t in arithmetic_tasks("d2") if t.id not in held]
+    held = reserved_problems()
+    pool = [t for t in arithmetic_tasks("d2") if problem_key(t) not in held]
     return random.Random(f"dream-train-{seed}").sample(pool, min(n, len(pool)))
 
 
@@ -111,11 +113,11 @@ def main() -> None:
     from k1.pool.learn.dream import dream
     from k1.pool.members.base import prompt_text
     from k1.pool.pool import load_pool
-    from k1.pool.route.router import Router
+    from k1.pool.session import open_router
     from k1.tasks.verifiers import verify
 
     t0 = time.process_time()
-    router = Router(load_pool(default_pool_file(quiet=args.quiet)))
+    router = open_router(load_pool(default_pool_file(quiet=args.quiet)))  # with DREAM's saved weights
     if args.calibration_from is not None:
         import sqlite3  # read-only and raw: that store may have been written by another k1 version
 

@@ -154,3 +154,50 @@ def test_top_k_capacity_bounds_each_agents_rows():
         assert rows <= n * cap and rows < R * k
     logits, loss = model(x, x)
     assert torch.isfinite(loss)
+
+
+# ---- isolation per token (issue 26) -----------------------------------------------------------------------
+@pytest.mark.parametrize("routing", ["top1", "topk"])
+def test_an_agent_off_a_tokens_path_gets_no_gradient_from_it(routing):
+    """One token's loss reaches the MLP of exactly the agents it was dispatched to (one chain per level for
+    top-1, at most k per level for top-k); besides them only the gate keys of the children that competed
+    for it move (the router's softmax); every other agent gets exactly zero gradient."""
+    model = routed(branching=(3, 2, 2), routing=routing, capacity_factor=8.0)  # nothing dropped
+    model.train()
+    x = torch.randint(0, 64, (2, 16))
+    k = model.route_k
+    for b, t in [(0, 3), (1, 11), (0, 15)]:
+        model.zero_grad(set_to_none=True)
+        logits, _ = model(x)
+        torch.nn.functional.cross_entropy(logits[b, t][None], x[b, (t + 1) % 16][None]).backward()
+        shape, offs = model.shape, model.shape.level_offsets()
+        visited = {0}
+        for lv in range(1, len(model.levels)):
+            level = model.levels[lv]
+            grads = {n: (p.grad if p.grad is not None else torch.zeros_like(p)) for n, p in level.agent_parameters()}
+            mlp = [n for n in grads if not n.startswith("gate_")]
+            on = {i for i in range(level.n_agents) if any(grads[n][i].any() for n in mlp)}
+            competed = {i for i in range(level.n_agents) if grads["gate_key"][i].any()}
+            ids = {offs[lv] + i for i in on}
+            assert 1 <= len(on) <= k, (lv, on)
+            assert all(shape.agents[a].parent in {shape.agents[v].id for v in visited} for a in ids)
+            allowed = {i for i in range(level.n_agents)
+                       if shape.agents[offs[lv] + i].parent in {shape.agents[v].id for v in visited}}
+            assert on <= competed <= allowed  # the rest of the level: exactly zero, gate keys included
+            assert all(not grads[n][i].any() for i in range(level.n_agents) if i not in allowed for n in grads)
+            visited = ids
+
+
+def test_router_z_loss_is_added_in_training_only():
+    x = torch.randint(0, 64, (2, 16))
+    plain, z = routed(route_balance=0.0), routed(route_balance=0.0, route_z=0.1)
+    assert plain.state_dict().keys() == z.state_dict().keys()
+    z.load_state_dict(plain.state_dict())
+    plain.train(), z.train()
+    a, b = plain(x, x)[1], z(x, x)[1]
+    zl = z.z_loss.detach().item()
+    assert zl > 0 and (b - a).item() == pytest.approx(0.1 * zl, rel=1e-4)
+    z.eval()
+    assert torch.equal(z(x, x)[1], plain.eval()(x, x)[1])  # evaluation: the data loss only
+    with pytest.raises(Exception):
+        ModelConfig(routing="top1", kinds=["block", "mlp", "mlp"], branching=[2, 2], route_z=-1.0)

@@ -44,6 +44,9 @@ def test_metrics_equal_hand_computation_and_the_two_forgetting_definitions_diffe
     assert m["forgetting_first"] == pytest.approx(0.5)
     assert m["forgetting_max"] == pytest.approx(((2.5 - 1.5) + (3.5 - 3.0)) / 2)  # 0.75
     assert m["fwt"] == pytest.approx(((5.0 - 7.0) + (5.5 - 6.0)) / 2)  # -1.25: earlier domains helped
+    assert m["just_learnt"] == pytest.approx((2.0 + 3.0 + 2.0) / 3)  # the diagonal: plasticity
+    # forgetting over what was learnt (R_init − R[j][j]): prose lost 1.0 of 6.0, code 0.5 of 4.0
+    assert m["forgetting_rel"] == pytest.approx((1.0 / 6.0 + 0.5 / 4.0) / 2)
     improved = continual_metrics([[3.0, 4.0], [2.0, 1.0]], [5.0, 5.0])  # domain 0 got better later
     assert improved["bwt"] == pytest.approx(-1.0) and improved["forgetting_max"] == pytest.approx(-1.0)
     with pytest.raises(ValueError):
@@ -198,7 +201,7 @@ def cfg_file(tmp_path):
         train={"batch_size": 4, "eval_batches": 1}, optim={"warmup_steps": 2},
         # k1-auto checks (and trials a change) every 2 steps, so trials happen inside these short stages
         autonomy={"phase2_step": 0, "check_every": 2, "trial_steps": 1, "trial_batches": 1},
-        continual={"replay_buffer": 16, "ewc_batches": 2})
+        continual={"replay_buffer": 16, "ewc_batches": 2, "eval_tokens": 128})
 
 
 def test_cli_writes_continual_json_with_the_schema(cfg_file, tmp_path):
@@ -207,12 +210,15 @@ def test_cli_writes_continual_json_with_the_schema(cfg_file, tmp_path):
            "--set", "continual.ewc_lambda=10", "--out", out, "--quiet", "--no-specialize")
     report = json.loads((out / "continual.json").read_text())
     assert set(report) == {"domains", "seeds", "steps_per_domain", "metric", "command", "strategies", "paired",
-                           "reused_runs"}
+                           "reused_runs", "code", "held_out"}
+    assert report["held_out"] == {"eval_on": "eval", "tune_fraction": 0.5, "eval_tokens_per_domain": 128}
+    assert set(report["code"]) == {"commit", "dirty", "source"} and len(report["code"]["source"]) == 64
     assert report["domains"] == DOMAINS and report["seeds"] == [1337, 1338] and report["steps_per_domain"] == 3
     assert report["metric"] == "bpb" and report["command"].startswith("k1 continual --config")
     assert [s["name"] for s in report["strategies"]] == STRATEGY_ORDER
     keys = {"name", "R", "R_loss", "R_init", "final_avg", "bwt", "forgetting_first", "forgetting_max", "fwt",
-            "frac_params_changed", "params", "train_flops", "per_seed"}
+            "just_learnt", "forgetting_rel", "frac_params_changed", "params", "train_flops", "per_seed",
+            "just_learnt_per_domain"}
     optional = {"final_agents", "shifts_detected", "forgetting_sources"}
     for s in report["strategies"]:
         assert keys <= set(s) <= keys | optional
@@ -220,10 +226,11 @@ def test_cli_writes_continual_json_with_the_schema(cfg_file, tmp_path):
             assert len(s[m]["mean"]) == 3 and all(len(row) == 3 for row in s[m]["mean"] + s[m]["std"])
         assert len(s["R_init"]["mean"]) == len(s["R_init"]["std"]) == 3
         assert all(set(s[k]) == {"mean", "std"} for k in keys - {"name", "R", "R_loss", "R_init", "per_seed"})
+        assert s["just_learnt_per_domain"]["mean"] == pytest.approx([s["R"]["mean"][j][j] for j in range(3)])
         seeds = s["per_seed"]
         assert [r["seed"] for r in seeds] == [1337, 1338] and all(r["steps"] == 9 for r in seeds)  # no overrun
         assert s["R"]["mean"][2][1] == pytest.approx((seeds[0]["R"][2][1] + seeds[1]["R"][2][1]) / 2)
-        for m in ("final_avg", "bwt", "forgetting_max", "fwt"):
+        for m in ("final_avg", "bwt", "forgetting_max", "fwt", "just_learnt", "forgetting_rel"):
             assert s[m] == pytest.approx(mean_std([continual_metrics(r["R"], r["R_init"])[m] for r in seeds]))
     by_name = {s["name"]: s for s in report["strategies"]}
     for naive in ("gpt-naive", "tree-naive"):
@@ -240,6 +247,10 @@ def test_cli_writes_continual_json_with_the_schema(cfg_file, tmp_path):
     assert {("k1-attribution", "random-k"), ("k1-replay", "tree-replay"), ("k1-protect", "tree-naive")} <= pairs
     # with 2 seeds the only possible p-values are 0.5 (both seeds agree in sign) and 1
     assert all(c["seeds"] == 2 and c["p_value"] in (0.5, 1.0) for c in report["paired"])
+    primary = {(c["candidate"], c["reference"], c["metric"]) for c in report["paired"] if c["primary"]}
+    assert ("k1-attribution", "random-path", "forgetting_max") in primary
+    assert all(c["p_holm"] >= c["p_value"] for c in report["paired"])
+    assert "| primary |" in md and "| secondary |" in md and "Code version: commit" in md
     assert "## Paired comparisons over seeds" in md
     assert {("k1-usage", "random-k"), ("k1-grow", "tree-ewc"), ("k1-ewc", "tree-ewc")} <= pairs
     assert "shifts_detected" in by_name["k1-grow"] and "shifts_detected" in by_name["k1-usage"]

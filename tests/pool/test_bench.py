@@ -64,6 +64,9 @@ def test_route_bench_on_a_tiny_pool(tmp_path, k1_run, hf_dir):
                                                          "thompson-cal"}
     assert set(res["calibration"]) >= {"k1/arithmetic", "tiny/facts"}  # the bench calibrated both members
     assert res["routers"]["oracle"]["success"] >= max(m["overall"] for m in res["members"].values())
+    h = res["headline"]  # success and ATP against always-strongest and the oracle, for every router
+    assert h["always-strongest"]["atp_vs_strongest"] == 1.0 and h["oracle"]["atp_per_task"] <= h["always-strongest"]["atp_per_task"]
+    assert "headline" in r.stdout and "solvable→ok" in r.stdout
     # random tiny models succeed on nothing: the gap is not there, and the bench says so
     assert res["apgr_defined"] is False and res["apgr"]["thompson"] is None
     assert "APGR undefined" in r.stdout

@@ -182,3 +182,66 @@ def test_dream_per_task_class_measures_and_recalibrates_the_student(tmp_path, ar
     with pytest.raises(Exception, match="of class 'code'"):
         dream(router, teacher="adder", student="student", task_class="code")
     router.close()
+
+
+def test_calibration_sets_nest_and_tell_nothing_from_45_percent():
+    from k1.pool.learn.calibrate import ENOUGH_PER_CLASS, MAX_PER_CLASS
+    from k1.pool.config import PoolSettings as S
+
+    assert S().calibration_per_class >= ENOUGH_PER_CLASS and 0.55 ** ENOUGH_PER_CLASS < 0.01
+    small, large = calibration_tasks(3), calibration_tasks(MAX_PER_CLASS)
+    for cls in {t.cls for t in small}:  # a smaller set is a prefix of a larger one: benches can leave out the largest
+        assert [t.text for t in small if t.cls == cls] == [t.text for t in large if t.cls == cls][:3]
+    with pytest.raises(ValueError):
+        calibration_tasks(MAX_PER_CLASS + 1)
+
+
+def test_route_bench_is_disjoint_from_calibration_by_problem():
+    """The old draw let py-last_n-7 and py-last_n-8 be both calibration and bench tasks."""
+    import importlib.util
+    from pathlib import Path
+
+    from k1.pool.learn.calibrate import MAX_PER_CLASS, reserved_problems
+    from k1.tasks.split import problem_key
+    from k1.tasks.task import arithmetic_tasks, python_tasks
+
+    spec = importlib.util.spec_from_file_location("route", Path(__file__).parents[2] / "bench" / "route.py")
+    route = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(route)
+    reserved = reserved_problems()
+    loop = {t.prompt: t for t in arithmetic_tasks("d2") + python_tasks()}
+    for n in (20, 30):
+        tasks = route.build_tasks(n)
+        prompts = {t["prompt"] for t in tasks}
+        assert not prompts & {c.text for c in calibration_tasks(MAX_PER_CLASS)}
+        keys = {problem_key(loop[t["prompt"]]) for t in tasks if t["prompt"] in loop}
+        assert len(keys) >= n and not keys & reserved  # no commuted twin, no calibration template
+    cal_code = {t.id for t in calibration_tasks(MAX_PER_CLASS) if t.cls == "code"}
+    bench_code = {t.id for t in python_tasks() if t.prompt in {x["prompt"] for x in route.build_tasks(30)}}
+    assert not cal_code & bench_code and not {"py-last_n-7", "py-last_n-8"} & bench_code
+
+
+def test_pool_arithmetic_verifier_is_strict():
+    from k1.pool.learn.verifiers import class_verifier
+
+    v = class_verifier("arithmetic")
+    assert v("What is 1 + 0?", "1") == 1.0 and v("What is 1 + 0?", "1 + 1 = 1") == 0.0
+    assert v("What is 7 + 5?", "7 + 5 = 12.") == 1.0 and v("What is 7 + 5?", "7 + 7 = 12") == 0.0
+
+
+def test_dream_ladder_trains_on_no_twin_of_a_held_out_problem():
+    import importlib.util
+    from pathlib import Path
+
+    from k1.pool.learn.calibrate import MAX_PER_CLASS
+    from k1.tasks.split import problem_key
+    from k1.tasks.task import arithmetic_tasks
+
+    spec = importlib.util.spec_from_file_location("ladder", Path(__file__).parents[2] / "bench" / "dream_ladder.py")
+    ladder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ladder)
+    task = {t.id: t for t in arithmetic_tasks("d2")}
+    held = {c.key for c in calibration_tasks(MAX_PER_CLASS) if c.cls == "arithmetic"}
+    train = ladder.training_tasks(500, 0)
+    assert train and not {problem_key(t) for t in train} & held
+    assert all(problem_key(task[c.id]) == c.key for c in calibration_tasks(MAX_PER_CLASS) if c.cls == "arithmetic")

@@ -79,7 +79,7 @@ def test_loop_runs_end_to_end_on_a_tiny_k1_target(format_target, tmp_path):
 
 
 def test_lora_trains_a_hugging_face_target(tmp_path):
-    from k1.selflearn.train_hf import finetune_lora
+    from k1.pool.learn.train_hf import finetune_lora
     from k1.pool.testing import tiny_hf_member
 
     m = tiny_hf_member()

@@ -64,3 +64,28 @@ def test_task_families_have_distinct_prompts_and_hidden_checks():
         assert len({t.prompt for t in tasks}) == len(tasks)
         assert all("check" not in t.public() for t in tasks)
     assert all(0 <= t.check["answer"] <= 8 for t in arithmetic_tasks("d1"))
+
+
+@pytest.mark.parametrize("prompt,answer,text,ok", [
+    ("What is 1 + 0?", 1, "1", True),                      # the bare number is fine
+    ("What is 1 + 0?", 1, "1 + 1 = 1", False),             # a wrong equation with the right number is not
+    ("What is 1 + 0?", 1, "1 + 0 = 1", True),
+    ("What is 7 + 5?", 12, "To add them: 7 + 5 = 12.", True),
+    ("What is 7 + 5?", 12, "5 + 7 = 12", True),            # a commuted sum states the same problem
+    ("What is 9 - 4?", 5, "4 - 9 = 5", False),             # a commuted difference does not
+    ("What is 9 - 4?", 5, "9 - 4 = 5", True),
+    ("What is 3 + 9?", 12, "2 + 10 = 12", False),          # a true equation about another problem
+    ("What is 3 + 9?", 12, "3 + 9 = 12 = 12", True),       # chains must hold throughout
+    ("What is 3 + 9?", 12, "3 + 9 = 11 = 12", False),
+    ("What is 23 * 4?", 92, "23 x 4 = 92", True),
+    ("What is 23 * 4?", 92, "23 * 4 = 82 so 92", False),
+    ("What is 7 + 7?", 14, "7 + 7 = 11", False),
+    ("What is 7 + 7?", 14, "The answer is 14.\n7 + 7 = 13", True),  # only the first line is read
+])
+def test_strict_arithmetic_verifier_checks_every_stated_equation(prompt, answer, text, ok):
+    assert verify(Task("t", "arithmetic", prompt, {"answer": answer}), text) == float(ok)
+
+
+def test_strict_verifier_reads_the_problem_from_the_check_before_the_prompt():
+    t = Task("t", "arithmetic", "Add the two numbers.", {"answer": 3, "problem": [1, "+", 2]})
+    assert verify(t, "2 + 1 = 3") == 1.0 and verify(t, "1 + 1 = 3") == 0.0 and verify(t, "0 + 3 = 3") == 0.0

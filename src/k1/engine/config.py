@@ -39,6 +39,10 @@ class TrainConfig(BaseModel):
     log_every: int = Field(default=10, ge=1)  # host syncs happen only here
     eval_every: int = Field(default=100, ge=1)
     eval_batches: int = Field(default=4, ge=1)  # per domain, fixed windows of the validation split
+    # the share of each validation split (its start) kept as tuning windows, apart from the evaluation
+    # windows (the rest): trials judge on them; 0: one set of windows for both (as before)
+    tune_fraction: float = Field(default=0.0, ge=0, lt=1)
+    eval_on: Literal["eval", "tune"] = "eval"  # "tune": evaluate on the tuning windows (choosing settings)
     checkpoint_every: int = Field(default=0, ge=0)  # 0: only a final checkpoint
     keep_checkpoints: int = Field(default=0, ge=0)  # keep the newest N (plus the best); 0: keep all
     # hooks that record the run, by registered name (`callbacks`: the key before this name, still read)

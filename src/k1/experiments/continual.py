@@ -10,6 +10,12 @@ lower-is-better (a loss, not an accuracy, so the signs are flipped relative to G
     forgetting_first = mean_{j<n-1} (R[n-1][j] − R[j][j])            (first-based; on losses it equals bwt)
     forgetting_max   = mean_{j<n-1} (R[n-1][j] − min_{i<n-1} R[i][j])  (max-based, Chaudhry et al. 2018)
     fwt              = mean_{j>0}   (R[j-1][j] − R_init[j])          < 0: earlier domains already helped j
+    just_learnt      = mean_j       R[j][j]                          plasticity: each domain just after its stage
+    forgetting_rel   = mean_{j<n-1} (R[n-1][j] − min_{i<n-1} R[i][j]) / (R_init[j] − R[j][j])
+                                                                     the share of what was learnt that is lost
+
+A strategy that forgets less only because it learnt less shows a worse `just_learnt`; `forgetting_rel`
+puts forgetting against what was learnt.
 
 One `TrainState` per (strategy, seed) persists across the stages, trained by the engine's one loop
 (`k1.engine.run.loop.run`) with one stage per domain: a fresh sampler of that domain, no mid-stage evaluation.
@@ -50,11 +56,12 @@ from k1.errors import ConfigError
 from k1.experiments.continual_run import (RunBook, StageRecorder, count_specialists, domain_stages,  # noqa: F401
                                           finished_run, run_identity, run_one, same_training,
                                           strategy_run_config, strategy_state, write_run_result)
+from k1.experiments.provenance import code_version
 from k1.experiments.strategies import ContinualConfig, check_strategies
 
 log = logging.getLogger(__name__)
 
-METRICS = ["final_avg", "bwt", "forgetting_first", "forgetting_max", "fwt"]
+METRICS = ["final_avg", "bwt", "forgetting_first", "forgetting_max", "fwt", "just_learnt", "forgetting_rel"]
 
 
 # ---- metrics on one matrix -------------------------------------------------------------------------
@@ -67,8 +74,11 @@ def continual_metrics(R: list[list[float]], R_init: list[float]) -> dict[str, fl
     first = [R[last][j] - R[j][j] for j in range(last)]
     best = [R[last][j] - min(R[i][j] for i in range(last)) for j in range(last)]
     fwt = [R[j - 1][j] - R_init[j] for j in range(1, n)]
+    learnt = [max(R_init[j] - R[j][j], 1e-6) for j in range(last)]  # bpb gained by the time j was learnt
     return {"final_avg": sum(R[last]) / n, "bwt": sum(first) / last, "forgetting_first": sum(first) / last,
-            "forgetting_max": sum(best) / last, "fwt": sum(fwt) / last}
+            "forgetting_max": sum(best) / last, "fwt": sum(fwt) / last,
+            "just_learnt": sum(R[j][j] for j in range(n)) / n,
+            "forgetting_rel": sum(b / g for b, g in zip(best, learnt)) / last}
 
 
 def mean_std(values: list[float]) -> dict[str, float]:
@@ -112,8 +122,13 @@ def available_domains(cfg: RunConfig) -> list[str]:
 
 
 def check_run(cfg: RunConfig, domains: list[str], strategies: list[str], n_seeds: int,
-              steps_per_domain: int) -> tuple[RunConfig, list[str]]:
-    """Validate the sequence; return the config whose data holds exactly `domains`, and the strategies."""
+              steps_per_domain: int, ccfg: ContinualConfig | None = None,
+              eval_on: str = "eval") -> tuple[RunConfig, list[str]]:
+    """Validate the sequence; return the config whose data holds exactly `domains`, and the strategies.
+
+    With `ccfg`, the held-out windows follow it (`held_out`): tuning windows apart from evaluation windows,
+    and at least `ccfg.eval_tokens` evaluation tokens per domain; `eval_on="tune"` evaluates on the tuning
+    windows (for choosing settings)."""
     domains = [d.strip() for d in domains if d.strip()]
     known = available_domains(cfg)
     for d in domains:
@@ -131,7 +146,21 @@ def check_run(cfg: RunConfig, domains: list[str], strategies: list[str], n_seeds
     total = len(domains) * steps_per_domain
     train = cfg.train.model_copy(update={"steps": total})
     cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"domains": domains}), "train": train})
+    if ccfg is not None:
+        cfg = held_out(cfg, ccfg, eval_on)
     return cfg, check_strategies(strategies)
+
+
+def held_out(cfg: RunConfig, ccfg: ContinualConfig, eval_on: str = "eval") -> RunConfig:
+    """`cfg` evaluating on ≥ `ccfg.eval_tokens` tokens per domain from the evaluation part of each
+    validation split, with its first `ccfg.tune_fraction` kept as tuning windows (trials judge there)."""
+    if eval_on not in ("eval", "tune"):
+        raise ConfigError(f"--eval-on must be 'eval' or 'tune', got {eval_on!r}")
+    per_batch = cfg.train.batch_size * cfg.model.context
+    batches = -(-ccfg.eval_tokens // per_batch)  # ceil
+    train = cfg.train.model_copy(update={"eval_batches": batches, "tune_fraction": ccfg.tune_fraction,
+                                         "eval_on": eval_on})
+    return cfg.model_copy(update={"train": train})
 
 
 # ---- the experiment -----------------------------------------------------------------------------------
@@ -149,6 +178,7 @@ def aggregate(name: str, runs: list[dict]) -> dict:
         entry["shifts_detected"] = mean_std([float(len(r["shifts_detected"])) for r in runs])
     if all(r.get("forgetting_sources") for r in runs):
         entry["forgetting_sources"] = forgetting_sources(runs)
+    entry["just_learnt_per_domain"] = _elementwise([[r["R"][j][j] for j in range(len(r["R"]))] for r in runs])
     entry["per_seed"] = [{k: v for k, v in r.items() if k != "identity"} for r in runs]
     return entry
 
@@ -166,6 +196,18 @@ def forgetting_sources(runs: list[dict]) -> list[dict]:
 
 
 # ---- paired comparisons over seeds ---------------------------------------------------------------------
+# The pre-registered primary test of each claim (docs/continual.md, committed before the runs that test
+# them): (candidate, reference, metric). Every other paired test is reported with Holm's correction.
+PRIMARY = [
+    ("k1-attribution", "random-path", "forgetting_max"),  # the choice matters (sparse updates, no protection)
+    ("k1-ewc", "random-path-ewc", "forgetting_max"),  # the choice matters under EWC
+    ("k1-freeze", "random-path-freeze", "forgetting_max"),  # the choice matters with the shared part frozen
+    ("k1-freeze", "tree-naive", "forgetting_max"),  # freezing the shared part removes forgetting
+    ("k1-ewc-shared", "tree-naive", "forgetting_max"),  # shielding the shared part removes forgetting
+    ("k1-route", "random-path-route", "forgetting_max"),  # the choice matters over hard routes
+]
+
+
 def comparisons(names: list[str]) -> list[tuple[str, str]]:
     """The pairs a claim rests on, among the strategies run: (candidate, reference).
 
@@ -173,10 +215,12 @@ def comparisons(names: list[str]) -> list[tuple[str, str]]:
     selection rules against random-K (does choosing by blame, or by usage, matter?); every K-1 mechanism
     without replay against tree-ewc (the classic regulariser); K-1 + replay against tree-replay.
     """
-    pairs = [(n, "tree-naive") for n in names if n.startswith("k1-") or n == "random-k"]
-    pairs += [("k1-attribution", "random-k"), ("k1-usage", "random-k"), ("k1-replay", "tree-replay")]
+    pairs = [(a, b) for a, b, _ in PRIMARY]
+    pairs += [(n, "tree-naive") for n in names if n.startswith(("k1-", "random-"))]
+    pairs += [("k1-attribution", "random-k"), ("k1-usage", "random-k"), ("k1-replay", "tree-replay"),
+              ("k1-freeze", "tree-freeze"), ("tree-freeze", "tree-naive")]
     pairs += [(n, "tree-ewc") for n in names if n.startswith("k1-") and n != "k1-replay"]
-    return [(a, b) for a, b in pairs if a in names and b in names]
+    return list(dict.fromkeys((a, b) for a, b in pairs if a in names and b in names))
 
 
 def sign_flip_pvalue(diffs: list[float], max_exact: int = 16, n_random: int = 100_000, seed: int = 0) -> float:
@@ -200,9 +244,23 @@ def sign_flip_pvalue(diffs: list[float], max_exact: int = 16, n_random: int = 10
     return float((((signs * d).mean(1).abs() >= observed).sum() + 1) / (n_random + 1))
 
 
-def paired(results: dict[str, list[dict]], keys=("forgetting_max", "final_avg")) -> list[dict]:
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values (step-down, monotone, capped at 1), in the input order."""
+    m = len(pvalues)
+    order = sorted(range(m), key=lambda i: pvalues[i])
+    adjusted, running = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def paired(results: dict[str, list[dict]], keys=("forgetting_max", "final_avg", "just_learnt")) -> list[dict]:
     """Per comparison and metric: mean difference candidate − reference over seeds (negative = the
-    candidate is lower, i.e. better), its sample std, how many seeds favour the candidate, and the p-value."""
+    candidate is lower, i.e. better), its sample std, how many seeds favour the candidate, and the p-value.
+
+    A test in `PRIMARY` is its claim's pre-registered test and stands alone (`primary: True`, `p_holm` =
+    its p); every other test gets Holm's correction over all the non-primary tests of the report."""
     out = []
     for a, b in comparisons(list(results)):
         by_seed = {r["seed"]: r for r in results[b]}
@@ -213,7 +271,14 @@ def paired(results: dict[str, list[dict]], keys=("forgetting_max", "final_avg"))
             out.append({"candidate": a, "reference": b, "metric": key, "seeds": len(diffs),
                         "mean_diff": statistics.fmean(diffs), "std_diff": statistics.stdev(diffs),
                         "candidate_better": sum(x < 0 for x in diffs), "p_value": sign_flip_pvalue(diffs),
-                        "test": "paired sign-flip permutation, two-sided"})
+                        "test": "paired sign-flip permutation, two-sided",
+                        "primary": (a, b, key) in PRIMARY})
+    rest = [c for c in out if not c["primary"]]
+    for c, p in zip(rest, holm([c["p_value"] for c in rest])):
+        c["p_holm"] = p
+    for c in out:
+        if c["primary"]:
+            c["p_holm"] = c["p_value"]
     return out
 
 
@@ -264,7 +329,9 @@ def run_continual(cfg: RunConfig, ccfg: ContinualConfig, out_dir: Path, strategi
         console.print(f"reused {reused} finished run{'s' if reused > 1 else ''} of the same config from {out_dir / 'runs'}")
     report = {"domains": domains, "seeds": seeds, "steps_per_domain": spd, "metric": "bpb", "command": command,
               "strategies": [aggregate(name, runs) for name, runs in results.items()],
-              "paired": paired(results), "reused_runs": reused}
+              "paired": paired(results), "reused_runs": reused, "code": code_version(),
+              "held_out": {"eval_on": cfg.train.eval_on, "tune_fraction": cfg.train.tune_fraction,
+                           "eval_tokens_per_domain": cfg.train.eval_batches * cfg.train.batch_size * cfg.model.context}}
     seconds = time.perf_counter() - t0
     write_atomic(out_dir / "continual.json", json.dumps(report, indent=1))
     write_atomic(out_dir / "continual.md", to_markdown(report, cfg, ccfg, seconds))

@@ -26,7 +26,10 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def continual(
         quick: bool = typer.Option(False, "--quick", help="A smoke test: 7 representative strategies, 40 steps "
-                                                          "per domain, 1 seed (4 to 13 minutes on 2 idle CPU cores, as fast as the cores)."),
+                                                          "per domain, 1 seed (4 to 13 minutes on 2 idle CPU cores "
+                                                          "when evaluation read 2,048 tokens per domain; at today's "
+                                                          "16,384 a tree run takes about 1.8× the CPU time: "
+                                                          "expect about 7 to 23 minutes)."),
         out: Path = typer.Option(Path("runs/continual"), help="Output directory."),
         seeds: Optional[int] = typer.Option(None, help="Number of seeds (train.seed, +1, +2, ...); mean ± std "
                                                        "over them (default 3; --quick 1)."),
@@ -37,7 +40,10 @@ def register(app: typer.Typer) -> None:
         strategies: Optional[str] = typer.Option(None, help="Comma-separated subset of: gpt-naive, gpt-replay, "
                                                             "gpt-ewc, tree-naive, tree-replay, tree-ewc, random-k, "
                                                             "k1-attribution, k1-hybrid, k1-auto, k1-replay, "
-                                                            "k1-protect, k1-balance, k1-grow, k1-usage, k1-ewc "
+                                                            "k1-protect, k1-balance, k1-grow, k1-usage, k1-ewc, "
+                                                            "random-path, random-path-ewc, tree-freeze, k1-freeze, "
+                                                            "random-path-freeze, k1-ewc-shared, tree-route, "
+                                                            "k1-route, random-path-route, k1-usage-route "
                                                             "(default: all; --quick: gpt-naive, tree-naive, "
                                                             "tree-replay, tree-ewc, random-k, k1-attribution, "
                                                             "k1-replay)."),
@@ -53,6 +59,13 @@ def register(app: typer.Typer) -> None:
         checkpoint_every: int = typer.Option(20, "--checkpoint-every", min=0,
                                              help="A resume point every N steps inside a stage (0: stage ends "
                                                   "only); an interrupted run continues from its newest one."),
+        eval_on: str = typer.Option("eval", "--eval-on", help="Which held-out windows R is measured on: "
+                                    "'eval' (the evaluation windows) or 'tune' (the tuning windows, apart from "
+                                    "them: choose settings such as continual.ewc_lambda there)."),
+        sweep: Optional[str] = typer.Option(None, "--sweep", help="KEY=V1,V2,...: run the table once per value "
+                                            "(--set KEY=V, into OUT/sweep/KEY=V/) and plot the stability–plasticity "
+                                            "frontier, e.g. --sweep continual.ewc_lambda=1e5,1e6,1e7 or --sweep "
+                                            "optim.lr=1e-3,3e-3,1e-2."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ):
         """Domains in sequence: loss matrix, forgetting, backward/forward transfer, against naive, replay and EWC baselines
@@ -62,15 +75,36 @@ def register(app: typer.Typer) -> None:
         from k1.experiments.continual import check_run, load_configs, run_continual
         from k1.experiments.strategies import QUICK_STRATEGIES, STRATEGY_ORDER
 
+        from k1.experiments.frontier import write_frontier
+
         preset, spd = SETTINGS["quick" if quick else "default"]
-        cfg, ccfg = load_configs(config, preset, set_)
-        names = strategies.split(",") if strategies is not None else QUICK_STRATEGIES if quick else STRATEGY_ORDER
-        seeds = seeds if seeds is not None else 1 if quick else 3
-        order = domains.split(",") if domains is not None else list(cfg.data.domains)
-        steps = steps_per_domain if steps_per_domain is not None else spd
-        cfg, names = check_run(cfg, order, names, seeds, steps)
-        seed_list = [cfg.train.seed + i for i in range(seeds)]
+        runs = [(out, set_)]
+        if sweep is not None:
+            runs = [(out / "sweep" / f"{key}={v}", [*set_, f"{key}={v}"]) for key, v in sweep_values(sweep)]
         command = "k1 " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         console = Console(width=None if sys.stdout.isatty() else 160)
-        run_continual(cfg, ccfg, out, names, seed_list, command=command, quiet=quiet, console=console,
-                      specialise=specialise, reuse=not fresh, checkpoint_every=checkpoint_every)
+        checked = []
+        for run_out, overrides in runs:  # every value is validated before any trains
+            cfg, ccfg = load_configs(config, preset, overrides)
+            names = strategies.split(",") if strategies is not None else QUICK_STRATEGIES if quick else STRATEGY_ORDER
+            n_seeds = seeds if seeds is not None else 1 if quick else 3
+            order = domains.split(",") if domains is not None else list(cfg.data.domains)
+            steps = steps_per_domain if steps_per_domain is not None else spd
+            cfg, names = check_run(cfg, order, names, n_seeds, steps, ccfg, eval_on)
+            checked.append((run_out, cfg, ccfg, names, [cfg.train.seed + i for i in range(n_seeds)]))
+        for run_out, cfg, ccfg, names, seed_list in checked:
+            run_continual(cfg, ccfg, run_out, names, seed_list, command=command, quiet=quiet, console=console,
+                          specialise=specialise, reuse=not fresh, checkpoint_every=checkpoint_every)
+        write_frontier([out], out)
+        console.print(f"stability–plasticity frontier: {out / 'frontier.png'}, {out / 'frontier.html'}")
+
+
+def sweep_values(spec: str) -> list[tuple[str, str]]:
+    """`KEY=V1,V2,...` → [(KEY, V1), (KEY, V2), ...]; a one-line ConfigError for anything else."""
+    from k1.errors import ConfigError
+
+    key, sep, values = spec.partition("=")
+    vals = [v.strip() for v in values.split(",") if v.strip()]
+    if not sep or not key.strip() or not vals:
+        raise ConfigError(f"--sweep {spec!r}: expected KEY=V1,V2,..., e.g. --sweep continual.ewc_lambda=1e5,1e6")
+    return [(key.strip(), v) for v in vals]

@@ -29,6 +29,7 @@ from k1.engine.run.measure import evaluate
 from k1.engine.run.rundir import RunDir
 from k1.engine.run.train import standard_hooks
 from k1.errors import ConfigError
+from k1.experiments.provenance import code_version, same_code
 from k1.experiments.strategies import STRATEGIES, ContinualConfig, strategy_config
 
 RESUME = "resume"  # the resume points of a run directory, itself laid out as one (`RESUME/checkpoints/step-N`)
@@ -108,14 +109,19 @@ def strategy_state(cfg: RunConfig, strategy: str, seed: int, corpus) -> TrainSta
 
 
 def run_identity(cfg: RunConfig, ccfg: ContinualConfig, strategy: str, seed: int) -> dict:
-    """Everything that decides a (strategy, seed)'s training; a run is reused or resumed only if it matches."""
-    return {"config": dump_config(strategy_run_config(cfg, strategy, seed)), "continual": ccfg.model_dump()}
+    """Everything that decides a (strategy, seed)'s training; a run is reused or resumed only if it matches.
+    `code`: the code version (provenance.py): commit, dirty flag and the source hash that must match."""
+    return {"config": dump_config(strategy_run_config(cfg, strategy, seed)), "continual": ccfg.model_dump(),
+            "code": code_version()}
 
 
 def same_training(saved: dict | None, identity: dict) -> bool:
-    """Whether a saved identity trains like `identity`: the same continual knobs and the same validated
-    config, so an option added to the code later (saved without it, at its default) still matches."""
+    """Whether a saved identity trains like `identity`: the same code (source hash), the same continual
+    knobs and the same validated config, so an option added to the config later (saved without it, at
+    its default) still matches."""
     if not isinstance(saved, dict) or saved.get("continual") != identity["continual"]:
+        return False
+    if not same_code(saved.get("code"), identity["code"]):
         return False
     try:
         return validate(tomllib.loads(saved["config"])) == validate(tomllib.loads(identity["config"]))
@@ -232,7 +238,8 @@ def run_one(cfg: RunConfig, ccfg: ContinualConfig, strategy: str, seed: int, cor
            "strong_specialists": count_specialists(run_dir) if specialise and cfg.arch == "tree" else None,
            "shifts_detected": state.extras["shift"].shifts if "shift" in state.extras else None,
            "forgetting_sources": state.extras["sources"].result if "sources" in state.extras else None,
-           "seconds": book.seconds, "resumed_from": ckpt.name if ckpt is not None else None, "identity": identity}
+           "seconds": book.seconds, "resumed_from": ckpt.name if ckpt is not None else None,
+           "code": identity["code"], "identity": identity}
     for d in RunDir(run_dir).checkpoint_dirs():  # an interrupt's checkpoint inside a stage: superseded by the stage ends
         if int(d.name.split("-")[1]) % spd:
             shutil.rmtree(d, ignore_errors=True)

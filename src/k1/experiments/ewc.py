@@ -11,15 +11,22 @@ class EWCPenalty:
     F_d is the diagonal empirical Fisher: the squared gradient of the mean batch loss, averaged over a few
     training batches of domain d, taken at θ*_d (the parameters when domain d finished). Its gradient is
     λ · Σ_d F_d (θ − θ*_d). Called as a trainer regulariser: `penalty(model) -> 0-d tensor`.
+    `scope="shared"` anchors only the tree's shared parameters (embeddings, final norm; the head is tied),
+    where most of the forgetting was found, and leaves every agent free.
     """
 
-    def __init__(self, lam: float):
-        self.lam = lam
+    def __init__(self, lam: float, scope: str = "all"):
+        if scope not in ("all", "shared"):
+            raise ValueError(f"EWC scope must be 'all' or 'shared', got {scope!r}")
+        self.lam, self.scope = lam, scope
         self.anchors: list[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]] = []  # (F, θ*) per domain
+
+    def _anchored(self, name: str) -> bool:
+        return self.scope == "all" or not name.startswith("levels.")
 
     def consolidate(self, model: torch.nn.Module, batches) -> None:
         """Estimate F on `batches` ([(x, y)], at the current parameters) and anchor θ* there."""
-        fisher = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+        fisher = {n: torch.zeros_like(p) for n, p in model.named_parameters() if self._anchored(n)}
         was_training = model.training
         model.eval()
         count = 0
@@ -28,13 +35,13 @@ class EWCPenalty:
             _, loss = model(x, y)
             loss.backward()
             for n, p in model.named_parameters():
-                if p.grad is not None:
+                if p.grad is not None and n in fisher:
                     fisher[n] += p.grad.detach() ** 2
             count += 1
         model.zero_grad(set_to_none=True)  # the next training step must not see these gradients
         model.train(was_training)
         fisher = {n: f / max(count, 1) for n, f in fisher.items()}
-        star = {n: p.detach().clone() for n, p in model.named_parameters()}
+        star = {n: p.detach().clone() for n, p in model.named_parameters() if n in fisher}
         self.anchors.append((fisher, star))
 
     def __call__(self, model: torch.nn.Module) -> torch.Tensor:

@@ -34,6 +34,13 @@ class ContinualConfig(BaseModel):
     # per domain on the `small` model (naive BWT 0.85 → 0.44 bpb; 1e8 reached 0.19 but learnt less)
     ewc_lambda: float = Field(default=1e6, ge=0)
     ewc_batches: int = Field(default=8, ge=1)  # training batches of a finished domain that estimate its Fisher
+    # λ of EWC on the shared parameters only (`k1-ewc-shared`); the default is ewc_lambda's, not tuned
+    ewc_shared_lambda: float = Field(default=1e6, ge=0)
+    # evaluation: at least this many tokens per domain, from the evaluation part of each validation split
+    eval_tokens: int = Field(default=16_384, ge=1)
+    # the share of each validation split (its start) held out as tuning windows: trials judge there, and
+    # `--eval-on tune` evaluates there so that settings are chosen apart from the evaluation windows
+    tune_fraction: float = Field(default=0.5, gt=0, lt=1)
 
 
 @dataclass(frozen=True)
@@ -81,10 +88,31 @@ class PathK(Plugin):
 class ModelOptions(Plugin):
     """Model options set on top of the base config, e.g. `(("gate_balance", 0.1),)`."""
 
-    options: tuple[tuple[str, float], ...] = ()
+    options: tuple[tuple[str, object], ...] = ()
 
     def configure(self, cfg, steps_per_domain):
         return cfg.model_copy(update={"model": cfg.model.model_copy(update=dict(self.options))})
+
+
+@PLUGINS.register("route")
+@dataclass(frozen=True)
+class HardRoutes(Plugin):
+    """Hard top-k routing over MLP agents below an attention root (`model.routing`), with the Switch
+    load-balancing loss, capacity and the ST-MoE router z-loss: a token's gradient reaches only the agents
+    it was dispatched to (and the gate keys that competed for it), so choosing agents means something."""
+
+    routing: str = "topk"
+    route_k: int = 2
+    capacity_factor: float = 1.25
+    route_balance: float = 0.01
+    route_z: float = 1e-3
+
+    def configure(self, cfg, steps_per_domain):
+        kinds = ["block"] + ["mlp"] * len(cfg.model.branching)
+        data = {**cfg.model.model_dump(), "kinds": kinds, "routing": self.routing, "route_k": self.route_k,
+                "capacity_factor": self.capacity_factor, "route_balance": self.route_balance,
+                "route_z": self.route_z}
+        return cfg.model_copy(update={"model": type(cfg.model).model_validate(data)})
 
 
 @PLUGINS.register("autonomy")
@@ -127,10 +155,14 @@ class ReplayHook(Hook):
 @PLUGINS.register("ewc")
 @dataclass(frozen=True)
 class EWC(Plugin):
-    """The EWC penalty, anchored per finished domain (`ContinualConfig.ewc_*`)."""
+    """The EWC penalty, anchored per finished domain (`ContinualConfig.ewc_*`); `scope="shared"`: on the
+    tree's shared parameters only (`ContinualConfig.ewc_shared_lambda`)."""
+
+    scope: str = "all"
 
     def hooks(self, ctx):
-        penalty = EWCPenalty(ctx.ccfg.ewc_lambda)
+        lam = ctx.ccfg.ewc_lambda if self.scope == "all" else ctx.ccfg.ewc_shared_lambda
+        penalty = EWCPenalty(lam, self.scope)
         ctx.state.extras["ewc"] = penalty  # the anchors are checkpointed with the run
         return [EWCHook(penalty, ctx.ccfg.ewc_batches, ctx.seed, ctx.n_stages)]
 
@@ -165,6 +197,56 @@ class Boundary(Plugin):
 class DomainBoundaryHook(Hook):
     def on_stage_end(self, state, stage, metrics):
         state.policy.consolidate()
+
+
+@PLUGINS.register("freeze-shared")
+@dataclass(frozen=True)
+class FreezeShared(Plugin):
+    """After the first domain, freeze the shared parameters (token and position embeddings, final norm; the
+    head is tied): the audit found most of the forgetting there, where every row updates every step."""
+
+    def hooks(self, ctx):
+        flag = Flag()
+        ctx.state.extras["freeze_shared"] = flag  # checkpointed: a resumed run stays frozen
+        return [FreezeSharedHook(flag)]
+
+
+class Flag:
+    """A bool that travels in a run's checkpoint (`state.extras`)."""
+
+    def __init__(self, on: bool = False):
+        self.on = on
+
+    def state_dict(self) -> dict:
+        return {"on": self.on}
+
+    def load_state_dict(self, s: dict) -> None:
+        self.on = bool(s["on"])
+
+
+class FreezeSharedHook(Hook):
+    """Sets the optimizer's `shared_scale` from the flag before every step (an optimizer rebuilt by a
+    change of shape starts at 1), and raises the flag at the first domain's end."""
+
+    def __init__(self, flag: Flag):
+        self.flag = flag
+
+    def _apply(self, state):
+        state.optimizer.shared_scale = 0.0 if self.flag.on else 1.0
+
+    def on_train_start(self, state, info):
+        self._apply(state)
+
+    def on_stage_start(self, state, stage):
+        self._apply(state)
+
+    def on_check(self, state, step):
+        self._apply(state)
+
+    def on_stage_end(self, state, stage, metrics):
+        if stage.index == 0:
+            self.flag.on = True
+        self._apply(state)
 
 
 # ---- label-free shifts (shift.py) --------------------------------------------------------------------------

@@ -8,7 +8,9 @@ is *surprising* when its loss exceeds the mean by `z` noise deviations, and a sh
 `patience` surprising steps in a row, no sooner than `warmup` steps after the start or the last shift (the
 statistics restart there). While steps are surprising the statistics are not updated, so a lasting jump is
 not absorbed before it counts.
-The settings were chosen on the built-in prose → code → science sequence only.
+The settings (α 0.05, z 3, patience 3, warmup 15) were fixed in the commit that introduced the detector,
+with the built-in prose → code → science sequence in view; it reads only the training loss, never a
+held-out window (docs/continual.md, "Tuning apart from evaluation").
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ from k1.engine.config import RunConfig
 from k1.errors import ConfigError
 from k1.experiments.ewc import EWCPenalty
 from k1.experiments.plugins import (EWC, PLUGINS, Autonomy, Boundary, ConsolidateAtShift, ContinualConfig, Context,
-                                    GrowAtShift, ModelOptions, PathK, Plugin, Replay, _policy)
+                                    FreezeShared, GrowAtShift, HardRoutes, ModelOptions, PathK, Plugin, Replay,
+                                    _policy)
 from k1.experiments.replay import ReplaySampler, ReservoirBuffer
 from k1.registry import Registry
 
@@ -68,6 +69,19 @@ for _s in [
     Strategy("k1-grow", "tree", "grow", (GrowAtShift(),)),
     Strategy("k1-usage", "tree", "usage", (ConsolidateAtShift(),)),
     Strategy("k1-ewc", "tree", "attribution", (EWC(),)),
+    # controls for *which* agents: attribution's scales and path length, the path drawn at random
+    Strategy("random-path", "tree", "random-path"),
+    Strategy("random-path-ewc", "tree", "random-path", (EWC(),)),
+    # isolation where the forgetting is: the shared parameters (embeddings, final norm, tied head)
+    Strategy("tree-freeze", "tree", "dense", (FreezeShared(),)),
+    Strategy("k1-freeze", "tree", "attribution", (FreezeShared(),)),
+    Strategy("random-path-freeze", "tree", "random-path", (FreezeShared(),)),
+    Strategy("k1-ewc-shared", "tree", "attribution", (EWC("shared"),)),
+    # isolation per token: hard routes (a token's gradient reaches only its path)
+    Strategy("tree-route", "tree", "dense", (HardRoutes(),)),
+    Strategy("k1-route", "tree", "attribution", (HardRoutes(),)),
+    Strategy("random-path-route", "tree", "random-path", (HardRoutes(),)),
+    Strategy("k1-usage-route", "tree", "usage", (HardRoutes(), ConsolidateAtShift())),
 ]:
     STRATEGIES.add(_s.name, _s)
 STRATEGY_ORDER = STRATEGIES.names()  # table order

@@ -92,7 +92,7 @@ class PoolSettings(BaseModel):
     idle_unload_s: float = Field(default=300.0, gt=0)  # REST unloads local members unused for this long
     seed: int | None = None
     # calibration (calibrate.py): tasks per class each member answers, and how many observations each weighs
-    calibration_per_class: int = Field(default=5, ge=1, le=16)
+    calibration_per_class: int = Field(default=10, ge=1, le=16)  # 10: tells 0 % from 45 % (calibrate.ENOUGH_PER_CLASS)
     calibration_weight: float = Field(default=1.0, ge=0)
     # the task classifier also learns from this many of the newest experiences with a stated class (taskclass.py)
     task_class_examples: int = Field(default=2000, ge=0)

@@ -115,13 +115,13 @@ def _train(cfg: LoopConfig, target, kept, seed_dir: Path, seed: int):
         return {"trained": False, "reason": "no candidate passed its verifier"}, None
     if target.kind == "k1":
         from k1.pool.members.k1 import K1Member
-        from k1.selflearn.train_k1 import finetune_k1
+        from k1.pool.learn.train_k1 import finetune_k1
 
         summary = finetune_k1(target.run_dir, [training_text(i.task, i.improved.text) for i in kept], seed_dir / "target",
                               steps=cfg.train_steps, seed=seed)
         info = {"trained": True, "steps": cfg.train_steps, "val_loss": summary.get("val_loss"), "examples": len(kept)}
         return info, K1Member.from_run(seed_dir / "target", name=f"{target.name}+loop")
-    from k1.selflearn.train_hf import finetune_lora
+    from k1.pool.learn.train_hf import finetune_lora
 
     tuned, info = finetune_lora(target, [(prompt_for(target, i.task), i.improved.text) for i in kept], seed_dir,
                                 epochs=cfg.epochs, lr=cfg.lr, r=cfg.lora_r, seed=seed)

@@ -20,7 +20,7 @@ def format_text(n_lines: int = 3_000, seed: int = 0) -> str:
 def format_run(root: Path, steps: int = 150, seed: int = 0) -> Path:
     """Train the tiny preset on the random-answer corpus into `root/run`; returns the run directory."""
     from k1.engine.run.train import Trainer
-    from k1.selflearn.train_k1 import text_corpus
+    from k1.pool.learn.train_k1 import text_corpus
     from k1.testing import tiny_config
 
     corpus_dir = root / "format"

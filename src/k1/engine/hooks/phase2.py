@@ -56,7 +56,7 @@ class AutonomyHook(Hook):
 
 def _affinity(state) -> dict | None:
     """The child whose best alternative parent beats its own by the widest margin."""
-    x, _ = state.eval_sets[state.trial_domains[0]][0]  # the first window trials judge on
+    x, _ = state.tune_sets[state.trial_domains[0]][0]  # the first window trials judge on
     aff = state.model.gate_affinity(x.to(state.device))
     shape, best = state.shape, None
     offs, parents = shape.level_offsets(), shape.flat_parents()

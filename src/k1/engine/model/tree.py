@@ -18,7 +18,13 @@ keys and values of every token, so only level 0 (the root) may be a `block`; the
 `mlp`. Each agent takes at most `capacity_factor · k · tokens / N` visits per level (static shapes, no
 host sync); overflow visits are dropped, so a token may pass a level unchanged. In training a Switch
 load-balancing term (`route_balance` × N·Σ fᵢ·Pᵢ per level, fᵢ the share of visits) is added to the loss
-so the router does not collapse onto one agent.
+so the router does not collapse onto one agent, and, with `route_z` > 0, the router z-loss of ST-MoE
+(`route_z` × the mean over tokens and levels of logsumexp(router scores)²), which keeps the router's
+logits small so that its softmax stays trainable.
+
+Isolation per token: a routed token reaches an agent's MLP only if it was dispatched to it, so every
+agent off a token's path gets exactly zero gradient from that token, except the gate keys of the children
+that competed for it (the router's softmax; tests/engine/test_routing.py checks both).
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ class ModelConfig(BaseModel):
     route_k: int = Field(default=2, ge=1)  # routing "topk": children a token visits per level
     capacity_factor: float = Field(default=1.25, gt=0)  # routed: visits an agent takes, × k · tokens / N
     route_balance: float = Field(default=0.01, ge=0)  # routed: weight of the load-balancing loss
+    route_z: float = Field(default=0.0, ge=0)  # routed: weight of the router z-loss (ST-MoE uses 1e-3)
     gate_balance: float = Field(default=0.0, ge=0)  # soft tree: weight of the gate load-balancing loss
     defer_weight_grads: bool = False  # matrix gradients only for the agents a sparse step selects (level.py)
 
@@ -88,6 +95,7 @@ class AgentTree(nn.Module):
         for level in self.levels:
             level.defer_weight_grads = cfg.defer_weight_grads
         self.aux_loss: torch.Tensor | None = None  # routed: the load-balancing term of the last forward
+        self.z_loss: torch.Tensor | None = None  # routed: the router z-loss of the last forward
         self.last_gate_mass: torch.Tensor | None = None  # [n_agents] mean path weight of the last forward
 
     def _register_topology(self, shape: TreeShape) -> None:
@@ -144,6 +152,8 @@ class AgentTree(nn.Module):
             weight = self.cfg.route_balance if self.cfg.routing != "soft" else self.cfg.gate_balance
             if self.aux_loss is not None and self.training and weight:
                 loss = loss + weight * self.aux_loss
+            if self.cfg.routing != "soft" and self.z_loss is not None and self.training and self.cfg.route_z:
+                loss = loss + self.cfg.route_z * self.z_loss
         return logits, loss
 
     # ---- deferred weight gradients (ModelConfig.defer_weight_grads) -------------------------------------
@@ -235,7 +245,7 @@ class AgentTree(nn.Module):
         agent[:, 0] = 0  # every token starts at the root
         path_w = h.new_zeros(R, k)
         path_w[:, 0] = 1.0
-        masses, aux = [h.new_ones(1)], h.new_zeros(())
+        masses, aux, z = [h.new_ones(1)], h.new_zeros(()), h.new_zeros(())
         for lv in range(1, len(self.levels)):
             level = self.levels[lv]
             N = level.n_agents
@@ -248,7 +258,11 @@ class AgentTree(nn.Module):
                 under = None
                 allowed = torch.ones(R, N, dtype=torch.bool, device=h.device)
             active = allowed.any(1)  # False: the token's agents are leaves, so the token has arrived
-            probs = torch.softmax(scores.masked_fill(~allowed, -torch.inf).masked_fill(~active.unsqueeze(1), 0.0), -1)
+            masked_scores = scores.masked_fill(~allowed, -torch.inf).masked_fill(~active.unsqueeze(1), 0.0)
+            probs = torch.softmax(masked_scores, -1)
+            if self.cfg.route_z:  # ST-MoE's z-loss over the tokens still routing
+                lse = torch.logsumexp(masked_scores.float(), -1)
+                z = z + (lse.pow(2) * active).sum() / active.sum().clamp_min(1)
             p, choice = probs.max(-1, keepdim=True) if k == 1 else probs.topk(min(k, N), -1)  # [R, k']
             valid = (p > 0) & active.unsqueeze(1)  # fewer than k allowed children: the rest are not visits
             kk = choice.shape[1]
@@ -285,6 +299,7 @@ class AgentTree(nn.Module):
             path_w = torch.where(move, F.pad(new_w, (0, k - kk)), path_w)
         self.last_gate_mass = torch.cat(masses)
         self.aux_loss = aux
+        self.z_loss = z / max(1, len(self.levels) - 1)
         return x.view(B, T, C)
 
     @torch.no_grad()

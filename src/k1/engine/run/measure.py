@@ -29,12 +29,13 @@ def evaluate(state) -> dict:
 
 def trial_batches(state) -> list:
     n = state.cfg.autonomy.trial_batches
-    return [xy for d in state.trial_domains for xy in state.eval_sets[d][:n]]
+    return [xy for d in state.trial_domains for xy in state.tune_sets[d][:n]]
 
 
 @torch.no_grad()
 def trial_loss(state) -> float:
-    """Held-out loss that judges a change: the first `trial_batches` validation windows per trial domain."""
+    """Held-out loss that judges a change: the first `trial_batches` tuning windows per trial domain (the
+    evaluation windows themselves when `train.tune_fraction` is 0)."""
     state.model.eval()
     loss = torch.stack([run_forward(state, x, y)[1].float() for x, y in trial_batches(state)]).mean().item()
     state.model.train()

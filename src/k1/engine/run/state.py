@@ -155,7 +155,7 @@ class TrainState:
         B, T = cfg.train.batch_size, cfg.model.context
         # the global batch: every rank draws the same windows and trains on its slice (see distributed.py)
         self.sampler = BatchSampler(corpus, B * self.dist.world, T, seed=cfg.train.seed, split="train")
-        self.eval_sets = {d: eval_windows(s.val, B, T, cfg.train.eval_batches) for d, s in corpus.domains.items()}
+        self.eval_sets, self.tune_sets = held_out_windows(corpus, cfg.train, B, T)
         self.trial_domains: list[str] = list(self.eval_sets)  # what trials judge on (the current stage's)
         self.safety = SafetyState()
         self.autonomy = Autonomy(cfg.autonomy, self.shape, self.device)
@@ -167,7 +167,7 @@ class TrainState:
         self.stage_end = cfg.train.steps  # the current stage's last step (the loop sets it)
         self.probe = None  # a fixed held-out batch for the ledger's "probe" outcome mode
         if cfg.trust.outcome == "probe":  # the first validation window of every domain, on the device
-            xs, ys = zip(*(w[0] for w in self.eval_sets.values()))
+            xs, ys = zip(*(w[0] for w in self.tune_sets.values()))
             self.probe = (torch.cat(xs).to(self.device), torch.cat(ys).to(self.device))
         use_bf16 = cfg.train.autocast == "bf16" or (cfg.train.autocast == "auto" and self.device.type == "cuda")
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
@@ -309,3 +309,21 @@ class TrainState:
         """The next batch of this rank (the whole batch on one process)."""
         x, y = self.sampler.next()
         return self.dist.shard(x), self.dist.shard(y)
+
+
+def held_out_windows(corpus, train, B: int, T: int) -> tuple[dict, dict]:
+    """(evaluation windows, tuning windows) per domain. With `train.tune_fraction` f > 0 each validation
+    split is cut in two: its first f is the tuning part (what trials judge on, and what settings are chosen
+    on), the rest the evaluation part, so no evaluation window is ever seen while choosing. `eval_on="tune"`
+    evaluates on the tuning part instead. With f = 0 both are the same windows of the whole split."""
+    ev, tune = {}, {}
+    for d, s in corpus.domains.items():
+        cut = int(s.val.numel() * train.tune_fraction)
+        if cut == 0:
+            ev[d] = tune[d] = eval_windows(s.val, B, T, train.eval_batches)
+            continue
+        tune_part, eval_part = s.val[:cut], s.val[cut:]
+        tune[d] = eval_windows(tune_part, B, T, train.eval_batches, name=f"domain {d!r} tuning windows")
+        ev[d] = tune[d] if train.eval_on == "tune" else eval_windows(eval_part, B, T, train.eval_batches,
+                                                                     name=f"domain {d!r} evaluation windows")
+    return ev, tune

@@ -18,7 +18,8 @@ bit-identical. Other plans (top-K, dense) still find their rows with one host re
 
 Shared parameters (embeddings, final norm, tied head) are used by every path, so the rule is: they are
 updated every step at scale 1 (`shared="always"`), or never (`shared="frozen"`); a non-finite step skips
-them too.
+them too. `shared_scale` is the run-time form of the same rule (a continual plugin freezes them after the
+first domain by setting it to 0): at 0 the shared parameters and their state stay bit-identical.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ class SparseOptimizer:
         self.shared_steps = torch.zeros((), device=device)
         self.state: dict[str, dict[str, torch.Tensor]] = {}
         self._names = {id(p): n for n, p in model.named_parameters()}
+        self.shared_scale = 1.0  # run-time multiplier of the shared parameters' update; 0: frozen
 
     state_keys: tuple[str, ...] = ()  # per-parameter state tensors, each shaped like the parameter
 
@@ -121,9 +123,10 @@ class SparseOptimizer:
                 c, n_sq = self._step_rows(p, _grad(p) if g is None else g, g is not None, self._names[id(p)], r,
                                           s, self.agent_steps[lv], lr, is_decayed(name), masked or r.static)
                 changed, norm_sq = changed + c, norm_sq + n_sq
-        if self.cfg.shared == "always" and not skip:
+        if self.cfg.shared == "always" and self.shared_scale > 0 and not skip:
             one = torch.ones(1, device=scale.device) if ok is None else ok.float().view(1)
             self.shared_steps = self.shared_steps + one[0]
+            one = one * self.shared_scale
             for name, p in self.shared:  # a shared tensor is one "agent" row: view it as [1, ...]
                 c, n_sq = self._step_rows(p.unsqueeze(0), _grad(p).unsqueeze(0), False, name, LevelRows(None),
                                           one, self.shared_steps.view(1), lr, p.dim() >= 2, masked)

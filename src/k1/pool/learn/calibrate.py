@@ -1,8 +1,9 @@
 """Calibration: every member answers a fixed set of verifiable tasks per task class, and the results seed
 its trust per (member, class), so `auto` starts from measured competence rather than equal trust.
 
-The calibration set is fixed in code (`calibration_tasks`): arithmetic and code come from the loop's
-task families and are judged by the loop's verifiers (an integer stated at the end of the first line; the
+The calibration set is fixed in code (`calibration_tasks`, a prefix of a reserved set per class that every
+bench leaves out, by problem): arithmetic and code come from the loop's task families and are judged by the
+loop's verifiers (the integer stated at the end of the first line, every equation stated there true; the
 function's assert lines in the sandbox); facts are short questions with an expected word; prose is a well
 known phrase to finish, judged by its next word. Each calibration answer counts as `weight` observations
 in the Beta posterior ([pool] calibration_weight, default 1: a calibration task weighs as much as one
@@ -49,12 +50,20 @@ PROSE = [
 MAX_TOKENS = {"arithmetic": 16, "code": 64, "facts": 16, "prose": 4}
 
 
+MAX_PER_CLASS = 16  # the reserved set per class: calibration draws a prefix of it, benches leave all of it out
+# Enough tasks to tell a member that solves nothing from one that solves 45 %: with 10 tasks the second solves
+# none with probability 0.55^10 = 0.25 %, and the priors differ by Beta(1, 11) against about Beta(5.5, 6.5).
+ENOUGH_PER_CLASS = 10
+CODE_TEMPLATES = 2  # the loop's Python templates reserved for calibration (8 numbers each); benches use the others
+
+
 @dataclass(frozen=True)
 class CalTask:
     cls: str
     id: str
     prompt: object  # chat messages, or a plain string (raw text)
     judge: Callable[[str], float]
+    key: object = None  # the problem (k1.tasks.split.problem_key) this task reserves
 
     @property
     def text(self) -> str:
@@ -77,26 +86,60 @@ def _next_word(word: str) -> Callable[[str], float]:
     return judge
 
 
-def calibration_tasks(per_class: int = 5, seed: int = 0) -> list[CalTask]:
-    """`per_class` tasks of each class, drawn with `seed` from fixed lists (the same set every time)."""
+def _reserved(cls: str, seed: int = 0) -> list:
+    """The class's reserved calibration items in their fixed order (`MAX_PER_CLASS` of them): calibration with
+    n tasks takes the first n, so a smaller set is always inside a larger one and the benches, which leave out
+    every reserved problem, never ask what any calibration asked."""
+    from k1.tasks.split import groups
     from k1.tasks.task import arithmetic_tasks, python_tasks
+
+    rng = random.Random(f"calibration-{cls}-{seed}")
+    if cls == "arithmetic":  # one task per problem; its commuted twin is reserved with it
+        g = list(groups(arithmetic_tasks("d2")).values())
+        rng.shuffle(g)
+        return [grp[0] for grp in g[:MAX_PER_CLASS]]
+    if cls == "code":  # whole templates, so no template's numbers are on both sides
+        by_template = list(groups(python_tasks()).values())
+        rng.shuffle(by_template)
+        items = [t for grp in by_template[:CODE_TEMPLATES] for t in grp]
+        rng.shuffle(items)
+        return items[:MAX_PER_CLASS]
+    items = list({"facts": FACTS, "prose": PROSE}[cls])
+    rng.shuffle(items)
+    return items[:MAX_PER_CLASS]
+
+
+def reserved_problems(seed: int = 0) -> set:
+    """Every problem key the calibration set may use (`k1.tasks.split.problem_key`; facts and prose: the prompt
+    text): benches and training sets leave these out."""
+    from k1.tasks.split import problem_key
+
+    keys = {problem_key(t) for t in _reserved("arithmetic", seed) + _reserved("code", seed)}
+    keys |= {q for q, _ in _reserved("facts", seed)} | {p for p, _ in _reserved("prose", seed)}
+    return keys
+
+
+def calibration_tasks(per_class: int = ENOUGH_PER_CLASS, seed: int = 0) -> list[CalTask]:
+    """The first `per_class` reserved tasks of each class (the same set every time; a prefix of any larger one)."""
+    from k1.tasks.sandbox import sandbox_problem
+    from k1.tasks.split import problem_key
     from k1.tasks.verifiers import solved, verify
 
-    rng = random.Random(seed)
+    if not 1 <= per_class <= MAX_PER_CLASS:
+        raise ValueError(f"calibration: 1 to {MAX_PER_CLASS} tasks per class, not {per_class}")
     out = []
-    for t in rng.sample(arithmetic_tasks("d2"), per_class):
-        out.append(CalTask("arithmetic", t.id, _chat(t.prompt), lambda a, t=t: verify(t, a)))
-    code = rng.sample(python_tasks(), per_class)
-    from k1.tasks.sandbox import sandbox_problem
+    for t in _reserved("arithmetic", seed)[:per_class]:
+        out.append(CalTask("arithmetic", t.id, _chat(t.prompt), lambda a, t=t: verify(t, a), problem_key(t)))
+    code = _reserved("code", seed)[:per_class]
     if sandbox_problem() is not None:  # model-written code never runs unsandboxed: the code class is left out
         log.warning("calibration leaves out the code class: %s", sandbox_problem())
         code = []
     for t in code:
-        out.append(CalTask("code", t.id, _chat(t.prompt), lambda a, t=t: float(solved(verify(t, a)))))
-    for i, (q, ok) in enumerate(rng.sample(FACTS, per_class)):
-        out.append(CalTask("facts", f"facts-{i}", _chat(q), _words(ok)))
-    for i, (p, w) in enumerate(rng.sample(PROSE, per_class)):
-        out.append(CalTask("prose", f"prose-{i}", p, _next_word(w)))
+        out.append(CalTask("code", t.id, _chat(t.prompt), lambda a, t=t: float(solved(verify(t, a))), problem_key(t)))
+    for i, (q, ok) in enumerate(_reserved("facts", seed)[:per_class]):
+        out.append(CalTask("facts", f"facts-{i}", _chat(q), _words(ok), q))
+    for i, (p, w) in enumerate(_reserved("prose", seed)[:per_class]):
+        out.append(CalTask("prose", f"prose-{i}", p, _next_word(w), p))
     return out
 
 

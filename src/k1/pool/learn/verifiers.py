@@ -3,8 +3,8 @@
 DREAM's `--verified-only` keeps only the teacher answers these accept, and measures held-out success with
 them. They judge as calibration does, and only what they can check:
 - `arithmetic`: any prompt asking for one sum, difference or product of two integers ("What is 7 + 5?",
-  "How much is 3 times 4?"); the answer is computed here and judged by the loop's verifier (the integer
-  stated at the end of the first line);
+  "How much is 3 times 4?"); the answer is computed here and judged by the loop's strict verifier (the integer
+  stated at the end of the first line, and every equation on that line true and about the problem asked);
 - `code`: the loop's Python tasks, found by their prompt, run against their asserts in the sandbox;
 - `facts`, `prose`: the calibration set's questions (an expected word) and phrases (the next word).
 A prompt a verifier cannot check gets None (DREAM then does not train on it). Other classes have none.
@@ -40,10 +40,11 @@ def arithmetic_answer(text: str) -> int | None:
 
 
 def _arithmetic(prompt: str, answer: str) -> float | None:
-    from k1.tasks.verifiers import stated_answer
+    from k1.tasks.verifiers import arithmetic_correct, problem_of
 
-    want = arithmetic_answer(question(prompt))
-    return None if want is None else float(stated_answer(answer) == want)
+    q = question(prompt)
+    want = arithmetic_answer(q)
+    return None if want is None else float(arithmetic_correct(answer, want, problem_of(q)))
 
 
 def _code() -> Verifier:

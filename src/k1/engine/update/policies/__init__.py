@@ -11,12 +11,13 @@ from k1.engine.update.policies.grow import GrowConfig, GrowPolicy
 from k1.engine.update.policies.hybrid import HybridConfig, HybridPolicy
 from k1.engine.update.policies.protect import ProtectConfig, ProtectPolicy
 from k1.engine.update.policies.random import RandomConfig, RandomPolicy
+from k1.engine.update.policies.random_path import RandomPathConfig, RandomPathPolicy
 from k1.engine.update.policies.trust import TrustConfig, TrustPolicy
 from k1.engine.update.policies.usage import UsageConfig, UsagePolicy
 
 PolicyConfig = Annotated[
     Union[DenseConfig, AttributionConfig, HybridConfig, TrustConfig, RandomConfig, ProtectConfig, UsageConfig,
-          GrowConfig],
+          GrowConfig, RandomPathConfig],
     Field(discriminator="name"),
 ]
 
@@ -29,5 +30,5 @@ __all__ = [
     "POLICIES", "UpdatePolicy", "PolicyConfig", "build_policy", "normalise",
     "DenseConfig", "DensePolicy", "AttributionConfig", "AttributionPolicy", "HybridConfig", "HybridPolicy",
     "TrustConfig", "TrustPolicy", "RandomConfig", "RandomPolicy", "ProtectConfig", "ProtectPolicy",
-    "UsageConfig", "UsagePolicy", "GrowConfig", "GrowPolicy",
+    "UsageConfig", "UsagePolicy", "GrowConfig", "GrowPolicy", "RandomPathConfig", "RandomPathPolicy",
 ]

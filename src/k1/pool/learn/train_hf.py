@@ -1,4 +1,5 @@
-"""Fine-tune a Hugging Face target on the improved responses with LoRA (peft): loss on the response tokens only.
+"""Fine-tune a Hugging Face target on verified answers with LoRA (peft): loss on the response tokens only. Used
+by the self-learning loop and by the pool's LoRA students.
 
 The base model is copied per call, so each seed starts from the same weights; the adapter is saved under
 `out_dir/adapter` and merged into the copy that is returned as a new member for the after-evaluation.

@@ -1,4 +1,6 @@
-"""Fine-tune a K-1 target on the improved responses with the engine's own trainer (`Trainer(...).fit()`).
+"""Fine-tune a K-1 target on verified answers with the engine's own trainer (`Trainer(...).fit()`): the
+self-learning loop's improved responses, and the pool's K-1 tree students (here, below both, so neither imports
+the other).
 
 The corpus is the improved examples as plain text ("Q: ...\\nA: ...") repeated to a minimum size, in one
 domain "loop", handed to the trainer directly (its validation split is the same text: the loop's real

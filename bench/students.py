@@ -1,0 +1,182 @@
+"""Can a narrow student learn a task class from the pool's own use? A K-1 tree against two controls.
+
+For one family (default `arithmetic-d3`), fixed before anything is measured:
+1. Held out: ≥ 200 problems (`k1.pool.learn.students.families.heldout`, split by problem: a + b and b + a on
+   one side). Nothing below ever asks a held-out problem or its commuted twin.
+2. Served prompts: `--served` problems of the training side, put to the teacher (SmolLM2 from the default pool,
+   greedy) as the pool serves them; practice prompts: `--practice` more made from their templates (self-instruct:
+   new numbers of the same shape). Kept: the answers the class's strict verifier accepts (first line); the
+   verifier never writes an answer. The teacher's answers are cached in --out.
+3. Students, each trained with the engine on the kept examples (the same recipe, `--steps` steps of the `small`
+   preset): the K-1 tree student; the format-only control (the same prompts, every number in the answers
+   replaced by a wrong one of the same shape); and the constant control (the most common kept answer).
+4. Every student and the teacher answer the held-out problems; success (strict) and ATP per call.
+With `--second FAMILY` the student then continues on a second family's kept examples (the engine's sparse
+update again) and both families' held-out problems are measured again: does the first class survive?
+
+    python bench/students.py --served 100 --practice 300 --steps 600      # about 30 min on a loaded 2-core box
+    python bench/students.py --quick                                       # minutes: 40 + 40 prompts, 200 steps
+
+Prints a table, then one JSON object on the last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def teacher_examples(teacher, family: str, train_pool: list, held: list, served: int, practice: int, seed: int,
+                     cache: Path, quiet: bool) -> tuple[list, dict]:
+    """The kept (prompt, answer) pairs and what producing them cost (cached per family, counts and seed)."""
+    import random
+
+    from rich.progress import Progress
+
+    from k1.pool.learn.students.data import practice_prompts, practise
+    from k1.pool.learn.students.families import MAX_TOKENS, judge
+    from k1.tasks.split import problem_key
+    key = f"{family}-{served}-{practice}-{seed}-{MAX_TOKENS[family]}"
+    if cache.is_file():
+        c = json.loads(cache.read_text())
+        if c.get("key") == key:
+            return [(p, a) for p, a in c["examples"]], c["record"]
+    held_keys = {problem_key(t) for t in held}
+    by_prompt = {t.prompt: t for t in train_pool}
+    served_tasks = random.Random(f"served-{seed}").sample(train_pool, served)
+    made = practice_prompts([t.prompt for t in served_tasks], practice * 3, seed=seed,
+                            exclude={t.prompt for t in held})
+    practice_tasks = []
+    for p in made:  # a practice prompt is a task only if it is on the training side by problem
+        t = by_prompt.get(p)
+        if t is not None and problem_key(t) not in held_keys and t not in served_tasks:
+            practice_tasks.append(t)
+        if len(practice_tasks) == practice:
+            break
+    tasks = served_tasks + practice_tasks
+    task_of = {t.prompt: t for t in tasks}
+
+    def verifier(prompt_text: str, answer: str):
+        q = prompt_text.removeprefix("user: ").removesuffix("\nassistant:")
+        t = task_of.get(q)
+        return None if t is None else float(judge(t, answer))
+
+    with Progress(disable=quiet) as bar:
+        job = bar.add_task(f"teacher on {len(tasks)} {family} prompts", total=len(tasks))
+        kept, rec = practise(teacher, [t.prompt for t in tasks], verifier, max_tokens=MAX_TOKENS[family],
+                             progress=lambda: bar.advance(job))
+    rec.update(served=len(served_tasks), practice=len(practice_tasks))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps({"key": key, "examples": kept, "record": rec}))
+    return kept, rec
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--family", default="arithmetic-d3")
+    ap.add_argument("--second", default=None, help="a second family the student learns next (retention)")
+    ap.add_argument("--held", type=int, default=200)
+    ap.add_argument("--served", type=int, default=100)
+    ap.add_argument("--practice", type=int, default=300)
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quick", action="store_true", help="40 served + 40 practice prompts, 200 steps")
+    ap.add_argument("--skip-teacher-eval", action="store_true", help="do not measure the teacher on the held-out set")
+    ap.add_argument("--out", type=Path, default=Path("runs/bench/students"))
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args()
+    if args.quick:
+        args.served, args.practice, args.steps = 40, 40, 200
+    import torch
+
+    torch.set_num_threads(1)
+    torch.manual_seed(args.seed)
+    from k1.pool.default import default_pool_file
+    from k1.pool.learn.students import train_student
+    from k1.pool.learn.students.evaluate import (
+        ConstantMember,
+        constant_answer,
+        evaluate,
+        format_only,
+    )
+    from k1.pool.learn.students.families import heldout
+    from k1.pool.members.k1 import K1Member
+    from k1.pool.pool import load_pool
+
+    t0 = time.process_time()
+    pool = load_pool(default_pool_file(quiet=args.quiet))
+    teacher = pool["smollm2"]
+    families = [args.family] + ([args.second] if args.second else [])
+    splits = {f: heldout(f, args.held, seed=args.seed) for f in families}
+    data = {}
+    for f in families:
+        train_pool, held = splits[f]
+        data[f] = teacher_examples(teacher, f, train_pool, held, args.served, args.practice, args.seed,
+                                   args.out / f"teacher-{f}.json", args.quiet)
+    results: dict = {"families": {}}
+    run = args.out / "runs"
+    f1 = args.family
+    kept, rec = data[f1]
+    if not kept:
+        sys.exit(f"the teacher's answers to {rec['asked']} {f1} prompts: none passed the verifier; nothing to train on")
+    row: dict = {"teacher_practice": rec, "examples": len(kept)}
+    held = splits[f1][1]
+    if not args.skip_teacher_eval:
+        row["teacher"] = evaluate(teacher, held, f1)
+    spec = train_student("k1", kept, run / f"{f1}-student-{args.seed}", name="student", steps=args.steps,
+                         seed=args.seed)
+    student = K1Member.from_run(spec["run"], name="student")
+    row["student"] = evaluate(student, held, f1)
+    fspec = train_student("k1", format_only(kept, args.seed), run / f"{f1}-format-{args.seed}", name="format-only",
+                          steps=args.steps, seed=args.seed)
+    row["format_only"] = evaluate(K1Member.from_run(fspec["run"], name="format-only"), held, f1)
+    row["constant"] = {"answer": constant_answer(kept), **evaluate(ConstantMember(constant_answer(kept)), held, f1)}
+    results["families"][f1] = row
+    if args.second:
+        f2 = args.second
+        kept2, rec2 = data[f2]
+        row2: dict = {"teacher_practice": rec2, "examples": len(kept2)}
+        held2 = splits[f2][1]
+        row2["student_before"] = evaluate(student, held2, f2)
+        if kept2:
+            spec2 = train_student("k1", kept2, run / f"{f2}-after-{f1}-{args.seed}", name="student2",
+                                  base=spec["run"], steps=args.steps, seed=args.seed)
+            s2 = K1Member.from_run(spec2["run"], name="student2")
+            row2["student_after"] = evaluate(s2, held2, f2)
+            first_after = evaluate(s2, held, f1)
+            row2["first_class_after"] = first_after
+            before = row["student"]["success"]
+            row2["first_class_kept"] = first_after["success"] / before if before else None
+        results["families"][f2] = row2
+    pool.close()
+
+    print(f"{'family':16s}{'who':14s}{'success':>10s}{'of':>6s}{'ATP/call':>12s}  answers")
+    for f, r in results["families"].items():
+        for who in ("teacher", "student", "format_only", "constant", "student_before", "student_after",
+                    "first_class_after"):
+            if who in r:
+                x = r[who]
+                print(f"{f:16s}{who:14s}{x['success']:10.1%}{x['n']:6d}{x['atp_per_call']:12.4f}  "
+                      f"{'; '.join(a[1] for a in x['answers'][:3])}")
+    teach = results["families"][f1].get("teacher")
+    if teach is None and rec["asked"]:  # the teacher on its training-side prompts (same family, other problems)
+        teach = {"success": rec["kept"] / rec["asked"], "atp_per_call": rec["atp"] / rec["asked"], "n": rec["asked"],
+                 "on": "training-side prompts (the practice record)"}
+        results["families"][f1]["teacher_practice_rate"] = teach
+        print(f"teacher on {rec['asked']} training-side prompts: {teach['success']:.1%} accepted, "
+              f"{teach['atp_per_call']:.2f} ATP per call")
+    if teach and teach["atp_per_call"]:
+        results["student_atp_share"] = results["families"][f1]["student"]["atp_per_call"] / teach["atp_per_call"]
+        print(f"student ATP per call: {results['student_atp_share']:.2%} of the teacher's")
+    results.update(command=" ".join(["python"] + sys.argv), cpu_s=time.process_time() - t0,
+                   settings={k: str(v) for k, v in vars(args).items()})
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "students.json").write_text(json.dumps(results, indent=1))
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

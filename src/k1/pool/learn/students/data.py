@@ -1,0 +1,97 @@
+"""A student's training data, from the pool's own use only.
+
+- `from_experiences`: prompts the pool served and answers a member gave (the teacher, or the student itself)
+  that the class's verifier accepts. The verifier only judges; an answer it rejects is dropped, and no answer
+  is ever written from the verifier's reference.
+- `practice_prompts`: self-instruct from the templates of served prompts — the numbers (or the string to copy)
+  of a served prompt are replaced by fresh ones of the same shape; prompts in `exclude` (held-out, calibration)
+  are never made.
+- `practise`: a member answers practice prompts (greedy, then samples); an answer is kept only where the
+  verifier accepts it.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import string
+from collections.abc import Callable, Iterable
+
+Example = tuple[object, str]  # (prompt as served: chat messages or text, accepted answer)
+
+
+def first_line(text: str) -> str:
+    return text.strip().split("\n")[0].strip()
+
+
+def from_experiences(experiences: Iterable[dict], verifier: Callable[[str, str], float | None],
+                     task_class: str | None = None) -> list[Example]:
+    """Accepted (prompt, answer) pairs from the store's experiences (`PoolStore.experiences()` rows), first line
+    of each answer, one per distinct pair."""
+    out, seen = [], set()
+    for e in experiences:
+        if task_class is not None and e.get("context") != task_class:
+            continue
+        answer = e.get("response") or e.get("answer") or ""
+        if not answer or (verifier(e["prompt"], answer) or 0) < 0.5:
+            continue
+        prompt = (e.get("extra") or {}).get("messages") or e["prompt"]
+        key = (str(prompt), first_line(answer))
+        if key not in seen:
+            seen.add(key)
+            out.append((prompt, first_line(answer)))
+    return out
+
+
+def _fresh_number(tok: str, rng: random.Random) -> str:
+    digits = len(tok.lstrip("-"))
+    lo = 10 ** (digits - 1) if digits > 1 else 0
+    return str(rng.randint(lo, 10 ** digits - 1))
+
+
+def practice_prompt(served: str, rng: random.Random) -> str:
+    """One practice prompt in the template of `served`: its integers replaced by others with as many digits;
+    a prompt with none has its last word (a string to copy) replaced by a random one of the same length."""
+    if re.search(r"\d", served) and not re.search(r"Repeat this exactly:", served):
+        return re.sub(r"\d+", lambda m: _fresh_number(m.group(0), rng), served)
+    m = re.search(r"(\S+)\s*$", served)
+    if m is None:
+        return served
+    alphabet = string.ascii_lowercase + string.digits
+    return served[:m.start(1)] + "".join(rng.choice(alphabet) for _ in m.group(1)) + served[m.end(1):]
+
+
+def practice_prompts(served: list[str], n: int, seed: int = 0, exclude: set[str] = frozenset()) -> list[str]:
+    """n distinct practice prompts made from the templates of `served` (none of them in `exclude`)."""
+    rng = random.Random(f"practice-{seed}")
+    out, seen, tries = [], set(exclude) | set(served), 0
+    while len(out) < n and tries < 50 * n + 100:
+        tries += 1
+        p = practice_prompt(rng.choice(served), rng)
+        if p not in seen:
+            seen.add(p)
+            out.append(p)
+    return out
+
+
+def practise(member, prompts: list, verifier: Callable[[str, str], float | None], *, max_tokens: int = 16,
+             samples: int = 0, temperature: float = 0.8, seed: int = 0, system: str | None = None,
+             progress: Callable[[], None] | None = None) -> tuple[list[Example], dict]:
+    """`member` answers every prompt (chat messages for a plain string), greedy and `samples` more times; kept:
+    the first accepted answer per prompt. → (examples, {"asked", "kept", "atp"})."""
+    from k1.pool.members.base import prompt_text
+
+    kept, atp = [], 0.0
+    for i, p in enumerate(prompts):
+        msgs = [{"role": "user", "content": p}] if isinstance(p, str) else p
+        asked = ([{"role": "system", "content": system}] if system else []) + msgs
+        for j in range(samples + 1):
+            g = member.generate(asked, max_tokens=max_tokens, temperature=0.0 if j == 0 else temperature,
+                                seed=None if j == 0 else seed * 1_000_003 + i * 1009 + j)
+            atp += g.cost.atp
+            if (verifier(prompt_text(msgs), g.text) or 0) >= 0.5 and first_line(g.text):
+                kept.append((msgs, first_line(g.text)))
+                break
+        if progress is not None:
+            progress()
+    return kept, {"asked": len(prompts), "kept": len(kept), "atp": atp}
