@@ -122,9 +122,8 @@ def test_the_continual_figures_commands_run_with_the_settings_the_readme_states(
     from k1.experiments.continual_command import SETTINGS
     from k1.experiments.strategies import QUICK_STRATEGIES
 
-    p = _params("k1 continual --quick --seeds 8 --no-specialize")
-    assert p["quick"] and p["seeds"] == 8 and p["strategies"] is None
-    assert {"tree-naive", "k1-replay"} <= set(QUICK_STRATEGIES)  # the 0.13× figure compares these two
+    p = _params("k1 continual --quick --seeds 8 --no-specialize --strategies k1-attribution,random-path")
+    assert p["quick"] and p["seeds"] == 8 and p["strategies"] == "k1-attribution,random-path"
     assert len(QUICK_STRATEGIES) == 7 and SETTINGS["quick"][1] == 40 and SETTINGS["default"][1] == 130
     assert "7 strategies, 40 steps per domain, 1 seed" in README.replace("\n", " ")
 

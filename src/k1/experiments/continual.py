@@ -56,29 +56,12 @@ from k1.errors import ConfigError
 from k1.experiments.continual_run import (RunBook, StageRecorder, count_specialists, domain_stages,  # noqa: F401
                                           finished_run, run_identity, run_one, same_training,
                                           strategy_run_config, strategy_state, write_run_result)
+from k1.experiments.continual_metrics import METRICS, continual_metrics  # noqa: F401  (part of this module's API)
 from k1.experiments.provenance import code_version
 from k1.experiments.strategies import ContinualConfig, check_strategies
 
 log = logging.getLogger(__name__)
 
-METRICS = ["final_avg", "bwt", "forgetting_first", "forgetting_max", "fwt", "just_learnt", "forgetting_rel"]
-
-
-# ---- metrics on one matrix -------------------------------------------------------------------------
-def continual_metrics(R: list[list[float]], R_init: list[float]) -> dict[str, float]:
-    """The five metrics of the module docstring from R ([stages][domains], square) and R_init ([domains])."""
-    n = len(R)
-    if n < 2 or any(len(row) != n for row in R) or len(R_init) != n:
-        raise ValueError(f"R must be square with at least 2 stages and R_init one entry per domain; got {n} rows")
-    last = n - 1
-    first = [R[last][j] - R[j][j] for j in range(last)]
-    best = [R[last][j] - min(R[i][j] for i in range(last)) for j in range(last)]
-    fwt = [R[j - 1][j] - R_init[j] for j in range(1, n)]
-    learnt = [max(R_init[j] - R[j][j], 1e-6) for j in range(last)]  # bpb gained by the time j was learnt
-    return {"final_avg": sum(R[last]) / n, "bwt": sum(first) / last, "forgetting_first": sum(first) / last,
-            "forgetting_max": sum(best) / last, "fwt": sum(fwt) / last,
-            "just_learnt": sum(R[j][j] for j in range(n)) / n,
-            "forgetting_rel": sum(b / g for b, g in zip(best, learnt)) / last}
 
 
 def mean_std(values: list[float]) -> dict[str, float]:

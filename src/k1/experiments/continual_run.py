@@ -29,6 +29,7 @@ from k1.engine.run.measure import evaluate
 from k1.engine.run.rundir import RunDir
 from k1.engine.run.train import standard_hooks
 from k1.errors import ConfigError
+from k1.experiments.continual_metrics import continual_metrics
 from k1.experiments.provenance import code_version, same_code
 from k1.experiments.strategies import STRATEGIES, ContinualConfig, strategy_config
 
@@ -225,7 +226,6 @@ def run_one(cfg: RunConfig, ccfg: ContinualConfig, strategy: str, seed: int, cor
     hooks = standard_hooks(cfg, quiet=True) + plugin_hooks + [recorder, ResumePoints(run_dir, checkpoint_every),
                                                               *(extra_hooks or [])]
     s = Loop(state, hooks, run_dir, final_checkpoint=False).run(stages)
-    from k1.experiments.continual import continual_metrics  # continual.py imports this file
 
     book.seconds += time.perf_counter() - t0
     out = {"seed": seed, "R": book.R, "R_loss": book.R_loss, "R_init": book.R_init,
