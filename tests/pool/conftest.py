@@ -62,9 +62,9 @@ def silent_server():
 @pytest.fixture(scope="session")
 def trained_teacher():
     """A tiny Llama fitted for a few steps to the synthetic prose: a confident teacher to distil from."""
-    from k1.pool.testing import synthetic_text, tiny_hf_member, train_tiny_llama
-
     import torch
+
+    from k1.pool.testing import synthetic_text, tiny_hf_member, train_tiny_llama
 
     torch.set_num_threads(1)
     m = tiny_hf_member("teacher", seed=1, hidden=64, roles=["teacher"])
@@ -144,3 +144,34 @@ def hostile_server():
     yield lambda mode: f"http://127.0.0.1:{srv.server_address[1]}/{mode}/v1"
     srv.shutdown()
     srv.server_close()
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A real Postgres on a private loopback port with a temporary data folder, for the session (skipped, with
+    the reason, where none can start)."""
+    from k1.common.pgserver import LocalPostgres, unavailable
+
+    why = unavailable()
+    if why:
+        pytest.skip(f"Postgres store tests: {why}")
+    try:
+        pg = LocalPostgres()
+    except RuntimeError as e:  # e.g. a temporary folder the unprivileged server user cannot reach
+        pytest.skip(f"Postgres store tests: {e}")
+    try:
+        pg.start()
+    except RuntimeError as e:
+        pg.close()
+        pytest.skip(f"Postgres store tests: {e}")
+    yield pg
+    pg.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request, tmp_path):
+    """Where a fresh pool store lives, on each backend: a SQLite file path, or a new Postgres database's URL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "p.sqlite")
+    pg = request.getfixturevalue("pg_server")
+    return pg.create_database(f"t{abs(hash(request.node.nodeid)) % 10**12}")

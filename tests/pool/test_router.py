@@ -152,3 +152,36 @@ def test_cross_check_measures_conflict_and_charges_the_second_member(tmp_path, b
     out = r.generate("hello", model="big", max_tokens=4)
     assert out.signals["conflict"] is not None and 0 <= out.signals["conflict"] <= 1
     assert [row["member"] for row in r.store.ledger()] == ["big", "small"]
+
+
+def test_members_reloading_at_once_in_request_threads_do_not_break_each_other(tmp_path, hf_dir):
+    """REST unloads idle members; concurrent requests then reload several at once. transformers builds a model
+    on the meta device by patching torch globally, so unserialised reloads failed ("Cannot copy out of meta
+    tensor": 21 of 32 reloads in 8 such rounds before reloads took turns; the replica soak hit it as a 500)."""
+    import threading
+
+    from k1.pool.pool import load_pool
+
+    names = [f"m{i}" for i in range(4)]
+    f = tmp_path / "pool.toml"
+    f.write_text('[pool]\nstore = "p.sqlite"\n' + "".join(
+        f'\n[[members]]\nname = "{n}"\nkind = "hf"\npath = "{hf_dir}"\n' for n in names))
+    pool, errors = load_pool(f), []
+
+    def get(n):
+        try:
+            pool[n]
+        except Exception as e:  # noqa: BLE001 - collected and asserted below
+            errors.append(f"{n}: {type(e).__name__}: {e}")
+
+    try:
+        for _ in range(4):
+            assert sorted(pool.unload_idle(0.0, now=1e12)) == names
+            threads = [threading.Thread(target=get, args=(n,)) for n in names]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        assert not errors, errors[:2]
+    finally:
+        pool.close()

@@ -226,8 +226,32 @@ def add(spec: str = typer.Argument(..., help="k1:RUN_DIR, hf:PATH[::FILE.gguf], 
                   + ", ".join(f"{c} {d['solved']:g}/{d['n']}" for c, d in v.items()))
 
 
+DREAM_LEASE_S = 6 * 3600.0  # longer than any DREAM; a crashed one's lease ends by itself
+
+
+def _dream_lease(pool_file: Path | None):
+    """One DREAM at a time per store, whichever machine starts it: → (the store holding the lease, holder)."""
+    import os
+    import socket
+
+    from k1.errors import ConfigError
+    from k1.pool.config import read_pool_config
+    from k1.pool.store import PoolStore
+
+    if pool_file is None:
+        from k1.pool.default import default_pool_file
+        pool_file = default_pool_file(quiet=True)
+    store = PoolStore(read_pool_config(pool_file).pool.store)
+    holder = f"{socket.gethostname()}:{os.getpid()}"
+    if not store.acquire_lease("dream", holder, DREAM_LEASE_S):
+        other = store.lease_holder("dream")
+        store.close()
+        raise ConfigError(f"another `k1 pool dream` ({other}) is consolidating this store; wait for it to finish")
+    return store, holder
+
+
 @app.command()
-def dream(pool: Optional[Path] = POOL_OPT,
+def dream(ctx: typer.Context, pool: Optional[Path] = POOL_OPT,
           teacher: Optional[str] = typer.Option(None, help="Teacher member (default: the most trusted, role 'teacher')."),
           student: Optional[str] = typer.Option(None, help="Student member (default: the cheapest trainable one)."),
           k: int = typer.Option(64, help="How many experiences to consolidate (drawn by importance)."),
@@ -261,6 +285,8 @@ def dream(pool: Optional[Path] = POOL_OPT,
         if task_class is None:
             raise ConfigError("--verified-only needs --task-class CLASS: the class's verifier judges the teacher's answers")
         verifier = class_verifier(task_class)  # before the pool loads: a class without a verifier is one line
+    lease, holder = _dream_lease(pool)
+    ctx.call_on_close(lambda: (lease.release_lease("dream", holder), lease.close()))  # however the command ends
     router = _open_router(pool)
     try:
         rep = run_dream(router, teacher=teacher, student=student, k=k, epochs=epochs, lr=lr, temperature=temperature,
@@ -299,7 +325,8 @@ def dream(pool: Optional[Path] = POOL_OPT,
 
 @app.command()
 def report(pool: Optional[Path] = POOL_OPT,
-           store: Optional[Path] = typer.Option(None, help="A pool store (.sqlite) instead of a pool file's."),
+           store: Optional[str] = typer.Option(None, help="A pool store (.sqlite or postgresql:// URL) instead of "
+                                                          "a pool file's."),
            out: Path = typer.Option(Path("runs/pool/report.html"), help="HTML file to write.")):
     """The pool's HTML page: trust over time, cost per member and call path, routing shares, state log."""
     from k1.pool.config import read_pool_config
@@ -312,15 +339,47 @@ def report(pool: Optional[Path] = POOL_OPT,
             from k1.pool.default import default_pool_file
             pool = default_pool_file(quiet=True)
         cfg = read_pool_config(pool)
-        store, budget_atp = Path(cfg.pool.store), cfg.pool.budget_atp
-    elif not store.is_file():
-        from k1.errors import ConfigError
-        raise ConfigError(f"--store {store}: no such file")
+        store, budget_atp = cfg.pool.store, cfg.pool.budget_atp
+    else:
+        from k1.common.db import is_url
+        if not is_url(store) and not Path(store).is_file():
+            from k1.errors import ConfigError
+            raise ConfigError(f"--store {store}: no such file")
     s = PoolStore(store)
     try:
         print(write_pool_report(s, out, budget_atp))
     finally:
         s.close()
+
+
+@app.command("migrate-store")
+def migrate_store(to: str = typer.Option(..., "--to", help="The new store: a postgresql:// URL (an empty database) "
+                                                           "or a SQLite file path."),
+                  pool: Optional[Path] = POOL_OPT,
+                  source: Optional[str] = typer.Option(None, "--from", help="The store to copy (default: the pool "
+                                                                             "file's `store`).")):
+    """Copy a pool store into another — a SQLite file into Postgres, so that several `k1 pool serve` replicas
+    share it — with every table's rows and ids; the destination must be empty. Stop the servers first."""
+    from k1.common.db import describe, is_url
+    from k1.pool.config import read_pool_config
+    from k1.pool.store import PoolStore
+    from k1.pool.store_copy import copy_store
+
+    if source is None:
+        if pool is None:
+            from k1.pool.default import default_pool_file
+            pool = default_pool_file(quiet=True)
+        source = read_pool_config(pool).pool.store
+    if not is_url(source) and not Path(source).is_file():
+        from k1.errors import ConfigError
+        raise ConfigError(f"--from {source}: no such file")
+    src, dst = PoolStore(source), PoolStore(to)
+    try:
+        copied = copy_store(src, dst)
+        print(json.dumps({"from": describe(source), "to": describe(to), "rows": copied, "spent_atp": dst.spent()}))
+    finally:
+        src.close()
+        dst.close()
 
 
 @app.command()

@@ -22,12 +22,14 @@ Relative paths are read from the pool file's folder. Local members' cost is meas
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from k1.common.config_files import read_toml, validate_as
+from k1.common.db import check_target, is_url
 from k1.pool.route.context import ContextSettings
 from k1.pool.route.snarc import SnarcWeights
 from k1.pool.route.metabolic import MetabolicSettings
@@ -73,12 +75,17 @@ class OpenAISpec(_Spec):
 MemberSpec = Annotated[Union[K1Spec, HFSpec, OpenAISpec], Field(discriminator="kind")]
 
 
+STORE_ENV = "K1_POOL_STORE"  # overrides the pool file's `store` (a path or a postgresql:// URL)
+
+
 class PoolSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     budget_atp: float = Field(default=1000.0, gt=0)
     selection: Literal["thompson", "ucb", "greedy"] = "thompson"
     cost_weight: float = Field(default=0.3, ge=0)  # λ in utility = P(success) − λ·cost / (cost of the priciest member)
-    store: str = "pool.sqlite"  # trust, budget and experiences (relative to the pool file's folder)
+    # trust, budget and experiences: a SQLite file (relative to the pool file's folder) or a postgresql:// URL
+    # shared by several replicas; $K1_POOL_STORE overrides it
+    store: str = "pool.sqlite"
     reference: str | None = None  # member whose bits per byte measure surprise (default: the cheapest local one)
     judge: str | None = None  # member asked "is this answer correct?" when no verifier or feedback decides
     cross_check: float = Field(default=0.0, ge=0, le=1)  # share of calls a second member also answers (conflict)
@@ -129,7 +136,8 @@ def read_pool_config(path: str | Path) -> PoolConfig:
 
 
 def resolve_paths(cfg: PoolConfig, root: Path) -> PoolConfig:
-    """Make `run`, `path` and `store` absolute against `root` (after expanding ~)."""
+    """Make `run`, `path` and `store` absolute against `root` (after expanding ~); a store named by URL
+    ($K1_POOL_STORE first) is kept as it is, and a URL of an unknown kind is a one-line error."""
     def fix(p: str) -> str:
         q = Path(p).expanduser()
         return str(q if q.is_absolute() else (root / q).resolve())
@@ -138,5 +146,9 @@ def resolve_paths(cfg: PoolConfig, root: Path) -> PoolConfig:
     for m in cfg.members:
         field = {"k1": "run", "hf": "path"}.get(m.kind)
         members.append(m.model_copy(update={field: fix(getattr(m, field))}) if field else m)
-    pool = cfg.pool.model_copy(update={"store": fix(cfg.pool.store)})
+    store = os.environ.get(STORE_ENV) or cfg.pool.store
+    check_target(store, "pool store")  # an unknown URL is an error here, not a file name
+    if not is_url(store):
+        store = fix(store)
+    pool = cfg.pool.model_copy(update={"store": store})
     return cfg.model_copy(update={"members": members, "pool": pool})

@@ -6,6 +6,7 @@ Local members loaded from a pool file can be unloaded (REST) and come back on th
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -15,6 +16,9 @@ from k1.pool.config import PoolConfig, PoolSettings, read_pool_config
 from k1.pool.members import Member
 
 log = logging.getLogger(__name__)
+# transformers builds a model on the meta device by patching torch globally: two members reloading at once in
+# two request threads broke each other ("Cannot copy out of meta tensor"), so reloads take turns
+_RELOADING = threading.Lock()
 
 
 def load_member(spec) -> Member:
@@ -56,9 +60,11 @@ class Pool:
         if name not in self.members:
             raise ConfigError(f"no member {name!r} in the pool; choose one of: {', '.join(self.members)}")
         if name in self.unloaded:
-            log.info("reloading member %s", name)
-            self.members[name] = load_member(self.specs[name])
-            self.unloaded.discard(name)
+            with _RELOADING:
+                if name in self.unloaded:
+                    log.info("reloading member %s", name)
+                    self.members[name] = load_member(self.specs[name])
+                    self.unloaded.discard(name)
         self.last_used[name] = time.time()
         return self.members[name]
 

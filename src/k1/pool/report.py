@@ -114,14 +114,14 @@ def build_pool_report(store: PoolStore, budget_atp: float | None = None) -> str:
     sections = [_trust_over_time(store.outcome_history()), _cost(store), _shares(store.ledger(100_000)),
                 _states(store)]
     spent = store.spent()
-    title = f"K-1 pool report: {store.path.name}"
+    title = f"K-1 pool report: {store.path.name if store.path else store.label}"
     when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     budget = f" · budget {spent:.2f} of {budget_atp:g} ATP spent" if budget_atp else f" · {spent:.2f} ATP spent"
     nav = "".join(f'<li><a href="#{s.key}">{esc(s.title)}</a></li>' for s in sections)
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">\n<title>{esc(title)}</title>\n'
             f"<style>{CSS}</style>\n</head>\n<body>\n<header>\n<h1>{esc(title)}</h1>\n"
-            f'<p class="meta">{esc(store.path.resolve())}{esc(budget)} · generated {when} by k1 {__version__}</p>\n'
+            f'<p class="meta">{esc(store.path.resolve() if store.path else store.label)}{esc(budget)} · generated {when} by k1 {__version__}</p>\n'
             f"<nav><ol>{nav}</ol></nav>\n</header>\n<main>\n"
             + "\n".join(s.html() for s in sections) + "\n</main>\n</body>\n</html>\n")
 

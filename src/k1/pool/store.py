@@ -1,27 +1,33 @@
-"""`PoolStore`: the pool's SQLite file — trust counts, the ATP ledger, outcomes, experiences, state log.
+"""`PoolStore`: the pool's state — trust counts, the ATP ledger and its reservations, outcomes, experiences,
+feedback, calibration, the state log, leases and published versions — in a SQLite file (the embedded
+default) or a Postgres database (`postgresql://...`, shared by several `k1 pool serve` replicas).
 
-One class owns the connection and every SQL statement (simonw/llm's pattern). The file is in WAL mode with
-a busy timeout, and every write is one `BEGIN IMMEDIATE` transaction whose counters are updated in SQL
-(`successes = successes + 1`), so several processes (a server and a `k1 pool dream`, say) can write at
-once without losing an update (tests/pool/test_store.py runs four writer processes). The file is opened
-and its schema evolved by `k1.common.sqlite`: `MIGRATIONS` is an ordered list of named functions; those
-not yet recorded in `_migrations` run once, in order, when a store opens.
+One class owns the connection and every SQL statement (simonw/llm's pattern), written once in SQLite's
+dialect and run on either backend by `k1.common.db` (placeholders, DDL types and the like are translated
+there). Every write is one transaction whose counters are updated in SQL (`successes = successes + 1`),
+so several processes or replicas can write at once without losing an update (tests/pool/test_store.py runs
+four writer processes on each backend). `MIGRATIONS` is an ordered list of named functions; those not yet
+recorded in `_migrations` run once, in order, when a store opens.
+
+Across replicas: a reservation is taken atomically against the budget (`reserve`: spent + reserved +
+estimate ≤ budget, under one lock), feedback is once per request id (a primary key), DREAM-like jobs take a
+`lease` so that one replica runs each, and `publish`/`version` is a version row replicas poll to take up a
+new student without a restart.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
+import os
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
-from k1.common.sqlite import Migration, connect, migrate
+from k1.common.db import Database, Migration, migrate, open_database
 
 
-def m001_trust_and_ledger(db: sqlite3.Connection) -> None:
+def m001_trust_and_ledger(db: Database) -> None:
     db.execute("""CREATE TABLE trust (
         member TEXT NOT NULL, context TEXT NOT NULL,
         successes REAL NOT NULL DEFAULT 0, failures REAL NOT NULL DEFAULT 0, updated REAL NOT NULL,
@@ -37,7 +43,7 @@ def m001_trust_and_ledger(db: sqlite3.Connection) -> None:
     db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
 
 
-def m002_experiences(db: sqlite3.Connection) -> None:
+def m002_experiences(db: Database) -> None:
     db.execute("""CREATE TABLE experiences (
         id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, request TEXT UNIQUE, session TEXT,
         prompt TEXT NOT NULL, response TEXT NOT NULL, member TEXT NOT NULL, context TEXT,
@@ -47,19 +53,19 @@ def m002_experiences(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX experiences_session ON experiences (session, id)")
 
 
-def m003_state_log(db: sqlite3.Connection) -> None:
+def m003_state_log(db: Database) -> None:
     db.execute("""CREATE TABLE state_log (
         id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, from_state TEXT, to_state TEXT NOT NULL,
         reason TEXT NOT NULL)""")
 
 
-def m004_feedback_once(db: sqlite3.Connection) -> None:
+def m004_feedback_once(db: Database) -> None:
     """One feedback outcome per request id: replaying a verdict must not move trust again."""
     db.execute("""CREATE TABLE feedback (
         request TEXT PRIMARY KEY, ts REAL NOT NULL, success REAL NOT NULL, source TEXT NOT NULL)""")
 
 
-def m005_calibration(db: sqlite3.Connection) -> None:
+def m005_calibration(db: Database) -> None:
     """Calibration answers per (member, task class): the measured priors of the trust per (member, class)."""
     db.execute("""CREATE TABLE calibration (
         id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, member TEXT NOT NULL, task_class TEXT NOT NULL,
@@ -67,7 +73,7 @@ def m005_calibration(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX calibration_member ON calibration (member, task_class)")
 
 
-def m006_tenants_and_kinds(db: sqlite3.Connection) -> None:
+def m006_tenants_and_kinds(db: Database) -> None:
     """Who spent (the tenant) and on what (the call kind: request, judge, cross-check, verify, dream,
     calibration); which tenant an experience belongs to (feedback only for its own requests)."""
     db.execute("ALTER TABLE ledger ADD COLUMN tenant TEXT")
@@ -75,8 +81,21 @@ def m006_tenants_and_kinds(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE experiences ADD COLUMN tenant TEXT")
 
 
+def m007_replicas(db: Database) -> None:
+    """What several replicas on one database share beyond the ledger: budget reservations held by calls
+    running now (each expires, so a killed replica's hold ends), leases (one replica runs a DREAM cycle) and
+    version rows (a new student published once, taken up by every replica)."""
+    db.execute("""CREATE TABLE reservations (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, expires REAL NOT NULL, request TEXT, member TEXT,
+        atp REAL NOT NULL)""")
+    db.execute("""CREATE TABLE leases (
+        name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires REAL NOT NULL, ts REAL NOT NULL)""")
+    db.execute("""CREATE TABLE versions (
+        name TEXT PRIMARY KEY, version INTEGER NOT NULL, value TEXT NOT NULL, ts REAL NOT NULL)""")
+
+
 MIGRATIONS: list[Migration] = [m001_trust_and_ledger, m002_experiences, m003_state_log,
-                              m004_feedback_once, m005_calibration, m006_tenants_and_kinds]
+                              m004_feedback_once, m005_calibration, m006_tenants_and_kinds, m007_replicas]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # what an ATP spend was for (the ledger's `kind`)
@@ -84,44 +103,54 @@ CALL_KINDS = ("request", "judge", "cross-check", "verify", "dream", "calibration
 # every way a call can end; each is charged to the ledger, so the budget and the routing shares count the calls
 # that failed, timed out or were cancelled, not only those that succeeded
 CALL_PATHS = ("success", "failure", "timeout", "unavailable", "cancelled")
+BUDGET_LOCK = "k1 pool budget"
 
 
-def _add_outcome(db: sqlite3.Connection, member: str, context: str, success: float, source: str,
+def _add_outcome(db: Database, member: str, context: str, success: float, source: str,
                  request: str | None, now: float) -> None:
     """One outcome into the Beta counts and the outcome log (inside the caller's write transaction)."""
     db.execute("""INSERT INTO trust (member, context, successes, failures, updated) VALUES (?, ?, ?, ?, ?)
-        ON CONFLICT (member, context) DO UPDATE SET successes = successes + excluded.successes,
-        failures = failures + excluded.failures, updated = excluded.updated""",
+        ON CONFLICT (member, context) DO UPDATE SET successes = trust.successes + excluded.successes,
+        failures = trust.failures + excluded.failures, updated = excluded.updated""",
                (member, context, success, 1.0 - success, now))
     db.execute("INSERT INTO outcomes (ts, request, member, context, success, source) VALUES (?, ?, ?, ?, ?, ?)",
                (now, request, member, context, success, source))
 
 
 class PoolStore:
-    """The pool's persistent state in one SQLite file (thread-safe; safe across processes)."""
+    """The pool's persistent state in a SQLite file or a Postgres database (thread-safe; safe across
+    processes and replicas). `target`: a file path, `sqlite:///path` or `postgresql://...`; any other URL
+    is a one-line error."""
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self._lock = threading.RLock()
-        self.db = connect(self.path, "pool store")
+    def __init__(self, target: str | Path):
+        self.db = open_database(target, "pool store")
+        self.path: Path | None = self.db.path  # the SQLite file; None on Postgres
+        self.label = self.db.label  # for titles and messages (a URL's password hidden)
+        self._lock = self.db._lock
         self.migrate()
 
+    @property
+    def dialect(self) -> str:
+        return self.db.dialect
+
+    @property
+    def home(self) -> Path:
+        """A folder for files that belong with the store (DREAM's weights): the SQLite file's folder, or the
+        pool's cache folder ($K1_POOL_DIR) for a database on a server."""
+        if self.path is not None:
+            return self.path.parent
+        return Path(os.environ.get("K1_POOL_DIR", "~/.cache/k1/pool")).expanduser()
+
     @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction, taken before reading (BEGIN IMMEDIATE: no lost updates across processes)."""
-        with self._lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.db
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-            self.db.execute("COMMIT")
+    def write(self) -> Iterator[Database]:
+        """One write transaction, taken before reading (no lost updates across processes)."""
+        with self.db.transaction() as db:
+            yield db
 
     def migrate(self) -> list[str]:
-        """Run the migrations this file has not seen; → their names."""
+        """Run the migrations this database has not seen; → their names."""
         with self._lock:
-            return migrate(self.db, MIGRATIONS, f"pool store {self.path}")
+            return migrate(self.db, MIGRATIONS, f"pool store {self.label}")
 
     @property
     def schema_version(self) -> int:
@@ -146,8 +175,8 @@ class PoolStore:
             raise ValueError(f"success must be in [0, 1], got {success}")
         now = time.time()
         with self.write() as db:
-            if db.execute("INSERT OR IGNORE INTO feedback VALUES (?, ?, ?, ?)",
-                          (request, now, success, source)).rowcount == 0:
+            if db.execute("""INSERT INTO feedback (request, ts, success, source) VALUES (?, ?, ?, ?)
+                ON CONFLICT (request) DO NOTHING""", (request, now, success, source)).rowcount == 0:
                 return False
             _add_outcome(db, member, context, success, source, request, now)
         return True
@@ -169,19 +198,51 @@ class PoolStore:
     def charge(self, member: str, path: str, atp: float, flops: float, latency_s: float, *, request: str | None = None,
                session: str | None = None, context: str | None = None, prompt_tokens: int = 0,
                completion_tokens: int = 0, stream: bool = False, tenant: str | None = None,
-               kind: str = "request") -> int:
-        """One ledger row. Callers go through `k1.pool.ledger.Ledger` (reserve, then charge), not here."""
+               kind: str = "request", reservation: int | None = None) -> int:
+        """One ledger row; `reservation` (from `reserve`) is released in the same transaction. Callers go
+        through `k1.pool.ledger.Ledger` (reserve, then charge), not here."""
         if path not in CALL_PATHS:
             raise ValueError(f"unknown call path {path!r}; one of {CALL_PATHS}")
         if kind not in CALL_KINDS:
             raise ValueError(f"unknown call kind {kind!r}; one of {CALL_KINDS}")
         with self.write() as db:
+            db.lock(BUDGET_LOCK)  # a reservation elsewhere reads spent and reserved as one
             cur = db.execute("""INSERT INTO ledger (ts, request, session, member, context, path, stream, atp, flops,
                 latency_s, prompt_tokens, completion_tokens, tenant, kind)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                              (time.time(), request, session, member, context, path, int(stream), atp, flops, latency_s,
                               prompt_tokens, completion_tokens, tenant, kind))
+            if reservation is not None:
+                db.execute("DELETE FROM reservations WHERE id = ?", (reservation,))
             return cur.lastrowid
+
+    # ---- reservations: the budget held by calls running now, on every replica -------------------------------
+    def reserve(self, atp: float, budget_atp: float, *, request: str | None = None, member: str | None = None,
+                ttl_s: float = 900.0) -> int | None:
+        """Hold `atp` of the budget for a call about to run, if spent + held + `atp` ≤ `budget_atp`; → the
+        reservation's id (pass it to `charge` or `release`), or None when the budget cannot pay. Atomic across
+        processes and replicas (one lock), so N replicas together never hold more than the budget; a hold not
+        charged or released within `ttl_s` (its replica was killed) stops counting."""
+        now = time.time()
+        with self.write() as db:
+            db.lock(BUDGET_LOCK)
+            db.execute("DELETE FROM reservations WHERE expires < ?", (now,))
+            held = db.execute("SELECT COALESCE(SUM(atp), 0) FROM reservations").fetchone()[0]
+            if self._spent(db) + held + atp > budget_atp:
+                return None
+            return db.execute("INSERT INTO reservations (ts, expires, request, member, atp) VALUES (?, ?, ?, ?, ?)",
+                              (now, now + ttl_s, request, member, atp)).lastrowid
+
+    def release(self, reservation: int) -> None:
+        """Give back a hold that no call will charge (the call never started)."""
+        with self.write() as db:
+            db.execute("DELETE FROM reservations WHERE id = ?", (reservation,))
+
+    def reserved(self) -> float:
+        """ATP held now by running calls (all replicas), expired holds left out."""
+        with self._lock:
+            return self.db.execute("SELECT COALESCE(SUM(atp), 0) FROM reservations WHERE expires >= ?",
+                                   (time.time(),)).fetchone()[0]
 
     def charges(self, request: str) -> list[dict]:
         """The ledger rows of one request (its call, any retries, a judge or a cross-check)."""
@@ -192,11 +253,15 @@ class PoolStore:
     def spent(self, tenant: str | None = None) -> float:
         """ATP charged since the budget was last reset (by one tenant, or by all)."""
         with self._lock:
-            start = self.db.execute("SELECT value FROM meta WHERE key = 'budget_from_id'").fetchone()
-            q, args = "SELECT COALESCE(SUM(atp), 0) FROM ledger WHERE id > ?", [int(start[0]) if start else 0]
-            if tenant is not None:
-                q, args = q + " AND tenant = ?", args + [tenant]
-            return self.db.execute(q, args).fetchone()[0]
+            return self._spent(self.db, tenant)
+
+    @staticmethod
+    def _spent(db: Database, tenant: str | None = None) -> float:
+        start = db.execute("SELECT value FROM meta WHERE key = 'budget_from_id'").fetchone()
+        q, args = "SELECT COALESCE(SUM(atp), 0) FROM ledger WHERE id > ?", [int(start[0]) if start else 0]
+        if tenant is not None:
+            q, args = q + " AND tenant = ?", args + [tenant]
+        return db.execute(q, args).fetchone()[0]
 
     def spent_by_kind(self) -> dict[str, float]:
         """kind → ATP charged in all (request, judge, cross-check, verify, dream, calibration)."""
@@ -205,9 +270,10 @@ class PoolStore:
 
     def reset_budget(self) -> None:
         with self.write() as db:
+            db.lock(BUDGET_LOCK)
             last = db.execute("SELECT COALESCE(MAX(id), 0) FROM ledger").fetchone()[0]
-            db.execute("INSERT INTO meta VALUES ('budget_from_id', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                       (str(last),))
+            db.execute("""INSERT INTO meta (key, value) VALUES ('budget_from_id', ?)
+                ON CONFLICT (key) DO UPDATE SET value = excluded.value""", (str(last),))
 
     def mean_cost(self) -> dict[str, float]:
         """member → mean ATP per call over its completed calls (what the router expects a call to cost)."""
@@ -234,7 +300,7 @@ class PoolStore:
     # ---- small named values (budget period start, DREAM weights) ------------------------------------
     def set_meta(self, key: str, value: str) -> None:
         with self.write() as db:
-            db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                        (key, value))
 
     def get_meta(self, key: str) -> str | None:
@@ -296,7 +362,7 @@ class PoolStore:
         with self._lock:
             rows = self.db.execute("""SELECT prompt, context, extra FROM experiences
                 WHERE json_extract(extra, '$.task_class_source') IN ('caller', 'feedback') AND context IS NOT NULL
-                AND COALESCE(json_extract(extra, '$.label_trusted'), 1) = 1
+                AND COALESCE(CAST(json_extract(extra, '$.label_trusted') AS TEXT), '1') IN ('1', 'true')
                 ORDER BY id DESC LIMIT ?""", (limit,)).fetchall()
         out = []
         for r in rows:
@@ -347,3 +413,43 @@ class PoolStore:
             q, args = q + " WHERE member = ?", (member,)
         with self._lock:
             return [dict(r) for r in self.db.execute(q + " ORDER BY id", args)]
+
+    # ---- leases: one replica at a time runs a job (a DREAM cycle) --------------------------------------------
+    def acquire_lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        """Take (or renew, if `holder` has it) the lease `name` for `ttl_s` seconds; → False while another
+        holder's lease has not expired. The pattern for a job due on every replica: take the lease, check again
+        under it that the job is still due (the last holder may have just run it), run, record, release.
+        Expiry uses each replica's clock: keep them within a small part of `ttl_s` (NTP)."""
+        now = time.time()
+        with self.write() as db:
+            row = db.execute("""INSERT INTO leases (name, holder, expires, ts) VALUES (?, ?, ?, ?)
+                ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires = excluded.expires, ts = excluded.ts
+                WHERE leases.expires < ? OR leases.holder = excluded.holder RETURNING holder""",
+                             (name, holder, now + ttl_s, now, now)).fetchone()
+        return row is not None
+
+    def release_lease(self, name: str, holder: str) -> bool:
+        """End `holder`'s lease early; → False if it was not (or no longer) theirs."""
+        with self.write() as db:
+            return db.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder)).rowcount > 0
+
+    def lease_holder(self, name: str) -> str | None:
+        with self._lock:
+            row = self.db.execute("SELECT holder FROM leases WHERE name = ? AND expires >= ?",
+                                  (name, time.time())).fetchone()
+        return row[0] if row else None
+
+    # ---- published versions: every replica takes up a new student without a restart -------------------------
+    def publish(self, name: str, value: str) -> int:
+        """Publish a new `value` under `name` (a student's weights file and digest, say); → its version,
+        one more than the last, whichever replica published it."""
+        with self.write() as db:
+            return db.execute("""INSERT INTO versions (name, version, value, ts) VALUES (?, 1, ?, ?)
+                ON CONFLICT (name) DO UPDATE SET version = versions.version + 1, value = excluded.value,
+                ts = excluded.ts RETURNING version""", (name, value, time.time())).fetchone()[0]
+
+    def version(self, name: str) -> tuple[int, str] | None:
+        """(version, value) last published under `name`, or None: a cheap read replicas poll."""
+        with self._lock:
+            row = self.db.execute("SELECT version, value FROM versions WHERE name = ?", (name,)).fetchone()
+        return (row[0], row[1]) if row else None

@@ -3,11 +3,16 @@ is opened (kept apart from dream.py so the router can apply them without importi
 
 from __future__ import annotations
 
+import logging
+import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from k1.pool.members.local import LocalMember
+
+log = logging.getLogger(__name__)
 
 
 def _model(m):
@@ -19,12 +24,68 @@ def save_student(router, member: LocalMember, weights_dir: str | Path | None) ->
     """Write the student's weights beside the store and remember them (reapplied by `apply_dream_weights`)."""
     from safetensors.torch import save_model
 
-    root = Path(weights_dir) if weights_dir else router.store.path.parent / "dream"
+    root = Path(weights_dir) if weights_dir else router.store.home / "dream"
     root.mkdir(parents=True, exist_ok=True)
     path = root / f"{member.name}.safetensors"
-    save_model(member.model, str(path))
+    tmp = path.with_suffix(".tmp")  # a replica loading the file meanwhile reads the old one whole, not half
+    save_model(member.model, str(tmp))
+    os.replace(tmp, path)
     router.store.set_meta(f"dream_weights:{member.name}", str(path))
+    version = router.store.publish(f"student:{member.name}", str(path))  # replicas poll it (take_up_new_students)
+    _seen(router)[member.name] = version
     return path
+
+
+def _seen(router) -> dict[str, int]:
+    """member → the version of its published weights this router holds."""
+    return router.__dict__.setdefault("_student_versions", {})
+
+
+def take_up_new_students(router) -> list[str]:
+    """Load the weights of every student whose published version moved since this router last looked (another
+    replica ran DREAM); → their names. One indexed read per local member: cheap enough to call every few
+    seconds. A member busy answering is left for the next call (its gate is not free)."""
+    from safetensors.torch import load_model
+
+    done = []
+    for name, m in router.pool.members.items():
+        v = router.store.version(f"student:{name}") if _model(m) is not None else None
+        if v is None or v[0] <= _seen(router).get(name, 0) or not Path(v[1]).is_file():
+            continue
+        gate = getattr(router, "gates", {}).get(name)
+        if gate is not None and not gate.try_acquire():
+            continue
+        try:
+            load_model(m.model, v[1])
+            forget_cached_states(m)
+        finally:
+            if gate is not None:
+                gate.release()
+        _seen(router)[name] = v[0]
+        done.append(name)
+    return done
+
+
+class StudentPoll:
+    """What a serving router runs as a request comes in (`route.intake`): at most every `every_s` seconds, and
+    with no lock held, it takes up the students another replica's DREAM published (`take_up_new_students`)."""
+
+    def __init__(self, router, every_s: float = 5.0):
+        self.router, self.every_s = router, every_s
+        self.last = time.monotonic()
+
+    def look(self) -> list[str]:
+        now = time.monotonic()
+        if now - self.last < self.every_s:
+            return []
+        self.last = now  # two requests racing here both look: harmless (a member's gate lets one load it)
+        try:
+            names = take_up_new_students(self.router)
+        except Exception as e:  # a missing or unreadable file never fails a request
+            log.warning("published student not taken up: %s: %s", type(e).__name__, e)
+            return []
+        self.router.consolidated += [n for n in names if n not in self.router.consolidated]
+        return names
 
 
 def forget_cached_states(member) -> None:
@@ -41,6 +102,8 @@ def apply_dream_weights(router) -> list[str]:
 
     done = []
     for name, m in router.pool.members.items():
+        v = router.store.version(f"student:{name}")
+        _seen(router)[name] = v[0] if v else 0  # what is loaded now; take_up_new_students loads what comes after
         path = router.store.get_meta(f"dream_weights:{name}")
         if path and Path(path).is_file() and _model(m) is not None:
             load_model(m.model, path)

@@ -81,7 +81,8 @@ def turn(rt, call: Call, name: str) -> Iterator[Member]:
                                 + (f" (its context is {member.max_positions} positions)" if member.max_positions
                                    else "") + "; shorten it")
         call.reservation = rt.ledger.reserve(member.estimate_cost(n, call.kw["max_tokens"]), tenant=call.tenant,
-                                             kind=call.kind, what=f"member {name!r}", clamp=not member.is_local)
+                                             kind=call.kind, what=f"member {name!r}", clamp=not member.is_local,
+                                             request=call.request, member=name)
         member.cache_salt = call.tenant.cache_salt
         try:
             yield member

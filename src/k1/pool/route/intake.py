@@ -39,6 +39,8 @@ def session_of(tenant: Tenant, session: str) -> str:
 def begin(rt, prompt: Prompt, model: str, session: str, task_class: str | None, stream: bool, kw: dict,
           tenant: Tenant, verifier: Verifier | None) -> Call:
     text = prompt_text(prompt)
+    if rt.students is not None:
+        rt.students.look()  # a student another replica's DREAM published (at most every few seconds; no lock)
     rt.ledger.check(tenant)
     if model != "auto" and model not in rt.pool.members:
         raise UnknownModel(model, rt.pool.names)

@@ -11,6 +11,10 @@ experiences), recent failures, and the time since the previous call. Transitions
 Each state changes selection (`policy`): CRISIS takes the most capable member regardless of cost;
 FOCUS halves the cost weight; REST and DREAM double it and unload idle local members. Every transition is
 written to the store's state log with its reason.
+
+Replicas on one store share the state (`shared`: the store): a transition is published as a version row, and
+each replica takes up the newest one before it decides anything, so a pool in CRISIS or REST is in it
+whichever replica answers. DREAM is not shared: it belongs to the process consolidating, which may crash.
 """
 
 from __future__ import annotations
@@ -54,9 +58,13 @@ POLICIES = {
 
 
 class Metabolism:
-    def __init__(self, settings: MetabolicSettings = MetabolicSettings(), log=None, clock=time.time):
+    SHARED = "metabolic_state"  # the version row replicas share
+
+    def __init__(self, settings: MetabolicSettings = MetabolicSettings(), log=None, clock=time.time, shared=None):
         self.settings, self.log, self.clock = settings, log, clock  # log(from, to, reason): the store's state log
+        self.shared, self._seen = shared, 0  # shared: publish(name, value) / version(name), the store
         self.state = "WAKE"
+        self._adopt()
         self.outcomes: deque[bool] = deque(maxlen=settings.crisis_window)
         self.salience: deque[float] = deque(maxlen=settings.salience_window)
         self.last_call = clock()
@@ -69,12 +77,23 @@ class Metabolism:
         if state != self.state:
             if self.log is not None:
                 self.log(self.state, state, reason)
+            if self.shared is not None and "DREAM" not in (state, self.state):
+                self._seen = self.shared.publish(self.SHARED, state)
             self.state = state
+
+    def _adopt(self) -> None:
+        """Take up a state another replica published since this one last looked (not while in DREAM)."""
+        if self.shared is None or self.state == "DREAM":
+            return
+        v = self.shared.version(self.SHARED)
+        if v is not None and v[0] > self._seen:
+            self._seen, self.state = v[0], v[1]
 
     def before_call(self, budget_left: float) -> str:
         """Called when a request arrives: idle time and budget may change the state first."""
         idle = self.clock() - self.last_call
         self.last_call = self.clock()
+        self._adopt()
         if self.state == "DREAM":
             return self.state
         if budget_left < self.settings.rest_budget and self.state != "REST":
@@ -86,6 +105,7 @@ class Metabolism:
     def after_call(self, success: bool | None, importance: float | None, budget_left: float) -> str:
         """Update with a call's outcome (None: not known yet) and its experience's importance."""
         cfg = self.settings
+        self._adopt()
         if success is not None:
             self.outcomes.append(success)
         if importance is not None:

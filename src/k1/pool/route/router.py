@@ -55,8 +55,10 @@ class Router:
             min(local, key=lambda m: m.estimate_cost(64, 0)).name if local else None)
         self.contexts, self.task_classes = ContextClassifier(self.settings.context), TaskClassifier()
         self.refit_task_classes()  # the classifier learns from the classes trusted callers stated before
-        self.metabolism = Metabolism(self.settings.metabolic, log=self.store.log_state, clock=clock)
+        self.metabolism = Metabolism(self.settings.metabolic, log=self.store.log_state, clock=clock,
+                                     shared=self.store)  # one state for every replica on the store
         self.consolidated: list[str] = []  # members carrying DREAM's weights (applied by `k1.pool.session`)
+        self.students = None  # `learn.weights.StudentPoll` (set by `k1.pool.session`): other replicas' students
         self.memories: dict[str, deque] = {}
         for e in reversed(self.store.experiences(limit=2000, newest_first=True)):  # no model runs on stored data
             self.memory_of(Tenant(e.get("tenant") or OPERATOR.name)).append(

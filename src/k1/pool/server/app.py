@@ -29,6 +29,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from k1.common.db import StoreUnavailable
 from k1.errors import BackendError, ConfigError, K1Error
 from k1.pool.errors import (BudgetExhausted, Busy, Cancelled, FeedbackExists, PromptTooLong, TenantBusy,
                             UnknownModel, UnknownRequest, UnknownTaskClass)
@@ -207,6 +208,8 @@ def map_error(exc: Exception) -> tuple[int, dict]:
     if isinstance(exc, CallFailed):
         status = 504 if exc.reason == "timeout" else 502
         return status, P.error(str(exc), "upstream_error", exc.reason)
+    if isinstance(exc, StoreUnavailable):  # the shared store is restarting: the client may try again
+        return 503, P.error(str(exc), "server_error", "store_unavailable")
     if isinstance(exc, (BackendError, ConfigError)):
         return 400, P.error(str(exc), "invalid_request_error", "bad_request")
     log.exception("unexpected error")

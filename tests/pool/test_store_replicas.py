@@ -1,0 +1,372 @@
+"""Replica soak: three real `k1 pool serve` processes on one Postgres store (K1_POOL_STORE), mixed requests
+spread across them round-robin as a load balancer would — chat, completions, streams, streams cancelled at
+random points, feedback and its replays on other replicas, malformed bodies — under a budget that runs out
+late in the run. One replica is SIGKILLed and started again, and the database is restarted, mid-run. Then: every
+answer a client was told succeeded has its charge in the ledger, the ledger holds nothing else but cancelled
+or interrupted calls, the budget was passed by at most one estimate per replica, trust equals the feedback
+accepted, and a request's feedback is accepted by one replica only.
+
+The default suite runs 90 requests; `-m slow` runs 1,000. Each run prints its figures as one JSON line."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from k1.pool.store import PoolStore
+from k1.pool.testing import free_port
+
+KEY = "replica-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+MAX_TOKENS = 12
+RETRY = {503}  # the store restarting, a full queue
+
+
+class Replica:
+    def __init__(self, pool_file, store_url, log):
+        self.pool_file, self.store_url, self.log = pool_file, store_url, log
+        self.port, self.proc = free_port(), None
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "K1_POOL_API_KEY": KEY, "K1_POOL_STORE": self.store_url}
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "k1", "pool", "serve", "--pool", str(self.pool_file),
+                                          "--port", str(self.port)], env=env, stdout=log, stderr=log)
+
+    def wait(self):
+        t0 = time.time()
+        while True:
+            try:
+                if httpx.get(f"{self.url}/models", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            assert self.proc.poll() is None, self.log.read_text(errors="replace")[-3000:]
+            assert time.time() - t0 < 180, "k1 pool serve did not start"
+            time.sleep(0.2)
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Tally(Counter):
+    def __init__(self):
+        super().__init__()
+        self.lock = threading.Lock()
+
+    def add(self, key, n=1):
+        with self.lock:
+            self[key] += n
+
+
+def _one(urls: list[str], k: int, rng: random.Random, answered: list, stats: Tally) -> None:
+    """Request number `k`, sent to replica k mod 3 (feedback to a random one)."""
+    url = urls[k % len(urls)]
+    kind = rng.choices(["chat", "completion", "stream", "cancel", "feedback", "malformed"],
+                       weights=[25, 10, 15, 15, 25, 10])[0]
+    model = rng.choice(["auto", "a", "b"])
+    n = rng.randint(1, MAX_TOKENS)
+    msgs = [{"role": "user", "content": f"replica {rng.random():.6f} " * rng.randint(1, 4)}]
+    stats.add(kind)
+    try:
+        with httpx.Client(base_url=url, headers=AUTH, timeout=60) as c:
+            if kind in ("chat", "completion"):
+                body = {"model": model, "max_tokens": n}
+                path = "/chat/completions" if kind == "chat" else "/completions"
+                body |= {"messages": msgs} if kind == "chat" else {"prompt": msgs[0]["content"]}
+                r = c.post(path, json=body)
+                if r.status_code in RETRY | {429}:
+                    stats.add(f"status_{r.status_code}")
+                    return
+                assert r.status_code == 200, r.text[:300]
+                answered.append(r.json()["k1"])
+            elif kind in ("stream", "cancel"):
+                body = {"model": model, "max_tokens": n, "messages": msgs, "stream": True,
+                        "stream_options": {"include_usage": True}}
+                stop_after = rng.randint(0, n + 2) if kind == "cancel" else None
+                with c.stream("POST", "/chat/completions", json=body) as r:
+                    if r.status_code != 200:
+                        r.read()
+                        assert r.status_code in RETRY | {429}, r.text[:300]
+                        stats.add(f"status_{r.status_code}")
+                        return
+                    events = 0
+                    for line in r.iter_lines():
+                        if not line.startswith("data:"):
+                            continue
+                        data = line[5:].strip()
+                        if data == "[DONE]":
+                            break
+                        chunk = json.loads(data)
+                        if "error" in chunk:  # the store went away mid-stream: not told it succeeded
+                            stats.add("stream_error")
+                            return
+                        if chunk.get("k1"):
+                            answered.append(chunk["k1"])
+                        events += 1
+                        if stop_after is not None and events > stop_after:
+                            stats.add("cancelled")
+                            break
+            elif kind == "feedback":
+                if not answered:
+                    return
+                k1 = rng.choice(answered)
+                r = httpx.post(f"{rng.choice(urls)}/feedback", headers=AUTH, timeout=60,
+                               json={"request": k1["request"], "success": rng.choice([0, 1])})
+                if r.status_code == 200:
+                    stats.add("feedback_accepted")
+                else:
+                    assert r.status_code in {409} | RETRY, r.text[:300]
+                    stats.add(f"feedback_{r.status_code}")
+            elif kind == "malformed":
+                r = c.post("/chat/completions", content=rng.choice([b"{", b"[]", b'{"model": 5}']),
+                           headers={"Content-Type": "application/json"})
+                assert r.status_code in (400, 422), r.text[:300]
+    except httpx.TransportError:  # the replica this went to was killed: the client was not told it succeeded
+        stats.add("transport_error")
+
+
+def replica_soak(tmp_path, hf_dir, pg, n: int, workers: int = 6, seed: int = 0, budget_share: float = 0.5) -> dict:
+    from k1.pool.pool import load_pool
+
+    url = pg.create_database(f"soak{seed}_{n}")
+    pool_file = tmp_path / "pool.toml"
+    members = (f'[[members]]\nname = "a"\nkind = "hf"\npath = "{hf_dir}"\n\n'
+               f'[[members]]\nname = "b"\nkind = "hf"\npath = "{hf_dir}"\n')
+    probe = load_pool_member_estimates(load_pool, tmp_path, members)
+    budget = probe["typical"] * n * budget_share  # 0.5 of 1,000: runs out after the database restart, late in the run
+    pool_file.write_text(f"[pool]\nbudget_atp = {budget}\nseed = 0\n\n{members}")
+    replicas = [Replica(pool_file, url, tmp_path / f"replica{i}.log") for i in range(3)]
+    for r in replicas:
+        r.start()
+    for r in replicas:
+        r.wait()
+    urls = [r.url for r in replicas]
+    rng, answered, stats = random.Random(seed), [], Tally()
+    t0 = time.time()
+    kill_at, db_at = n // 3, 2 * n // 3
+    try:
+        with ThreadPoolExecutor(workers) as ex:
+            futures, k = [], 0
+            while k < n:
+                batch = min(n - k, 30)
+                futures = [ex.submit(_one, urls, k + i, random.Random(rng.random()), answered, stats)
+                           for i in range(batch)]
+                if k <= kill_at < k + batch:  # mid-batch: requests in flight on the killed replica
+                    time.sleep(0.3)
+                    replicas[1].stop(signal.SIGKILL)
+                    stats.add("replica_killed")
+                if k <= db_at < k + batch:
+                    time.sleep(0.3)
+                    pg.restart()
+                    stats.add("db_restarted")
+                for f in futures:
+                    f.result()
+                if replicas[1].proc.poll() is not None:
+                    replicas[1].start()
+                    replicas[1].wait()
+                k += batch
+        # feedback once across replicas: three replicas told the same verdict, one accepts
+        fresh = httpx.post(f"{urls[0]}/chat/completions", headers=AUTH, timeout=60,
+                           json={"model": "a", "max_tokens": 1, "messages": [{"role": "user", "content": "x"}]})
+        if fresh.status_code == 200:
+            answered.append(fresh.json()["k1"])
+            codes = sorted(httpx.post(f"{u}/feedback", headers=AUTH, timeout=60, json={
+                "request": fresh.json()["k1"]["request"], "success": 1}).status_code for u in urls)
+            assert codes == [200, 409, 409], codes
+            stats.add("feedback_accepted")
+    finally:
+        for r in replicas:
+            r.stop()
+    store = PoolStore(url)
+    ledger = store.ledger(10_000_000)
+    by_request: dict[str, list[dict]] = {}
+    for row in ledger:
+        by_request.setdefault(row["request"], []).append(row)
+    told = {k1["request"] for k1 in answered}
+    for k1 in answered:  # told it succeeded → its charge is in the ledger, exactly as reported
+        rows = [r for r in by_request[k1["request"]] if r["kind"] == "request"]  # (not its verification's)
+        assert [r["path"] for r in rows] == ["success"], rows
+        assert rows[0]["atp"] == pytest.approx(k1["cost"]["atp"])
+    others = [r for r in ledger if r["request"] not in told]
+    assert all(r["path"] in ("success", "cancelled") for r in others)  # cancelled, or its client was cut off
+    spent = store.spent()
+    assert spent == pytest.approx(sum(k1["cost"]["atp"] for k1 in answered) + sum(r["atp"] for r in others))
+    overshoot = spent - budget
+    assert overshoot <= 3 * probe["max"], (spent, budget, probe)  # at most one estimate per replica
+    trust_total = sum(s + f for s, f in store.trust().values())
+    sources = Counter(o["source"] for o in store.outcome_history(10_000_000))
+    assert sources["feedback"] == stats["feedback_accepted"]  # trust moved once per feedback accepted…
+    assert trust_total == pytest.approx(sum(sources.values()))  # …and once per background verification
+    store.close()
+    figures = {"requests": n, "replicas": 3, "workers": workers, "seconds": round(time.time() - t0, 1),
+               "answered": len(answered), "ledger_rows": len(ledger), "budget_atp": round(budget, 3),
+               "spent_atp": round(spent, 3), "overshoot_atp": round(overshoot, 3),
+               "max_estimate_atp": round(probe["max"], 3), **stats}
+    print("replica soak:", json.dumps(figures))
+    return figures
+
+
+def load_pool_member_estimates(load_pool, tmp_path, members: str) -> dict:
+    """The members' estimated ATP of a typical and of the largest request the soak sends."""
+    f = tmp_path / "probe.toml"
+    f.write_text(f'[pool]\nstore = "probe.sqlite"\n\n{members}')
+    pool = load_pool(f)
+    try:
+        m = pool["a"]
+        longest = [{"role": "user", "content": "replica 0.123456 " * 4}]
+        typical = [{"role": "user", "content": "replica 0.123456 " * 2}]
+        return {"max": m.estimate_cost(m.prompt_tokens(longest), MAX_TOKENS),
+                "typical": m.estimate_cost(m.prompt_tokens(typical), MAX_TOKENS // 2)}
+    finally:
+        pool.close()
+
+
+def test_replica_soak_short(tmp_path, hf_dir, pg_server):
+    f = replica_soak(tmp_path, hf_dir, pg_server, n=90, budget_share=0.3)
+    assert f["replica_killed"] == 1 and f["db_restarted"] == 1 and f["answered"] > 10
+    assert f.get("status_429", 0) > 0  # the budget did run out
+
+
+@pytest.mark.slow
+def test_replica_soak_full(tmp_path, hf_dir, pg_server):
+    f = replica_soak(tmp_path, hf_dir, pg_server, n=1000, workers=8, seed=1)
+    assert f["replica_killed"] == 1 and f["db_restarted"] == 1 and f["answered"] > 200
+    assert f.get("status_429", 0) > 0
+
+
+def test_a_replica_takes_up_a_student_another_replica_published(tmp_path, store_url):
+    import torch
+
+    from k1.pool.config import PoolSettings
+    from k1.pool.learn.weights import save_student, take_up_new_students
+    from k1.pool.pool import Pool
+    from k1.pool.session import open_router
+    from k1.pool.testing import tiny_hf_member
+
+    def replica(seed):  # as `k1 pool serve` opens its router
+        return open_router(Pool([tiny_hf_member("student", seed=seed, hidden=32, layers=1)], PoolSettings(seed=0)),
+                           PoolStore(store_url))
+
+    a, b = replica(1), replica(2)  # two replicas' copies of one member, not yet alike
+    sa, sb = a.pool["student"].model, b.pool["student"].model
+    assert take_up_new_students(b) == []  # nothing published yet
+    with torch.no_grad():
+        for p in sa.parameters():
+            p.add_(0.01)  # what DREAM's training did on replica a
+    save_student(a, a.pool["student"], tmp_path / "dream")
+    assert take_up_new_students(a) == []  # a holds what it published
+    b.gates["student"].acquire("student")  # b's student is answering: left for the next look
+    assert take_up_new_students(b) == []
+    b.gates["student"].release()
+    assert take_up_new_students(b) == ["student"]  # no restart
+    assert all(torch.equal(x, y) for x, y in zip(sa.state_dict().values(), sb.state_dict().values()))
+    assert take_up_new_students(b) == []  # once per version
+    c = replica(3)  # a replica started later loads it at start, and does not load it twice
+    assert c.consolidated == ["student"] and take_up_new_students(c) == []
+    with torch.no_grad():  # a serving replica looks on its own, when a request comes
+        for p in sa.parameters():
+            p.add_(0.01)
+    save_student(a, a.pool["student"], tmp_path / "dream")
+    b.generate("hello", max_tokens=1)  # within 5 s of the last look: not yet
+    assert not all(torch.equal(x, y) for x, y in zip(sa.state_dict().values(), sb.state_dict().values()))
+    b.students.every_s = 0.0
+    b.generate("hello", max_tokens=1)
+    assert all(torch.equal(x, y) for x, y in zip(sa.state_dict().values(), sb.state_dict().values()))
+    assert b.consolidated == ["student"]
+
+
+def test_dream_replay_and_the_report_work_on_either_store(store_url):
+    from k1.pool.config import PoolSettings
+    from k1.pool.learn.dream import replay
+    from k1.pool.pool import Pool
+    from k1.pool.report import build_pool_report
+    from k1.pool.route.router import Router
+    from k1.pool.testing import tiny_hf_member
+
+    r = Router(Pool([tiny_hf_member("m", hidden=32, layers=1)], PoolSettings(seed=0)), PoolStore(store_url))
+    r.generate("hello", max_tokens=2)
+    before, trust, experiences = r.store.ledger(), r.store.trust(), r.store.experiences()
+    rep = replay(r, ["hello", "again"], None, 2)  # the pool's own choice and attempts, as quiet calls
+    assert rep["calls"] == 2 and rep["members"] == {"m": 2}
+    after = r.store.ledger()
+    assert after[:len(before)] == before and [x["kind"] for x in after[len(before):]] == ["dream", "dream"]
+    assert r.store.trust() == trust and r.store.experiences() == experiences  # quiet: charged, nothing learnt
+    assert r.store.reserved() == 0  # every hold the replay took was released by its charge
+    html = build_pool_report(r.store, 100.0)
+    from urllib.parse import urlsplit
+
+    password = urlsplit(store_url).password if "://" in store_url else None
+    assert r.store.label in html and (password is None or password not in html)  # never the password
+
+
+def test_k1_pool_dream_runs_once_per_store_whichever_machine_starts_it(tmp_path, hf_dir):
+    from typer.testing import CliRunner
+
+    from k1.errors import ConfigError
+    from k1.pool.cli import app
+
+    f = tmp_path / "pool.toml"
+    f.write_text(f'[pool]\nstore = "p.sqlite"\n\n[[members]]\nname = "a"\nkind = "hf"\npath = "{hf_dir}"\n')
+    s = PoolStore(tmp_path / "p.sqlite")
+    assert s.acquire_lease("dream", "other-host:41", ttl_s=60)  # a DREAM running on another replica's machine
+    with pytest.raises(ConfigError, match=r"another `k1 pool dream` \(other-host:41\)"):
+        CliRunner().invoke(app, ["dream", "--pool", str(f)], catch_exceptions=False)
+    s.release_lease("dream", "other-host:41")
+    r = CliRunner().invoke(app, ["dream", "--pool", str(f)])  # now it runs (and finds nothing to consolidate)
+    assert "another" not in str(r.exception or r.stdout)
+    assert s.lease_holder("dream") is None  # and gives the lease back when it ends, even by an error
+
+
+def test_replicas_share_the_metabolic_state_but_not_dream(store_url):
+    from k1.pool.route.metabolic import Metabolism
+
+    a, b = PoolStore(store_url), PoolStore(store_url)
+    ma, mb = Metabolism(log=a.log_state, shared=a), Metabolism(log=b.log_state, shared=b)
+    for _ in range(4):
+        ma.after_call(False, None, 1.0)  # replica a's calls fail
+    assert ma.state == "CRISIS"
+    assert mb.before_call(1.0) == "CRISIS" and mb.policy.mode == "greedy"  # b answers in CRISIS too
+    mb.after_call(True, None, 1.0)
+    mb.after_call(True, None, 1.0)  # b recovers
+    assert mb.state == "WAKE" and ma.before_call(1.0) == "WAKE"
+    ma.enter_dream()  # a consolidates (and might crash in it): b does not dream with it
+    assert mb.before_call(1.0) == "WAKE"
+    ma.leave_dream()
+    assert Metabolism(shared=PoolStore(store_url)).state == "WAKE"  # a replica started now
+    assert [r["to_state"] for r in a.state_log()] == ["CRISIS", "WAKE", "DREAM", "WAKE"]  # logged once each
+
+
+def test_two_replicas_ledgers_hold_one_budget_between_them(store_url):
+    """The pool's `Ledger` (every call kind's way to spend) holds its reservations in the store: a replica's
+    hold is seen by another replica's ledger, and a charge ends the hold in its own write."""
+    from k1.pool.errors import BudgetExhausted
+    from k1.pool.ledger import Ledger
+    from k1.pool.members.base import Cost
+
+    a, b = Ledger(PoolStore(store_url), 10.0), Ledger(PoolStore(store_url), 10.0)
+    ra = a.reserve(6.0, member="m")
+    assert b.reserved == 6.0
+    with pytest.raises(BudgetExhausted, match="budget left"):
+        b.reserve(5.0, member="m")  # 6 held on replica a + 5 > 10
+    rb = b.reserve(4.0, member="m")
+    assert a.charge(ra, "m", "success", Cost(0.0, 0.0, 3.0)) == 3.0
+    assert a.reserved == 4.0 and b.store.spent() == 3.0
+    b.release(rb)
+    assert a.reserved == 0.0 and b.reserve(7.0).amount == 7.0
