@@ -26,10 +26,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def continual(
         quick: bool = typer.Option(False, "--quick", help="A smoke test: 7 representative strategies, 40 steps "
-                                                          "per domain, 1 seed (4 to 13 minutes on 2 idle CPU cores "
-                                                          "when evaluation read 2,048 tokens per domain; at today's "
-                                                          "16,384 a tree run takes about 1.8× the CPU time: "
-                                                          "expect about 7 to 23 minutes)."),
+                                                          "per domain, 1 seed (3 min 36 s on 2 idle CPU cores; "
+                                                          "slower cores have taken about 3× as long)."),
         out: Path = typer.Option(Path("runs/continual"), help="Output directory."),
         seeds: Optional[int] = typer.Option(None, help="Number of seeds (train.seed, +1, +2, ...); mean ± std "
                                                        "over them (default 3; --quick 1)."),
