@@ -68,14 +68,7 @@ def run(mode: str, members, seconds: float, clients: int, tokens: dict, root: Pa
 
     with ServedPool(router, limits=Limits(concurrency=mode, queue=64)) as s:
         threads = [threading.Thread(target=client, args=(m.name, i)) for m in members for i in range(clients)]
-        t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        time.sleep(seconds)
-        stop.set()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - t0
+        wall = drive(threads, stop, seconds)
     rows = [r for r in router.store.ledger(1_000_000) if r["path"] == "success"]
     router.close()
     return {"mode": mode, "requests": len(done), "errors": len(errors), "wall_s": wall,
@@ -85,6 +78,18 @@ def run(mode: str, members, seconds: float, clients: int, tokens: dict, root: Pa
             "median_latency_s": {k: statistics.median(v) if v else None for k, v in latency.items()}}
 
 
+def drive(threads: list[threading.Thread], stop: threading.Event, seconds: float) -> float:
+    """Run the client threads for `seconds`, then stop and join them; → the wall time they ran."""
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0
+
+
 def replica_run(backend: str, replicas: int, pool_dir: Path, pg, seconds: float, clients: int, tokens: int) -> dict:
     """`replicas` `k1 pool serve` processes on one store of `backend`; clients round-robin across them."""
     import signal
@@ -92,7 +97,7 @@ def replica_run(backend: str, replicas: int, pool_dir: Path, pg, seconds: float,
 
     import httpx
 
-    from k1.pool.testing import free_port
+    from k1.pool.testing import free_port, serving_within
 
     tag = f"{backend}{replicas}_{time.time_ns()}"
     store = pg.create_database(tag) if backend == "postgres" else str(pool_dir / f"{tag}.sqlite")
@@ -105,16 +110,8 @@ def replica_run(backend: str, replicas: int, pool_dir: Path, pg, seconds: float,
     urls = [f"http://127.0.0.1:{p}/v1" for p in ports]
     try:
         for u, proc in zip(urls, procs):
-            t0 = time.time()
-            while True:
-                try:
-                    if httpx.get(f"{u}/models", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if proc.poll() is not None or time.time() - t0 > 180:
-                    raise RuntimeError(f"k1 pool serve on {u} did not start")
-                time.sleep(0.2)
+            if not serving_within(u, proc, 180):
+                raise RuntimeError(f"k1 pool serve on {u} did not start")
         done, errors, stop = [], [], threading.Event()
 
         def client(i: int):
@@ -129,14 +126,7 @@ def replica_run(backend: str, replicas: int, pool_dir: Path, pg, seconds: float,
                     n += 1
 
         threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-        t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        time.sleep(seconds)
-        stop.set()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - t0
+        wall = drive(threads, stop, seconds)
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)

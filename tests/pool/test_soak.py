@@ -28,7 +28,7 @@ import psutil
 import pytest
 
 from k1.pool.store import PoolStore
-from k1.pool.testing import free_port
+from k1.pool.testing import free_port, serving_within
 
 GOOD, HOSTILE = "soak-good-key-0123456789", "soak-hostile-key-0123456789"
 AUTH = {"Authorization": f"Bearer {GOOD}"}
@@ -57,16 +57,8 @@ class Server:
                                       "--port", str(self.port), "--keys-file", str(self.keys_file)], env=env,
                                      stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE)
-        t0 = time.time()
-        while True:
-            try:
-                if httpx.get(f"{self.url}/models", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert self.proc.poll() is None, self.proc.stderr.read().decode()[-3000:]
-            assert time.time() - t0 < 120, "k1 pool serve did not start"
-            time.sleep(0.2)
+        assert serving_within(self.url, self.proc, 120), \
+            "k1 pool serve did not start: " + (self.proc.stderr.read().decode()[-3000:] if self.proc.poll() is not None else "")
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)

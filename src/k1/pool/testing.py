@@ -45,6 +45,24 @@ def tiny_hf_member(name: str = "tiny-hf", seed: int = 0, roles=(), **shape):
     return HFMember(tiny_llama(seed, **shape), byte_hf_tokenizer(), name=name, roles=roles)
 
 
+def serving_within(url: str, proc, timeout_s: float) -> bool:
+    """Poll `url`/models until a `k1 pool serve` answers 200: True; False once `proc` exits or `timeout_s`
+    passes (the caller says why, from the process's own log)."""
+    import time
+
+    import httpx
+
+    t0 = time.time()
+    while proc.poll() is None and time.time() - t0 < timeout_s:
+        try:
+            if httpx.get(f"{url}/models", timeout=2).status_code == 200:
+                return True
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on (right now)."""
     import socket
@@ -57,20 +75,9 @@ def free_port() -> int:
 def wait_until_serving(proc, port: int, timeout_s: float = 300) -> None:
     """Wait until a `k1 pool serve` subprocess on `port` answers /v1/models (generous: a loaded 2-core machine);
     fails with its stderr if it exits first."""
-    import time
-
-    import httpx
-
-    t0 = time.time()
-    while True:
+    if not serving_within(f"http://127.0.0.1:{port}/v1", proc, timeout_s):
         assert proc.poll() is None, proc.stderr.read()
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.time() - t0 < timeout_s, "server did not come up"
-        time.sleep(0.2)
+        raise AssertionError("server did not come up")
 
 
 def train_tiny_llama(model, text: str, steps: int = 150, seq: int = 48, lr: float = 3e-3, seed: int = 0):
