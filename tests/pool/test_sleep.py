@@ -218,3 +218,99 @@ def test_a_killed_dream_gives_back_its_lease_and_a_later_cycle_runs(tmp_path, hf
         assert len(lines) == 2 and "killed" in lines[0] and "new students: student v1" in lines[1]
     finally:
         a.stop()
+
+
+def test_a_student_unloaded_at_rest_comes_back_with_its_dream_weights(tmp_path, hf_dir):
+    import torch
+
+    from k1.pool.learn.weights import save_student
+    from k1.pool.session import open_router
+
+    f = tmp_path / "pool.toml"
+    f.write_text(f'[pool]\nstore = "pool.sqlite"\n\n[[members]]\nname = "student"\nkind = "hf"\npath = "{hf_dir}"\n')
+    r = open_router(f)
+    with torch.no_grad():
+        for p in r.pool["student"].model.parameters():
+            p.add_(0.01)  # what DREAM taught it
+    save_student(r, r.pool["student"], None)
+    taught = {k: v.clone() for k, v in r.pool["student"].model.state_dict().items()}
+    assert r.pool.unload_idle(0.0) == ["student"]  # REST
+    back = r.pool["student"].model.state_dict()  # its next use reloads it from the pool file's folder …
+    assert all(torch.equal(taught[k], back[k]) for k in taught)  # … with what DREAM taught it, not the base weights
+    r.pool.close()
+    r.close()
+
+
+def test_a_call_in_flight_when_a_new_student_arrives_answers_wholly_on_the_old_weights(tmp_path, hf_dir):
+    import threading
+
+    import torch
+
+    from k1.pool.learn.weights import save_student
+    from k1.pool.session import open_router
+
+    f = tmp_path / "pool.toml"
+    f.write_text(f'[pool]\nstore = "pool.sqlite"\nseed = 0\nself_verify = false\n\n'
+                 f'[[members]]\nname = "student"\nkind = "hf"\npath = "{hf_dir}"\n')
+    a, b = open_router(f), open_router(f)  # two replicas on one store
+    prompt, n = "the river ", 40
+    old = a.generate(prompt, model="student", max_tokens=n).generation.text
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(0)
+        for p in b.pool["student"].model.parameters():
+            p.add_(0.2 * torch.randn(p.shape, generator=g))  # DREAM on replica b
+    save_student(b, b.pool["student"], None)
+    new = b.generate(prompt, model="student", max_tokens=n).generation.text
+    assert new != old
+    stream = a.stream(prompt, model="student", max_tokens=n)
+    it = iter(stream)
+    text = next(it)  # a's student is answering
+    took: list = []
+    poll = threading.Thread(target=lambda: took.append(a.students.look(force=True, wait=True)))
+    poll.start()  # the server's background look, as the new version arrives
+    poll.join(0.5)
+    assert poll.is_alive()  # it waits for the member's turn …
+    text += "".join(it)
+    poll.join(30)
+    assert text == old and took == [["student"]]  # … so the call in flight answered wholly on the old weights
+    assert a.generate(prompt, model="student", max_tokens=n).generation.text == new  # and the next on the new
+    for r in (a, b):
+        r.pool.close()
+        r.close()
+
+
+def test_a_failing_dream_is_not_retried_before_every_s_and_a_stopping_server_stops_its_dream(tmp_path, hf_dir):
+    from k1.pool.session import open_router
+    from k1.pool.sleep.scheduler import Sleep
+
+    f = tmp_path / "pool.toml"
+    f.write_text(f'[pool]\nstore = "pool.sqlite"\nseed = 0\nself_verify = false\n\n'
+                 f'[[members]]\nname = "student"\nkind = "hf"\npath = "{hf_dir}"\nroles = ["student"]\n')
+    r = open_router(f)
+    for i in range(3):
+        r.feedback(r.generate(f"question {i}", max_tokens=2).request, 1.0)
+    lines: list[str] = []
+    broken = DreamSettings(mode="auto", after=2, every_s=600, args=["--verified-only"])  # exits 2 at once
+    s = Sleep(r, f, broken, say=lines.append)
+    s.tick()
+    assert s.proc is not None and s.store.lease_holder("dream") == s.lease.holder
+    s.proc.wait(120)
+    s.tick()
+    last = last_cycle(r.store)
+    assert last["outcome"].startswith("failed (exit 2)") and "--verified-only needs --task-class" in last["outcome"]
+    assert len(lines) == 1 and lines[0].startswith("DREAM cycle 1: failed (exit 2)")
+    assert s.store.lease_holder("dream") is None
+    for i in range(3):
+        r.feedback(r.generate(f"again {i}", max_tokens=2).request, 1.0)
+    s.tick()  # due by count, but a failed cycle counts against every_s: no loop of failing cycles
+    assert s.proc is None and "the last cycle started" in s.why and last_cycle(r.store)["n"] == 1
+    s = Sleep(r, f, DreamSettings(mode="auto", after=2, every_s=1), say=lines.append)
+    time.sleep(1.1)
+    s.tick()  # a real cycle starts …
+    assert s.proc is not None
+    s.stop()  # … and the server shuts down under it
+    last = last_cycle(r.store)
+    assert last["n"] == 2 and last["outcome"] == "stopped: the server shut down" and s.proc is None
+    assert s.store.lease_holder("dream") is None
+    r.pool.close()
+    r.close()

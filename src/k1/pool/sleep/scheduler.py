@@ -1,8 +1,8 @@
 """`Sleep`: the background thread of `k1 pool serve` that runs DREAM when it is due and takes up new students.
 
-Every `check_s` seconds it (1) takes up a student another process published (`StudentPoll`, waiting for the
-member's turn like a request: a call answers wholly on the old weights or wholly on the new), (2) lets long
-idleness put the pool to REST, and (3) where `[pool.dream] mode = "auto"`, asks `due`. When DREAM is due it
+Every few seconds it takes up a student another process published (`StudentPoll`, waiting for the member's turn
+like a request: a call answers wholly on the old weights or wholly on the new). Where `[pool.dream] mode =
+"auto"`, every `check_s` seconds it also lets long idleness put the pool to REST and asks `due`. When DREAM is due it
 takes the store's `dream` lease (one replica of many wins), asks again under the lease (another replica may have
 just run a cycle), records the cycle as started in the store, and starts `python -m k1 pool dream --pool FILE
 --json ARGS…` as a separate process handed the lease; the server keeps serving. The lease is renewed while the
@@ -103,7 +103,7 @@ class Sleep:
         self._thread.start()
 
     def _run(self) -> None:
-        every = min(self.settings.check_s, STUDENT_POLL_S)
+        every = min(self.settings.check_s, STUDENT_POLL_S) if self.auto else STUDENT_POLL_S
         while not self._stop.wait(every):
             try:
                 self.tick()
@@ -115,10 +115,10 @@ class Sleep:
         students = getattr(self.router, "students", None)
         if students is not None:
             students.look(force=True, wait=True)
-        with self.router.state_lock:
-            state = self.router.metabolism.idle_check()
         if not self.auto:
             return
+        with self.router.state_lock:
+            state = self.router.metabolism.idle_check()  # a pool idle for rest_after_s rests: and sleeps sooner
         with self._lock:
             if self._stop.is_set():
                 return
