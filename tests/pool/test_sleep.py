@@ -44,11 +44,14 @@ def test_dream_is_due_after_enough_verified_experiences_from_trusted_tenants(sto
     assert due(s, cfg, "WAKE", 0.2)[1] == "20% of the budget left (< 25%)"
     now = time.time()
     _, newest = s.verified_since(0)
-    s.set_meta(CYCLE_KEY, json.dumps({"n": 1, "started": now, "watermark": newest, "outcome": "failed (exit 1)",
-                                      "replica": "x"}))
+    s.set_meta(CYCLE_KEY, json.dumps({"n": 1, "started": now, "since": 0, "watermark": newest,
+                                      "outcome": "failed (exit 1)", "replica": "x"}))
     assert "the last cycle started 0 s ago" in due(s, cfg, "WAKE", 1.0)[1]  # a failed cycle counts too
     for i in range(40, 45):
         _experience(s, i)
+    # the failed cycle consumed nothing: counted from where it counted (0), not from where it began
+    assert due(s, cfg, "WAKE", 1.0, now=now + 61) == (True, "8 new verified experiences (WAKE)")
+    s.set_meta(CYCLE_KEY, json.dumps({"n": 1, "started": now, "watermark": newest, "outcome": "ok", "replica": "x"}))
     assert due(s, cfg, "WAKE", 1.0, now=now + 61) == (True, "5 new verified experiences (WAKE)")  # since the last
     s.set_meta(CYCLE_KEY, json.dumps({"n": 2, "started": now, "watermark": newest, "outcome": "running",
                                       "replica": "gone-host:1"}))
@@ -213,21 +216,19 @@ def test_two_servers_on_one_store_run_one_dream_and_both_take_up_the_student(tmp
 
 
 def test_a_killed_dream_gives_back_its_lease_and_a_later_cycle_runs(tmp_path, hf_dir):
-    f = _pool_file(tmp_path, hf_dir, every_s=3, after=2)
+    f = _pool_file(tmp_path, hf_dir, every_s=3, after=4)
     a = Server(f, tmp_path / "a.log")
     try:
         a.wait()
-        for i in range(2):
+        for i in range(4):
             a.ask(f"a question {i}")
         st = _until(lambda: a.dream()["pid"] and a.dream(), 30, "a DREAM cycle starts")
         os.kill(st["pid"], signal.SIGKILL)
         last = _until(lambda: a.dream()["last"]["outcome"] != "running" and a.dream()["last"], 30, "it is seen dead")
         assert last["outcome"] == "killed (signal 9)" and last["n"] == 1
         assert PoolStore(tmp_path / "pool.sqlite").lease_holder("dream") is None  # released, not left to expire
-        for i in range(2):
-            a.ask(f"another question {i}")
         last = _until(lambda: a.dream()["last"]["n"] == 2 and a.dream()["last"]["outcome"] != "running"
-                      and a.dream()["last"], 120, "a later cycle runs")
+                      and a.dream()["last"], 120, "a later cycle runs, on the experiences the killed one left")
         assert last["outcome"] == "ok" and last["new_versions"] == {"student": 1}
         lines = a.cycle_lines()
         assert len(lines) == 2 and "killed" in lines[0] and "new students: student v1" in lines[1]
@@ -329,3 +330,32 @@ def test_a_failing_dream_is_not_retried_before_every_s_and_a_stopping_server_sto
     assert s.store.lease_holder("dream") is None
     r.pool.close()
     r.close()
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as st:
+            return "State:\tZ" in st.read()  # dead, not yet reaped by whoever adopted it
+    except FileNotFoundError:
+        return True
+
+
+def test_a_killed_server_takes_its_dream_with_it_and_the_lease_expires(tmp_path, hf_dir):
+    f = _pool_file(tmp_path, hf_dir, after=2, args='["--k", "8", "--epochs", "5000", "--max-tokens", "4"]')  # minutes
+    a, child = Server(f, tmp_path / "a.log"), None
+    try:
+        a.wait()
+        for i in range(4):  # DREAM needs 4
+            a.ask(f"a question {i}")
+        child = _until(lambda: a.dream()["pid"], 30, "a DREAM cycle starts")
+        a.proc.send_signal(signal.SIGKILL)
+        a.proc.wait()
+        _until(lambda: _gone(child), 20, "the orphaned DREAM stops")
+        s = PoolStore(tmp_path / "pool.sqlite")
+        _until(lambda: s.lease_holder("dream") is None, 10, "the lease expires")
+        assert last_cycle(s)["outcome"].startswith("abandoned")
+        s.close()
+    finally:
+        a.stop()
+        if child and not _gone(child):
+            os.kill(child, signal.SIGKILL)

@@ -154,6 +154,14 @@ def status(pool: Optional[Path] = POOL_OPT,
     b = st["budget"]
     console.print(f"state [bold]{st['state']}[/] · selection {st['selection']} · budget {b['spent_atp']:.2f} of "
                   f"{b['limit_atp']:g} ATP spent ({b['left_share']:.0%} left)")
+    last = st["dream"]["last"]
+    if last:
+        import datetime
+
+        when = datetime.datetime.fromtimestamp(last["started"]).isoformat(sep=" ", timespec="seconds")
+        new = ", ".join(f"{n} v{v}" for n, v in (last.get("new_versions") or {}).items()) or "none"
+        console.print(f"DREAM (server's sleep: {st['dream']['mode']}) · last cycle {last['n']} started {when}: "
+                      f"{last['outcome']} · new students: {new}")
     t = Table("member", "kind", "roles", "calls", "ATP", title="members")
     for m in st["members"]:
         c = st["calls"].get(m["name"], {"calls": 0, "atp": 0.0})

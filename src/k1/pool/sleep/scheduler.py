@@ -46,6 +46,14 @@ def last_cycle(store) -> dict | None:
     return rec
 
 
+def counted_from(last: dict | None) -> int:
+    """The experience id the next cycle counts new experiences from: where the last cycle that ran to the end
+    began; a cycle that failed, was killed or abandoned consumed nothing, so the next counts from where it did."""
+    if last is None:
+        return 0
+    return last["watermark"] if last["outcome"].startswith("ok") else last.get("since", 0)
+
+
 def due(store, settings: DreamSettings, state: str, budget_left: float, now: float | None = None) -> tuple[bool, str]:
     """→ (whether a DREAM cycle is due, why or why not)."""
     now = time.time() if now is None else now
@@ -56,7 +64,7 @@ def due(store, settings: DreamSettings, state: str, budget_left: float, now: flo
         return False, "the pool is in CRISIS"
     if budget_left < settings.min_budget_left:
         return False, f"{budget_left:.0%} of the budget left (< {settings.min_budget_left:.0%})"
-    n, _ = store.verified_since(last["watermark"] if last else 0)
+    n, _ = store.verified_since(counted_from(last))
     need = settings.rest_after if state == "REST" else settings.after
     if n < need:
         return False, f"{n} of {need} new verified experiences ({state})"
@@ -142,7 +150,8 @@ class Sleep:
         last = last_cycle(self.store)
         _, newest = self.store.verified_since(0)
         self.cycle = {"n": (last or {}).get("n", 0) + 1, "started": time.time(), "reason": why,
-                      "replica": lease.holder, "watermark": newest, "outcome": "running", "before": _versions(self.router)}
+                      "replica": lease.holder, "since": counted_from(last), "watermark": newest, "outcome": "running",
+                      "before": _versions(self.router)}
         self.store.set_meta(CYCLE_KEY, json.dumps(self.cycle))
         out = self.store.home / "dream"
         out.mkdir(parents=True, exist_ok=True)
