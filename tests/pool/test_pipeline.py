@@ -33,21 +33,84 @@ def _wait_background(r):
     r.background.submit(lambda: None).result(30)
 
 
-def test_every_spend_goes_through_the_ledger_and_sums_by_kind(tmp_path, big, small):
+def _count_compute(monkeypatch, members) -> list:
+    """Every cost the members compute from here on (each local call's measured compute), whoever asked for it."""
+    costs = []
+
+    def counting(m):
+        measured = m._cost
+
+        def counted(s, t0):
+            c = measured(s, t0)
+            costs.append(c.atp)
+            return c
+        return counted
+    for m in members:
+        monkeypatch.setattr(m, "_cost", counting(m))
+    return costs
+
+
+def test_every_spend_goes_through_the_ledger_and_sums_by_kind(tmp_path, big, small, monkeypatch):
+    """What the members computed — requests, judges, cross-checks, calibration, DREAM's teacher, its student
+    measurement and replays — equals what the ledger charged, kind by kind."""
+    from k1.pool.learn.calibrate import calibrate, calibration_tasks
+
+    computed = _count_compute(monkeypatch, [big, small])
     seen = []
     r = _router(tmp_path, [big, small], judge="big", cross_check=1.0,
                 verifiers=lambda cls: (lambda p, a: seen.append(p) or None))
-    answers = [r.generate(f"What is {i} + 1?", model="small", max_tokens=3) for i in range(6)]
+    r.reference = lambda: None  # no surprise signal: the reference member's scoring is a request's overhead
+    answers = [r.generate(f"What is {i} + 1?", model="small", max_tokens=3, task_class="arithmetic")
+               for i in range(6)]
     _wait_background(r)
-    dream(r, teacher="big", student="small", k=6, holdout=0.34, epochs=1, max_tokens=3)
+    calibrate(r, quiet=True, tasks=calibration_tasks(1))
+    dream(r, teacher="big", student="small", k=6, holdout=0.34, epochs=1, max_tokens=3, val=0.25,
+          task_class="arithmetic", class_tasks=1, verifier=lambda p, a: 0.0)
     kinds = r.store.spent_by_kind()
-    assert {"request", "judge", "cross-check", "verify", "dream"} <= set(kinds) <= set(CALL_KINDS)
+    assert set(kinds) == set(CALL_KINDS)
+    assert all(kinds[k] > 0 for k in CALL_KINDS if k != "verify")  # the verifier here is code: it costs nothing
     assert sum(kinds.values()) == pytest.approx(r.store.spent())
+    assert sum(computed) == pytest.approx(r.store.spent())  # nothing a member computed escaped the ledger
     rows = r.store.ledger(100_000)
-    assert sum(x["atp"] for x in rows if x["kind"] == "request" and x["session"] != "dream-replay") \
-        == pytest.approx(sum(a.generation.cost.atp for a in answers))
-    assert all(kinds[k] > 0 for k in ("request", "judge", "cross-check", "dream"))
+    assert sum(x["atp"] for x in rows if x["kind"] == "request") == pytest.approx(sum(a.generation.cost.atp for a in answers))
     assert len(seen) == 6  # the verifier judged each answer nothing else had (here: it could not tell)
+    r.close()
+
+
+def test_calibration_stopped_by_the_budget_keeps_what_it_bought(tmp_path, big, small):
+    from k1.pool.errors import BudgetExhausted
+    from k1.pool.learn.calibrate import calibrate, calibration_tasks
+
+    tasks = calibration_tasks(2)
+    probe = _router(tmp_path / "probe", [big, small])
+    calibrate(probe, ["small"], quiet=True, tasks=tasks)
+    one_member = probe.store.spent()
+    probe.close()
+    r = _router(tmp_path, [big, small], budget_atp=one_member * 1.5)  # small whole, not big (which costs more)
+    with pytest.raises(BudgetExhausted) as e:
+        calibrate(r, ["small", "big"], quiet=True, tasks=tasks)
+    msg = str(e.value)
+    assert "\n" not in msg and "calibration stopped at 'big'" in msg and "members small" in msg
+    cal = r.store.calibration_summary()
+    assert {c for m, c in cal if m == "small"} == {t.cls for t in tasks}  # the finished member is stored
+    for (m, c), row in cal.items():  # and only whole classes of the one stopped
+        assert row["n"] == sum(t.cls == c for t in tasks)
+    assert r.store.spent() <= r.settings.budget_atp
+    r.close()
+
+
+def test_dream_the_budget_cannot_pay_buys_nothing(tmp_path, big, small):
+    from k1.pool.errors import BudgetExhausted
+
+    r = _router(tmp_path, [big, small])
+    for i in range(6):
+        r.generate(f"What is {i} + 1?", model="small", max_tokens=3)
+    r.ledger.budget_atp = r.store.spent() + 0.01
+    before = (r.store.spent(), len(r.store.ledger(100_000)))
+    with pytest.raises(BudgetExhausted, match=r"^DREAM stopped, nothing saved: distilling big → small on 6 experiences may cost up to") as e:
+        dream(r, teacher="big", student="small", k=6, holdout=0.34, epochs=1, max_tokens=3)
+    assert "\n" not in str(e.value)
+    assert (r.store.spent(), len(r.store.ledger(100_000))) == before  # not one teacher call bought and lost
     r.close()
 
 

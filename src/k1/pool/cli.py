@@ -21,6 +21,7 @@ POOL_OPT = typer.Option(None, "--pool", "-p", help="Pool file (TOML); default: t
 def _open_router(pool_file: Optional[Path], quiet: bool = False, calibrate: bool = True):
     """Load the pool, building the default one on first use and calibrating its members once; a pool file's
     uncalibrated members are named on stderr (`k1 pool calibrate` measures them)."""
+    from k1.pool.errors import BudgetExhausted
     from k1.pool.learn.calibrate import missing
     from k1.pool.session import open_router
 
@@ -35,7 +36,10 @@ def _open_router(pool_file: Optional[Path], quiet: bool = False, calibrate: bool
 
         if not quiet:
             Console(stderr=True).print(f"calibrating {', '.join(todo)} (once; `k1 pool calibrate` re-runs it)")
-        run_calibration(router, todo, quiet=quiet)
+        try:
+            run_calibration(router, todo, quiet=quiet)
+        except BudgetExhausted as e:  # the command itself may still run (`status`, or a reset budget): say so
+            Console(stderr=True, highlight=False).print(f"warning: {e}", markup=False)
     elif todo and not quiet:
         Console(stderr=True).print(f"[yellow]not calibrated: {', '.join(todo)} — `auto` trusts them equally until "
                                    f"`k1 pool calibrate --pool {pool_file}` measures them[/]")

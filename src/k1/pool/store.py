@@ -99,7 +99,7 @@ MIGRATIONS: list[Migration] = [m001_trust_and_ledger, m002_experiences, m003_sta
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # what an ATP spend was for (the ledger's `kind`)
-CALL_KINDS = ("request", "judge", "cross-check", "verify", "dream", "calibration")
+CALL_KINDS = ("request", "judge", "cross-check", "verify", "dream", "dream-measure", "calibration")
 # every way a call can end; each is charged to the ledger, so the budget and the routing shares count the calls
 # that failed, timed out or were cancelled, not only those that succeeded
 CALL_PATHS = ("success", "failure", "timeout", "unavailable", "cancelled")
@@ -264,7 +264,7 @@ class PoolStore:
         return db.execute(q, args).fetchone()[0]
 
     def spent_by_kind(self) -> dict[str, float]:
-        """kind → ATP charged in all (request, judge, cross-check, verify, dream, calibration)."""
+        """kind → ATP charged in all (one of `CALL_KINDS`)."""
         with self._lock:
             return {r[0]: r[1] for r in self.db.execute("SELECT kind, SUM(atp) FROM ledger GROUP BY kind")}
 
