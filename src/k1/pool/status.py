@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from k1.common.trust import beta_mean
 from k1.pool.route.metabolic import Metabolism
+from k1.pool.sleep.scheduler import last_cycle
 from k1.pool.store import PoolStore
 
 
@@ -41,6 +42,8 @@ def pool_status(router, recent: int = 10, tenant=None) -> dict:
         "state_log": store.state_log(20),
     }
     if admin:
+        sleep = getattr(router, "sleep", None)  # `k1 pool serve`'s (k1.pool.sleep.scheduler)
+        out["dream"] = sleep.status() if sleep is not None else {"mode": "off", "last": last_cycle(store)}
         out["recent"] = [{k: e[k] for k in ("id", "member", "task_class", "context", "prompt", "response", "atp",
                                             "outcome", "importance", "tenant")}
                          for e in store.experiences(limit=recent, newest_first=True)]
@@ -71,6 +74,7 @@ def file_status(cfg, recent: int = 10) -> dict:
             "selection": st.selection,
             "calls": store.ledger_totals(),
             "state_log": store.state_log(20),
+            "dream": {"mode": st.dream.mode, "last": last_cycle(store)},
             "recent": [{k: e[k] for k in ("id", "member", "task_class", "context", "prompt", "response", "atp",
                                           "outcome", "importance")}
                        for e in store.experiences(limit=recent, newest_first=True)],
