@@ -99,7 +99,9 @@ def serve(pool: Optional[Path] = POOL_OPT,
 
     pool_file = pool if pool is not None else _pool_file(None)
     settings = router.settings.dream if dream is None else router.settings.dream.model_copy(update={"mode": dream})
-    router.sleep = Sleep(router, pool_file, settings)
+    from k1.pool.learn.weights import held_versions
+
+    router.sleep = Sleep(router, pool_file, settings, held_versions=lambda: held_versions(router))
     guarded = (f"{len(tenants.keys)} tenants" if keys_file else "API key required") if not tenants.open \
         else "no API key: anyone who can reach the port can use it"
     console.print(f"pool: {', '.join(router.pool.names)} + auto → http://{host}:{port}/v1 ({guarded})"
