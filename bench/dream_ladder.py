@@ -170,7 +170,7 @@ def main() -> None:
         out = router.generate([{"role": "user", "content": t.prompt}], session=f"dream-ladder-{args.seed}",
                               max_tokens=args.max_tokens, temperature=0.0, verifier=verifier)
         routed["members"][out.member] = routed["members"].get(out.member, 0) + 1
-        routed["classes"][out.context.label] = routed["classes"].get(out.context.label, 0) + 1
+        routed["classes"][out.task_class] = routed["classes"].get(out.task_class, 0) + 1
         routed["solved"] += bool(out.outcome)
     routed["cpu_s"] = time.process_time() - t1
 

@@ -137,7 +137,7 @@ def ask(prompt: str = typer.Argument(..., help="What to ask."),
         router.close()
     print(out.generation.text)
     c = out.generation.cost
-    console.print(f"[dim]{out.member} · context {out.context.label} · state {out.state} · {c.atp:.3f} ATP "
+    console.print(f"[dim]{out.member} · task class {out.task_class} · state {out.state} · {c.atp:.3f} ATP "
                   f"({c.flops / 1e9:.2f} GFLOP, {c.latency_s:.2f} s) · request {out.request}[/]")
 
 
@@ -169,11 +169,11 @@ def status(pool: Optional[Path] = POOL_OPT,
               title=f"trust per (member, task class) · calibration weight {st['calibration_weight']:g}")
     for r in st["trust"]:
         cal = f"{r['cal_solved']:g}/{r['cal_n']}" if r["cal_n"] else "—"
-        t.add_row(r["member"], r["context"], cal, f"{r['successes']:g}/{r['failures']:g}", f"{r['mean']:.3f}")
+        t.add_row(r["member"], r["task_class"], cal, f"{r['successes']:g}/{r['failures']:g}", f"{r['mean']:.3f}")
     console.print(t)
-    t = Table("id", "member", "context", "prompt", "ATP", "outcome", "importance", title="recent experiences")
+    t = Table("id", "member", "task class", "prompt", "ATP", "outcome", "importance", title="recent experiences")
     for e in st["recent"]:
-        t.add_row(str(e["id"]), e["member"], e["context"] or "", (e["prompt"] or "")[:40].replace("\n", " "),
+        t.add_row(str(e["id"]), e["member"], e["task_class"] or "", (e["prompt"] or "")[:40].replace("\n", " "),
                   f"{e['atp']:.3f}", "" if e["outcome"] is None else f"{e['outcome']:g}", f"{e['importance']:.3f}")
     console.print(t)
 

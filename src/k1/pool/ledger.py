@@ -3,9 +3,10 @@
 Every call kind goes through it: requests, judges, cross-checks, background verification, DREAM's teacher calls
 and replays ("dream"), DREAM's measurement of its student ("dream-measure") and calibration; the store's `kind`
 column says which. Not charged: training steps and the teacher-forced forward passes of distillation (not
-member calls), and the reference member's scoring for the surprise signal (a request's overhead). A reservation is checked against the
-budget (and the tenant's share of it) together with every other reservation still open, so concurrent calls
-cannot together spend more than the budget. A remote member's charge is clamped to what was reserved: one that
+member calls), and the reference member's scoring for the surprise signal (a request's overhead).
+
+A reservation is checked against the budget (and the tenant's share of it) together with every other
+reservation still open, so concurrent calls cannot together spend more than the budget. A remote member's charge is clamped to what was reserved: one that
 reports more tokens than the call could have used (2^40 − 1, or a 4 MiB reply to `max_tokens=5`) is charged
 the reservation, never more. A local member's cost is compute this process measured itself, charged as is.
 
@@ -123,7 +124,7 @@ class Ledger:
             atp = min(atp, res.amount)
         try:
             self.store.charge(member, path, atp, c.flops if c else 0.0, c.latency_s if c else 0.0, request=request,
-                              session=session, context=task_class, prompt_tokens=gen.prompt_tokens if gen else 0,
+                              session=session, task_class=task_class, prompt_tokens=gen.prompt_tokens if gen else 0,
                               completion_tokens=gen.completion_tokens if gen else 0, stream=stream,
                               tenant=res.tenant.name, kind=res.kind, reservation=res.id if res.open else None)
         except BaseException:

@@ -1,9 +1,9 @@
 """DREAM: consolidate the pool's experiences by distilling a trusted teacher into a cheaper student.
 
 1. Take the most important experiences (prioritized by SNARC importance) and split off a held-out share.
-2. Teacher = the most trusted member (mean Beta trust over its contexts) with the role "teacher" if any
+2. Teacher = the most trusted member (mean Beta trust over its task classes) with the role "teacher" if any
    has it; student = a cheaper trainable local member (role "student" first). The teacher answers every
-   prompt (its calls are charged to the ledger under context "dream"), optionally under a system message
+   prompt (its calls are charged to the ledger as kind "dream"), optionally under a system message
    of its own and several more times at a temperature; a verifier can keep only the right answers.
 3. Train the student (AdamW on all its parameters, `learn/distill.py`): logit distillation — KL(teacher ‖
    student) at temperature T on the answer tokens, × T², from a top-k cache of the teacher, optionally
