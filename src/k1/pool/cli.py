@@ -21,6 +21,7 @@ POOL_OPT = typer.Option(None, "--pool", "-p", help="Pool file (TOML); default: t
 def _open_router(pool_file: Optional[Path], quiet: bool = False, calibrate: bool = True):
     """Load the pool, building the default one on first use and calibrating its members once; a pool file's
     uncalibrated members are named on stderr (`k1 pool calibrate` measures them)."""
+    from k1.pool.errors import BudgetExhausted
     from k1.pool.learn.calibrate import missing
     from k1.pool.session import open_router
 
@@ -35,7 +36,10 @@ def _open_router(pool_file: Optional[Path], quiet: bool = False, calibrate: bool
 
         if not quiet:
             Console(stderr=True).print(f"calibrating {', '.join(todo)} (once; `k1 pool calibrate` re-runs it)")
-        run_calibration(router, todo, quiet=quiet)
+        try:
+            run_calibration(router, todo, quiet=quiet)
+        except BudgetExhausted as e:  # the command itself may still run (`status`, or a reset budget): say so
+            Console(stderr=True, highlight=False).print(f"warning: {e}", markup=False)
     elif todo and not quiet:
         Console(stderr=True).print(f"[yellow]not calibrated: {', '.join(todo)} — `auto` trusts them equally until "
                                    f"`k1 pool calibrate --pool {pool_file}` measures them[/]")
@@ -95,7 +99,9 @@ def serve(pool: Optional[Path] = POOL_OPT,
 
     pool_file = pool if pool is not None else _pool_file(None)
     settings = router.settings.dream if dream is None else router.settings.dream.model_copy(update={"mode": dream})
-    router.sleep = Sleep(router, pool_file, settings)
+    from k1.pool.learn.weights import held_versions
+
+    router.sleep = Sleep(router, pool_file, settings, held_versions=lambda: held_versions(router))
     guarded = (f"{len(tenants.keys)} tenants" if keys_file else "API key required") if not tenants.open \
         else "no API key: anyone who can reach the port can use it"
     console.print(f"pool: {', '.join(router.pool.names)} + auto → http://{host}:{port}/v1 ({guarded})"
@@ -131,7 +137,7 @@ def ask(prompt: str = typer.Argument(..., help="What to ask."),
         router.close()
     print(out.generation.text)
     c = out.generation.cost
-    console.print(f"[dim]{out.member} · context {out.context.label} · state {out.state} · {c.atp:.3f} ATP "
+    console.print(f"[dim]{out.member} · task class {out.task_class} · state {out.state} · {c.atp:.3f} ATP "
                   f"({c.flops / 1e9:.2f} GFLOP, {c.latency_s:.2f} s) · request {out.request}[/]")
 
 
@@ -171,11 +177,11 @@ def status(pool: Optional[Path] = POOL_OPT,
               title=f"trust per (member, task class) · calibration weight {st['calibration_weight']:g}")
     for r in st["trust"]:
         cal = f"{r['cal_solved']:g}/{r['cal_n']}" if r["cal_n"] else "—"
-        t.add_row(r["member"], r["context"], cal, f"{r['successes']:g}/{r['failures']:g}", f"{r['mean']:.3f}")
+        t.add_row(r["member"], r["task_class"], cal, f"{r['successes']:g}/{r['failures']:g}", f"{r['mean']:.3f}")
     console.print(t)
-    t = Table("id", "member", "context", "prompt", "ATP", "outcome", "importance", title="recent experiences")
+    t = Table("id", "member", "task class", "prompt", "ATP", "outcome", "importance", title="recent experiences")
     for e in st["recent"]:
-        t.add_row(str(e["id"]), e["member"], e["context"] or "", (e["prompt"] or "")[:40].replace("\n", " "),
+        t.add_row(str(e["id"]), e["member"], e["task_class"] or "", (e["prompt"] or "")[:40].replace("\n", " "),
                   f"{e['atp']:.3f}", "" if e["outcome"] is None else f"{e['outcome']:g}", f"{e['importance']:.3f}")
     console.print(t)
 

@@ -90,8 +90,10 @@ def _die_with_parent() -> None:  # the child of a server that is killed stops to
 
 class Sleep:
     def __init__(self, router, pool_file: str | Path, settings: DreamSettings, *, python: str = sys.executable,
-                 say=None):
+                 say=None, held_versions=None):
         self.router, self.store, self.settings = router, router.store, settings
+        # member → loaded student version, for status(); passed in because the weights live above the sleep
+        self.held_versions = held_versions or (lambda: {})
         self.pool_file, self.python = str(pool_file), python
         self.say = say or (lambda line: print(line, file=sys.stderr, flush=True))
         self.proc: subprocess.Popen | None = None
@@ -249,9 +251,7 @@ class Sleep:
     def status(self) -> dict:
         """For /v1/pool and `k1 pool status`: the mode, whether a cycle runs here, why not, and the last cycle."""
         running = self.proc is not None
-        from k1.pool.learn.weights import held_versions
-
-        held = held_versions(self.router)
+        held = self.held_versions()
         return {"mode": self.settings.mode, "running_here": running, "pid": self.proc.pid if running else None,
                 "due": None if running or not self.auto else self.why, "last": last_cycle(self.store),
                 "every_s": self.settings.every_s, "after": self.settings.after, "students_held": held}
