@@ -23,7 +23,7 @@ from k1.pool.testing import free_port, serving_within
 
 def _experience(store, i, outcome=1.0, trusted=True):
     return store.add_experience({"ts": time.time(), "request": f"r{i}", "session": "s", "prompt": f"p{i}",
-                                 "response": "x", "member": "m", "context": "prose", "outcome": outcome,
+                                 "response": "x", "member": "m", "task_class": "prose", "outcome": outcome,
                                  "importance": 0.5, "tenant": "operator" if trusted else "guest",
                                  "extra": {"label_trusted": trusted}})
 
