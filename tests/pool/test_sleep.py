@@ -21,9 +21,9 @@ from k1.pool.store import PoolStore
 from k1.pool.testing import free_port, serving_within
 
 
-def _experience(store, i, outcome=1.0, trusted=True):
+def _experience(store, i, outcome=1.0, trusted=True, task_class="prose"):
     return store.add_experience({"ts": time.time(), "request": f"r{i}", "session": "s", "prompt": f"p{i}",
-                                 "response": "x", "member": "m", "task_class": "prose", "outcome": outcome,
+                                 "response": "x", "member": "m", "task_class": task_class, "outcome": outcome,
                                  "importance": 0.5, "tenant": "operator" if trusted else "guest",
                                  "extra": {"label_trusted": trusted}})
 
@@ -56,6 +56,19 @@ def test_dream_is_due_after_enough_verified_experiences_from_trusted_tenants(sto
     s.set_meta(CYCLE_KEY, json.dumps({"n": 2, "started": now, "watermark": newest, "outcome": "running",
                                       "replica": "gone-host:1"}))
     assert last_cycle(s)["outcome"].startswith("abandoned")  # its lease is not held: its process died
+    s.close()
+
+
+def test_per_class_dream_is_due_for_the_class_with_the_most_new_verified_experiences(tmp_path):
+    s = PoolStore(tmp_path / "p.sqlite")
+    for i, cls in enumerate(["prose"] * 2 + ["arithmetic"] * 3 + ["code"] * 4):
+        _experience(s, i, task_class=cls)
+    cfg = DreamSettings(mode="auto", after=4, per_class=True)
+    assert due(s, cfg, "WAKE", 1.0) == (True, "4 new verified experiences of class code (WAKE)")
+    only = cfg.model_copy(update={"classes": ["arithmetic", "prose"]})
+    assert due(s, only, "WAKE", 1.0) == (False, "3 of 4 new verified experiences of class arithmetic (WAKE)")
+    with pytest.raises(ValueError, match="per_class picks the task class"):
+        DreamSettings(per_class=True, args=["--task-class", "code"])
     s.close()
 
 
@@ -320,10 +333,13 @@ def test_a_failing_dream_is_not_retried_before_every_s_and_a_stopping_server_sto
         r.feedback(r.generate(f"again {i}", max_tokens=2).request, 1.0)
     s.tick()  # due by count, but a failed cycle counts against every_s: no loop of failing cycles
     assert s.proc is None and "the last cycle started" in s.why and last_cycle(r.store)["n"] == 1
-    s = Sleep(r, f, DreamSettings(mode="auto", after=2, every_s=1), say=lines.append)
+    s = Sleep(r, f, DreamSettings(mode="auto", after=2, every_s=1, per_class=True), say=lines.append)
     time.sleep(1.1)
-    s.tick()  # a real cycle starts …
-    assert s.proc is not None
+    s.tick()  # a real cycle starts, for the class with the most new verified experiences …
+    from collections import Counter
+
+    (cls, _), = Counter(e["task_class"] for e in r.store.experiences()).most_common(1)
+    assert s.proc is not None and s.proc.args[-2:] == ["--task-class", cls] and s.cycle["task_class"] == cls
     s.stop()  # … and the server shuts down under it
     last = last_cycle(r.store)
     assert last["n"] == 2 and last["outcome"] == "stopped: the server shut down" and s.proc is None

@@ -64,11 +64,27 @@ def due(store, settings: DreamSettings, state: str, budget_left: float, now: flo
         return False, "the pool is in CRISIS"
     if budget_left < settings.min_budget_left:
         return False, f"{budget_left:.0%} of the budget left (< {settings.min_budget_left:.0%})"
-    n, _ = store.verified_since(counted_from(last))
+    n, cls = new_verified(store, settings, last)
     need = settings.rest_after if state == "REST" else settings.after
+    of = f" of class {cls}" if cls else ""
     if n < need:
-        return False, f"{n} of {need} new verified experiences ({state})"
-    return True, f"{n} new verified experiences ({state})"
+        return False, f"{n} of {need} new verified experiences{of} ({state})"
+    return True, f"{n} new verified experiences{of} ({state})"
+
+
+def new_verified(store, settings: DreamSettings, last: dict | None) -> tuple[int, str | None]:
+    """(new verified experiences since the last cycle, None) — or, `per_class`, those of the task class (of
+    `classes`, if given) that has the most, and that class."""
+    counts, _ = store.verified_since(counted_from(last))
+    if not settings.per_class:
+        return sum(counts.values()), None
+    if settings.classes:
+        counts = {c: counts.get(c, 0) for c in settings.classes}
+    counts = {c: n for c, n in counts.items() if c}
+    if not counts:
+        return 0, None
+    cls = max(sorted(counts), key=lambda c: counts[c])
+    return counts[cls], cls
 
 
 def _versions(router) -> dict[str, int]:
@@ -150,7 +166,7 @@ class Sleep:
 
     def _spawn(self, lease: HeldLease, why: str) -> None:
         last = last_cycle(self.store)
-        _, newest = self.store.verified_since(0)
+        _, newest = self.store.verified_since(counted_from(last))
         self.cycle = {"n": (last or {}).get("n", 0) + 1, "started": time.time(), "reason": why,
                       "replica": lease.holder, "since": counted_from(last), "watermark": newest, "outcome": "running",
                       "before": _versions(self.router)}
@@ -160,6 +176,10 @@ class Sleep:
         self.log_path, self.out_path = out / "last-cycle.log", out / "last-cycle.json"  # stderr, stdout
         env = {**os.environ, HOLDER_ENV: lease.holder, TTL_ENV: str(self.settings.lease_s)}
         cmd = [self.python, "-m", "k1", "pool", "dream", "--pool", self.pool_file, "--json", *self.settings.args]
+        _, cls = new_verified(self.store, self.settings, last)
+        if cls is not None:
+            cmd += ["--task-class", cls]
+            self.cycle["task_class"] = cls
         self.lease = lease
         try:
             with open(self.log_path, "wb") as err, open(self.out_path, "wb") as f:
