@@ -88,6 +88,13 @@ def test_dream_settings_in_the_pool_file(tmp_path, hf_dir):
         f.write_text(bad + member)
         with pytest.raises(ConfigError):
             read_pool_config(f)
+    from typer.testing import CliRunner
+
+    from k1.pool.cli import app
+
+    f.write_text(member)
+    with pytest.raises(ConfigError, match="--dream sometimes: use auto or off"):
+        CliRunner().invoke(app, ["serve", "--pool", str(f), "--dream", "sometimes"], catch_exceptions=False)
 
 
 def test_a_held_lease_is_renewed_and_a_dead_holders_expires_by_itself(tmp_path):
@@ -375,3 +382,25 @@ def test_a_killed_server_takes_its_dream_with_it_and_the_lease_expires(tmp_path,
         a.stop()
         if child and not _gone(child):
             os.kill(child, signal.SIGKILL)
+
+
+def test_a_store_failing_as_a_cycle_starts_leaves_no_lease_behind(tmp_path, hf_dir, monkeypatch):
+    from k1.pool.session import open_router
+    from k1.pool.sleep.scheduler import Sleep
+
+    f = tmp_path / "pool.toml"
+    f.write_text(f'[pool]\nstore = "pool.sqlite"\nself_verify = false\n\n'
+                 f'[[members]]\nname = "student"\nkind = "hf"\npath = "{hf_dir}"\n')
+    r = open_router(f)
+    for i in range(2):
+        r.feedback(r.generate(f"question {i}", max_tokens=2).request, 1.0)
+    s = Sleep(r, f, DreamSettings(mode="auto", after=2))
+
+    def down(*a):
+        raise ConnectionError("the store went away")
+    monkeypatch.setattr(r.store, "set_meta", down)  # the cycle's record cannot be written
+    with pytest.raises(ConnectionError):
+        s.tick()
+    assert s.proc is None and r.store.lease_holder("dream") is None  # not held for ever by a live server
+    r.pool.close()
+    r.close()

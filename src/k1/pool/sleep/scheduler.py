@@ -162,7 +162,13 @@ class Sleep:
             if not ok:
                 lease.release()
                 return
-            self._spawn(lease, self.why)
+            try:
+                self._spawn(lease, self.why)
+            except BaseException:
+                if self.proc is None:  # the store went away before the child started: nobody keeps the lease
+                    lease.release()
+                    self.lease = None
+                raise
 
     def _spawn(self, lease: HeldLease, why: str) -> None:
         last = last_cycle(self.store)
