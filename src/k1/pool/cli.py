@@ -262,7 +262,7 @@ def _dream_lease(pool_file: Path | None):
 
     from k1.errors import ConfigError
     from k1.pool.config import read_pool_config
-    from k1.pool.sleep.lease import HOLDER_ENV, TTL_ENV, TTL_S, HeldLease, own_holder
+    from k1.pool.sleep.lease import HOLDER_ENV, PARENT_ENV, TTL_ENV, TTL_S, HeldLease, own_holder
     from k1.pool.store import PoolStore
 
     if pool_file is None:
@@ -274,7 +274,9 @@ def _dream_lease(pool_file: Path | None):
         raise ConfigError(f"${TTL_ENV} must be a number of seconds") from None
     store = PoolStore(read_pool_config(pool_file).pool.store)
     handed = os.environ.get(HOLDER_ENV)
-    lease = HeldLease(store, handed or own_holder(), ttl, handed=bool(handed))
+    parent = os.environ.get(PARENT_ENV, "")
+    lease = HeldLease(store, handed or own_holder(), ttl, handed=bool(handed),
+                      parent=int(parent) if handed and parent.isdigit() else None)
     if not lease.acquire():
         other = store.lease_holder("dream")
         store.close()

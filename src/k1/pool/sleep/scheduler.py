@@ -18,14 +18,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-from k1.pool.sleep.lease import HOLDER_ENV, NAME, TTL_ENV, HeldLease, own_holder
+from k1.pool.sleep.lease import HOLDER_ENV, NAME, PARENT_ENV, TTL_ENV, HeldLease, own_holder
 from k1.pool.sleep.settings import DreamSettings
 
 log = logging.getLogger(__name__)
@@ -96,21 +95,13 @@ def _versions(router) -> dict[str, int]:
     return out
 
 
-def _die_with_parent() -> None:  # the child of a server that is killed stops too (Linux)
-    try:
-        import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-
-
 class Sleep:
     def __init__(self, router, pool_file: str | Path, settings: DreamSettings, *, python: str = sys.executable,
                  say=None, held_versions=None):
         self.router, self.store, self.settings = router, router.store, settings
         # member → loaded student version, for status(); passed in because the weights live above the sleep
         self.held_versions = held_versions or (lambda: {})
-        self.pool_file, self.python = str(pool_file), python
+        self.pool_file, self.python = str(Path(pool_file).resolve()), python
         self.say = say or (lambda line: print(line, file=sys.stderr, flush=True))
         self.proc: subprocess.Popen | None = None
         self.lease: HeldLease | None = None
@@ -180,7 +171,7 @@ class Sleep:
         out = self.store.home / "dream"
         out.mkdir(parents=True, exist_ok=True)
         self.log_path, self.out_path = out / "last-cycle.log", out / "last-cycle.json"  # stderr, stdout
-        env = {**os.environ, HOLDER_ENV: lease.holder, TTL_ENV: str(self.settings.lease_s)}
+        env = {**os.environ, HOLDER_ENV: lease.holder, TTL_ENV: str(self.settings.lease_s), PARENT_ENV: str(os.getpid())}
         cmd = [self.python, "-m", "k1", "pool", "dream", "--pool", self.pool_file, "--json", *self.settings.args]
         _, cls = new_verified(self.store, self.settings, last)
         if cls is not None:
@@ -189,8 +180,7 @@ class Sleep:
         self.lease = lease
         try:
             with open(self.log_path, "wb") as err, open(self.out_path, "wb") as f:
-                self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=f, stderr=err,
-                                             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+                self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=f, stderr=err)
         except OSError as e:
             self.proc = None
             self._end(f"failed to start: {e}")
