@@ -40,7 +40,7 @@ def test_dream_is_due_after_enough_verified_experiences_from_trusted_tenants(sto
     assert due(s, cfg, "REST", 1.0)[0]  # a resting pool sleeps sooner
     _experience(s, 3)
     assert due(s, cfg, "WAKE", 1.0) == (True, "3 new verified experiences (WAKE)")
-    assert not due(s, cfg, "CRISIS", 1.0)[0]
+    assert due(s, cfg, "CRISIS", 1.0)[0]  # a failing pool sleeps too: what it learns are answers a verifier accepted
     assert due(s, cfg, "WAKE", 0.2)[1] == "20% of the budget left (< 25%)"
     now = time.time()
     _, newest = s.verified_since(0)

@@ -59,8 +59,6 @@ def due(store, settings: DreamSettings, state: str, budget_left: float, now: flo
     last = last_cycle(store)
     if last is not None and now - last["started"] < settings.every_s:
         return False, f"the last cycle started {now - last['started']:.0f} s ago (every_s {settings.every_s:g})"
-    if state == "CRISIS":
-        return False, "the pool is in CRISIS"
     if budget_left < settings.min_budget_left:
         return False, f"{budget_left:.0%} of the budget left (< {settings.min_budget_left:.0%})"
     n, cls = new_verified(store, settings, last)
