@@ -363,3 +363,29 @@ def test_two_replicas_ledgers_hold_one_budget_between_them(store_url):
     assert a.reserved == 4.0 and b.store.spent() == 3.0
     b.release(rb)
     assert a.reserved == 0.0 and b.reserve(7.0).amount == 7.0
+
+
+def test_a_tenants_share_is_held_in_the_store_across_replicas(store_url):
+    """A tenant's `budget_share` is checked against its holds on every replica, in the store's one locked
+    write: two replicas cannot together let one tenant pass its share (each used to count only its own)."""
+    from k1.pool.errors import BudgetExhausted
+    from k1.pool.ledger import Ledger
+    from k1.pool.members.base import Cost
+    from k1.pool.tenants import Tenant
+
+    alice, bob = Tenant("alice", budget_share=0.25), Tenant("bob", budget_share=0.25)
+    a, b = Ledger(PoolStore(store_url), 20.0), Ledger(PoolStore(store_url), 20.0)
+    ra = a.reserve(4.0, tenant=alice)  # alice's call running on replica a
+    with pytest.raises(BudgetExhausted, match="this key has 1 of its 5 ATP share left"):
+        b.reserve(2.0, tenant=alice)  # on replica b: 4 held on a + 2 > alice's 5
+    assert b.store.reserved("alice") == 4.0 and b.store.reserved("bob") == 0.0
+    rb = b.reserve(5.0, tenant=bob)  # bob's share is his own
+    b.reserve(1.0, tenant=alice)
+    with pytest.raises(BudgetExhausted, match="share of the budget"):
+        a.check(alice)  # alice's 5 are all held (on two replicas): refused up front
+    assert a.charge(ra, "m", "success", Cost(0.0, 0.0, 2.0)) == 2.0  # spent 2, hold of 4 ended
+    assert b.store.spent("alice") == 2.0 and b.store.reserved("alice") == 1.0
+    assert b.reserve(2.0, tenant=alice).amount == 2.0  # 2 spent + 1 + 2 held = 5
+    b.release(rb)
+    with pytest.raises(BudgetExhausted, match="share left"):
+        a.reserve(0.5, tenant=alice)
