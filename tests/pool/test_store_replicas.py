@@ -265,6 +265,7 @@ def replica_soak(tmp_path, hf_dir, pg, n: int, workers: int = 6, seed: int = 0, 
     figures = {"requests": n, "replicas": 3, "workers": workers, "seconds": round(seconds, 1),
                "load_avg_1min_before_after": [round(load0[0], 2), round(load1[0], 2)],
                "answered": len(answered), "ledger_rows": len(ledger), "ledger_rows_not_told": len(others),
+               "ledger_rows_by_kind": dict(Counter(r["kind"] for r in ledger)),
                "ledger_sum_atp": round(sum(r["atp"] for r in ledger), 4),
                "charges_told_plus_others_atp": round(sum(k1["cost"]["atp"] for _, k1 in answered)
                                                      + sum(r["atp"] for r in others), 4),
