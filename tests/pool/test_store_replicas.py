@@ -266,6 +266,7 @@ def replica_soak(tmp_path, hf_dir, pg, n: int, workers: int = 6, seed: int = 0, 
                "load_avg_1min_before_after": [round(load0[0], 2), round(load1[0], 2)],
                "answered": len(answered), "ledger_rows": len(ledger), "ledger_rows_not_told": len(others),
                "ledger_rows_by_kind": dict(Counter(r["kind"] for r in ledger)),
+               "ledger_rows_by_path": dict(Counter(r["path"] for r in ledger)),
                "ledger_sum_atp": round(sum(r["atp"] for r in ledger), 4),
                "charges_told_plus_others_atp": round(sum(k1["cost"]["atp"] for _, k1 in answered)
                                                      + sum(r["atp"] for r in others), 4),
@@ -306,6 +307,7 @@ def test_replica_soak_full(tmp_path, hf_dir, pg_server):
     f = replica_soak(tmp_path, hf_dir, pg_server, n=1000, workers=8, seed=1, budget_share=0.35)
     assert f["replica_killed"] == 1 and f["db_restarted"] == 1 and f["answered"] > 200
     assert f["feedback_once_across_replicas"] == 1 and f["by_kind"]["cancel"].get("disconnected", 0) > 20
+    assert f["ledger_rows_by_path"].get("cancelled", 0) > 0  # a client leaving mid-stream cancels its call
     refusals = Counter(o for kind in f["by_kind"].values() for o in kind if o.startswith("429"))
     assert refusals["429_budget"] and refusals["429_share"], f["by_kind"]  # the pool's budget and alice's share ran out
 
