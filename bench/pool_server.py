@@ -101,7 +101,8 @@ def replica_run(backend: str, replicas: int, pool_dir: Path, pg, seconds: float,
 
     tag = f"{backend}{replicas}_{time.time_ns()}"
     store = pg.create_database(tag) if backend == "postgres" else str(pool_dir / f"{tag}.sqlite")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "K1_POOL_STORE": store,
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+           "K1_POOL_STORE": store,  # one compute thread per replica process
            "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     ports = [free_port() for _ in range(replicas)]
     procs = [subprocess.Popen([sys.executable, "-m", "k1", "pool", "serve", "--pool", str(pool_dir / "pool.toml"),
@@ -126,7 +127,9 @@ def replica_run(backend: str, replicas: int, pool_dir: Path, pg, seconds: float,
                     n += 1
 
         threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+        load0 = os.getloadavg()[0]
         wall = drive(threads, stop, seconds)
+        load1 = os.getloadavg()[0]
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
@@ -136,7 +139,7 @@ def replica_run(backend: str, replicas: int, pool_dir: Path, pg, seconds: float,
             except subprocess.TimeoutExpired:
                 p.kill()
     return {"backend": backend, "replicas": replicas, "requests": len(done), "errors": len(errors),
-            "wall_s": wall, "requests_per_s": len(done) / wall}
+            "wall_s": wall, "requests_per_s": len(done) / wall, "load_average_1min": [load0, load1]}
 
 
 def replicas_main(args) -> dict:
@@ -160,7 +163,8 @@ def replicas_main(args) -> dict:
                 r = replica_run(backend, n, root, pg, args.seconds, args.clients, args.tokens)
                 results.append(r)
                 print(f"{backend:8s} {n} replica(s)  {r['requests']:5d} requests  {r['requests_per_s']:7.2f} req/s  "
-                      f"errors {r['errors']}", flush=True)
+                      f"errors {r['errors']}  load average {r['load_average_1min'][0]:.1f} → "
+                      f"{r['load_average_1min'][1]:.1f}", flush=True)
 
     def mean(backend, n):
         xs = [r["requests_per_s"] for r in results if r["backend"] == backend and r["replicas"] == n]

@@ -5,6 +5,7 @@
 #   K1_TORCH_INDEX=URL      pip index for torch, e.g. https://download.pytorch.org/whl/cpu for the CPU build
 #                           (unset: plain `pip install torch==2.13.0`, which on most Linux machines is the CUDA build)
 #   K1_INSTALL_CHROMIUM=1   also install Debian's chromium with apt-get (needs root) for the report's browser test
+#   K1_INSTALL_BALANCERS=1  also install nginx-light and haproxy (needs root) to test docs/pool.md's balancer examples
 #   K1_INSTALL_GEMMA=1      also install Gemma-3-270M for the pool (238 MB; Gemma Terms of Use, not open source;
 #                           add it with `k1 pool add gemma3`)
 #   PYTHON=python3.12       the interpreter that creates .venv
@@ -86,6 +87,22 @@ elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     || echo "setup: could not install chromium with apt-get; the browser test will be skipped"
 else
   echo "setup: K1_INSTALL_CHROMIUM=1 needs root and apt-get; the browser test will be skipped"
+fi
+# nginx and HAProxy, only to check docs/pool.md's load-balancer examples as written (tests/pool/test_balancers.py
+# skips without them): opt-in like Chromium; the pool itself never needs them.
+if command -v nginx >/dev/null 2>&1 && command -v haproxy >/dev/null 2>&1; then
+  :
+elif [ "${K1_INSTALL_BALANCERS:-0}" != 1 ]; then
+  :
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "setup: installing nginx-light and haproxy with apt-get (K1_INSTALL_BALANCERS=1)"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light haproxy; } >/dev/null 2>&1 \
+    || echo "setup: could not install nginx-light and haproxy with apt-get; the balancer examples' test will be skipped"
+  # a package's start script may have launched them on port 80: the test starts its own, so stop these
+  pkill -x nginx >/dev/null 2>&1 || true
+  pkill -x haproxy >/dev/null 2>&1 || true
+else
+  echo "setup: K1_INSTALL_BALANCERS=1 needs root and apt-get; the balancer examples' test will be skipped"
 fi
 step 5 "the built-in corpora (k1 data build)"
 k1 data build

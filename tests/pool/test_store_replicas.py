@@ -1,10 +1,12 @@
 """Replica soak: three real `k1 pool serve` processes on one Postgres store (K1_POOL_STORE), mixed requests
-spread across them round-robin as a load balancer would — chat, completions, streams, streams cancelled at
-random points, feedback and its replays on other replicas, malformed bodies — under a budget that runs out
-late in the run. One replica is SIGKILLed and started again, and the database is restarted, mid-run. Then: every
-answer a client was told succeeded has its charge in the ledger, the ledger holds nothing else but cancelled
-or interrupted calls, the budget was passed by at most one estimate per replica, trust equals the feedback
-accepted, and a request's feedback is accepted by one replica only.
+from two tenants (a keys file: alice with a small budget share, bob with a larger one) spread across them
+round-robin as a load balancer would — chat, completions, streams, streams whose client disconnects at a random
+point, feedback (to a random replica, now and then with the other tenant's key, and replays), malformed
+bodies — under a budget that runs out late in the run. One replica is SIGKILLed and started again, and the
+database is restarted, mid-run. Then: every answer a client was told succeeded has its charge in the ledger,
+under its tenant; the ledger holds nothing else but cancelled or interrupted calls; the budget was passed by
+at most one estimate per replica and neither tenant's share by more; trust equals the feedback accepted; a
+request's feedback is accepted by one replica only, and never from a tenant that did not ask it.
 
 The default suite runs 90 requests; `-m slow` runs 1,000. Each run prints its figures as one JSON line."""
 
@@ -25,23 +27,35 @@ import pytest
 from k1.pool.store import PoolStore
 from k1.pool.testing import free_port, serving_within
 
-KEY = "replica-key"
-AUTH = {"Authorization": f"Bearer {KEY}"}
 MAX_TOKENS = 12
 RETRY = {503}  # the store restarting, a full queue
+TENANTS = {"alice": {"key": "alice-key-0123456789abcdef", "budget_share": 0.35},
+           "bob": {"key": "bob-key-0123456789abcdef01", "budget_share": 0.8}}
+KINDS = {"chat": 25, "completion": 10, "stream": 15, "cancel": 15, "feedback": 25, "malformed": 10}
+
+
+def auth(tenant: str) -> dict:
+    return {"Authorization": f"Bearer {TENANTS[tenant]['key']}"}
+
+
+def write_keys_file(path) -> None:
+    path.write_text("".join(f'[[tenant]]\nname = "{n}"\nkey = "{t["key"]}"\nbudget_share = {t["budget_share"]}\n'
+                            "concurrency = 8\n\n" for n, t in TENANTS.items()))
+    path.chmod(0o600)
 
 
 class Replica:
-    def __init__(self, pool_file, store_url, log):
-        self.pool_file, self.store_url, self.log = pool_file, store_url, log
+    def __init__(self, pool_file, keys_file, store_url, log):
+        self.pool_file, self.keys_file, self.store_url, self.log = pool_file, keys_file, store_url, log
         self.port, self.proc = free_port(), None
         self.url = f"http://127.0.0.1:{self.port}/v1"
 
     def start(self):
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "K1_POOL_API_KEY": KEY, "K1_POOL_STORE": self.store_url}
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "K1_POOL_STORE": self.store_url}
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "k1", "pool", "serve", "--pool", str(self.pool_file),
-                                          "--port", str(self.port)], env=env, stdout=log, stderr=log)
+                                          "--keys-file", str(self.keys_file), "--port", str(self.port)],
+                                         env=env, stdout=log, stderr=log)
 
     def wait(self):
         assert serving_within(self.url, self.proc, 180), \
@@ -58,6 +72,8 @@ class Replica:
 
 
 class Tally(Counter):
+    """kind:outcome → count, e.g. chat:ok, stream:429_share, feedback:409 (thread-safe)."""
+
     def __init__(self):
         super().__init__()
         self.lock = threading.Lock()
@@ -66,28 +82,47 @@ class Tally(Counter):
         with self.lock:
             self[key] += n
 
+    def by_kind(self) -> dict:
+        out: dict[str, dict] = {}
+        for key, n in sorted(self.items()):
+            kind, _, outcome = key.partition(":")
+            if outcome:
+                out.setdefault(kind, {})[outcome] = n
+        return out
 
-def _one(urls: list[str], k: int, rng: random.Random, answered: list, stats: Tally) -> None:
-    """Request number `k`, sent to replica k mod 3 (feedback to a random one)."""
+
+def refused(r: httpx.Response) -> str:
+    """The outcome name of a refusal the soak expects: 429 budget/share/busy, 503."""
+    if r.status_code == 429:
+        err = r.json()["error"]
+        return {"tenant_busy": "429_busy"}.get(err["code"]) or ("429_share" if "share" in err["message"]
+                                                                else "429_budget")
+    assert r.status_code in RETRY, r.text[:300]
+    return str(r.status_code)
+
+
+def _one(urls: list[str], k: int, rng: random.Random, answered: list, fed: set, stats: Tally) -> None:
+    """Request number `k`, from a random tenant, sent to replica k mod 3 (feedback to a random one)."""
     url = urls[k % len(urls)]
-    kind = rng.choices(["chat", "completion", "stream", "cancel", "feedback", "malformed"],
-                       weights=[25, 10, 15, 15, 25, 10])[0]
+    kind = rng.choices(list(KINDS), weights=list(KINDS.values()))[0]
+    tenant = rng.choice(list(TENANTS))
     model = rng.choice(["auto", "a", "b"])
     n = rng.randint(1, MAX_TOKENS)
     msgs = [{"role": "user", "content": f"replica {rng.random():.6f} " * rng.randint(1, 4)}]
-    stats.add(kind)
+    stats.add(f"{kind}:sent")
+    stats.add(f"tenant_{tenant}:sent")
     try:
-        with httpx.Client(base_url=url, headers=AUTH, timeout=60) as c:
+        with httpx.Client(base_url=url, headers=auth(tenant), timeout=60) as c:
             if kind in ("chat", "completion"):
                 body = {"model": model, "max_tokens": n}
                 path = "/chat/completions" if kind == "chat" else "/completions"
                 body |= {"messages": msgs} if kind == "chat" else {"prompt": msgs[0]["content"]}
                 r = c.post(path, json=body)
-                if r.status_code in RETRY | {429}:
-                    stats.add(f"status_{r.status_code}")
+                if r.status_code != 200:
+                    stats.add(f"{kind}:{refused(r)}")
                     return
-                assert r.status_code == 200, r.text[:300]
-                answered.append(r.json()["k1"])
+                answered.append((tenant, r.json()["k1"]))
+                stats.add(f"{kind}:ok")
             elif kind in ("stream", "cancel"):
                 body = {"model": model, "max_tokens": n, "messages": msgs, "stream": True,
                         "stream_options": {"include_usage": True}}
@@ -95,8 +130,7 @@ def _one(urls: list[str], k: int, rng: random.Random, answered: list, stats: Tal
                 with c.stream("POST", "/chat/completions", json=body) as r:
                     if r.status_code != 200:
                         r.read()
-                        assert r.status_code in RETRY | {429}, r.text[:300]
-                        stats.add(f"status_{r.status_code}")
+                        stats.add(f"{kind}:{refused(r)}")
                         return
                     events = 0
                     for line in r.iter_lines():
@@ -104,61 +138,71 @@ def _one(urls: list[str], k: int, rng: random.Random, answered: list, stats: Tal
                             continue
                         data = line[5:].strip()
                         if data == "[DONE]":
+                            stats.add(f"{kind}:ok")  # a cancel that came too late is a completed stream
                             break
                         chunk = json.loads(data)
                         if "error" in chunk:  # the store went away mid-stream: not told it succeeded
-                            stats.add("stream_error")
+                            stats.add(f"{kind}:stream_error")
                             return
                         if chunk.get("k1"):
-                            answered.append(chunk["k1"])
+                            answered.append((tenant, chunk["k1"]))
                         events += 1
                         if stop_after is not None and events > stop_after:
-                            stats.add("cancelled")
+                            stats.add(f"{kind}:disconnected")  # leaving the block closes the connection
                             break
             elif kind == "feedback":
                 if not answered:
+                    stats.add("feedback:nothing_yet")
                     return
-                k1 = rng.choice(answered)
-                r = httpx.post(f"{rng.choice(urls)}/feedback", headers=AUTH, timeout=60,
+                owner, k1 = rng.choice(answered)
+                foreign = rng.random() < 0.15
+                sender = next(t for t in TENANTS if t != owner) if foreign else owner
+                fed.add(k1["request"])
+                r = httpx.post(f"{rng.choice(urls)}/feedback", headers=auth(sender), timeout=60,
                                json={"request": k1["request"], "success": rng.choice([0, 1])})
-                if r.status_code == 200:
-                    stats.add("feedback_accepted")
+                if foreign:  # another tenant's request id reads as unknown
+                    assert r.status_code in {404} | RETRY, r.text[:300]
+                    stats.add(f"feedback:foreign_{r.status_code}")
+                elif r.status_code == 200:
+                    stats.add("feedback:ok")
                 else:
                     assert r.status_code in {409} | RETRY, r.text[:300]
-                    stats.add(f"feedback_{r.status_code}")
+                    stats.add(f"feedback:{r.status_code}")
             elif kind == "malformed":
                 r = c.post("/chat/completions", content=rng.choice([b"{", b"[]", b'{"model": 5}']),
                            headers={"Content-Type": "application/json"})
                 assert r.status_code in (400, 422), r.text[:300]
+                stats.add("malformed:refused")
     except httpx.TransportError:  # the replica this went to was killed: the client was not told it succeeded
-        stats.add("transport_error")
+        stats.add(f"{kind}:transport_error")
 
 
 def replica_soak(tmp_path, hf_dir, pg, n: int, workers: int = 6, seed: int = 0, budget_share: float = 0.5) -> dict:
     from k1.pool.pool import load_pool
 
     url = pg.create_database(f"soak{seed}_{n}")
-    pool_file = tmp_path / "pool.toml"
+    pool_file, keys_file = tmp_path / "pool.toml", tmp_path / "keys.toml"
+    write_keys_file(keys_file)
     members = (f'[[members]]\nname = "a"\nkind = "hf"\npath = "{hf_dir}"\n\n'
                f'[[members]]\nname = "b"\nkind = "hf"\npath = "{hf_dir}"\n')
     probe = load_pool_member_estimates(load_pool, tmp_path, members)
-    budget = probe["typical"] * n * budget_share  # 0.5 of 1,000: runs out after the database restart, late in the run
+    budget = probe["typical"] * n * budget_share  # runs out after the database restart, late in the run
     pool_file.write_text(f"[pool]\nbudget_atp = {budget}\nseed = 0\n\n{members}")
-    replicas = [Replica(pool_file, url, tmp_path / f"replica{i}.log") for i in range(3)]
+    replicas = [Replica(pool_file, keys_file, url, tmp_path / f"replica{i}.log") for i in range(3)]
     for r in replicas:
         r.start()
     for r in replicas:
         r.wait()
     urls = [r.url for r in replicas]
-    rng, answered, stats = random.Random(seed), [], Tally()
-    t0 = time.time()
+    rng, answered, fed, stats = random.Random(seed), [], set(), Tally()
+    t0, load0 = time.time(), os.getloadavg()
     kill_at, db_at = n // 3, 2 * n // 3
     try:
         with ThreadPoolExecutor(workers) as ex:
             futures, k = [], 0
             while k < n:
                 batch = min(n - k, 30)
-                futures = [ex.submit(_one, urls, k + i, random.Random(rng.random()), answered, stats)
+                futures = [ex.submit(_one, urls, k + i, random.Random(rng.random()), answered, fed, stats)
                            for i in range(batch)]
                 if k <= kill_at < k + batch:  # mid-batch: requests in flight on the killed replica
                     time.sleep(0.3)
@@ -174,43 +218,63 @@ def replica_soak(tmp_path, hf_dir, pg, n: int, workers: int = 6, seed: int = 0, 
                     replicas[1].start()
                     replicas[1].wait()
                 k += batch
-        # feedback once across replicas: three replicas told the same verdict, one accepts
-        fresh = httpx.post(f"{urls[0]}/chat/completions", headers=AUTH, timeout=60,
-                           json={"model": "a", "max_tokens": 1, "messages": [{"role": "user", "content": "x"}]})
-        if fresh.status_code == 200:
-            answered.append(fresh.json()["k1"])
-            codes = sorted(httpx.post(f"{u}/feedback", headers=AUTH, timeout=60, json={
-                "request": fresh.json()["k1"]["request"], "success": 1}).status_code for u in urls)
+        # feedback once across replicas: the three replicas told one verdict at once, one accepts
+        owner, k1 = next(((t, x) for t, x in answered if x["request"] not in fed), (None, None))
+        if k1 is not None:
+            def send(u):
+                return httpx.post(f"{u}/feedback", headers=auth(owner), timeout=60,
+                                  json={"request": k1["request"], "success": 1}).status_code
+            with ThreadPoolExecutor(3) as ex:
+                codes = sorted(ex.map(send, urls))
             assert codes == [200, 409, 409], codes
-            stats.add("feedback_accepted")
+            stats.add("feedback:ok")
+            stats.add("feedback_once_across_replicas")
     finally:
         for r in replicas:
             r.stop()
+    seconds, load1 = time.time() - t0, os.getloadavg()
     store = PoolStore(url)
     ledger = store.ledger(10_000_000)
     by_request: dict[str, list[dict]] = {}
     for row in ledger:
         by_request.setdefault(row["request"], []).append(row)
-    told = {k1["request"] for k1 in answered}
-    for k1 in answered:  # told it succeeded → its charge is in the ledger, exactly as reported
+    told = {k1["request"] for _, k1 in answered}
+    for tenant, k1 in answered:  # told it succeeded → its charge is in the ledger, exactly as reported, as theirs
         rows = [r for r in by_request[k1["request"]] if r["kind"] == "request"]  # (not its verification's)
-        assert [r["path"] for r in rows] == ["success"], rows
+        assert [(r["path"], r["tenant"]) for r in rows] == [("success", tenant)], rows
         assert rows[0]["atp"] == pytest.approx(k1["cost"]["atp"])
     others = [r for r in ledger if r["request"] not in told]
     assert all(r["path"] in ("success", "cancelled") for r in others)  # cancelled, or its client was cut off
     spent = store.spent()
-    assert spent == pytest.approx(sum(k1["cost"]["atp"] for k1 in answered) + sum(r["atp"] for r in others))
+    assert spent == pytest.approx(sum(k1["cost"]["atp"] for _, k1 in answered) + sum(r["atp"] for r in others))
+    assert spent == pytest.approx(sum(r["atp"] for r in ledger))  # the budget counts every row (never reset)
     overshoot = spent - budget
     assert overshoot <= 3 * probe["max"], (spent, budget, probe)  # at most one estimate per replica
+    shares = {}
+    for name, t in TENANTS.items():
+        mine, cap = store.spent(name), t["budget_share"] * budget
+        assert mine <= cap + 3 * probe["max"], (name, mine, cap)  # (held in the store: in practice ≤ cap)
+        shares[name] = {"spent_atp": round(mine, 4), "share_atp": round(cap, 4), "overshoot_atp": round(mine - cap, 4),
+                        "answered": sum(1 for x, _ in answered if x == name)}
+    held = store.reserved()  # only the killed replica's calls' holds are left (they expire after 15 minutes)
     trust_total = sum(s + f for s, f in store.trust().values())
     sources = Counter(o["source"] for o in store.outcome_history(10_000_000))
-    assert sources["feedback"] == stats["feedback_accepted"]  # trust moved once per feedback accepted…
+    assert sources["feedback"] == stats["feedback:ok"]  # trust moved once per feedback accepted…
     assert trust_total == pytest.approx(sum(sources.values()))  # …and once per background verification
     store.close()
-    figures = {"requests": n, "replicas": 3, "workers": workers, "seconds": round(time.time() - t0, 1),
-               "answered": len(answered), "ledger_rows": len(ledger), "budget_atp": round(budget, 3),
-               "spent_atp": round(spent, 3), "overshoot_atp": round(overshoot, 3),
-               "max_estimate_atp": round(probe["max"], 3), **stats}
+    figures = {"requests": n, "replicas": 3, "workers": workers, "seconds": round(seconds, 1),
+               "load_avg_1min_before_after": [round(load0[0], 2), round(load1[0], 2)],
+               "answered": len(answered), "ledger_rows": len(ledger), "ledger_rows_not_told": len(others),
+               "ledger_rows_by_kind": dict(Counter(r["kind"] for r in ledger)),
+               "ledger_rows_by_path": dict(Counter(r["path"] for r in ledger)),
+               "ledger_sum_atp": round(sum(r["atp"] for r in ledger), 4),
+               "charges_told_plus_others_atp": round(sum(k1["cost"]["atp"] for _, k1 in answered)
+                                                     + sum(r["atp"] for r in others), 4),
+               "budget_atp": round(budget, 4), "spent_atp": round(spent, 4), "overshoot_atp": round(overshoot, 4),
+               "max_estimate_atp": round(probe["max"], 4), "held_left_atp": round(held, 4), "tenants": shares,
+               "feedback_accepted": stats["feedback:ok"], "trust_feedback_outcomes": sources["feedback"],
+               "replica_killed": stats["replica_killed"], "db_restarted": stats["db_restarted"],
+               "feedback_once_across_replicas": stats["feedback_once_across_replicas"], "by_kind": stats.by_kind()}
     print("replica soak:", json.dumps(figures))
     return figures
 
@@ -233,14 +297,19 @@ def load_pool_member_estimates(load_pool, tmp_path, members: str) -> dict:
 def test_replica_soak_short(tmp_path, hf_dir, pg_server):
     f = replica_soak(tmp_path, hf_dir, pg_server, n=90, budget_share=0.3)
     assert f["replica_killed"] == 1 and f["db_restarted"] == 1 and f["answered"] > 10
-    assert f.get("status_429", 0) > 0  # the budget did run out
+    assert f["feedback_once_across_replicas"] == 1
+    refusals = Counter(o for kind in f["by_kind"].values() for o in kind if o.startswith("429"))
+    assert refusals["429_budget"] or refusals["429_share"], f["by_kind"]  # the budget did run out
 
 
 @pytest.mark.slow
 def test_replica_soak_full(tmp_path, hf_dir, pg_server):
-    f = replica_soak(tmp_path, hf_dir, pg_server, n=1000, workers=8, seed=1)
+    f = replica_soak(tmp_path, hf_dir, pg_server, n=1000, workers=8, seed=1, budget_share=0.35)
     assert f["replica_killed"] == 1 and f["db_restarted"] == 1 and f["answered"] > 200
-    assert f.get("status_429", 0) > 0
+    assert f["feedback_once_across_replicas"] == 1 and f["by_kind"]["cancel"].get("disconnected", 0) > 20
+    assert f["ledger_rows_by_path"].get("cancelled", 0) > 0  # a client leaving mid-stream cancels its call
+    refusals = Counter(o for kind in f["by_kind"].values() for o in kind if o.startswith("429"))
+    assert refusals["429_budget"] and refusals["429_share"], f["by_kind"]  # the pool's budget and alice's share ran out
 
 
 def test_a_replica_takes_up_a_student_another_replica_published(tmp_path, store_url):
@@ -363,3 +432,29 @@ def test_two_replicas_ledgers_hold_one_budget_between_them(store_url):
     assert a.reserved == 4.0 and b.store.spent() == 3.0
     b.release(rb)
     assert a.reserved == 0.0 and b.reserve(7.0).amount == 7.0
+
+
+def test_a_tenants_share_is_held_in_the_store_across_replicas(store_url):
+    """A tenant's `budget_share` is checked against its holds on every replica, in the store's one locked
+    write: two replicas cannot together let one tenant pass its share (each used to count only its own)."""
+    from k1.pool.errors import BudgetExhausted
+    from k1.pool.ledger import Ledger
+    from k1.pool.members.base import Cost
+    from k1.pool.tenants import Tenant
+
+    alice, bob = Tenant("alice", budget_share=0.25), Tenant("bob", budget_share=0.25)
+    a, b = Ledger(PoolStore(store_url), 20.0), Ledger(PoolStore(store_url), 20.0)
+    ra = a.reserve(4.0, tenant=alice)  # alice's call running on replica a
+    with pytest.raises(BudgetExhausted, match="this key has 1 of its 5 ATP share left"):
+        b.reserve(2.0, tenant=alice)  # on replica b: 4 held on a + 2 > alice's 5
+    assert b.store.reserved("alice") == 4.0 and b.store.reserved("bob") == 0.0
+    rb = b.reserve(5.0, tenant=bob)  # bob's share is his own
+    b.reserve(1.0, tenant=alice)
+    with pytest.raises(BudgetExhausted, match="share of the budget"):
+        a.check(alice)  # alice's 5 are all held (on two replicas): refused up front
+    assert a.charge(ra, "m", "success", Cost(0.0, 0.0, 2.0)) == 2.0  # spent 2, hold of 4 ended
+    assert b.store.spent("alice") == 2.0 and b.store.reserved("alice") == 1.0
+    assert b.reserve(2.0, tenant=alice).amount == 2.0  # 2 spent + 1 + 2 held = 5
+    b.release(rb)
+    with pytest.raises(BudgetExhausted, match="share left"):
+        a.reserve(0.5, tenant=alice)

@@ -10,10 +10,9 @@ reservation still open, so concurrent calls cannot together spend more than the 
 reports more tokens than the call could have used (2^40 − 1, or a 4 MiB reply to `max_tokens=5`) is charged
 the reservation, never more. A local member's cost is compute this process measured itself, charged as is.
 
-The budget's holds live in the store (`PoolStore.reserve`): atomic there, so replicas sharing a database
-cannot together pass the budget, and a charge releases its hold in the same write. A tenant's share of the
-budget is checked here, in this process: replicas each hold their own count of a tenant's running calls, so
-N replicas may together pass a tenant's share by up to N − 1 calls' estimates (never the pool's budget).
+The budget's holds live in the store (`PoolStore.reserve`), each with its tenant: atomic there, so replicas
+sharing a database cannot together pass the budget nor a tenant's share of it, and a charge releases its hold
+in the same write.
 """
 
 from __future__ import annotations
@@ -43,7 +42,6 @@ class Ledger:
     def __init__(self, store, budget_atp: float):
         self.store, self.budget_atp = store, budget_atp
         self._lock = threading.Lock()
-        self._by_tenant: dict[str, float] = {}  # ATP held by this process's running calls, per tenant
 
     @property
     def reserved(self) -> float:
@@ -62,8 +60,8 @@ class Ledger:
                                   f"{f' ({held:.1f} more is reserved by calls running now)' if held else ''}; "
                                   "raise [pool] budget_atp or run `k1 pool budget --reset`")
         if tenant.budget_share < 1.0:
-            mine, cap = self.store.spent(tenant.name), tenant.budget_share * self.budget_atp
-            if mine + self._by_tenant.get(tenant.name, 0.0) >= cap:
+            mine, cap = self.store.spent(tenant.name), self.share(tenant)
+            if mine + self.store.reserved(tenant.name) >= cap:
                 raise BudgetExhausted(f"this key spent {mine:.1f} of its {cap:g} ATP share of the budget; ask the "
                                       "operator for a larger budget_share")
 
@@ -82,36 +80,36 @@ class Ledger:
                 member: str | None = None) -> Reservation:
         """Hold `estimate` ATP for one member call, or raise `BudgetExhausted`."""
         estimate = max(0.0, float(estimate))
-        with self._lock:
-            if tenant.budget_share < 1.0:
-                mine, cap = self.store.spent(tenant.name), tenant.budget_share * self.budget_atp
-                if mine + self._by_tenant.get(tenant.name, 0.0) + estimate > cap:
-                    raise BudgetExhausted(f"{what} may cost up to {estimate:.3g} ATP; this key has "
-                                          f"{max(0.0, cap - mine):.3g} of its {cap:g} ATP share left")
-            rid = self.store.reserve(estimate, self.budget_atp, request=request, member=member)
-            if rid is None:
-                left = self.budget_atp - self.store.spent() - self.store.reserved()
-                raise BudgetExhausted(f"{what} may cost up to {estimate:.3g} ATP; the pool has "
-                                      f"{max(0.0, left):.3g} of its {self.budget_atp:g} ATP budget left; ask for "
-                                      "fewer tokens, raise [pool] budget_atp or run `k1 pool budget --reset`")
-            self._by_tenant[tenant.name] = self._by_tenant.get(tenant.name, 0.0) + estimate
+        cap = self.share(tenant) if tenant.budget_share < 1.0 else None
+        rid = self.store.reserve(estimate, self.budget_atp, request=request, member=member, tenant=tenant.name,
+                                 tenant_cap=cap)
+        if rid is None:
+            mine = self.store.spent(tenant.name) + self.store.reserved(tenant.name) if cap is not None else 0.0
+            if cap is not None and mine + estimate > cap:
+                raise BudgetExhausted(f"{what} may cost up to {estimate:.3g} ATP; this key has "
+                                      f"{max(0.0, cap - mine):.3g} of its {cap:g} ATP share left")
+            left = self.budget_atp - self.store.spent() - self.store.reserved()
+            raise BudgetExhausted(f"{what} may cost up to {estimate:.3g} ATP; the pool has "
+                                  f"{max(0.0, left):.3g} of its {self.budget_atp:g} ATP budget left; ask for "
+                                  "fewer tokens, raise [pool] budget_atp or run `k1 pool budget --reset`")
         return Reservation(estimate, tenant, kind, clamp, id=rid)
+
+    def share(self, tenant: Tenant) -> float:
+        """The ATP the tenant may spend: its `budget_share` of the budget."""
+        return tenant.budget_share * self.budget_atp
 
     def release(self, res: Reservation | None, *, in_store: bool = True) -> None:
         """Give a hold back (`in_store=False`: its charge already removed it from the store)."""
         if res is None or not res.open:
             return
         with self._lock:
+            if not res.open:
+                return
             res.open = False
-            left = self._by_tenant.get(res.tenant.name, 0.0) - res.amount
-            if left > 1e-12:
-                self._by_tenant[res.tenant.name] = left
-            else:
-                self._by_tenant.pop(res.tenant.name, None)
         if in_store and res.id is not None:
             try:
                 self.store.release(res.id)
-            except Exception as e:  # the store unreachable: the hold expires on its own (`PoolStore.reserve`)
+            except Exception as e:  # noqa: BLE001 — the store unreachable: the hold expires on its own
                 log.warning("budget hold %s not released: %s: %s", res.id, type(e).__name__, e)
 
     def charge(self, res: Reservation, member: str, path: str, cost: Cost | None, gen: Generation | None = None, *,

@@ -9,8 +9,8 @@ so several processes or replicas can write at once without losing an update (tes
 four writer processes on each backend). `MIGRATIONS` is an ordered list of named functions; those not yet
 recorded in `_migrations` run once, in order, when a store opens.
 
-Across replicas: a reservation is taken atomically against the budget (`reserve`: spent + reserved +
-estimate ≤ budget, under one lock), feedback is once per request id (a primary key), DREAM-like jobs take a
+Across replicas: a reservation is taken atomically against the budget and the tenant's share of it
+(`reserve`: spent + reserved + estimate ≤ budget, under one lock), feedback is once per request id (a primary key), DREAM-like jobs take a
 `lease` so that one replica runs each, and `publish`/`version` is a version row replicas poll to take up a
 new student without a restart.
 """
@@ -101,8 +101,14 @@ def m008_task_class(db: Database) -> None:
         db.execute(f"ALTER TABLE {table} RENAME COLUMN context TO task_class")
 
 
+def m009_tenant_holds(db: Database) -> None:
+    """Whose call a budget hold is for, so that a tenant's share is checked against its holds on every replica."""
+    db.execute("ALTER TABLE reservations ADD COLUMN tenant TEXT")
+
+
 MIGRATIONS: list[Migration] = [m001_trust_and_ledger, m002_experiences, m003_state_log, m004_feedback_once,
-                              m005_calibration, m006_tenants_and_kinds, m007_replicas, m008_task_class]
+                              m005_calibration, m006_tenants_and_kinds, m007_replicas, m008_task_class,
+                              m009_tenant_holds]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # what an ATP spend was for (the ledger's `kind`)
@@ -236,11 +242,12 @@ class PoolStore:
 
     # ---- reservations: the budget held by calls running now, on every replica -------------------------------
     def reserve(self, atp: float, budget_atp: float, *, request: str | None = None, member: str | None = None,
-                ttl_s: float = 900.0) -> int | None:
-        """Hold `atp` of the budget for a call about to run, if spent + held + `atp` ≤ `budget_atp`; → the
-        reservation's id (pass it to `charge` or `release`), or None when the budget cannot pay. Atomic across
-        processes and replicas (one lock), so N replicas together never hold more than the budget; a hold not
-        charged or released within `ttl_s` (its replica was killed) stops counting."""
+                tenant: str | None = None, tenant_cap: float | None = None, ttl_s: float = 900.0) -> int | None:
+        """Hold `atp` of the budget for a call about to run, if spent + held + `atp` ≤ `budget_atp` (and, with
+        `tenant_cap`, the tenant's own spent + held + `atp` ≤ `tenant_cap`); → the reservation's id (pass it to
+        `charge` or `release`), or None when the budget or the tenant's share cannot pay. Atomic across
+        processes and replicas (one lock), so N replicas together never hold more than the budget or a tenant's
+        share; a hold not charged or released within `ttl_s` (its replica was killed) stops counting."""
         now = time.time()
         with self.write() as db:
             db.lock(BUDGET_LOCK)
@@ -248,19 +255,27 @@ class PoolStore:
             held = db.execute("SELECT COALESCE(SUM(atp), 0) FROM reservations").fetchone()[0]
             if self._spent(db) + held + atp > budget_atp:
                 return None
-            return db.execute("INSERT INTO reservations (ts, expires, request, member, atp) VALUES (?, ?, ?, ?, ?)",
-                              (now, now + ttl_s, request, member, atp)).lastrowid
+            if tenant_cap is not None and self._spent(db, tenant) + self._held(db, tenant) + atp > tenant_cap:
+                return None
+            return db.execute("""INSERT INTO reservations (ts, expires, request, member, atp, tenant)
+                VALUES (?, ?, ?, ?, ?, ?)""", (now, now + ttl_s, request, member, atp, tenant)).lastrowid
 
     def release(self, reservation: int) -> None:
         """Give back a hold that no call will charge (the call never started)."""
         with self.write() as db:
             db.execute("DELETE FROM reservations WHERE id = ?", (reservation,))
 
-    def reserved(self) -> float:
-        """ATP held now by running calls (all replicas), expired holds left out."""
+    def reserved(self, tenant: str | None = None) -> float:
+        """ATP held now by running calls (all replicas; one tenant's, or everyone's), expired holds left out."""
         with self._lock:
-            return self.db.execute("SELECT COALESCE(SUM(atp), 0) FROM reservations WHERE expires >= ?",
-                                   (time.time(),)).fetchone()[0]
+            return self._held(self.db, tenant)
+
+    @staticmethod
+    def _held(db: Database, tenant: str | None = None) -> float:
+        q, args = "SELECT COALESCE(SUM(atp), 0) FROM reservations WHERE expires >= ?", [time.time()]
+        if tenant is not None:
+            q, args = q + " AND tenant = ?", args + [tenant]
+        return db.execute(q, args).fetchone()[0]
 
     def charges(self, request: str) -> list[dict]:
         """The ledger rows of one request (its call, any retries, a judge or a cross-check)."""
