@@ -160,6 +160,14 @@ def status(pool: Optional[Path] = POOL_OPT,
     b = st["budget"]
     console.print(f"state [bold]{st['state']}[/] · selection {st['selection']} · budget {b['spent_atp']:.2f} of "
                   f"{b['limit_atp']:g} ATP spent ({b['left_share']:.0%} left)")
+    last = st["dream"]["last"]
+    if last:
+        import datetime
+
+        when = datetime.datetime.fromtimestamp(last["started"]).isoformat(sep=" ", timespec="seconds")
+        new = ", ".join(f"{n} v{v}" for n, v in (last.get("new_versions") or {}).items()) or "none"
+        console.print(f"DREAM (server's sleep: {st['dream']['mode']}) · last cycle {last['n']} started {when}: "
+                      f"{last['outcome']} · new students: {new}")
     t = Table("member", "kind", "roles", "calls", "ATP", title="members")
     for m in st["members"]:
         c = st["calls"].get(m["name"], {"calls": 0, "atp": 0.0})
@@ -254,7 +262,7 @@ def _dream_lease(pool_file: Path | None):
 
     from k1.errors import ConfigError
     from k1.pool.config import read_pool_config
-    from k1.pool.sleep.lease import HOLDER_ENV, TTL_ENV, TTL_S, HeldLease, own_holder
+    from k1.pool.sleep.lease import HOLDER_ENV, PARENT_ENV, TTL_ENV, TTL_S, HeldLease, own_holder
     from k1.pool.store import PoolStore
 
     if pool_file is None:
@@ -266,7 +274,9 @@ def _dream_lease(pool_file: Path | None):
         raise ConfigError(f"${TTL_ENV} must be a number of seconds") from None
     store = PoolStore(read_pool_config(pool_file).pool.store)
     handed = os.environ.get(HOLDER_ENV)
-    lease = HeldLease(store, handed or own_holder(), ttl, handed=bool(handed))
+    parent = os.environ.get(PARENT_ENV, "")
+    lease = HeldLease(store, handed or own_holder(), ttl, handed=bool(handed),
+                      parent=int(parent) if handed and parent.isdigit() else None)
     if not lease.acquire():
         other = store.lease_holder("dream")
         store.close()

@@ -51,6 +51,7 @@ class Pool:
         self.specs = dict(specs or {})  # name → the spec it was loaded from (what an unloaded member reloads)
         self.unloaded: set[str] = set()
         self.last_used: dict[str, float] = {}
+        self.on_reload = None  # (name, member) → None: what a reloaded member gets before use (DREAM's weights)
 
     @property
     def names(self) -> list[str]:
@@ -63,7 +64,10 @@ class Pool:
             with _RELOADING:
                 if name in self.unloaded:
                     log.info("reloading member %s", name)
-                    self.members[name] = load_member(self.specs[name])
+                    m = load_member(self.specs[name])
+                    if self.on_reload is not None:
+                        self.on_reload(name, m)  # before anyone can use it
+                    self.members[name] = m
                     self.unloaded.discard(name)
         self.last_used[name] = time.time()
         return self.members[name]

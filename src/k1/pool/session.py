@@ -8,7 +8,7 @@ from functools import cache
 from pathlib import Path
 
 from k1.pool.learn.verifiers import NoVerifier, class_verifier
-from k1.pool.learn.weights import StudentPoll, apply_dream_weights
+from k1.pool.learn.weights import StudentPoll, apply_dream_weights, reapply
 from k1.pool.pool import Pool, load_pool
 from k1.pool.route.call import Verifier
 from k1.pool.route.limits import Limits
@@ -38,5 +38,6 @@ def open_router(pool: Pool | str | Path, store: PoolStore | None = None, *, limi
         router.consolidated = apply_dream_weights(router)  # students keep what DREAM taught them across restarts
     except Exception as e:  # stored data never stops the pool from starting
         log.warning("DREAM weights not applied: %s: %s", type(e).__name__, e)
+    pool.on_reload = lambda name, member: reapply(router, name, member)  # REST unloaded it: the same student returns
     router.students = StudentPoll(router)  # and take up those another replica's DREAM publishes, without a restart
     return router

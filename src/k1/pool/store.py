@@ -406,15 +406,16 @@ class PoolStore:
             out.append((users[-1] if users else r["prompt"], r["task_class"]))
         return out
 
-    def verified_since(self, after_id: int = 0) -> tuple[int, int]:
-        """(how many experiences after `after_id` have an outcome — feedback, a verifier, a judge — and were asked
-        by a trusted tenant; the newest experience's id): what makes the server's DREAM due (k1.pool.sleep)."""
+    def verified_since(self, after_id: int = 0) -> tuple[dict[str, int], int]:
+        """({task class: how many experiences after `after_id` have an outcome — feedback, a verifier, a judge —
+        and were asked by a trusted tenant}, the newest experience's id): what makes the server's DREAM due
+        (k1.pool.sleep)."""
         with self._lock:
-            n = self.db.execute("""SELECT COUNT(*) FROM experiences WHERE id > ? AND outcome IS NOT NULL
-                AND COALESCE(CAST(json_extract(extra, '$.label_trusted') AS TEXT), '1') IN ('1', 'true')""",
-                                (after_id,)).fetchone()[0]
+            rows = self.db.execute("""SELECT task_class, COUNT(*) FROM experiences WHERE id > ? AND outcome IS NOT NULL
+                AND COALESCE(CAST(json_extract(extra, '$.label_trusted') AS TEXT), '1') IN ('1', 'true')
+                GROUP BY task_class""", (after_id,)).fetchall()
             newest = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM experiences").fetchone()[0]
-        return int(n), int(newest)
+        return {r[0] or "": int(r[1]) for r in rows}, int(newest)
 
     def experience(self, request: str) -> dict | None:
         rows = [e for e in self._select_request(request)]

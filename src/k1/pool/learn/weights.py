@@ -116,6 +116,23 @@ class StudentPoll:
         return names
 
 
+def reapply(router, name: str, member) -> None:
+    """A member REST unloaded is loaded again from its pool-file entry: give it the newest weights DREAM
+    published for it (or none), before any call can use it."""
+    from safetensors.torch import load_model
+
+    try:
+        v = router.store.version(f"student:{name}")
+        path = v[1] if v else router.store.get_meta(f"dream_weights:{name}")
+        if path and Path(path).is_file() and _model(member) is not None:
+            load_model(member.model, path)
+            forget_cached_states(member)
+        _seen(router)[name] = v[0] if v else 0
+    except Exception as e:  # stored data never stops a member from answering: it answers with its base weights
+        _seen(router)[name] = 0
+        log.warning("DREAM weights not applied to %s: %s: %s", name, type(e).__name__, e)
+
+
 def forget_cached_states(member) -> None:
     """Drop the member's reusable KV states: they were computed by its old weights, and a prompt sharing a
     prefix with one of them (every chat prompt shares the template's header) would resume from stale keys."""

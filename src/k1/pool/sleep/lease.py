@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import threading
+import time
 
 log = logging.getLogger(__name__)
 
 NAME = "dream"
 HOLDER_ENV = "K1_DREAM_HOLDER"  # set by a serving pool for its `k1 pool dream` child: the lease is already its
 TTL_ENV = "K1_DREAM_LEASE_S"
+PARENT_ENV = "K1_DREAM_PARENT"  # the server's pid: its child stops when the server is gone
 TTL_S = 120.0
+WATCH_S = 1.0
 
 
 def own_holder(tag: str = "") -> str:
@@ -25,10 +29,13 @@ def own_holder(tag: str = "") -> str:
 
 
 class HeldLease:
-    def __init__(self, store, holder: str, ttl_s: float = TTL_S, name: str = NAME, handed: bool = False):
+    def __init__(self, store, holder: str, ttl_s: float = TTL_S, name: str = NAME, handed: bool = False,
+                 parent: int | None = None):
         """`handed`: the lease is another process's, handed to this one (a server's to its `k1 pool dream`):
-        renewed here too, but released by its owner, who records the outcome first."""
+        renewed here too, but released by its owner, who records the outcome first. `parent`: that owner's pid;
+        once this process is no longer its child (the server died), it stops itself (SIGTERM)."""
         self.store, self.holder, self.ttl_s, self.name, self.handed = store, holder, ttl_s, name, handed
+        self.parent = parent
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.lost = False  # the lease expired under us (the store was out of reach longer than ttl_s)
@@ -42,7 +49,15 @@ class HeldLease:
         return True
 
     def _beat(self) -> None:
-        while not self._stop.wait(self.ttl_s / 3):
+        renew = time.monotonic() + self.ttl_s / 3
+        while not self._stop.wait(min(WATCH_S, self.ttl_s / 3) if self.parent else self.ttl_s / 3):
+            if self.parent is not None and os.getppid() != self.parent:
+                log.warning("the process that handed over lease %s is gone: stopping", self.name)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            if time.monotonic() < renew:
+                continue
+            renew = time.monotonic() + self.ttl_s / 3
             try:
                 if not self.store.acquire_lease(self.name, self.holder, self.ttl_s):
                     self.lost = True

@@ -1,8 +1,8 @@
 """`Sleep`: the background thread of `k1 pool serve` that runs DREAM when it is due and takes up new students.
 
-Every `check_s` seconds it (1) takes up a student another process published (`StudentPoll`, waiting for the
-member's turn like a request: a call answers wholly on the old weights or wholly on the new), (2) lets long
-idleness put the pool to REST, and (3) where `[pool.dream] mode = "auto"`, asks `due`. When DREAM is due it
+Every few seconds it takes up a student another process published (`StudentPoll`, waiting for the member's turn
+like a request: a call answers wholly on the old weights or wholly on the new). Where `[pool.dream] mode =
+"auto"`, every `check_s` seconds it also lets long idleness put the pool to REST and asks `due`. When DREAM is due it
 takes the store's `dream` lease (one replica of many wins), asks again under the lease (another replica may have
 just run a cycle), records the cycle as started in the store, and starts `python -m k1 pool dream --pool FILE
 --json ARGS…` as a separate process handed the lease; the server keeps serving. The lease is renewed while the
@@ -18,14 +18,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-from k1.pool.sleep.lease import HOLDER_ENV, NAME, TTL_ENV, HeldLease, own_holder
+from k1.pool.sleep.lease import HOLDER_ENV, NAME, PARENT_ENV, TTL_ENV, HeldLease, own_holder
 from k1.pool.sleep.settings import DreamSettings
 
 log = logging.getLogger(__name__)
@@ -46,21 +45,43 @@ def last_cycle(store) -> dict | None:
     return rec
 
 
+def counted_from(last: dict | None) -> int:
+    """The experience id the next cycle counts new experiences from: where the last cycle that ran to the end
+    began; a cycle that failed, was killed or abandoned consumed nothing, so the next counts from where it did."""
+    if last is None:
+        return 0
+    return last["watermark"] if last["outcome"].startswith("ok") else last.get("since", 0)
+
+
 def due(store, settings: DreamSettings, state: str, budget_left: float, now: float | None = None) -> tuple[bool, str]:
     """→ (whether a DREAM cycle is due, why or why not)."""
     now = time.time() if now is None else now
     last = last_cycle(store)
     if last is not None and now - last["started"] < settings.every_s:
         return False, f"the last cycle started {now - last['started']:.0f} s ago (every_s {settings.every_s:g})"
-    if state == "CRISIS":
-        return False, "the pool is in CRISIS"
     if budget_left < settings.min_budget_left:
         return False, f"{budget_left:.0%} of the budget left (< {settings.min_budget_left:.0%})"
-    n, _ = store.verified_since(last["watermark"] if last else 0)
+    n, cls = new_verified(store, settings, last)
     need = settings.rest_after if state == "REST" else settings.after
+    of = f" of class {cls}" if cls else ""
     if n < need:
-        return False, f"{n} of {need} new verified experiences ({state})"
-    return True, f"{n} new verified experiences ({state})"
+        return False, f"{n} of {need} new verified experiences{of} ({state})"
+    return True, f"{n} new verified experiences{of} ({state})"
+
+
+def new_verified(store, settings: DreamSettings, last: dict | None) -> tuple[int, str | None]:
+    """(new verified experiences since the last cycle, None) — or, `per_class`, those of the task class (of
+    `classes`, if given) that has the most, and that class."""
+    counts, _ = store.verified_since(counted_from(last))
+    if not settings.per_class:
+        return sum(counts.values()), None
+    if settings.classes:
+        counts = {c: counts.get(c, 0) for c in settings.classes}
+    counts = {c: n for c, n in counts.items() if c}
+    if not counts:
+        return 0, None
+    cls = max(sorted(counts), key=lambda c: counts[c])
+    return counts[cls], cls
 
 
 def _versions(router) -> dict[str, int]:
@@ -72,21 +93,13 @@ def _versions(router) -> dict[str, int]:
     return out
 
 
-def _die_with_parent() -> None:  # the child of a server that is killed stops too (Linux)
-    try:
-        import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-
-
 class Sleep:
     def __init__(self, router, pool_file: str | Path, settings: DreamSettings, *, python: str = sys.executable,
                  say=None, held_versions=None):
         self.router, self.store, self.settings = router, router.store, settings
         # member → loaded student version, for status(); passed in because the weights live above the sleep
         self.held_versions = held_versions or (lambda: {})
-        self.pool_file, self.python = str(pool_file), python
+        self.pool_file, self.python = str(Path(pool_file).resolve()), python
         self.say = say or (lambda line: print(line, file=sys.stderr, flush=True))
         self.proc: subprocess.Popen | None = None
         self.lease: HeldLease | None = None
@@ -105,7 +118,7 @@ class Sleep:
         self._thread.start()
 
     def _run(self) -> None:
-        every = min(self.settings.check_s, STUDENT_POLL_S)
+        every = min(self.settings.check_s, STUDENT_POLL_S) if self.auto else STUDENT_POLL_S
         while not self._stop.wait(every):
             try:
                 self.tick()
@@ -117,10 +130,10 @@ class Sleep:
         students = getattr(self.router, "students", None)
         if students is not None:
             students.look(force=True, wait=True)
-        with self.router.state_lock:
-            state = self.router.metabolism.idle_check()
         if not self.auto:
             return
+        with self.router.state_lock:
+            state = self.router.metabolism.idle_check()  # a pool idle for rest_after_s rests: and sleeps sooner
         with self._lock:
             if self._stop.is_set():
                 return
@@ -138,24 +151,34 @@ class Sleep:
             if not ok:
                 lease.release()
                 return
-            self._spawn(lease, self.why)
+            try:
+                self._spawn(lease, self.why)
+            except BaseException:
+                if self.proc is None:  # the store went away before the child started: nobody keeps the lease
+                    lease.release()
+                    self.lease = None
+                raise
 
     def _spawn(self, lease: HeldLease, why: str) -> None:
         last = last_cycle(self.store)
-        _, newest = self.store.verified_since(0)
+        _, newest = self.store.verified_since(counted_from(last))
         self.cycle = {"n": (last or {}).get("n", 0) + 1, "started": time.time(), "reason": why,
-                      "replica": lease.holder, "watermark": newest, "outcome": "running", "before": _versions(self.router)}
+                      "replica": lease.holder, "since": counted_from(last), "watermark": newest, "outcome": "running",
+                      "before": _versions(self.router)}
         self.store.set_meta(CYCLE_KEY, json.dumps(self.cycle))
         out = self.store.home / "dream"
         out.mkdir(parents=True, exist_ok=True)
         self.log_path, self.out_path = out / "last-cycle.log", out / "last-cycle.json"  # stderr, stdout
-        env = {**os.environ, HOLDER_ENV: lease.holder, TTL_ENV: str(self.settings.lease_s)}
+        env = {**os.environ, HOLDER_ENV: lease.holder, TTL_ENV: str(self.settings.lease_s), PARENT_ENV: str(os.getpid())}
         cmd = [self.python, "-m", "k1", "pool", "dream", "--pool", self.pool_file, "--json", *self.settings.args]
+        _, cls = new_verified(self.store, self.settings, last)
+        if cls is not None:
+            cmd += ["--task-class", cls]
+            self.cycle["task_class"] = cls
         self.lease = lease
         try:
             with open(self.log_path, "wb") as err, open(self.out_path, "wb") as f:
-                self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=f, stderr=err,
-                                             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+                self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=f, stderr=err)
         except OSError as e:
             self.proc = None
             self._end(f"failed to start: {e}")

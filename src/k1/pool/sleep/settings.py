@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class DreamSettings(BaseModel):
@@ -19,6 +19,10 @@ class DreamSettings(BaseModel):
     timeout_s: float = Field(default=3600.0, gt=0)  # a cycle running longer is stopped (and counts as failed)
     lease_s: float = Field(default=120.0, ge=1.0)  # the lease's life without renewal: a crashed cycle's ends by itself
     args: list[str] = []  # more arguments for `k1 pool dream`, e.g. ["--task-class", "arithmetic", "--verified-only"]
+    # per_class: each cycle consolidates one task class — the one with the most new verified experiences (of
+    # `classes`, if given), which must reach `after` — and passes it as `--task-class`
+    per_class: bool = False
+    classes: list[str] = []
 
     @field_validator("args")
     @classmethod
@@ -27,3 +31,9 @@ class DreamSettings(BaseModel):
             if a in ("--pool", "-p") or a.startswith("--pool="):
                 raise ValueError("the server passes its own pool file to `k1 pool dream`; drop --pool from args")
         return v
+
+    @model_validator(mode="after")
+    def _one_class_source(self) -> DreamSettings:
+        if self.per_class and any(a == "--task-class" or a.startswith("--task-class=") for a in self.args):
+            raise ValueError("per_class picks the task class of each cycle; drop --task-class from args")
+        return self
