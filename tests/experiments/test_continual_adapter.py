@@ -192,3 +192,29 @@ def test_an_adapted_run_resumes_to_the_same_numbers(tiny, tmp_path):
     assert again["resumed_from"] == "step-10"
     for key in ("R", "shifts_detected", "train_flops"):
         assert again[key] == whole[key], key
+
+
+def test_rounds_reads_runs_from_several_folders_and_marks_the_primary_test(tmp_path, capsys):
+    import json
+
+    from k1.experiments import rounds
+
+    def put(out, name, seed, forgetting):
+        d = tmp_path / out / "runs" / f"{name}-seed{seed}"
+        d.mkdir(parents=True)
+        R = [[4.0, 5.0], [4.0 + forgetting, 4.5]]
+        d.joinpath("continual_run.json").write_text(json.dumps(
+            {"seed": seed, "R": R, "final_avg": (R[1][0] + R[1][1]) / 2, "forgetting_max": forgetting,
+             "just_learnt": 4.25, "shifts_detected": [40]}))
+
+    for s in range(1337, 1345):
+        put("old", "k1-route", s, 0.05)
+        put("old", "tree-naive", s, 0.2)
+        put("new", "k1-route-adapter", s, 0.01 + 0.001 * (s - 1337))
+    rounds.main([str(tmp_path / "old"), str(tmp_path / "new")])
+    out = capsys.readouterr().out
+    assert "| k1-route-adapter − k1-route (primary) | forgetting_max | 8 |" in out and "0.0078" in out
+    assert "| k1-route | 8 | 4.275 ± 0.000 | 0.050 ± 0.000 |" in out and "0.25×" in out
+    put("new", "k1-route", 1337, 0.0)
+    with pytest.raises(SystemExit, match="both"):
+        rounds.main([str(tmp_path / "old"), str(tmp_path / "new")])
