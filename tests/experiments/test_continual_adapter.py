@@ -218,3 +218,5 @@ def test_rounds_reads_runs_from_several_folders_and_marks_the_primary_test(tmp_p
     put("new", "k1-route", 1337, 0.0)
     with pytest.raises(SystemExit, match="both"):
         rounds.main([str(tmp_path / "old"), str(tmp_path / "new")])
+    rounds.main([f"{tmp_path / 'old'}:tree-naive", str(tmp_path / "new")])  # the new folder's k1-route
+    assert "| k1-route | 1 | " in capsys.readouterr().out

@@ -1,8 +1,9 @@
 """One order's table and paired tests from the finished runs of several `k1 continual --out` folders.
 
 A round of experiments may train its rows in more than one folder (rows added by later code, with the
-runs of the others read as they were). `python -m k1.experiments.rounds OUT [OUT ...]` reads every
-finished run (`OUT/runs/<strategy>-seed<N>/continual_run.json`), refuses a strategy found in two folders,
+runs of the others read as they were). `python -m k1.experiments.rounds OUT[:S1,S2] [OUT ...]` reads every
+finished run (`OUT/runs/<strategy>-seed<N>/continual_run.json`; with `:S1,S2` only those strategies of
+that folder), refuses a strategy found in two folders,
 and prints, as Markdown: per strategy the means ± std over seeds, the ratios to `tree-naive`, and every
 paired test `continual.paired` makes for these strategies (the pre-registered `PRIMARY` ones stand
 alone; the rest carry Holm's correction). `--json` writes the same numbers.
@@ -18,13 +19,16 @@ from pathlib import Path
 from k1.experiments.continual import PRIMARY, paired
 
 
-def load(outs: list[Path]) -> dict[str, list[dict]]:
-    """strategy → its finished runs (sorted by seed), from every folder."""
+def load(outs: list[str]) -> dict[str, list[dict]]:
+    """strategy → its finished runs (sorted by seed), from every folder (`OUT` or `OUT:S1,S2`)."""
     found: dict[str, list[dict]] = {}
-    where: dict[str, Path] = {}
-    for out in outs:
+    where: dict[str, str] = {}
+    for spec in outs:
+        out, _, only = spec.partition(":")
         for f in sorted(Path(out).glob("runs/*-seed*/continual_run.json")):
             name = f.parent.name.rsplit("-seed", 1)[0]
+            if only and name not in only.split(","):
+                continue
             if where.setdefault(name, out) != out:
                 raise SystemExit(f"{name} has runs in both {where[name]} and {out}: pass one of them")
             found.setdefault(name, []).append(json.loads(f.read_text()))
@@ -78,12 +82,12 @@ def markdown(results: dict[str, list[dict]]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("outs", nargs="+", type=Path)
+    ap.add_argument("outs", nargs="+", help="a --out folder of k1 continual, or FOLDER:S1,S2 for some of its strategies")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args(argv)
     results = load(a.outs)
     if not results:
-        raise SystemExit(f"no finished runs under {', '.join(map(str, a.outs))}")
+        raise SystemExit(f"no finished runs under {', '.join(a.outs)}")
     print(markdown(results))
     if a.json:
         a.json.write_text(json.dumps({"table": table(results), "paired": paired(results),
