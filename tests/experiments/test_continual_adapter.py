@@ -220,3 +220,7 @@ def test_rounds_reads_runs_from_several_folders_and_marks_the_primary_test(tmp_p
         rounds.main([str(tmp_path / "old"), str(tmp_path / "new")])
     rounds.main([f"{tmp_path / 'old'}:tree-naive", str(tmp_path / "new")])  # the new folder's k1-route
     assert "| k1-route | 1 | " in capsys.readouterr().out
+    rounds.main(["--order", f"X={tmp_path / 'old'}+{tmp_path / 'new'}:k1-route-adapter",
+                 "--order", f"Y={tmp_path / 'old'}+{tmp_path / 'new'}:k1-route-adapter"])
+    out = capsys.readouterr().out
+    assert "| X | k1-route-adapter − k1-route | 8 | -0.037 ± 0.002 | 8/8 | 0.0078 | 0.0156 |" in out  # Holm over 2

@@ -6,7 +6,9 @@ finished run (`OUT/runs/<strategy>-seed<N>/continual_run.json`; with `:S1,S2` on
 that folder), refuses a strategy found in two folders,
 and prints, as Markdown: per strategy the means ± std over seeds, the ratios to `tree-naive`, and every
 paired test `continual.paired` makes for these strategies (the pre-registered `PRIMARY` ones stand
-alone; the rest carry Holm's correction). `--json` writes the same numbers.
+alone; the rest carry Holm's correction). `--order NAME=OUT+OUT:S1`
+(repeatable) does the same per order, then lists every order's primary tests together with Holm's correction
+over them. `--json` writes the same numbers.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import json
 import statistics
 from pathlib import Path
 
-from k1.experiments.continual import PRIMARY, paired
+from k1.experiments.continual import holm, paired
 
 
 def load(outs: list[str]) -> dict[str, list[dict]]:
@@ -80,18 +82,40 @@ def markdown(results: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
+def primaries(orders: dict[str, dict[str, list[dict]]]) -> str:
+    """Every order's pre-registered primary tests in one table, with Holm's correction over all of them."""
+    rows = [(name, t) for name, results in orders.items() for t in paired(results) if t["primary"]]
+    lines = [("| order | candidate − reference | seeds | forgetting diff ± std | seeds candidate lower | p | "
+              "p (Holm over these) |"), "|---|---|---|---|---|---|---|"]
+    for (name, t), ph in zip(rows, holm([t["p_value"] for _, t in rows])):
+        lines.append(f"| {name} | {t['candidate']} − {t['reference']} | {t['seeds']} | {t['mean_diff']:+.3f} ± "
+                     f"{t['std_diff']:.3f} | {t['candidate_better']}/{t['seeds']} | {t['p_value']:.4f} | {ph:.4f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("outs", nargs="+", help="a --out folder of k1 continual, or FOLDER:S1,S2 for some of its strategies")
+    ap.add_argument("outs", nargs="*", help="a --out folder of k1 continual, or FOLDER:S1,S2 for some of its strategies")
+    ap.add_argument("--order", action="append", default=[], metavar="NAME=OUT[:S],OUT...",
+                    help="one order's folders (repeatable): each order's table, then every primary test, Holm over all")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args(argv)
-    results = load(a.outs)
-    if not results:
-        raise SystemExit(f"no finished runs under {', '.join(a.outs)}")
-    print(markdown(results))
+    orders = {}
+    for spec in a.order:
+        name, _, outs = spec.partition("=")
+        orders[name] = load(outs.split("+"))
+    if a.outs:
+        orders[""] = load(a.outs)
+    for name, results in orders.items():
+        if not results:
+            raise SystemExit(f"no finished runs for {name or ', '.join(a.outs)}")
+        print(f"\n### {name}\n" if name else "", markdown(results), sep="")
+    if a.order:
+        print("\n### primary tests\n")
+        print(primaries(orders))
     if a.json:
-        a.json.write_text(json.dumps({"table": table(results), "paired": paired(results),
-                                      "primary": [list(p) for p in PRIMARY]}, indent=1))
+        a.json.write_text(json.dumps({name: {"table": table(r), "paired": paired(r)} for name, r in orders.items()},
+                                     indent=1))
 
 
 if __name__ == "__main__":
