@@ -40,7 +40,8 @@ class ContinualConfig(BaseModel):
     replay_fraction: float = Field(default=0.25, gt=0, lt=1)  # share of each batch drawn from the buffer
     # λ in λ/2 · Σ F (θ − θ*)²; large because the empirical Fisher of batch-mean gradients is tiny per
     # parameter. 1e6 gave the best final average bpb of a one-seed grid 1e3 … 1e8 (×10 steps) at 200 steps
-    # per domain on the `small` model (naive BWT 0.85 → 0.44 bpb; 1e8 reached 0.19 but learnt less)
+    # per domain on the `small` model (naive BWT 0.85 → 0.44 bpb; 1e8 reached 0.19 but learnt less), judged
+    # on windows that overlapped evaluation; re-chosen on the tuning windows (docs/continual.md): 1e6 again
     ewc_lambda: float = Field(default=1e6, ge=0)
     ewc_batches: int = Field(default=8, ge=1)  # training batches of a finished domain that estimate its Fisher
     # λ of EWC on the shared parameters only (`k1-ewc-shared`); the default is ewc_lambda's, not tuned
