@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from k1.data import load_corpus
-from k1.engine.selforg.plasticity import extract
 from k1.engine.run.step import train_step
 from k1.engine.run.train import Trainer
+from k1.engine.selforg.plasticity import extract
+from k1.experiments.adapter import AdapterOnShift
 from k1.experiments.continual import check_run, run_one
 from k1.experiments.plugins import ContinualConfig
 from k1.experiments.shift import ConsolidateOnShift, GrowOnShift, ShiftDetector
@@ -59,14 +60,14 @@ def test_the_detector_state_round_trips():
 
 
 # ---- no label reaches a mechanism ---------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["k1-grow", "k1-usage"])
+@pytest.mark.parametrize("name", ["k1-grow", "k1-usage", "k1-adapter"])
 def test_no_mechanism_acts_on_a_stage_boundary(tiny, name):
     """Their hooks that change training react to the loss only; the one that reads stage ends
     (`ForgettingSources`) measures, and changes nothing it does not put back."""
     cfg, corpus = tiny
     tr = Trainer(strategy_config(name, cfg), "/nonexistent", corpus=corpus, quiet=True, recorders=[])
     hooks = STRATEGIES.get(name).hooks(ContinualConfig(), 1, tr.state, 3)
-    acting = [h for h in hooks if isinstance(h, (GrowOnShift, ConsolidateOnShift))]
+    acting = [h for h in hooks if isinstance(h, (GrowOnShift, ConsolidateOnShift, AdapterOnShift))]
     assert len(acting) == 1
     for h in acting:
         for method in ("on_stage_start", "on_stage_end"):
@@ -149,7 +150,8 @@ def test_a_grown_run_resumes_and_measures_where_forgetting_comes_from(tiny, tmp_
 
     monkeypatch.setattr(shift.ShiftDetector, "update", forced)
     cfg, corpus = tiny
-    whole = run_one(cfg, ContinualConfig(), "k1-grow", 3, corpus, tmp_path / "whole", checkpoint_every=2)
+    ccfg = ContinualConfig(shift_signal="loss")  # the detector forced above
+    whole = run_one(cfg, ccfg, "k1-grow", 3, corpus, tmp_path / "whole", checkpoint_every=2)
     n0 = 7  # the tiny tree: 1 + 2 + 4
     assert whole["shifts_detected"] == [5, 9] and whole["agents_after_stage"] == [n0, n0 + 2, n0 + 4]
     src = whole["forgetting_sources"]
@@ -162,9 +164,9 @@ def test_a_grown_run_resumes_and_measures_where_forgetting_comes_from(tiny, tmp_
     from tests.experiments.test_continual import Interrupt
 
     with pytest.raises(RuntimeError):
-        run_one(cfg, ContinualConfig(), "k1-grow", 3, corpus, tmp_path / "cut", checkpoint_every=2,
+        run_one(cfg, ccfg, "k1-grow", 3, corpus, tmp_path / "cut", checkpoint_every=2,
                 extra_hooks=[Interrupt(11, RuntimeError)])
-    again = run_one(cfg, ContinualConfig(), "k1-grow", 3, corpus, tmp_path / "cut", checkpoint_every=2)
+    again = run_one(cfg, ccfg, "k1-grow", 3, corpus, tmp_path / "cut", checkpoint_every=2)
     assert again["resumed_from"] == "step-10"
     for key in ("R", "agents_after_stage", "train_flops", "params", "forgetting_sources", "shifts_detected"):
         assert again[key] == whole[key], key

@@ -188,6 +188,7 @@ PRIMARY = [
     ("k1-freeze", "tree-naive", "forgetting_max"),  # freezing the shared part removes forgetting
     ("k1-ewc-shared", "tree-naive", "forgetting_max"),  # shielding the shared part removes forgetting
     ("k1-route", "random-path-route", "forgetting_max"),  # the choice matters over hard routes
+    ("k1-route-adapter", "k1-route", "forgetting_max"),  # the per-shift adapter removes forgetting (round 2)
 ]
 
 
@@ -203,6 +204,7 @@ def comparisons(names: list[str]) -> list[tuple[str, str]]:
     pairs += [("k1-attribution", "random-k"), ("k1-usage", "random-k"), ("k1-replay", "tree-replay"),
               ("k1-freeze", "tree-freeze"), ("tree-freeze", "tree-naive")]
     pairs += [(n, "tree-ewc") for n in names if n.startswith("k1-") and n != "k1-replay"]
+    pairs += [("k1-adapter", "k1-freeze"), ("k1-adapter", "k1-attribution")]
     return list(dict.fromkeys((a, b) for a, b in pairs if a in names and b in names))
 
 

@@ -41,7 +41,8 @@ def register(app: typer.Typer) -> None:
                                                             "k1-protect, k1-balance, k1-grow, k1-usage, k1-ewc, "
                                                             "random-path, random-path-ewc, tree-freeze, k1-freeze, "
                                                             "random-path-freeze, k1-ewc-shared, tree-route, "
-                                                            "k1-route, random-path-route, k1-usage-route "
+                                                            "k1-route, random-path-route, k1-usage-route, "
+                                                            "k1-adapter, k1-route-adapter "
                                                             "(default: all; --quick: gpt-naive, tree-naive, "
                                                             "tree-replay, tree-ewc, random-k, k1-attribution, "
                                                             "k1-replay)."),

@@ -9,16 +9,25 @@ with the run and a run resumed mid-stage finds it again.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from k1.engine.config import RunConfig, load_config
 from k1.data import BatchSampler
+from k1.engine.config import RunConfig, load_config
 from k1.engine.hooks import Hook
 from k1.engine.hooks.requests import UseSampler
+from k1.errors import ConfigError
+from k1.experiments.adapter import AdapterOnShift, AdapterState, ShiftAdapters
 from k1.experiments.ewc import EWCPenalty
 from k1.experiments.replay import ReplaySampler, ReservoirBuffer
-from k1.experiments.shift import ConsolidateOnShift, ForgettingSources, GrowOnShift, ShiftDetector
+from k1.experiments.shift import (
+    ConsolidateOnShift,
+    ForgettingSources,
+    GrowOnShift,
+    InputShiftDetector,
+    ShiftDetector,
+)
 from k1.registry import Registry
 
 
@@ -31,7 +40,8 @@ class ContinualConfig(BaseModel):
     replay_fraction: float = Field(default=0.25, gt=0, lt=1)  # share of each batch drawn from the buffer
     # λ in λ/2 · Σ F (θ − θ*)²; large because the empirical Fisher of batch-mean gradients is tiny per
     # parameter. 1e6 gave the best final average bpb of a one-seed grid 1e3 … 1e8 (×10 steps) at 200 steps
-    # per domain on the `small` model (naive BWT 0.85 → 0.44 bpb; 1e8 reached 0.19 but learnt less)
+    # per domain on the `small` model (naive BWT 0.85 → 0.44 bpb; 1e8 reached 0.19 but learnt less), judged
+    # on windows that overlapped evaluation; re-chosen on the tuning windows (docs/continual.md): 1e6 again
     ewc_lambda: float = Field(default=1e6, ge=0)
     ewc_batches: int = Field(default=8, ge=1)  # training batches of a finished domain that estimate its Fisher
     # λ of EWC on the shared parameters only (`k1-ewc-shared`); the default is ewc_lambda's, not tuned
@@ -41,6 +51,15 @@ class ContinualConfig(BaseModel):
     # the share of each validation split (its start) held out as tuning windows: trials judge there, and
     # `--eval-on tune` evaluates there so that settings are chosen apart from the evaluation windows
     tune_fraction: float = Field(default=0.5, gt=0, lt=1)
+    # the label-free shift detector of k1-grow, k1-usage(-route) and the adapters: "input" (token-pair
+    # histograms, settings chosen on the tuning windows by `python -m k1.experiments.shift_tuning`) or "loss"
+    # (the first detector: loss surprise, α 0.05, z 3, patience 3, warmup 15)
+    shift_signal: Literal["input", "loss"] = "input"
+    shift_z: float = Field(default=3.0, gt=0)
+    shift_patience: int = Field(default=5, ge=1)
+    shift_warmup: int = Field(default=5, ge=0)
+    shift_window: int = Field(default=3, ge=1)
+    adapter_slots: int = Field(default=4, ge=1)  # k1-adapter: adapters allocated (shifts beyond are not given one)
 
 
 @dataclass(frozen=True)
@@ -250,13 +269,21 @@ class FreezeSharedHook(Hook):
 
 
 # ---- label-free shifts (shift.py) --------------------------------------------------------------------------
+def make_detector(ccfg: ContinualConfig):
+    """The shift detector `ccfg.shift_signal` names, with its settings."""
+    if ccfg.shift_signal == "loss":
+        return ShiftDetector()
+    return InputShiftDetector(z=ccfg.shift_z, patience=ccfg.shift_patience, warmup=ccfg.shift_warmup,
+                              window=ccfg.shift_window)
+
+
 @PLUGINS.register("shift")
 @dataclass(frozen=True)
 class ConsolidateAtShift(Plugin):
     """At a shift detected from the training loss (no label), call `policy.consolidate()` (`k1-usage`)."""
 
     def hooks(self, ctx):
-        detector = ShiftDetector()
+        detector = make_detector(ctx.ccfg)
         ctx.state.extras["shift"] = detector
         return [ConsolidateOnShift(detector)]
 
@@ -270,7 +297,24 @@ class GrowAtShift(Plugin):
     under: int = 1
 
     def hooks(self, ctx):
-        detector = ShiftDetector()
+        detector = make_detector(ctx.ccfg)
         sources = ForgettingSources(list(ctx.state.cfg.data.domains))
         ctx.state.extras["shift"], ctx.state.extras["sources"] = detector, sources
         return [GrowOnShift(detector, self.under), sources]
+
+
+@PLUGINS.register("adapter")
+@dataclass(frozen=True)
+class AdapterAtShift(Plugin):
+    """Freeze the shared parameters at the first shift detected from the input (no label) and open a small
+    adapter for them at every shift, chosen per token by the input alone (`adapter.py`; `k1-adapter`)."""
+
+    def hooks(self, ctx):
+        st = ctx.state
+        if st.corpus.vocab_size > 1024:
+            raise ConfigError(f"k1-adapter routes tokens by token-pair counts (vocab²): it needs a byte-sized "
+                              f"vocabulary, not {st.corpus.vocab_size}")
+        adapters = ShiftAdapters(st.cfg.model.width, st.corpus.vocab_size, ctx.ccfg.adapter_slots).to(st.device)
+        detector, state = make_detector(ctx.ccfg), AdapterState(adapters)
+        st.extras["shift"], st.extras["adapter"] = detector, state
+        return [AdapterOnShift(detector, state)]

@@ -19,10 +19,10 @@ import math
 
 import torch
 
-from k1.engine.selforg.actions import ACTIONS
 from k1.engine.hooks import Hook
 from k1.engine.hooks.requests import Event
 from k1.engine.run.measure import evaluate
+from k1.engine.selforg.actions import ACTIONS
 
 
 class ShiftDetector:
@@ -59,6 +59,69 @@ class ShiftDetector:
         self.shifts = [int(x) for x in s["shifts"]]
 
 
+class InputShiftDetector:
+    """A shift in what the data *is*, read from the step's input tokens (no label, no model).
+
+    Each batch is summarised by its histogram of token pairs (hashed into `buckets`). The last `window`
+    batches are compared with a reference — the batches before them since the last shift, weighted by an
+    exponential decay `1 - alpha` per batch — by the cosine distance of their histograms; that distance is
+    fed to a `ShiftDetector` (the loss detector's surprise rule: `z` noise deviations above the distance's
+    moving mean, `patience` batches in a row, none in its first `warmup` values after a shift). A batch
+    joins the reference when it leaves the window, unless the distance is surprising, so a lasting change
+    keeps counting; at a shift everything restarts on the new data.
+
+    Why not the loss: at code → science the training loss *falls* (science is easier than code), so a
+    loss-surprise rule cannot see it, while the token-pair histogram changes at every boundary of the
+    orders measured. Its blind spot: two domains with the same pair statistics (prose and science, both
+    English, are not told apart at 512 tokens a batch). The settings were chosen on the tuning windows
+    only (`python -m k1.experiments.shift_tuning`; docs/continual.md).
+    """
+
+    def __init__(self, z: float = 4.0, patience: int = 3, warmup: int = 10, window: int = 3,
+                 alpha: float = 0.05, buckets: int = 8192):
+        self.window, self.alpha, self.buckets = window, alpha, buckets
+        self.scalar = ShiftDetector(alpha, z, patience, warmup)
+        self.recent: list[torch.Tensor] = []  # the window's batch histograms, oldest first
+        self.ref: torch.Tensor | None = None
+
+    @property
+    def shifts(self) -> list[int]:
+        return self.scalar.shifts
+
+    def histogram(self, x: torch.Tensor) -> torch.Tensor:
+        """[buckets] float64: the batch's hashed token-pair counts."""
+        x = x.detach().to("cpu", torch.long)
+        pairs = (x[:, :-1] * 1_000_003 + x[:, 1:]) % self.buckets
+        return torch.bincount(pairs.flatten(), minlength=self.buckets).double()
+
+    def update(self, x: torch.Tensor, step: int) -> bool:
+        """Feed one step's input tokens [B, T]; True when a shift is declared at this step."""
+        self.recent.append(self.histogram(x))
+        if len(self.recent) <= self.window:
+            return False
+        leaving = self.recent.pop(0)
+        if self.ref is None:
+            self.ref = leaving
+            return False
+        win = torch.stack(self.recent).sum(0)
+        d = 1.0 - float(win @ self.ref / (win.norm() * self.ref.norm()).clamp_min(1e-12))
+        if self.scalar.update(d, step):
+            self.recent, self.ref = [], None  # restart on the new data
+            return True
+        if self.scalar.above == 0:
+            self.ref = (1.0 - self.alpha) * self.ref + leaving
+        return False
+
+    def state_dict(self) -> dict:
+        return {"scalar": self.scalar.state_dict(), "recent": torch.stack(self.recent) if self.recent else None,
+                "ref": self.ref}
+
+    def load_state_dict(self, s: dict) -> None:
+        self.scalar.load_state_dict(s["scalar"])
+        self.recent = [] if s["recent"] is None else list(s["recent"].double().unbind(0))
+        self.ref = None if s["ref"] is None else s["ref"].double()
+
+
 class ShiftHook(Hook):
     """Feed the detector every training step's loss (trial branches excluded); act between steps."""
 
@@ -69,7 +132,10 @@ class ShiftHook(Hook):
         self.run_dir = info.run_dir  # a RunDir, or None when nothing is written
 
     def on_step_end(self, state, r):
-        if getattr(r, "trial", None) is None and self.detector.update(float(r.loss), state.step):
+        if getattr(r, "trial", None) is not None:
+            return
+        signal = r.inputs if isinstance(self.detector, InputShiftDetector) else float(r.loss)
+        if self.detector.update(signal, state.step):
             self.pending = True
 
     def on_check(self, state, step):

@@ -14,14 +14,40 @@ from dataclasses import dataclass
 from k1.engine.config import RunConfig
 from k1.errors import ConfigError
 from k1.experiments.ewc import EWCPenalty
-from k1.experiments.plugins import (EWC, PLUGINS, Autonomy, Boundary, ConsolidateAtShift, ContinualConfig, Context,
-                                    FreezeShared, GrowAtShift, HardRoutes, ModelOptions, PathK, Plugin, Replay,
-                                    _policy)
+from k1.experiments.plugins import (
+    EWC,
+    PLUGINS,
+    AdapterAtShift,
+    Autonomy,
+    Boundary,
+    ConsolidateAtShift,
+    Context,
+    ContinualConfig,
+    FreezeShared,
+    GrowAtShift,
+    HardRoutes,
+    ModelOptions,
+    PathK,
+    Plugin,
+    Replay,
+    _policy,
+)
 from k1.experiments.replay import ReplaySampler, ReservoirBuffer
 from k1.registry import Registry
 
-__all__ = ["Strategy", "STRATEGIES", "STRATEGY_ORDER", "QUICK_STRATEGIES", "check_strategies", "strategy_config",
-           "ContinualConfig", "EWCPenalty", "ReplaySampler", "ReservoirBuffer", "PLUGINS"]
+__all__ = [
+    "PLUGINS",
+    "QUICK_STRATEGIES",
+    "STRATEGIES",
+    "STRATEGY_ORDER",
+    "ContinualConfig",
+    "EWCPenalty",
+    "ReplaySampler",
+    "ReservoirBuffer",
+    "Strategy",
+    "check_strategies",
+    "strategy_config",
+]
 
 
 @dataclass(frozen=True)
@@ -82,6 +108,8 @@ for _s in [
     Strategy("k1-route", "tree", "attribution", (HardRoutes(),)),
     Strategy("random-path-route", "tree", "random-path", (HardRoutes(),)),
     Strategy("k1-usage-route", "tree", "usage", (HardRoutes(), ConsolidateAtShift())),
+    Strategy("k1-adapter", "tree", "attribution", (AdapterAtShift(),)),
+    Strategy("k1-route-adapter", "tree", "attribution", (HardRoutes(), AdapterAtShift())),
 ]:
     STRATEGIES.add(_s.name, _s)
 STRATEGY_ORDER = STRATEGIES.names()  # table order

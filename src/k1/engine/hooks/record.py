@@ -33,6 +33,7 @@ class StepResult:
     tokens_per_s: float | None = None  # measured over the last log interval (set when log_due)
     trial: int | None = None  # a phase-2 trial's number when this step ran inside one of its branches
     branch: str | None = None  # "control" or "change" inside a trial
+    inputs: torch.Tensor | None = None  # [B, T] the step's input tokens (what an input-shift detector reads)
 
     def key(self) -> dict:
         """What identifies this step in the logs: the step, plus trial and branch inside a trial."""

@@ -33,9 +33,9 @@ import math
 from typing import Literal
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
 
 from k1.engine.model.cache import KVCache
 from k1.engine.model.level import AgentLevel
@@ -97,6 +97,8 @@ class AgentTree(nn.Module):
         self.aux_loss: torch.Tensor | None = None  # routed: the load-balancing term of the last forward
         self.z_loss: torch.Tensor | None = None  # routed: the router z-loss of the last forward
         self.last_gate_mass: torch.Tensor | None = None  # [n_agents] mean path weight of the last forward
+        # optional f(normed hidden [B, T, C]) → logits residual [B, T, V], set by a continual plugin (adapter.py)
+        self.output_adapter = None
 
     def _register_topology(self, shape: TreeShape) -> None:
         leaf = torch.tensor(shape.is_leaf())
@@ -145,7 +147,10 @@ class AgentTree(nn.Module):
             h = self._tree(h, keep, cache) if self.cfg.wiring == "tree" else self._levels(h, keep, cache)
         if cache is not None:
             cache.length += T
-        logits = F.linear(self.ln_f(h), self.tok_emb.weight)  # tied head, [B, T, V]
+        y = self.ln_f(h)
+        logits = F.linear(y, self.tok_emb.weight)  # tied head, [B, T, V]
+        if self.output_adapter is not None:
+            logits = logits + self.output_adapter(y)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))

@@ -89,4 +89,5 @@ def train_step(state, x: torch.Tensor, y: torch.Tensor, log_due: bool = False, l
     state.record.steps_executed += 1
     state.train_flops += x.numel() * step_flops_per_token(state, plan)
     return StepResult(p.step, lr, x.numel(), loss.detach(), finite, grad_norm.detach(), signals, plan, stats,
-                      state.trust.trust, log_due, state.agent_names, state.total_params, trial=trial, branch=branch)
+                      state.trust.trust, log_due, state.agent_names, state.total_params, trial=trial, branch=branch,
+                      inputs=x)
