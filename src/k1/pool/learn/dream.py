@@ -182,7 +182,9 @@ class DreamConfig:
     logits are read after the instructed prompt). With `task_class`, only that class's experiences are
     consolidated, and the student is also measured before and after on `class_tasks` calibration tasks of the
     class (judged by their verifiers; never trained on, and no training prompt equals one of them): that
-    measurement replaces its calibration for the class, so its trust follows it."""
+    measurement replaces its calibration for the class, so its trust follows it. With `student_kind`, DREAM
+    trains a student from the pool's own use instead, its trust from prompts neither trained on nor replayed
+    (`dream_student.py`)."""
 
     # who: the most trusted teacher and a cheaper trainable student, unless named
     teacher: str | None = None
@@ -211,6 +213,14 @@ class DreamConfig:
     patience: int = 2
     schedule: str = "cosine"
     seed: int = 0
+    # a student built from the pool's own use instead (`dream_student.py`): "k1" (a K-1 tree trained further by
+    # the engine) or "lora" (an adapter on an hf student, merged); `practice` self-instruct prompts answered by
+    # the teacher (with `shots` accepted answers shown to it), kept where the verifier accepts; options for the
+    # trainer (e.g. {"steps": 600} for "k1")
+    student_kind: str | None = None
+    practice: int = 0
+    shots: int = 0
+    student_options: dict | None = None
     # where the student's weights go (default: beside the store), and whether to show progress
     weights_dir: str | Path | None = None
     quiet: bool = True
@@ -219,6 +229,10 @@ class DreamConfig:
 def dream(router, config: DreamConfig | None = None, /, **overrides) -> dict:
     """One DREAM run (module docstring); `overrides` replace fields of `config` (default `DreamConfig()`)."""
     cfg = replace(config or DreamConfig(), **overrides)
+    if cfg.student_kind is not None:
+        from k1.pool.learn.dream_student import dream_student
+
+        return dream_student(router, cfg)
     t_start = time.perf_counter()
     rng = random.Random(cfg.seed)
     store = router.store
