@@ -113,3 +113,43 @@ def test_dream_student_errors_are_clear(used):
         dream(router, student_kind="k1")
     with pytest.raises(BackendError, match="'lora' student must be a hf member"):
         dream(router, student_kind="lora", task_class="arithmetic")
+
+
+class Copier(ConstantMember):
+    """Repeats the string only when told how (a system message or earlier turns), else rambles; records whether
+    it was shown earlier accepted answers."""
+
+    def __init__(self):
+        super().__init__("", name="copier")
+        self.roles, self.shown = ("teacher",), []
+
+    def stream(self, prompt, **kw):
+        turns = [m for m in prompt if m["role"] == "assistant"] if isinstance(prompt, list) else []
+        self.shown.append(len(turns))
+        told = isinstance(prompt, list) and len(prompt) > 1
+        last = prompt[-1]["content"] if isinstance(prompt, list) else prompt
+        self.text = last.split(": ")[-1] if told else "Sure! Here is the text you asked for."
+        yield from super().stream(prompt, **kw)
+
+
+def test_dream_bootstraps_a_class_without_accepted_answers_and_calibrates_on_trust_prompts(tmp_path, k1_run):
+    from k1.pool.config import PoolSettings
+    from k1.pool.members.k1 import K1Member
+    from k1.pool.pool import Pool
+    from k1.pool.route.router import Router
+    from k1.pool.store import PoolStore
+
+    teacher = Copier()
+    router = Router(Pool([teacher, K1Member.from_run(k1_run, name="tree", roles=["student"])],
+                         PoolSettings(store=str(tmp_path / "s.sqlite"))), PoolStore(tmp_path / "s.sqlite"))
+    for i in range(12):  # served plainly: the copier rambles, nothing to learn from the store
+        router.generate([{"role": "user", "content": f"Repeat this exactly: w{i}x{i}"}], model="copier",
+                        context="copy", max_tokens=8)
+    teacher.shown.clear()
+    rep = dream(router, student_kind="k1", task_class="copy", practice=20, shots=2, teacher_system="Repeat only.",
+                max_tokens=8, student_options={"steps": 3}, weights_dir=tmp_path / "w")
+    assert rep["from_store"] == 0 and rep["practice"]["kept"] == 20 == rep["train"]
+    assert teacher.shown[0] == 0 and max(teacher.shown) == 2  # later rounds show the first accepted answers
+    cal = router.store.calibration_summary()[("tree", "copy")]
+    assert rep["calibrated_on"] == "trust prompts" and cal["n"] == rep["trust_prompts"] >= 1
+    router.close()

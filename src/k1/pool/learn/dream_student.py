@@ -6,8 +6,9 @@ One task class at a time, and nothing but what the pool did:
 2. The student is trained by `students.from_pool.student_from_store` on the answers of the training side that the
    class's verifier accepts (any member's, the student's own included), plus — with `practice` — self-instruct
    prompts made from their templates, answered by the teacher (every call charged to the ledger as DREAM's; with
-   `shots`, the pool's first accepted answers are shown to the teacher as finished turns) and kept only where the
-   verifier accepts the answer. No practice prompt is a trust, replay or calibration problem. The verifier only
+   `shots`, the pool's first accepted answers — or the first accepted practice answers — are shown to the teacher
+   as finished turns; under `teacher_system` if given; `samples` more answers at a temperature) and kept only
+   where the verifier accepts the answer. No practice prompt is a trust, replay or calibration problem. The verifier only
    judges; it never writes an answer.
    - "k1": the engine trains a copy of the student's K-1 run further (`train_k1_student`, attributed sparse update);
    - "lora": a LoRA adapter on the student (a Hugging Face member), merged.
@@ -16,7 +17,7 @@ One task class at a time, and nothing but what the pool did:
 3. Trust comes from the **trust prompts only** — never trained on, never replayed: one verifier-graded outcome per
    prompt (source "dream"); the class's calibration tasks are asked before and after and the student's
    calibration for the class is replaced by the after-measurement, so it enters `auto` for the class only if it
-   passes there. The cost change is measured by replaying the **replay prompts** through the pool's own choice.
+   passes there (a class without calibration tasks, such as copy, is calibrated on the trust prompts). The cost change is measured by replaying the **replay prompts** through the pool's own choice.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def adopt(member, spec: dict) -> None:
 
 def dream_student(router, cfg) -> dict:
     """One DREAM run that trains `cfg.student_kind` students (module docstring); → the report."""
-    from k1.pool.learn.calibrate import MAX_PER_CLASS, calibration_tasks
+    from k1.pool.learn.calibrate import MAX_PER_CLASS, CalTask, calibration_tasks
     from k1.pool.learn.dream import _probe, _public, measure, pick_pair, replay
     from k1.pool.learn.students.from_pool import student_from_store
     from k1.pool.learn.verifiers import class_verifier
@@ -99,6 +100,12 @@ def dream_student(router, cfg) -> dict:
     trust = [_item(e, cfg.max_tokens) for e in trust_exps]
     replay_prompts = [_item(e, cfg.max_tokens)["prompt"] for e in replay_exps]
     held_texts = {question(e["prompt"]).strip() for e in trust_exps + replay_exps}
+    calibrated_on = "reserved calibration tasks"
+    if not probe:  # a class the calibration set has no tasks of: the trust prompts are its calibration
+        probe = [CalTask(cfg.task_class, f"dream-trust-{i}", it["prompt"] if isinstance(it["prompt"], list) else
+                         [{"role": "user", "content": question(it["prompt"])}],
+                         lambda a, q=it["prompt_text"]: verifier(q, a) or 0.0) for i, it in enumerate(trust)]
+        calibrated_on = "trust prompts"
 
     def charged(member, messages, **options):  # the teacher's practice: charged to the ledger as DREAM's
         return router.ledger.call(member, messages, kind="dream", session="dream", task_class="dream", **options)
@@ -119,8 +126,8 @@ def dream_student(router, cfg) -> dict:
             out = student_from_store(router, cfg.task_class, Path(tmp) / "student", kind=cfg.student_kind,
                                      name=s.name, teacher=t.name, practice=cfg.practice, shots=cfg.shots,
                                      base=base, seed=cfg.seed, max_tokens=cfg.max_tokens, experiences=train_exps,
-                                     exclude=held_texts, generate=charged,
-                                     verifier=verifier, **options)
+                                     exclude=held_texts, generate=charged, verifier=verifier,
+                                     system=cfg.teacher_system, samples=cfg.samples, **options)
             adopt(s, out["member"])
         after = measure(s, trust, verifier)
         class_after = _probe(s, probe)
@@ -140,7 +147,7 @@ def dream_student(router, cfg) -> dict:
         "before": _public(before), "after": _public(after), "replay_before": replay_before,
         "replay_after": replay_after,
         "replay_atp_change": replay_after["atp"] / replay_before["atp"] - 1 if replay_before["atp"] else None,
-        "class_before": {k: v for k, v in class_before.items() if k != "rows"} if probe else None,
+        "calibrated_on": calibrated_on, "class_before": {k: v for k, v in class_before.items() if k != "rows"} if probe else None,
         "class_after": {k: v for k, v in class_after.items() if k != "rows"} if probe else None,
         "record": out["member"].get("record"), "weights": str(saved) if saved else None,
         "seconds": time.perf_counter() - t_start,
