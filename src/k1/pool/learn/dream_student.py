@@ -40,7 +40,7 @@ def split_prompts(exps: list[dict], task_class: str, holdout: float, seed: int) 
         groups.setdefault(problem_key(task_class, e["prompt"]), []).append(e)
     keys = sorted(groups, key=repr)
     random.Random(f"dream-split-{seed}").shuffle(keys)
-    n_held = min(len(keys) - 1, max(2, round(holdout * len(keys))))
+    n_held = max(min(len(keys) - 1, max(2, round(holdout * len(keys)))), 0)
     held = keys[:n_held]
     n_trust = -(-len(held) // 2)
     pick = lambda ks: [e for k in ks for e in groups[k]]
@@ -73,6 +73,7 @@ def dream_student(router, cfg) -> dict:
     """One DREAM run that trains `cfg.student_kind` students (module docstring); → the report."""
     from k1.pool.learn.calibrate import MAX_PER_CLASS, CalTask, calibration_tasks
     from k1.pool.learn.dream import _probe, _public, measure, pick_pair, replay
+    from k1.pool.learn.students.data import problem_key
     from k1.pool.learn.students.from_pool import student_from_store
     from k1.pool.learn.verifiers import class_verifier
     from k1.pool.learn.weights import save_student
@@ -93,9 +94,9 @@ def dream_student(router, cfg) -> dict:
     reserved = {question(c.text).strip() for c in calibration_tasks(MAX_PER_CLASS)}
     exps = [e for e in router.store.experiences()
             if e["context"] == cfg.task_class and question(e["prompt"]).strip() not in reserved]
-    if len(exps) < 4:
-        raise BackendError(f"DREAM needs at least 4 experiences of class {cfg.task_class!r}; the pool has {len(exps)} "
-                           "(use it first)")
+    if len({problem_key(cfg.task_class, e["prompt"]) for e in exps}) < 3:
+        raise BackendError(f"DREAM needs at least 3 served problems of class {cfg.task_class!r} (one to learn "
+                           f"from, one to trust on, one to replay); the pool has {len(exps)} experiences of it")
     train_exps, trust_exps, replay_exps = split_prompts(exps, cfg.task_class, cfg.holdout, cfg.seed)
     trust = [_item(e, cfg.max_tokens) for e in trust_exps]
     replay_prompts = [_item(e, cfg.max_tokens)["prompt"] for e in replay_exps]
@@ -149,6 +150,6 @@ def dream_student(router, cfg) -> dict:
         "replay_atp_change": replay_after["atp"] / replay_before["atp"] - 1 if replay_before["atp"] else None,
         "calibrated_on": calibrated_on, "class_before": {k: v for k, v in class_before.items() if k != "rows"} if probe else None,
         "class_after": {k: v for k, v in class_after.items() if k != "rows"} if probe else None,
-        "record": out["member"].get("record"), "weights": str(saved) if saved else None,
+        "record": out["member"].get("record"), "trained_on": out["prompts"], "weights": str(saved) if saved else None,
         "seconds": time.perf_counter() - t_start,
     }

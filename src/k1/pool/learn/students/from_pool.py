@@ -27,7 +27,8 @@ def student_from_store(router, task_class: str, out_dir: str | Path, *, kind: st
                        max_tokens: int = 16, experiences: list[dict] | None = None, exclude: Iterable[str] = (),
                        generate: Callable | None = None, verifier: Callable | None = None, system: str | None = None,
                        samples: int = 0, **options) -> dict:
-    """→ {"member": the pool-file entry, "examples": n, "from_store": n, "practice": practise's record or None}."""
+    """→ {"member": the pool-file entry, "examples": n, "from_store": n, "practice": practise's record or None,
+    "prompts": the questions trained on}."""
     from k1.pool.learn.calibrate import MAX_PER_CLASS, calibration_tasks
     from k1.pool.learn.students import train_student
     from k1.pool.learn.students.data import (
@@ -61,4 +62,7 @@ def student_from_store(router, task_class: str, out_dir: str | Path, *, kind: st
     base_obj = router.pool[base] if kind == "lora" and isinstance(base, str) else base
     member = train_student(kind, examples, out_dir, name=name or f"{kind}-{task_class}", base=base_obj, seed=seed,
                            **options)
-    return {"member": member, "examples": len(examples), "from_store": n_store, "practice": rec}
+    from k1.pool.members.base import prompt_text
+
+    return {"member": member, "examples": len(examples), "from_store": n_store, "practice": rec,
+            "prompts": sorted({question(prompt_text(p) if isinstance(p, list) else p) for p, _ in examples})}
