@@ -108,8 +108,8 @@ def main() -> None:
     import torch
 
     torch.manual_seed(args.seed)
-    from k1.pool.learn.calibrate import calibrate, missing
     from k1.pool.default import default_pool_file
+    from k1.pool.learn.calibrate import calibrate, missing
     from k1.pool.learn.dream import dream
     from k1.pool.members.base import prompt_text
     from k1.pool.pool import load_pool
@@ -132,7 +132,8 @@ def main() -> None:
     if args.remeasure:
         from k1.pool.learn.calibrate import calibrate_member, calibration_tasks
 
-        rows = calibrate_member(router.pool[args.student], [c for c in calibration_tasks(16) if c.cls == "arithmetic"])
+        rows = calibrate_member(router.ledger, router.pool[args.student],
+                               [c for c in calibration_tasks(16) if c.cls == "arithmetic"])
         result = {"command": " ".join(["python"] + sys.argv), "student": args.student,
                   "consolidated": router.consolidated, "success": sum(r["score"] for r in rows) / len(rows),
                   "n": len(rows), "answers": [(r["task"], r["response"], r["score"]) for r in rows]}
@@ -169,7 +170,7 @@ def main() -> None:
         out = router.generate([{"role": "user", "content": t.prompt}], session=f"dream-ladder-{args.seed}",
                               max_tokens=args.max_tokens, temperature=0.0, verifier=verifier)
         routed["members"][out.member] = routed["members"].get(out.member, 0) + 1
-        routed["classes"][out.context.label] = routed["classes"].get(out.context.label, 0) + 1
+        routed["classes"][out.task_class] = routed["classes"].get(out.task_class, 0) + 1
         routed["solved"] += bool(out.outcome)
     routed["cpu_s"] = time.process_time() - t1
 

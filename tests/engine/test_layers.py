@@ -133,9 +133,10 @@ POOL_LAYERS = [
     # members, caches and the pieces that know nothing of a pool: errors, tenants, settings, classifiers
     ["k1.pool.errors", "k1.pool.tenants", "k1.pool.members", "k1.pool.kv", "k1.pool.testing",
      "k1.pool.route.limits", "k1.pool.route.textsignals", "k1.pool.route.context", "k1.pool.route.snarc",
-     "k1.pool.route.metabolic", "k1.pool.route.select", "k1.pool.route.taskclass"],
-    # a pool's state: its file, members, store, ledger, status
-    ["k1.pool.config", "k1.pool.pool", "k1.pool.store", "k1.pool.store_copy", "k1.pool.ledger", "k1.pool.status"],
+     "k1.pool.route.metabolic", "k1.pool.route.select", "k1.pool.route.taskclass", "k1.pool.sleep.settings"],
+    # a pool's state: its file, members, store, ledger, status, and the sleep that runs DREAM as a child process
+    ["k1.pool.config", "k1.pool.pool", "k1.pool.store", "k1.pool.store_copy", "k1.pool.ledger", "k1.pool.status",
+     "k1.pool.sleep"],
     # the request path
     ["k1.pool.route"],
     # learning from use (DREAM, calibration, verifiers) — above the request path, never below it

@@ -84,7 +84,7 @@ def test_calibration_seeds_trust_and_auto_answers(tmp_path, arithmetic_member):
     assert cand["cheap"].cost < cand["adder"].cost  # calibration measured what a call costs
 
     out = router.generate([{"role": "user", "content": "What is 7 + 5?"}], max_tokens=4)
-    assert out.context.label == "arithmetic"  # the task class, from the prompt
+    assert out.task_class == "arithmetic"  # the task class, from the prompt
     assert out.member == "adder" and out.generation.text.strip().startswith("12")
 
     # live outcomes land on (member, task class) and move the trust from the calibrated prior

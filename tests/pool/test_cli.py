@@ -79,7 +79,7 @@ def test_ask_routes_one_prompt_and_records_feedback(tmp_path, hf_dir, k1_run):
     r = CliRunner().invoke(app, ["ask", "the river", "--pool", str(f), "--max-tokens", "4", "--good"],
                            catch_exceptions=False)
     cls = TaskClassifier().classify("the river")  # trust is keyed by the prompt's task class
-    assert r.exit_code == 0 and "ATP" in r.stdout and f"context {cls}" in r.stdout
+    assert r.exit_code == 0 and "ATP" in r.stdout and f"task class {cls}" in r.stdout
     store = PoolStore(read_pool_config(f).pool.store)
     (member, ctx), (s, fails) = next(iter(store.trust().items()))
     assert ctx == cls and (s, fails) == (1.0, 0.0) and member in r.stdout

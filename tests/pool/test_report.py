@@ -12,7 +12,7 @@ def test_pool_report_has_every_section_with_data(tmp_path):
     s = PoolStore(tmp_path / "p.sqlite")
     for i in range(6):
         m = "a" if i % 2 else "b"
-        s.charge(m, "success" if i < 5 else "cancelled", 1.0 + i, 1e9, 0.1, context="stable")
+        s.charge(m, "success" if i < 5 else "cancelled", 1.0 + i, 1e9, 0.1, task_class="stable")
         s.record_outcome(m, "stable", float(i % 3 != 0), "feedback")
     s.log_state("WAKE", "CRISIS", "4 of the last 5 calls failed")
     s.close()

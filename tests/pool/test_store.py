@@ -46,6 +46,40 @@ def test_an_old_store_is_migrated_forward(store_url):
     assert s.experiences() == []  # the new table exists
 
 
+def test_the_task_class_column_is_renamed_with_its_data(store_url):
+    """A store written before m008_task_class (its task classes in columns named `context`) keeps every row:
+    trust, ledger, outcomes and experiences read and write by `task_class` afterwards; rows still carry
+    `context` (the old name) for one release."""
+    db = open_database(store_url)
+    db.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, ts REAL NOT NULL)")
+    for m in MIGRATIONS[:7]:
+        m(db)
+        db.execute("INSERT INTO _migrations VALUES (?, 0)", (m.__name__,))
+    db.execute("INSERT INTO trust VALUES ('a', 'arithmetic', 3, 1, 0)")
+    db.execute("""INSERT INTO ledger (ts, member, context, path, atp, flops, latency_s, kind)
+        VALUES (0, 'a', 'arithmetic', 'success', 2.0, 0, 0, 'request')""")
+    db.execute("INSERT INTO outcomes (ts, member, context, success, source) VALUES (0, 'a', 'arithmetic', 1, 'x')")
+    db.execute("""INSERT INTO experiences (ts, request, prompt, response, member, context, extra)
+        VALUES (0, 'r1', '2+2?', '4', 'a', 'arithmetic', '{"task_class_source": "caller"}')""")
+    db.close()
+    s = PoolStore(store_url)
+    assert MIGRATIONS[7].__name__ == "m008_task_class" and s.schema_version == SCHEMA_VERSION
+    s.record_outcome("a", "arithmetic", 1.0, "feedback")  # the primary key (member, task_class) still holds
+    assert s.trust("arithmetic") == {("a", "arithmetic"): (4.0, 1.0)}
+    [row] = s.ledger()
+    assert row["task_class"] == row["context"] == "arithmetic" and s.spent() == 2.0
+    assert [o["task_class"] for o in s.outcome_history()] == ["arithmetic", "arithmetic"]
+    assert s.experience("r1")["task_class"] == s.experience("r1")["context"] == "arithmetic"
+    assert s.labelled_prompts(10) == [("2+2?", "arithmetic")]
+    s.add_experience({"ts": 1.0, "request": "r2", "prompt": "hi", "response": "yo", "member": "a", "context": "chat"})
+    s.update_experience("r1", task_class="facts")
+    assert [e["task_class"] for e in s.experiences()] == ["facts", "chat"]  # the old key is still read once
+    for table in ("trust", "ledger", "outcomes", "experiences"):  # the column itself is renamed, not copied
+        row = dict(s.db.execute(f"SELECT * FROM {table}").fetchone())
+        assert "task_class" in row and "context" not in row
+    s.close()
+
+
 def test_a_store_from_a_newer_k1_is_refused(store_url):
     s = PoolStore(store_url)
     s.db.execute("INSERT INTO _migrations VALUES ('m999_future', 0)")

@@ -35,7 +35,7 @@ def test_a_class_it_could_not_tell_apart_is_learned_from_experiences(tmp_path, m
     assert [r.task_classes.classify(p) for p in probe] == ["copy"] * 4
     assert held_out_accuracy(r.task_classes)["accuracy"] >= 0.9  # the four known classes are still read right
     out = r.generate([{"role": "user", "content": "Repeat this word exactly: zebra"}], max_tokens=1)
-    assert out.context.label == "copy"  # and the router keys trust by it
+    assert out.task_class == "copy"  # and the router keys trust by it
     r.close()
     # the cap: with task_class_examples = 0 the pool keeps the built-in classifier only
     r = _router(tmp_path, member, task_class_examples=0)
@@ -55,7 +55,7 @@ def test_feedback_with_a_class_relabels_the_experience(tmp_path, member):
                                             "The Starry Night", "The Scream")]
     assert r.task_classes.classify("Who painted the Mona Lisa?") == "prose"  # the built-in classifier's miss
     ids = [r.generate(p, max_tokens=1) for p in prompts]
-    assert {o.context.label for o in ids} != {"facts"}
+    assert {o.task_class for o in ids} != {"facts"}
     for o in ids[1:]:
         fb = r.feedback(o.request, 1.0, task_class="facts")
         assert fb["context"] == "facts"

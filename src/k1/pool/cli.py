@@ -21,6 +21,7 @@ POOL_OPT = typer.Option(None, "--pool", "-p", help="Pool file (TOML); default: t
 def _open_router(pool_file: Optional[Path], quiet: bool = False, calibrate: bool = True):
     """Load the pool, building the default one on first use and calibrating its members once; a pool file's
     uncalibrated members are named on stderr (`k1 pool calibrate` measures them)."""
+    from k1.pool.errors import BudgetExhausted
     from k1.pool.learn.calibrate import missing
     from k1.pool.session import open_router
 
@@ -35,7 +36,10 @@ def _open_router(pool_file: Optional[Path], quiet: bool = False, calibrate: bool
 
         if not quiet:
             Console(stderr=True).print(f"calibrating {', '.join(todo)} (once; `k1 pool calibrate` re-runs it)")
-        run_calibration(router, todo, quiet=quiet)
+        try:
+            run_calibration(router, todo, quiet=quiet)
+        except BudgetExhausted as e:  # the command itself may still run (`status`, or a reset budget): say so
+            Console(stderr=True, highlight=False).print(f"warning: {e}", markup=False)
     elif todo and not quiet:
         Console(stderr=True).print(f"[yellow]not calibrated: {', '.join(todo)} — `auto` trusts them equally until "
                                    f"`k1 pool calibrate --pool {pool_file}` measures them[/]")
@@ -56,7 +60,10 @@ def serve(pool: Optional[Path] = POOL_OPT,
           concurrency: str = typer.Option("member", help="'member': members answer at the same time; "
                                                          "'global': one request at a time."),
           allowed_host: list[str] = typer.Option([], help="A Host name clients may use besides the bound address "
-                                                          "and localhost (repeat; needed with --host 0.0.0.0).")):
+                                                          "and localhost (repeat; needed with --host 0.0.0.0)."),
+          dream: Optional[str] = typer.Option(None, "--dream", help="'auto': run DREAM in a separate process when "
+                                              "it is due, while serving (one replica per store at a time); 'off'. "
+                                              "Default: the pool file's \\[pool.dream] mode (off).")):
     """An OpenAI-compatible server: /v1/models, /v1/chat/completions, /v1/completions, /v1/feedback."""
     import os
 
@@ -85,14 +92,27 @@ def serve(pool: Optional[Path] = POOL_OPT,
         limits = Limits(body_bytes=max_body_bytes, queue=queue, concurrency=concurrency)
     except ValueError as e:
         raise ConfigError(f"k1 pool serve: {e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}") from None
+    if dream not in (None, "auto", "off"):
+        raise ConfigError(f"--dream {dream}: use auto or off")
     router = _open_router(pool)
+    from k1.pool.sleep.scheduler import Sleep
+
+    pool_file = pool if pool is not None else _pool_file(None)
+    settings = router.settings.dream if dream is None else router.settings.dream.model_copy(update={"mode": dream})
+    from k1.pool.learn.weights import held_versions
+
+    router.sleep = Sleep(router, pool_file, settings, held_versions=lambda: held_versions(router))
     guarded = (f"{len(tenants.keys)} tenants" if keys_file else "API key required") if not tenants.open \
         else "no API key: anyone who can reach the port can use it"
-    console.print(f"pool: {', '.join(router.pool.names)} + auto → http://{host}:{port}/v1 ({guarded})")
+    console.print(f"pool: {', '.join(router.pool.names)} + auto → http://{host}:{port}/v1 ({guarded})"
+                  + (f"; DREAM when due (after {settings.after} verified experiences, every ≥ {settings.every_s:g} s)"
+                     if settings.mode == "auto" else ""))
+    router.sleep.start()
     try:
         server(build_app(router, tenants=tenants, limits=limits, host=host, allowed_hosts=tuple(allowed_host)),
                host, port).run()
     finally:
+        router.sleep.stop()
         router.pool.close()
         router.close()
 
@@ -117,7 +137,7 @@ def ask(prompt: str = typer.Argument(..., help="What to ask."),
         router.close()
     print(out.generation.text)
     c = out.generation.cost
-    console.print(f"[dim]{out.member} · context {out.context.label} · state {out.state} · {c.atp:.3f} ATP "
+    console.print(f"[dim]{out.member} · task class {out.task_class} · state {out.state} · {c.atp:.3f} ATP "
                   f"({c.flops / 1e9:.2f} GFLOP, {c.latency_s:.2f} s) · request {out.request}[/]")
 
 
@@ -149,11 +169,11 @@ def status(pool: Optional[Path] = POOL_OPT,
               title=f"trust per (member, task class) · calibration weight {st['calibration_weight']:g}")
     for r in st["trust"]:
         cal = f"{r['cal_solved']:g}/{r['cal_n']}" if r["cal_n"] else "—"
-        t.add_row(r["member"], r["context"], cal, f"{r['successes']:g}/{r['failures']:g}", f"{r['mean']:.3f}")
+        t.add_row(r["member"], r["task_class"], cal, f"{r['successes']:g}/{r['failures']:g}", f"{r['mean']:.3f}")
     console.print(t)
-    t = Table("id", "member", "context", "prompt", "ATP", "outcome", "importance", title="recent experiences")
+    t = Table("id", "member", "task class", "prompt", "ATP", "outcome", "importance", title="recent experiences")
     for e in st["recent"]:
-        t.add_row(str(e["id"]), e["member"], e["context"] or "", (e["prompt"] or "")[:40].replace("\n", " "),
+        t.add_row(str(e["id"]), e["member"], e["task_class"] or "", (e["prompt"] or "")[:40].replace("\n", " "),
                   f"{e['atp']:.3f}", "" if e["outcome"] is None else f"{e['outcome']:g}", f"{e['importance']:.3f}")
     console.print(t)
 
@@ -226,28 +246,43 @@ def add(spec: str = typer.Argument(..., help="k1:RUN_DIR, hf:PATH[::FILE.gguf], 
                   + ", ".join(f"{c} {d['solved']:g}/{d['n']}" for c, d in v.items()))
 
 
-DREAM_LEASE_S = 6 * 3600.0  # longer than any DREAM; a crashed one's lease ends by itself
-
-
 def _dream_lease(pool_file: Path | None):
-    """One DREAM at a time per store, whichever machine starts it: → (the store holding the lease, holder)."""
+    """One DREAM at a time per store, whichever machine starts it: → (the store, the `HeldLease` on it), renewed
+    while this process lives, so that a crashed DREAM's lease ends by itself in a couple of minutes. A serving
+    pool that starts this command hands it its own lease (`K1_DREAM_HOLDER`)."""
     import os
-    import socket
 
     from k1.errors import ConfigError
     from k1.pool.config import read_pool_config
+    from k1.pool.sleep.lease import HOLDER_ENV, TTL_ENV, TTL_S, HeldLease, own_holder
     from k1.pool.store import PoolStore
 
     if pool_file is None:
         from k1.pool.default import default_pool_file
         pool_file = default_pool_file(quiet=True)
+    try:
+        ttl = float(os.environ.get(TTL_ENV) or TTL_S)
+    except ValueError:
+        raise ConfigError(f"${TTL_ENV} must be a number of seconds") from None
     store = PoolStore(read_pool_config(pool_file).pool.store)
-    holder = f"{socket.gethostname()}:{os.getpid()}"
-    if not store.acquire_lease("dream", holder, DREAM_LEASE_S):
+    handed = os.environ.get(HOLDER_ENV)
+    lease = HeldLease(store, handed or own_holder(), ttl, handed=bool(handed))
+    if not lease.acquire():
         other = store.lease_holder("dream")
         store.close()
         raise ConfigError(f"another `k1 pool dream` ({other}) is consolidating this store; wait for it to finish")
-    return store, holder
+    return store, lease
+
+
+def _exit_on_sigterm(ctx: typer.Context) -> None:
+    import signal
+    import sys
+
+    try:
+        old = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    except ValueError:  # not the main thread: the default stays
+        return
+    ctx.call_on_close(lambda: signal.signal(signal.SIGTERM, old))
 
 
 @app.command()
@@ -299,8 +334,9 @@ def dream(ctx: typer.Context, pool: Optional[Path] = POOL_OPT,
         if task_class is None:
             raise ConfigError("--verified-only needs --task-class CLASS: the class's verifier judges the teacher's answers")
         verifier = class_verifier(task_class)  # before the pool loads: a class without a verifier is one line
-    lease, holder = _dream_lease(pool)
-    ctx.call_on_close(lambda: (lease.release_lease("dream", holder), lease.close()))  # however the command ends
+    store, lease = _dream_lease(pool)
+    ctx.call_on_close(lambda: (lease.release(), store.close()))  # however the command ends
+    _exit_on_sigterm(ctx)  # a serving pool stopping its cycle: the lease is released now, not at its expiry
     router = _open_router(pool)
     try:
         rep = run_dream(router, teacher=teacher, student=student, k=k, epochs=epochs, lr=lr, temperature=temperature,

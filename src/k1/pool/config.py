@@ -26,13 +26,14 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from k1.common.config_files import read_toml, validate_as
 from k1.common.db import check_target, is_url
 from k1.pool.route.context import ContextSettings
-from k1.pool.route.snarc import SnarcWeights
 from k1.pool.route.metabolic import MetabolicSettings
+from k1.pool.route.snarc import SnarcWeights
+from k1.pool.sleep.settings import DreamSettings
 
 
 class _Spec(BaseModel):
@@ -106,6 +107,13 @@ class PoolSettings(BaseModel):
     context: ContextSettings = ContextSettings()
     metabolic: MetabolicSettings = MetabolicSettings()
     snarc: SnarcWeights = SnarcWeights()
+    # the server's sleep: `k1 pool serve` runs DREAM by itself when it is due (`dream = "auto"`; sleep/settings.py)
+    dream: DreamSettings = DreamSettings()
+
+    @field_validator("dream", mode="before")
+    @classmethod
+    def _dream_mode(cls, v):
+        return {"mode": v} if isinstance(v, str) else v
 
 
 class PoolConfig(BaseModel):

@@ -1,9 +1,12 @@
 """`Ledger`: the one way ATP is spent — `reserve(estimate)` before a member runs, `charge(actual)` after.
 
-Every call kind goes through it: requests, judges, cross-checks, background verification, DREAM's teacher and
-student calls, calibration (the store's `kind` column says which). A reservation is checked against the
-budget (and the tenant's share of it) together with every other reservation still open, so concurrent calls
-cannot together spend more than the budget. A remote member's charge is clamped to what was reserved: one that
+Every call kind goes through it: requests, judges, cross-checks, background verification, DREAM's teacher calls
+and replays ("dream"), DREAM's measurement of its student ("dream-measure") and calibration; the store's `kind`
+column says which. Not charged: training steps and the teacher-forced forward passes of distillation (not
+member calls), and the reference member's scoring for the surprise signal (a request's overhead).
+
+A reservation is checked against the budget (and the tenant's share of it) together with every other
+reservation still open, so concurrent calls cannot together spend more than the budget. A remote member's charge is clamped to what was reserved: one that
 reports more tokens than the call could have used (2^40 − 1, or a 4 MiB reply to `max_tokens=5`) is charged
 the reservation, never more. A local member's cost is compute this process measured itself, charged as is.
 
@@ -20,7 +23,7 @@ import threading
 from dataclasses import dataclass
 
 from k1.pool.errors import BudgetExhausted
-from k1.pool.members.base import Cost, Generation, Member, Prompt
+from k1.pool.members.base import Cost, Generation, Member, Prompt, Score
 from k1.pool.tenants import OPERATOR, Tenant
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,16 @@ class Ledger:
             if mine + self._by_tenant.get(tenant.name, 0.0) >= cap:
                 raise BudgetExhausted(f"this key spent {mine:.1f} of its {cap:g} ATP share of the budget; ask the "
                                       "operator for a larger budget_share")
+
+    def afford(self, estimate: float, what: str, tenant: Tenant = OPERATOR) -> None:
+        """Refuse up front a job of many calls (DREAM) that the budget cannot pay in full, before it buys anything
+        it would then throw away. A check, not a hold: each of the job's calls still reserves its own."""
+        self.check(tenant)
+        left = self.budget_atp - self.store.spent() - self.store.reserved()
+        if estimate > left:
+            raise BudgetExhausted(f"{what} may cost up to {estimate:.3g} ATP; the pool has {max(0.0, left):.3g} of "
+                                  f"its {self.budget_atp:g} ATP budget left; raise [pool] budget_atp, run "
+                                  "`k1 pool budget --reset`, or ask for less")
 
     def reserve(self, estimate: float, *, tenant: Tenant = OPERATOR, kind: str = "request",
                 what: str = "this call", clamp: bool = True, request: str | None = None,
@@ -111,7 +124,7 @@ class Ledger:
             atp = min(atp, res.amount)
         try:
             self.store.charge(member, path, atp, c.flops if c else 0.0, c.latency_s if c else 0.0, request=request,
-                              session=session, context=task_class, prompt_tokens=gen.prompt_tokens if gen else 0,
+                              session=session, task_class=task_class, prompt_tokens=gen.prompt_tokens if gen else 0,
                               completion_tokens=gen.completion_tokens if gen else 0, stream=stream,
                               tenant=res.tenant.name, kind=res.kind, reservation=res.id if res.open else None)
         except BaseException:
@@ -138,3 +151,19 @@ class Ledger:
             raise
         self.charge(res, member.name, "success", None, g, **where)
         return g
+
+    def score(self, member: Member, prompt: Prompt, continuation: str, *, kind: str, tenant: Tenant = OPERATOR,
+              request: str | None = None, session: str | None = None, task_class: str | None = None) -> Score:
+        """One scoring pass (bits per byte of `continuation` after `prompt`): reserved and charged as `call` is;
+        a pass that fails reported no cost and gives its hold back."""
+        n = member.prompt_tokens(prompt)
+        res = self.reserve(member.estimate_cost(n, len(continuation.encode("utf-8", "replace")) + 1), tenant=tenant,
+                           kind=kind, what=f"{kind} by {member.name!r}", clamp=not member.is_local, request=request,
+                           member=member.name)
+        try:
+            sc = member.score(prompt, continuation)
+        except BaseException:
+            self.release(res)
+            raise
+        self.charge(res, member.name, "success", sc.cost, request=request, session=session, task_class=task_class)
+        return sc

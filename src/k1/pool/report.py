@@ -26,7 +26,7 @@ def _trust_over_time(outcomes: list[dict]) -> Section:
     counts: dict[tuple, list[float]] = defaultdict(lambda: [0.0, 0.0])
     series: dict[tuple, list[tuple[int, float]]] = defaultdict(list)
     for i, o in enumerate(outcomes):
-        key = (o["member"], o["context"])
+        key = (o["member"], o["task_class"])
         c = counts[key]
         c[0] += o["success"]
         c[1] += 1 - o["success"]
@@ -39,19 +39,19 @@ def _trust_over_time(outcomes: list[dict]) -> Section:
     ax.set_ylabel("posterior mean P(success)")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7, ncol=3)
-    sec.parts.append(figure("pool-trust", fig, "Beta posterior mean of each (member, context) after each outcome"))
-    rows = [[r["member"], r["context"], fmt(r["successes"], "g"), fmt(r["failures"], "g"), fmt(r["mean"], ".3f")]
+    sec.parts.append(figure("pool-trust", fig, "Beta posterior mean of each (member, task class) after each outcome"))
+    rows = [[r["member"], r["task_class"], fmt(r["successes"], "g"), fmt(r["failures"], "g"), fmt(r["mean"], ".3f")]
             for r in trust_table_rows(outcomes)]
-    sec.parts.append(table(["member", "context", "successes", "failures", "trust"], rows, left=2))
+    sec.parts.append(table(["member", "task class", "successes", "failures", "trust"], rows, left=2))
     return sec
 
 
 def trust_table_rows(outcomes: list[dict]) -> list[dict]:
     acc: dict[tuple, list[float]] = defaultdict(lambda: [0.0, 0.0])
     for o in outcomes:
-        acc[(o["member"], o["context"])][0] += o["success"]
-        acc[(o["member"], o["context"])][1] += 1 - o["success"]
-    return [{"member": m, "context": c, "successes": s, "failures": f, "mean": beta_mean(s, f)}
+        acc[(o["member"], o["task_class"])][0] += o["success"]
+        acc[(o["member"], o["task_class"])][1] += 1 - o["success"]
+    return [{"member": m, "task_class": c, "successes": s, "failures": f, "mean": beta_mean(s, f)}
             for (m, c), (s, f) in sorted(acc.items())]
 
 
@@ -76,7 +76,7 @@ def _cost(store: PoolStore) -> Section:
 
 def _shares(ledger: list[dict], window: int = 20) -> Section:
     sec = Section("pool-shares", "Routing shares")
-    calls = [r for r in ledger if r["context"] not in ("dream", "judge")]
+    calls = [r for r in ledger if r["kind"] == "request"]  # routed calls, not judges, DREAM or calibration
     if not calls:
         sec.parts.append(absent("pool-shares", "No routed calls yet."))
         return sec

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from k1.common.trust import beta_mean
 from k1.pool.route.metabolic import Metabolism
+from k1.pool.sleep.scheduler import last_cycle
 from k1.pool.store import PoolStore
 
 
@@ -13,11 +14,12 @@ def trust_table(store, calibration_weight: float = 1.0) -> list[dict]:
     mean the router starts from (Beta(1 + w·solved + s, 1 + w·unsolved + f))."""
     live, cal = store.trust(), store.calibration_summary()
     rows = []
-    for member, context in sorted(set(live) | set(cal)):
-        s, f = live.get((member, context), (0.0, 0.0))
-        c = cal.get((member, context), {"n": 0, "solved": 0.0, "atp": None})
+    for member, task_class in sorted(set(live) | set(cal)):
+        s, f = live.get((member, task_class), (0.0, 0.0))
+        c = cal.get((member, task_class), {"n": 0, "solved": 0.0, "atp": None})
         ps, pf = calibration_weight * c["solved"], calibration_weight * (c["n"] - c["solved"])
-        rows.append({"member": member, "context": context, "successes": s, "failures": f,
+        rows.append({"member": member, "task_class": task_class, "context": task_class,  # the old name, one release
+                     "successes": s, "failures": f,
                      "cal_n": c["n"], "cal_solved": c["solved"], "cal_atp": c["atp"],
                      "mean": beta_mean(s + ps, f + pf)})
     return rows
@@ -40,8 +42,10 @@ def pool_status(router, recent: int = 10, tenant=None) -> dict:
         "state_log": store.state_log(20),
     }
     if admin:
-        out["recent"] = [{k: e[k] for k in ("id", "member", "context", "prompt", "response", "atp", "outcome",
-                                            "importance", "tenant")}
+        sleep = getattr(router, "sleep", None)  # `k1 pool serve`'s (k1.pool.sleep.scheduler)
+        out["dream"] = sleep.status() if sleep is not None else {"mode": "off", "last": last_cycle(store)}
+        out["recent"] = [{k: e[k] for k in ("id", "member", "task_class", "context", "prompt", "response", "atp",
+                                            "outcome", "importance", "tenant")}
                          for e in store.experiences(limit=recent, newest_first=True)]
     else:
         out["budget"]["tenant_spent_atp"] = store.spent(tenant.name)
@@ -70,8 +74,9 @@ def file_status(cfg, recent: int = 10) -> dict:
             "selection": st.selection,
             "calls": store.ledger_totals(),
             "state_log": store.state_log(20),
-            "recent": [{k: e[k] for k in ("id", "member", "context", "prompt", "response", "atp", "outcome",
-                                          "importance")}
+            "dream": {"mode": st.dream.mode, "last": last_cycle(store)},
+            "recent": [{k: e[k] for k in ("id", "member", "task_class", "context", "prompt", "response", "atp",
+                                          "outcome", "importance")}
                        for e in store.experiences(limit=recent, newest_first=True)],
         }
     finally:

@@ -94,27 +94,44 @@ def m007_replicas(db: Database) -> None:
         name TEXT PRIMARY KEY, version INTEGER NOT NULL, value TEXT NOT NULL, ts REAL NOT NULL)""")
 
 
-MIGRATIONS: list[Migration] = [m001_trust_and_ledger, m002_experiences, m003_state_log,
-                              m004_feedback_once, m005_calibration, m006_tenants_and_kinds, m007_replicas]
+def m008_task_class(db: Database) -> None:
+    """The column `context` of trust, ledger, outcomes and experiences held the task class (what a prompt
+    asks: arithmetic, code, ...), not the context signals: it is named `task_class` now, as in calibration."""
+    for table in ("trust", "ledger", "outcomes", "experiences"):
+        db.execute(f"ALTER TABLE {table} RENAME COLUMN context TO task_class")
+
+
+MIGRATIONS: list[Migration] = [m001_trust_and_ledger, m002_experiences, m003_state_log, m004_feedback_once,
+                              m005_calibration, m006_tenants_and_kinds, m007_replicas, m008_task_class]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # what an ATP spend was for (the ledger's `kind`)
-CALL_KINDS = ("request", "judge", "cross-check", "verify", "dream", "calibration")
+CALL_KINDS = ("request", "judge", "cross-check", "verify", "dream", "dream-measure", "calibration")
 # every way a call can end; each is charged to the ledger, so the budget and the routing shares count the calls
 # that failed, timed out or were cancelled, not only those that succeeded
 CALL_PATHS = ("success", "failure", "timeout", "unavailable", "cancelled")
 BUDGET_LOCK = "k1 pool budget"
+OLD_NAMES = {"context": "task_class"}  # rows also carry a column's old name, for one release
 
 
-def _add_outcome(db: Database, member: str, context: str, success: float, source: str,
+def _row(r) -> dict:
+    """A row as a dict, with the old name of a renamed column beside the new one (read-only, for one release)."""
+    d = dict(r)
+    for old, new in OLD_NAMES.items():
+        if new in d:
+            d[old] = d[new]
+    return d
+
+
+def _add_outcome(db: Database, member: str, task_class: str, success: float, source: str,
                  request: str | None, now: float) -> None:
     """One outcome into the Beta counts and the outcome log (inside the caller's write transaction)."""
-    db.execute("""INSERT INTO trust (member, context, successes, failures, updated) VALUES (?, ?, ?, ?, ?)
-        ON CONFLICT (member, context) DO UPDATE SET successes = trust.successes + excluded.successes,
+    db.execute("""INSERT INTO trust (member, task_class, successes, failures, updated) VALUES (?, ?, ?, ?, ?)
+        ON CONFLICT (member, task_class) DO UPDATE SET successes = trust.successes + excluded.successes,
         failures = trust.failures + excluded.failures, updated = excluded.updated""",
-               (member, context, success, 1.0 - success, now))
-    db.execute("INSERT INTO outcomes (ts, request, member, context, success, source) VALUES (?, ?, ?, ?, ?, ?)",
-               (now, request, member, context, success, source))
+               (member, task_class, success, 1.0 - success, now))
+    db.execute("INSERT INTO outcomes (ts, request, member, task_class, success, source) VALUES (?, ?, ?, ?, ?, ?)",
+               (now, request, member, task_class, success, source))
 
 
 class PoolStore:
@@ -161,15 +178,16 @@ class PoolStore:
             self.db.close()
 
     # ---- trust ------------------------------------------------------------------------------------
-    def record_outcome(self, member: str, context: str, success: float, source: str, request: str | None = None) -> None:
+    def record_outcome(self, member: str, task_class: str, success: float, source: str,
+                       request: str | None = None) -> None:
         """Add one outcome (success in [0, 1]; fractional for graded verifiers) to the Beta counts."""
         if not 0.0 <= success <= 1.0:
             raise ValueError(f"success must be in [0, 1], got {success}")
         now = time.time()
         with self.write() as db:
-            _add_outcome(db, member, context, success, source, request, now)
+            _add_outcome(db, member, task_class, success, source, request, now)
 
-    def record_feedback(self, member: str, context: str, success: float, source: str, request: str) -> bool:
+    def record_feedback(self, member: str, task_class: str, success: float, source: str, request: str) -> bool:
         """The outcome of `request` as told by its caller, once: → False (nothing recorded) if it was told before."""
         if not 0.0 <= success <= 1.0:
             raise ValueError(f"success must be in [0, 1], got {success}")
@@ -178,25 +196,25 @@ class PoolStore:
             if db.execute("""INSERT INTO feedback (request, ts, success, source) VALUES (?, ?, ?, ?)
                 ON CONFLICT (request) DO NOTHING""", (request, now, success, source)).rowcount == 0:
                 return False
-            _add_outcome(db, member, context, success, source, request, now)
+            _add_outcome(db, member, task_class, success, source, request, now)
         return True
 
-    def trust(self, context: str | None = None) -> dict[tuple[str, str], tuple[float, float]]:
-        """(member, context) → (successes, failures); one context, or all."""
-        q, args = "SELECT member, context, successes, failures FROM trust", ()
-        if context is not None:
-            q, args = q + " WHERE context = ?", (context,)
+    def trust(self, task_class: str | None = None) -> dict[tuple[str, str], tuple[float, float]]:
+        """(member, task class) → (successes, failures); one task class, or all."""
+        q, args = "SELECT member, task_class, successes, failures FROM trust", ()
+        if task_class is not None:
+            q, args = q + " WHERE task_class = ?", (task_class,)
         with self._lock:
             return {(r[0], r[1]): (r[2], r[3]) for r in self.db.execute(q, args)}
 
     def outcome_history(self, limit: int = 10_000) -> list[dict]:
         with self._lock:
             rows = self.db.execute("SELECT * FROM outcomes ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
-        return [dict(r) for r in reversed(rows)]
+        return [_row(r) for r in reversed(rows)]
 
     # ---- the ATP ledger ----------------------------------------------------------------------------
     def charge(self, member: str, path: str, atp: float, flops: float, latency_s: float, *, request: str | None = None,
-               session: str | None = None, context: str | None = None, prompt_tokens: int = 0,
+               session: str | None = None, task_class: str | None = None, prompt_tokens: int = 0,
                completion_tokens: int = 0, stream: bool = False, tenant: str | None = None,
                kind: str = "request", reservation: int | None = None) -> int:
         """One ledger row; `reservation` (from `reserve`) is released in the same transaction. Callers go
@@ -207,10 +225,10 @@ class PoolStore:
             raise ValueError(f"unknown call kind {kind!r}; one of {CALL_KINDS}")
         with self.write() as db:
             db.lock(BUDGET_LOCK)  # a reservation elsewhere reads spent and reserved as one
-            cur = db.execute("""INSERT INTO ledger (ts, request, session, member, context, path, stream, atp, flops,
+            cur = db.execute("""INSERT INTO ledger (ts, request, session, member, task_class, path, stream, atp, flops,
                 latency_s, prompt_tokens, completion_tokens, tenant, kind)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                             (time.time(), request, session, member, context, path, int(stream), atp, flops, latency_s,
+                             (time.time(), request, session, member, task_class, path, int(stream), atp, flops, latency_s,
                               prompt_tokens, completion_tokens, tenant, kind))
             if reservation is not None:
                 db.execute("DELETE FROM reservations WHERE id = ?", (reservation,))
@@ -248,7 +266,7 @@ class PoolStore:
         """The ledger rows of one request (its call, any retries, a judge or a cross-check)."""
         with self._lock:
             rows = self.db.execute("SELECT * FROM ledger WHERE request = ? ORDER BY id", (request,)).fetchall()
-        return [dict(r) for r in rows]
+        return [_row(r) for r in rows]
 
     def spent(self, tenant: str | None = None) -> float:
         """ATP charged since the budget was last reset (by one tenant, or by all)."""
@@ -264,7 +282,7 @@ class PoolStore:
         return db.execute(q, args).fetchone()[0]
 
     def spent_by_kind(self) -> dict[str, float]:
-        """kind → ATP charged in all (request, judge, cross-check, verify, dream, calibration)."""
+        """kind → ATP charged in all (one of `CALL_KINDS`)."""
         with self._lock:
             return {r[0]: r[1] for r in self.db.execute("SELECT kind, SUM(atp) FROM ledger GROUP BY kind")}
 
@@ -284,7 +302,7 @@ class PoolStore:
     def ledger(self, limit: int = 1000) -> list[dict]:
         with self._lock:
             rows = self.db.execute("SELECT * FROM ledger ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
-        return [dict(r) for r in reversed(rows)]
+        return [_row(r) for r in reversed(rows)]
 
     def ledger_totals(self) -> dict[str, dict]:
         """member → {calls, atp, by path}: the routing shares and what each member cost."""
@@ -321,8 +339,9 @@ class PoolStore:
 
     # ---- experiences (SNARC; see snarc.py for how the scores are computed) ----- ----------------------
     def add_experience(self, row: dict) -> int:
-        cols = ("ts", "request", "session", "prompt", "response", "member", "context", "latency_s", "atp", "outcome",
-                "surprise", "novelty", "arousal", "reward", "conflict", "importance", "tenant")
+        cols = ("ts", "request", "session", "prompt", "response", "member", "task_class", "latency_s", "atp",
+                "outcome", "surprise", "novelty", "arousal", "reward", "conflict", "importance", "tenant")
+        row = {**{new: row[old] for old, new in OLD_NAMES.items() if old in row}, **row}  # the old name, read once
         values = [row.get(c) for c in cols] + [json.dumps(row.get("extra") or {})]
         with self.write() as db:
             cur = db.execute(f"INSERT INTO experiences ({', '.join(cols)}, extra) VALUES ({', '.join('?' * (len(cols) + 1))})",
@@ -330,6 +349,7 @@ class PoolStore:
             return cur.lastrowid
 
     def update_experience(self, request: str, **fields) -> bool:
+        fields = {OLD_NAMES.get(k, k): v for k, v in fields.items()}
         if not fields:
             return False
         sets = ", ".join(f"{k} = ?" for k in fields)
@@ -350,7 +370,7 @@ class PoolStore:
             rows = self.db.execute(q, args).fetchall()
         out = []
         for r in rows:
-            d = dict(r)
+            d = _row(r)
             d["extra"] = json.loads(d["extra"] or "{}")
             out.append(d)
         return out
@@ -360,16 +380,26 @@ class PoolStore:
         feedback) by a trusted tenant, not guessed by the classifier nor stated by an untrusted tenant; a chat
         prompt's last user message is the prompt. (Rows written before tenants existed count as trusted.)"""
         with self._lock:
-            rows = self.db.execute("""SELECT prompt, context, extra FROM experiences
-                WHERE json_extract(extra, '$.task_class_source') IN ('caller', 'feedback') AND context IS NOT NULL
+            rows = self.db.execute("""SELECT prompt, task_class, extra FROM experiences
+                WHERE json_extract(extra, '$.task_class_source') IN ('caller', 'feedback') AND task_class IS NOT NULL
                 AND COALESCE(CAST(json_extract(extra, '$.label_trusted') AS TEXT), '1') IN ('1', 'true')
                 ORDER BY id DESC LIMIT ?""", (limit,)).fetchall()
         out = []
         for r in rows:
             msgs = json.loads(r["extra"] or "{}").get("messages")
             users = [m.get("content") for m in msgs or [] if m.get("role") == "user" and isinstance(m.get("content"), str)]
-            out.append((users[-1] if users else r["prompt"], r["context"]))
+            out.append((users[-1] if users else r["prompt"], r["task_class"]))
         return out
+
+    def verified_since(self, after_id: int = 0) -> tuple[int, int]:
+        """(how many experiences after `after_id` have an outcome — feedback, a verifier, a judge — and were asked
+        by a trusted tenant; the newest experience's id): what makes the server's DREAM due (k1.pool.sleep)."""
+        with self._lock:
+            n = self.db.execute("""SELECT COUNT(*) FROM experiences WHERE id > ? AND outcome IS NOT NULL
+                AND COALESCE(CAST(json_extract(extra, '$.label_trusted') AS TEXT), '1') IN ('1', 'true')""",
+                                (after_id,)).fetchone()[0]
+            newest = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM experiences").fetchone()[0]
+        return int(n), int(newest)
 
     def experience(self, request: str) -> dict | None:
         rows = [e for e in self._select_request(request)]
@@ -378,7 +408,7 @@ class PoolStore:
     def _select_request(self, request: str) -> list[dict]:
         with self._lock:
             rows = self.db.execute("SELECT * FROM experiences WHERE request = ?", (request,)).fetchall()
-        return [{**dict(r), "extra": json.loads(r["extra"] or "{}")} for r in rows]
+        return [{**_row(r), "extra": json.loads(r["extra"] or "{}")} for r in rows]
 
     # ---- calibration (the measured priors of trust per (member, task class); see calibrate.py) -------------
     def set_calibration(self, member: str, rows: list[dict], task_class: str | None = None) -> None:

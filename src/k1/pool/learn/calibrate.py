@@ -10,6 +10,8 @@ in the Beta posterior ([pool] calibration_weight, default 1: a calibration task 
 routed call with a known outcome), so a member's prior for a class is
 Beta(1 + w·solved, 1 + w·(n − solved)) and live outcomes move it from there. Results are stored (the
 `calibration` table: prompt, answer, score, ATP per item) and replaced when a member is calibrated again.
+Every calibration call is reserved and charged through the pool's ledger (kind "calibration"), so it counts
+against the budget as requests do; when the budget runs out, what was bought is kept (`calibrate`).
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from __future__ import annotations
 import logging
 import random
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable
 
 from rich.progress import Progress
 
+from k1.pool.errors import BudgetExhausted
 from k1.pool.members.base import CallFailed
 
 log = logging.getLogger(__name__)
@@ -143,18 +146,25 @@ def calibration_tasks(per_class: int = ENOUGH_PER_CLASS, seed: int = 0) -> list[
     return out
 
 
-def calibrate_member(member, tasks: list[CalTask], progress=None, job=None) -> list[dict]:
-    """One member on every task: → rows {cls, task, prompt, response, score, atp}."""
-    rows = []
+def answers(ledger, member, tasks: list[CalTask], kind: str = "calibration") -> Iterator[dict]:
+    """One member on each task in turn, every call reserved and charged through `ledger` as `kind`: → rows
+    {cls, task, prompt, response, score, atp}. `BudgetExhausted` stops it before the call the budget cannot pay."""
     for t in tasks:
         try:
-            g = member.generate(t.prompt, max_tokens=MAX_TOKENS.get(t.cls, 16), temperature=0.0,
-                                stop=None if isinstance(t.prompt, list) else ["\n"])
+            g = ledger.call(member, t.prompt, kind=kind, task_class=t.cls, max_tokens=MAX_TOKENS.get(t.cls, 16),
+                            temperature=0.0, stop=None if isinstance(t.prompt, list) else ["\n"])
             text, atp, score = g.text, g.cost.atp, t.judge(g.text)
         except CallFailed as e:
             text, atp, score = f"(call failed: {e})", getattr(getattr(e, "cost", None), "atp", 0.0), 0.0
-        rows.append({"cls": t.cls, "task": t.id, "prompt": t.text, "response": text, "score": float(score),
-                     "atp": atp})
+        yield {"cls": t.cls, "task": t.id, "prompt": t.text, "response": text, "score": float(score), "atp": atp}
+
+
+def calibrate_member(ledger, member, tasks: list[CalTask], progress=None, job=None,
+                     kind: str = "calibration") -> list[dict]:
+    """One member on every task (`answers`): → its rows."""
+    rows = []
+    for row in answers(ledger, member, tasks, kind):
+        rows.append(row)
         if progress is not None:
             progress.advance(job)
     return rows
@@ -163,19 +173,49 @@ def calibrate_member(member, tasks: list[CalTask], progress=None, job=None) -> l
 def calibrate(router, members: list[str] | None = None, per_class: int | None = None, quiet: bool = False,
               tasks: list[CalTask] | None = None) -> dict:
     """Calibrate `members` (default: every member of the pool) on `tasks` (default: the built-in set) and
-    store the results; → summary per member."""
+    store the results; → summary per member.
+
+    When the budget runs out, nothing bought is thrown away: every member calibrated so far is stored, and so is
+    each class the stopped member finished; then a one-line `BudgetExhausted` says what was kept."""
     tasks = tasks or calibration_tasks(per_class or router.settings.calibration_per_class)
     names = members or router.pool.names
     summary = {}
-    with Progress(disable=quiet, transient=False) as bar:
-        for name in names:
-            job = bar.add_task(f"calibrating {name}", total=len(tasks))
-            rows = calibrate_member(router.pool[name], tasks, bar, job)
-            router.store.set_calibration(name, rows)
-            summary[name] = class_summary(rows)
-    if hasattr(router, "refit_task_classes"):
-        router.refit_task_classes()  # the calibration prompts are labelled examples for the task classifier
+    try:
+        with Progress(disable=quiet, transient=False) as bar:
+            for name in names:
+                job = bar.add_task(f"calibrating {name}", total=len(tasks))
+                rows = []
+                try:
+                    for row in answers(router.ledger, router.pool[name], tasks):
+                        rows.append(row)
+                        bar.advance(job)
+                except BudgetExhausted as e:
+                    kept = _keep_finished(router.store, name, rows, tasks)
+                    done = ", ".join(summary) or "none"
+                    raise BudgetExhausted(f"calibration stopped at {name!r} ({len(rows)} of {len(tasks)} tasks): {e}. "
+                                          f"Kept: members {done}; {name!r}'s classes {', '.join(kept) or 'none'}"
+                                          ) from None
+                router.store.set_calibration(name, rows)
+                summary[name] = class_summary(rows)
+    finally:
+        if hasattr(router, "refit_task_classes"):
+            router.refit_task_classes()  # the calibration prompts are labelled examples for the task classifier
     return summary
+
+
+def _keep_finished(store, member: str, rows: list[dict], tasks: list[CalTask]) -> list[str]:
+    """Store the classes of `rows` every task of which was answered (a class is replaced whole or not at all);
+    → their names."""
+    want: dict[str, int] = {}
+    for t in tasks:
+        want[t.cls] = want.get(t.cls, 0) + 1
+    kept = []
+    for cls, n in want.items():
+        mine = [r for r in rows if r["cls"] == cls]
+        if len(mine) == n:
+            store.set_calibration(member, mine, cls)
+            kept.append(cls)
+    return kept
 
 
 def class_summary(rows: list[dict]) -> dict[str, dict]:

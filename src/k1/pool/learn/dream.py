@@ -1,9 +1,9 @@
 """DREAM: consolidate the pool's experiences by distilling a trusted teacher into a cheaper student.
 
 1. Take the most important experiences (prioritized by SNARC importance) and split off a held-out share.
-2. Teacher = the most trusted member (mean Beta trust over its contexts) with the role "teacher" if any
+2. Teacher = the most trusted member (mean Beta trust over its task classes) with the role "teacher" if any
    has it; student = a cheaper trainable local member (role "student" first). The teacher answers every
-   prompt (its calls are charged to the ledger under context "dream"), optionally under a system message
+   prompt (its calls are charged to the ledger as kind "dream"), optionally under a system message
    of its own and several more times at a temperature; a verifier can keep only the right answers.
 3. Train the student (AdamW on all its parameters, `learn/distill.py`): logit distillation — KL(teacher ‖
    student) at temperature T on the answer tokens, × T², from a top-k cache of the teacher, optionally
@@ -33,6 +33,7 @@ from rich.progress import Progress
 
 from k1.common.trust import beta_mean
 from k1.errors import BackendError
+from k1.pool.errors import BudgetExhausted
 from k1.pool.learn.distill import batch_loss, batches, cache_teacher, example, train
 from k1.pool.learn.weights import forget_cached_states, save_student
 from k1.pool.members.base import Member, prompt_text
@@ -94,15 +95,16 @@ def _logits(member: LocalMember, ids: list[int]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def measure(student: LocalMember, items: list[dict], verifier: Callable | None = None) -> dict:
+def measure(ledger, student: LocalMember, items: list[dict], verifier: Callable | None = None) -> dict:
     """Held-out quality: bits per byte of the teacher's answers, top-1 agreement, verifier success; `grades`
-    holds one grade per item (its verifier score, else its agreement) for the trust update."""
+    holds one grade per item (its verifier score, else its agreement) for the trust update. The student's calls
+    (scoring, answering) are charged through `ledger` as "dream-measure"."""
     bits = n_bytes = agree = n_tok = 0.0
     ok, grades = [], []
     for it in items:
         if not it["answer"]:
             continue
-        sc = student.score(it["prompt"], it["answer"])
+        sc = ledger.score(student, it["prompt"], it["answer"], kind="dream-measure", session="dream")
         bits += sc.bits_per_byte * sc.n_bytes
         n_bytes += sc.n_bytes
         e = example(student, it["prompt"], it["answer"])
@@ -113,7 +115,7 @@ def measure(student: LocalMember, items: list[dict], verifier: Callable | None =
         n_tok += len(ids) - start
         grade = hits / max(1, len(ids) - start)
         if verifier is not None:
-            g = student.generate(it["prompt"], max_tokens=it["max_tokens"])
+            g = ledger.call(student, it["prompt"], kind="dream-measure", session="dream", max_tokens=it["max_tokens"])
             v = verifier(it["prompt_text"], g.text)
             if v is not None:
                 ok.append(float(v))
@@ -273,6 +275,8 @@ def dream(router, config: DreamConfig | None = None, /, **overrides) -> dict:
         held, train_exps = chosen[:n_held], chosen[n_held:]  # the sample's order is random: a random split
         n_val = min(len(train_exps) - 1, max(1, round(cfg.val * len(train_exps)))) if cfg.val > 0 else 0
         val_exps, train_exps = train_exps[:n_val], train_exps[n_val:]
+        router.ledger.afford(_most_atp(router, t, s, held, train_exps, val_exps, probe, cfg),  # or buy nothing
+                             f"distilling {t.name} → {s.name} on {len(chosen)} experiences")
         items = {"train": [], "val": [], "held": []}
         with Progress(disable=cfg.quiet) as bar:
             task = bar.add_task("teacher answers", total=len(chosen) + cfg.samples * len(train_exps))
@@ -290,30 +294,35 @@ def dream(router, config: DreamConfig | None = None, /, **overrides) -> dict:
                     bar.advance(task)
         prompts = [it["prompt"] for it in items["held"]]
         replay_before = replay(router, prompts, cfg.verifier, cfg.max_tokens)
-        before = measure(s, items["held"], cfg.verifier)
-        class_before = _probe(s, probe)
+        before = measure(router.ledger, s, items["held"], cfg.verifier)
+        class_before = _probe(router.ledger, s, probe)
         if verified:
             train_items = kept_answers(items["train"], cfg.verifier, cfg.first_line)
             if not train_items:
                 raise BackendError(f"none of the teacher's {len(items['train'])} training answers passed the verifier")
         else:
             train_items = [it for it in items["train"] if it["answer"]]
-        validate = _validator(s, t, items["val"], cfg.verifier, cfg.first_line, cfg.temperature, cfg.topk) if items["val"] else None
+        validate = _validator(router.ledger, s, t, items["val"], cfg.verifier, cfg.first_line, cfg.temperature, cfg.topk) if items["val"] else None
         rec = distill(s, t, train_items, epochs=cfg.epochs, lr=cfg.lr, temperature=cfg.temperature, logit_kd=logit_kd, rng=rng,
                       quiet=cfg.quiet, batch_size=cfg.batch_size, topk=cfg.topk, ce_weight=cfg.ce_weight, schedule=cfg.schedule,
                       validate=validate, patience=cfg.patience, eos=verified and cfg.first_line)
         losses = rec["losses"]
-        after = measure(s, items["held"], cfg.verifier)
-        class_after = _probe(s, probe)
+        after = measure(router.ledger, s, items["held"], cfg.verifier)
+        class_after = _probe(router.ledger, s, probe)
         if probe:  # the student's prior for this class is now what it solves after DREAM
             store.set_calibration(s.name, class_after["rows"], cfg.task_class)
         # the student's trust follows the measurement: one graded outcome per held-out item
         for it, grade in after["grades"]:
             store.record_outcome(s.name, it["context"] or "dream", grade, "dream")
         saved = save_student(router, s, cfg.weights_dir)
+    except BudgetExhausted as e:  # others spent the budget meanwhile: one line; no weights or trust were saved
+        raise BudgetExhausted(f"DREAM stopped, nothing saved: {e}") from None
     finally:
         router.metabolism.leave_dream()
-    replay_after = replay(router, prompts, cfg.verifier, cfg.max_tokens)
+    try:
+        replay_after = replay(router, prompts, cfg.verifier, cfg.max_tokens)
+    except BudgetExhausted as e:
+        raise BudgetExhausted(f"DREAM saved the student ({saved}) but could not replay its workload: {e}") from None
     per_epoch = max(1, -(-len(train_items) // cfg.batch_size))
     return {
         "teacher": t.name, "student": s.name, "method": "logit-kd" if logit_kd else "sequence-kd",
@@ -357,7 +366,7 @@ def kept_answers(items: list[dict], verifier: Callable, first_line: bool) -> lis
     return out
 
 
-def _validator(student, teacher, val_items: list[dict], verifier, first_line: bool, temperature: float, topk: int):
+def _validator(ledger, student, teacher, val_items: list[dict], verifier, first_line: bool, temperature: float, topk: int):
     """Score on the validation split, higher is better: (verifier success of greedy answers, −loss of the
     teacher's answers there), so a tie in success goes to the epoch closer to the teacher."""
     answered = [it for it in val_items if it["answer"]]
@@ -373,7 +382,8 @@ def _validator(student, teacher, val_items: list[dict], verifier, first_line: bo
         ok = []
         if verifier is not None:
             for it in val_items:
-                g = student.generate(it["prompt"], max_tokens=it["max_tokens"])
+                g = ledger.call(student, it["prompt"], kind="dream-measure", session="dream",
+                                max_tokens=it["max_tokens"])
                 v = verifier(it["prompt_text"], g.text)
                 if v is not None:
                     ok.append(float(v))
@@ -384,11 +394,28 @@ def _validator(student, teacher, val_items: list[dict], verifier, first_line: bo
     return score
 
 
-def _probe(student: LocalMember, tasks: list) -> dict:
+def _probe(ledger, student: LocalMember, tasks: list) -> dict:
     """The student on held-out calibration tasks of one class: verifier success and the rows to store."""
     if not tasks:
         return {"success": None, "n": 0, "rows": []}
     from k1.pool.learn.calibrate import calibrate_member
 
-    rows = calibrate_member(student, tasks)
+    rows = calibrate_member(ledger, student, tasks, kind="dream-measure")
     return {"success": sum(r["score"] for r in rows) / len(rows), "n": len(rows), "rows": rows}
+
+
+def _most_atp(router, teacher: Member, student: Member, held: list, train: list, val: list, probe: list, cfg) -> float:
+    """The most ATP one DREAM run's member calls may cost (each call's own estimate, as its reservation uses): the
+    teacher's answers and samples, the student's measurement before and after (and validation), both replays."""
+    def most(m: Member, prompt, max_tokens: int = cfg.max_tokens) -> float:
+        return m.estimate_cost(m.prompt_tokens(prompt), max_tokens)
+
+    def prompt(e):
+        return e["extra"].get("messages") or e["prompt"]
+    members = list(router.pool.members.values())
+    atp = sum(most(teacher, prompt(e)) for e in held + train + val) + cfg.samples * sum(most(teacher, prompt(e)) for e in train)
+    student_calls = 2 if cfg.verifier is not None else 1  # scoring the teacher's answer, then answering
+    atp += 2 * student_calls * sum(most(student, prompt(e)) for e in held)
+    atp += cfg.epochs * sum(most(student, prompt(e)) for e in val) if cfg.verifier is not None else 0.0
+    atp += 2 * sum(most(student, c.prompt, 64) for c in probe)
+    return atp + 2 * sum(max(most(m, prompt(e)) for m in members) for e in held)

@@ -41,46 +41,74 @@ def _seen(router) -> dict[str, int]:
     return router.__dict__.setdefault("_student_versions", {})
 
 
-def take_up_new_students(router) -> list[str]:
+def held_versions(router) -> dict[str, int]:
+    """member → the version of its published weights this router has loaded (for /v1/pool)."""
+    return {n: v for n, v in _seen(router).items() if v}
+
+
+def take_up_new_students(router, wait: bool = False) -> list[str]:
     """Load the weights of every student whose published version moved since this router last looked (another
     replica ran DREAM); → their names. One indexed read per local member: cheap enough to call every few
-    seconds. A member busy answering is left for the next call (its gate is not free)."""
+    seconds. The member's gate is held while its weights change, so a call answers wholly on the old weights or
+    wholly on the new; a member busy answering is left for the next call, or waited for (`wait`, in the turn
+    a request would get)."""
     from safetensors.torch import load_model
 
+    from k1.pool.errors import Busy
+
     done = []
-    for name, m in router.pool.members.items():
-        v = router.store.version(f"student:{name}") if _model(m) is not None else None
-        if v is None or v[0] <= _seen(router).get(name, 0) or not Path(v[1]).is_file():
+    for name in list(router.pool.members):
+        if not _newer(router, name):
             continue
         gate = getattr(router, "gates", {}).get(name)
-        if gate is not None and not gate.try_acquire():
-            continue
+        if gate is not None:
+            if wait:
+                try:
+                    gate.acquire(name)
+                except Busy:
+                    continue
+            elif not gate.try_acquire():
+                continue
         try:
+            v = _newer(router, name)  # again, holding the gate: another thread may have loaded it meanwhile
+            if not v:
+                continue
+            m = router.pool.members[name]
             load_model(m.model, v[1])
             forget_cached_states(m)
+            _seen(router)[name] = v[0]
+            done.append(name)
         finally:
             if gate is not None:
                 gate.release()
-        _seen(router)[name] = v[0]
-        done.append(name)
     return done
 
 
+def _newer(router, name: str) -> tuple[int, str] | None:
+    """(version, file) of `name`'s published weights if they are newer than those it holds and it is loaded."""
+    m = router.pool.members[name]
+    v = router.store.version(f"student:{name}") if _model(m) is not None else None
+    if v is None or v[0] <= _seen(router).get(name, 0) or not Path(v[1]).is_file():
+        return None
+    return v
+
+
 class StudentPoll:
-    """What a serving router runs as a request comes in (`route.intake`): at most every `every_s` seconds, and
-    with no lock held, it takes up the students another replica's DREAM published (`take_up_new_students`)."""
+    """What a serving router runs as a request comes in (`route.intake`) and from the server's background
+    thread (`k1.pool.sleep`): at most every `every_s` seconds, and with no lock held, it takes up the students
+    another replica's DREAM published (`take_up_new_students`)."""
 
     def __init__(self, router, every_s: float = 5.0):
         self.router, self.every_s = router, every_s
         self.last = time.monotonic()
 
-    def look(self) -> list[str]:
+    def look(self, force: bool = False, wait: bool = False) -> list[str]:
         now = time.monotonic()
-        if now - self.last < self.every_s:
+        if not force and now - self.last < self.every_s:
             return []
         self.last = now  # two requests racing here both look: harmless (a member's gate lets one load it)
         try:
-            names = take_up_new_students(self.router)
+            names = take_up_new_students(self.router, wait=wait)
         except Exception as e:  # a missing or unreadable file never fails a request
             log.warning("published student not taken up: %s: %s", type(e).__name__, e)
             return []

@@ -78,8 +78,9 @@ def experience(rt, call: Call, a: After) -> None:
     a.importance = importance(a.signals, rt.settings.snarc)
     rt.store.add_experience({
         "ts": time.time(), "request": call.request, "session": call.session, "prompt": call.text,
-        "response": a.gen.text, "member": a.gen.member, "context": call.task_class, "latency_s": a.gen.cost.latency_s,
-        "atp": a.gen.cost.atp, "outcome": a.outcome, **a.signals, "importance": a.importance, "tenant": call.tenant.name,
+        "response": a.gen.text, "member": a.gen.member, "task_class": call.task_class,
+        "latency_s": a.gen.cost.latency_s, "atp": a.gen.cost.atp, "outcome": a.outcome, **a.signals,
+        "importance": a.importance, "tenant": call.tenant.name,
         "extra": {"state": call.state, "context_signals": call.reading.as_dict(), "finish_reason": a.gen.finish_reason,
                   "messages": call.prompt if isinstance(call.prompt, list) else None,
                   "utilities": call.decision.utilities if call.decision else None, "stream": call.stream,
@@ -116,11 +117,12 @@ def finish(rt, call: Call, gen: Generation) -> Routed:
     rt.ledger.charge(call.reservation, gen.member, "success", None, gen, request=call.request, session=call.session,
                      task_class=call.task_class, stream=call.stream)
     if call.quiet:
-        return Routed(gen, call.request, call.reading, call.state, call.decision)
+        return Routed(gen, call.request, call.reading, call.task_class, call.state, call.decision)
     a = After(gen)
     for hook in HOOKS:
         hook(rt, call, a)
-    return Routed(gen, call.request, call.reading, call.state, call.decision, a.outcome, a.signals, a.importance)
+    return Routed(gen, call.request, call.reading, call.task_class, call.state, call.decision, a.outcome, a.signals,
+                  a.importance)
 
 
 def failed(rt, call: Call, member: Member, e: Exception) -> None:
@@ -206,14 +208,14 @@ def feedback(rt, request: str, success: float, source: str, task_class: str | No
     if e is None or not tenant.owns(e.get("tenant") or OPERATOR.name):  # another's id reads as unknown
         raise UnknownRequest(f"no answer with request id {request!r}; give the `k1.request` of a response")
     check_class(rt, task_class, tenant)
-    success, cls = float(success), task_class or e["context"]
+    success, cls = float(success), task_class or e["task_class"]
     if not rt.store.record_feedback(e["member"], cls, success, source, request):
         raise FeedbackExists(f"request {request!r} already has its outcome; feedback counts once per request")
     signals = {k: e[k] for k in ("surprise", "novelty", "arousal", "conflict")} | {"reward": success}
     imp = importance(signals, rt.settings.snarc)
-    relabel = {"context": task_class, "extra": json.dumps(e["extra"] | {
+    relabel = {"task_class": task_class, "extra": json.dumps(e["extra"] | {
         "task_class_source": "feedback", "label_trusted": tenant.trusted})} if task_class else {}
     rt.store.update_experience(request, outcome=success, reward=success, importance=imp, **relabel)
     rt.observe(tenant, success >= 0.5, imp)
-    return {"request": request, "member": e["member"], "task_class": cls, "context": cls, "success": success,
-            "importance": imp}
+    return {"request": request, "member": e["member"], "task_class": cls, "success": success, "importance": imp,
+            "context": cls}  # "context": the old name, for one release

@@ -21,7 +21,8 @@ class Call:
     session: str  # the tenant's own session id (tenants never share one)
     prompt: Prompt
     text: str
-    reading: ContextReading  # .label is the task class; novelty, shift, surprise are the context signals
+    reading: ContextReading  # the context signals and the context classifier's label (novel, stable, ...)
+    task_class: str  # what the prompt asks (stated by the caller, or the task classifier's guess)
     state: str
     decision: Decision | None  # None when the caller pinned a member
     pinned: str | None
@@ -38,10 +39,6 @@ class Call:
     member: str | None = None  # the member running (or last run)
     routed: Routed | None = None
 
-    @property
-    def task_class(self) -> str:
-        return self.reading.label
-
 
 @dataclass
 class Routed:
@@ -49,7 +46,8 @@ class Routed:
 
     generation: Generation
     request: str
-    context: ContextReading  # the reading; `.label` is the task class
+    context: ContextReading  # the context signals and the context classifier's label (novel, stable, ...)
+    task_class: str
     state: str
     decision: Decision | None
     outcome: float | None = None
@@ -60,10 +58,6 @@ class Routed:
     def member(self) -> str:
         return self.generation.member
 
-    @property
-    def task_class(self) -> str:
-        return self.context.label
-
 
 class RoutedStream:
     """Iterator of text deltas from a routed streaming call; `.routed` is set once it is exhausted."""
@@ -71,6 +65,7 @@ class RoutedStream:
     def __init__(self, it: Iterator[str], call: Call):
         self._it, self._call = it, call
         self.request, self.context, self.decision = call.request, call.reading, call.decision
+        self.task_class = call.task_class
 
     @property
     def member(self) -> str:

@@ -48,7 +48,7 @@ def begin(rt, prompt: Prompt, model: str, session: str, task_class: str | None, 
     sid, head, ref = session_of(tenant, session), text[:CLASSIFY_CHARS], rt.reference()
     with if_free(rt.gates.get(ref.name) if ref is not None else None) as free:  # a busy reference is not waited for
         r = rt.contexts.read(sid, head, reference=ref if free else None)
-    reading = ContextReading(task_class or rt.task_classes.classify(head), r.novelty, r.shift, r.surprise)
+    cls = task_class or rt.task_classes.classify(head)
     with rt.state_lock:
         state = rt.metabolism.before_call(rt.ledger.left())
         policy = rt.metabolism.policy
@@ -57,9 +57,9 @@ def begin(rt, prompt: Prompt, model: str, session: str, task_class: str | None, 
             if free:
                 rt.pool.unload_idle(rt.settings.idle_unload_s)
     decision = None if model != "auto" else rt.choice.choose(
-        reading.label, max(1, len(text.encode("utf-8", "replace")) // 4), kw["max_tokens"],
+        cls, max(1, len(text.encode("utf-8", "replace")) // 4), kw["max_tokens"],
         policy.mode or rt.settings.selection, rt.settings.cost_weight * policy.cost_scale)
-    return Call(uuid.uuid4().hex, sid, prompt, text, reading, state, decision, None if model == "auto" else model,
+    return Call(uuid.uuid4().hex, sid, prompt, text, r, cls, state, decision, None if model == "auto" else model,
                 stream, kw, tenant, verifier, class_source="caller" if task_class else "classifier")
 
 
@@ -71,5 +71,5 @@ def replay_call(rt, prompt: Prompt, max_tokens: int, kind: str = "dream") -> Cal
     decision = rt.choice.choose(label, max(1, len(text.encode("utf-8", "replace")) // 4), max_tokens, "greedy",
                                 rt.settings.cost_weight)
     kw = {"max_tokens": max_tokens, "temperature": 0.0, "stop": None, "seed": None}
-    return Call(uuid.uuid4().hex, f"{kind}-replay", prompt, text, ContextReading(label, 0.0, 0.0, None),
-                rt.metabolism.state, decision, None, False, kw, kind=kind, quiet=True, drained=True)
+    return Call(uuid.uuid4().hex, f"{kind}-replay", prompt, text, ContextReading("replay", 0.0, 0.0, None),
+                label, rt.metabolism.state, decision, None, False, kw, kind=kind, quiet=True, drained=True)

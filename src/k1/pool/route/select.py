@@ -1,6 +1,6 @@
 """Choosing a member: Thompson sampling, UCB1 or greedy on utility = P(success) − λ · cost / max cost.
 
-Trust is a Beta(1 + successes, 1 + failures) posterior per (member, context class). Cost is the member's
+Trust is a Beta(1 + successes, 1 + failures) posterior per (member, task class). Cost is the member's
 expected ATP per call, divided by the largest among the candidates so that λ (`cost_weight`) is unitless:
 λ = 0 ignores cost, λ = 1 lets the priciest member's whole cost weigh as much as certain success.
 Thompson draws a success rate from each posterior (explores where it is unsure); UCB adds
@@ -20,7 +20,7 @@ from k1.common.trust import beta_mean
 @dataclass(frozen=True)
 class Candidate:
     name: str
-    successes: float  # in this context class
+    successes: float  # in this task class
     failures: float
     cost: float  # expected ATP per call
 

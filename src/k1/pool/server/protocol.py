@@ -108,8 +108,8 @@ class FeedbackRequest(BaseModel):
 def k1_block(routed) -> dict:
     """What the pool adds to every response: who answered, what it cost, why it was chosen."""
     g = routed.generation
-    return {"member": g.member, "request": routed.request, "task_class": routed.context.label,
-            "context": routed.context.label, "state": routed.state,  # "context": the old name, for one release
+    return {"member": g.member, "request": routed.request, "task_class": routed.task_class,
+            "context": routed.task_class, "state": routed.state,  # "context": the old name, for one release
             "cost": {"atp": g.cost.atp, "flops": g.cost.flops, "latency_s": g.cost.latency_s},
             "outcome": routed.outcome, "importance": routed.importance,
             "utilities": routed.decision.utilities if routed.decision else None}
