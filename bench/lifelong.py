@@ -15,17 +15,18 @@ Each window of `--window` requests is scored on its prompts that no student was 
 - the same pool without DREAM (with `--twin`): a second `k1 pool serve` on a copy of the store taken before the
   stream, asked the same requests with the same feedback, where DREAM never runs.
 
-With `--dream-class CLASS`, DREAM runs inside the stream: every `--dream-every` requests (when none is running)
-the bench starts `k1 pool dream --student-kind ... --task-class CLASS --json` (options from `--dream-args`) in a
-separate process on the serving pool's store while the server keeps answering; the server takes up the student
-it publishes without a restart (it polls the store's version rows). A prompt a finished DREAM trained on is not
-scored in any later window. `--lora-student` serves the default pool plus `smollm2-lora` (a copy of SmolLM2 with
+With `--dream-class CLASS`, DREAM runs inside the stream, started by the server itself (`k1 pool serve --dream
+auto`, a `[pool.dream]` table added to the pool file): when `--dream-after` new verified experiences came in
+(and not in CRISIS, at most every `--dream-every-s`), it runs `k1 pool dream --task-class CLASS --json` (options
+from `--dream-args`) in a separate process on its store while it keeps answering, and takes up the student
+DREAM publishes without a restart. The bench follows the cycles through `GET /v1/pool`; a prompt a finished
+DREAM trained on is not scored in any later window. `--lora-student` serves the default pool plus `smollm2-lora` (a copy of SmolLM2 with
 the role "student", which DREAM trains as a LoRA student) on a copy of the default store.
 
     python bench/lifelong.py --quick                    # 200 requests, windows of 100, the default pool
     python bench/lifelong.py --requests 1000 --oracle   # the full stream
     python bench/lifelong.py --pool FILE --quick        # any pool file (the tests use tiny members)
-    python bench/lifelong.py --lora-student --dream-class copy --quick --twin   # DREAM inside the stream
+    python bench/lifelong.py --lora-student --dream-class copy --crisis-off --quick --twin   # DREAM inside
 
 Writes lifelong.json and lifelong.png under --out; prints a table, then one JSON object on the last line.
 """
@@ -107,7 +108,7 @@ def judge(item: dict, answer: str) -> bool:
 class Server:
     """`k1 pool serve` in a subprocess on a free port, with an API key (and optionally another store)."""
 
-    def __init__(self, pool_file: Path, log: Path, store: Path | None = None):
+    def __init__(self, pool_file: Path, log: Path, store: Path | None = None, dream: str | None = None):
         from k1.pool.testing import free_port
 
         self.port = free_port()
@@ -118,6 +119,8 @@ class Server:
         cmd = [sys.executable, "-m", "k1", "pool", "serve", "--port", str(self.port)]
         if pool_file is not None:
             cmd += ["--pool", str(pool_file)]
+        if dream is not None:
+            cmd += ["--dream", dream]
         self.log = open(log, "w")  # noqa: SIM115 (closed in stop(); the server outlives this call)
         self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT)
 
@@ -237,48 +240,64 @@ def copy_store(src: Path, dst: Path) -> None:
     b.close()
 
 
-class Dream:
-    """One `k1 pool dream` at a time in a separate process on the serving pool's store."""
+def dream_pool(pool_file: Path, settings: dict, out: Path, metabolic: dict | None = None) -> Path:
+    """`pool_file` with a `[pool.dream]` table (the server's own DREAM scheduler, `k1.pool.sleep`) and optionally
+    a `[pool.metabolic]` one added; written beside it (relative paths in it keep their meaning), or into it when
+    the bench wrote it in `out`."""
+    text = pool_file.read_text()
+    if re.search(r"(?m)^\[pool\.(dream|metabolic)\]|^dream\s*=", text):
+        raise SystemExit(f"{pool_file} already sets [pool.dream] or [pool.metabolic]; give a pool file without them")
+    import tomli_w
 
-    def __init__(self, pool_file: Path | None, task_class: str, extra: list[str], out: Path):
-        self.pool_file, self.task_class, self.extra, self.out = pool_file, task_class, extra, out
-        self.proc, self.cycles = None, []
+    table = tomli_w.dumps({"pool": {"dream": settings, **({"metabolic": metabolic} if metabolic else {})}})
+    path = pool_file if pool_file.parent == out else pool_file.with_name(f".{pool_file.stem}-lifelong.toml")
+    path.write_text(text.rstrip("\n") + "\n\n" + table)
+    return path
 
-    def start(self, at: int) -> None:
-        n = len(self.cycles) + 1
-        cmd = [sys.executable, "-m", "k1", "pool", "dream", "--task-class", self.task_class, "--json", *self.extra]
-        if self.pool_file is not None:
-            cmd += ["--pool", str(self.pool_file)]
-        self.log = self.out / f"dream-{n}.log"
-        self.stdout = open(self.out / f"dream-{n}.json", "w")  # noqa: SIM115 (closed in poll)
-        self.proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=self.stdout,
-                                     stderr=open(self.log, "w"))  # noqa: SIM115
-        self.cycles.append({"cycle": n, "started_at": at, "t0": time.time()})
 
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+class Cycles:
+    """DREAM cycles as the server reports them (`GET /v1/pool` → dream.last), with each finished cycle's full
+    report (`<store home>/dream/last-cycle.json`, read as soon as the cycle ends, before a next one replaces it)."""
 
-    def poll(self, at: int, wait: bool = False) -> dict | None:
-        """The cycle that just finished (its report), else None."""
-        if self.proc is None or (self.proc.poll() is None and not wait):
+    def __init__(self, store_home: Path):
+        self.home, self.done, self.running = store_home, [], None
+
+    def poll(self, client, url: str, at: int) -> dict | None:
+        """→ the cycle that just ended (once), else None."""
+        last = client.get(f"{url}/pool", headers=auth(), timeout=60).json().get("dream", {}).get("last")
+        if not last:
             return None
-        self.proc.wait()
-        self.stdout.close()
-        c = self.cycles[-1]
-        c.update(finished_at=at, seconds=time.time() - c.pop("t0"), returncode=self.proc.returncode)
-        self.proc = None
-        lines = (self.out / f"dream-{c['cycle']}.json").read_text().strip().splitlines()
-        if c["returncode"] == 0 and lines:
-            rep = json.loads(lines[-1])
-            c["trained_on"] = rep.get("trained_on", [])
+        if self.running is not None and last["n"] != self.running["n"]:  # it ended and the next began in between
+            self.done.append({**self.running, "finished_at": at, "outcome": "ended between two looks",
+                              "trained_on": [], "error": "its report was replaced by the next cycle's"})
+            self.running = None
+        if last.get("outcome") == "running":
+            if self.running is None:
+                self.running = {"n": last["n"], "started_at": at, "reason": last.get("reason")}
+            return None
+        if self.done and self.done[-1]["n"] == last["n"]:
+            return None
+        c = {**(self.running if self.running and self.running["n"] == last["n"] else {"n": last["n"]}),
+             "finished_at": at, "outcome": last.get("outcome"), "seconds": last.get("seconds"),
+             "new_versions": last.get("new_versions")}
+        self.running = None
+        f = self.home / "dream" / "last-cycle.json"
+        lines = f.read_text().strip().splitlines() if f.is_file() else []
+        try:
+            rep = json.loads(lines[-1]) if lines else {}
+        except ValueError:
+            rep = {}
+        c["trained_on"] = rep.get("trained_on", [])
+        if rep:
             c["report"] = {k: rep.get(k) for k in ("teacher", "student", "method", "train", "from_store", "practice",
                                                   "trust_prompts", "replay_prompts", "before", "after",
                                                   "calibrated_on", "class_before", "class_after",
                                                   "replay_atp_change", "seconds")}
         else:
-            err = self.log.read_text().strip().splitlines()
-            c["error"] = err[-1] if err else f"exit {c['returncode']}"
+            log = self.home / "dream" / "last-cycle.log"
+            err = log.read_text().strip().splitlines() if log.is_file() else []
+            c["error"] = err[-1] if err else c["outcome"]
+        self.done.append(c)
         return c
 
 
@@ -292,8 +311,12 @@ def main() -> None:
     ap.add_argument("--oracle", action="store_true", help="also pin every member on every prompt (the oracle)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--twin", action="store_true", help="also serve the same pool without DREAM (a store copy)")
-    ap.add_argument("--dream-class", default=None, help="run DREAM inside the stream on this task class")
-    ap.add_argument("--dream-every", type=int, default=None, help="requests between DREAM starts (default: --window)")
+    ap.add_argument("--dream-class", default=None, help="the server runs DREAM on this task class when it is due")
+    ap.add_argument("--dream-after", type=int, default=None,
+                    help="new verified experiences that make DREAM due (default: --window)")
+    ap.add_argument("--dream-every-s", type=float, default=60.0, help="at least this long between DREAM starts")
+    ap.add_argument("--crisis-off", action="store_true",
+                    help="the pool never enters CRISIS (which holds DREAM back): for a pool that fails most requests")
     ap.add_argument("--dream-args", default="--student-kind lora --student smollm2-lora --teacher smollm2 "
                     "--practice 60 --shots 3 --max-tokens 16 --epochs 2 --lr 2e-4 --teacher-system "
                     "'Reply with only the text to repeat, exactly, nothing else.'",
@@ -312,20 +335,25 @@ def main() -> None:
 
     t0 = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
+    from k1.pool.config import read_pool_config
+    from k1.pool.default import default_pool_file
+
     if args.lora_student:
         args.pool = lora_student_pool(args.out)
+    store = Path(read_pool_config(args.pool or default_pool_file(quiet=True)).pool.store)
     items = stream(args.requests, args.seed)
     twin = None
-    if args.twin:
-        from k1.pool.config import read_pool_config
-        from k1.pool.default import default_pool_file
-
-        copy_store(Path(read_pool_config(args.pool or default_pool_file(quiet=True)).pool.store),
-                   args.out / "twin.sqlite")
-        twin = Server(args.pool, args.out / "twin-serve.log", store=args.out / "twin.sqlite")
-    server = Server(args.pool, args.out / "serve.log")
-    dream = Dream(args.pool, args.dream_class, shlex.split(args.dream_args), args.out) if args.dream_class else None
-    every = args.dream_every or args.window
+    if args.twin:  # the same pool, no DREAM: a copy of the store as it is before the stream
+        copy_store(store, args.out / "twin.sqlite")
+        twin = Server(args.pool, args.out / "twin-serve.log", store=args.out / "twin.sqlite", dream="off")
+    served_pool, dream = args.pool, None
+    if args.dream_class:
+        settings = {"mode": "auto", "after": args.dream_after or args.window, "every_s": args.dream_every_s,
+                    "check_s": 1.0, "args": ["--task-class", args.dream_class, *shlex.split(args.dream_args)]}
+        metabolic = {"crisis_window": 5, "crisis_failures": 6} if args.crisis_off else None  # 6 of 5: never
+        served_pool = dream_pool(args.pool or default_pool_file(quiet=True), settings, args.out, metabolic)
+        dream = Cycles(store.parent)
+    server = Server(served_pool, args.out / "serve.log", dream="auto" if dream is not None else None)
     trained: set[str] = set()  # prompts a finished DREAM trained on
     records: list[dict] = []
     try:
@@ -341,14 +369,15 @@ def main() -> None:
                 dream_job = None
                 for i, it in enumerate(items):
                     if dream is not None:
-                        done = dream.poll(i)
+                        done = dream.poll(client, server.url, i)
+                        if dream.running is not None and dream_job is None:
+                            dream_job = bar.add_task(f"DREAM {dream.running['n']} on {args.dream_class}", total=None)
                         if done is not None:
                             trained |= set(done.get("trained_on", []))
-                            bar.update(dream_job, total=1, completed=1,
-                                       description=f"DREAM {done['cycle']}: " + ("done" if "report" in done else "failed"))
-                        if i and i % every == 0 and not dream.running:
-                            dream.start(i)
-                            dream_job = bar.add_task(f"DREAM {len(dream.cycles)} on {args.dream_class}", total=None)
+                            if dream_job is not None:
+                                bar.update(dream_job, total=1, completed=1,
+                                           description=f"DREAM {done['n']}: {done['outcome']}")
+                            dream_job = None
                     rec: dict = {"i": i, "cls": it["cls"], "prompt": it["prompt"], "repeat": it["repeat"],
                                  "trained": it["prompt"] in trained}
                     a = ask(client, server.url, it, "auto", f"lifelong-{it['cls']}")
@@ -371,15 +400,18 @@ def main() -> None:
                             {"ok": False, "atp": min(p["atp"] for p in pinned.values()), "member": None}
                     records.append(rec)
                     bar.advance(job)
-                if dream is not None and dream.running:  # the last cycle ends before the servers stop
-                    dream.poll(len(items), wait=True)
+                t_wait = time.time()  # a cycle still running ends (and is recorded) before the servers stop
+                while dream is not None and dream.running is not None and time.time() - t_wait < 3600:
+                    if dream.poll(client, server.url, len(items)) is None:
+                        time.sleep(2)
+                if dream_job is not None:
                     bar.update(dream_job, total=1, completed=1)
     finally:
-        if dream is not None and dream.running:
-            dream.proc.terminate()
         server.stop()
         if twin is not None:
             twin.stop()
+        if served_pool != args.pool and served_pool.parent != args.out:
+            served_pool.unlink(missing_ok=True)
     rows = window_rows(records, args.window)
     print(f"{'window':>6s}{'scored':>8s}{'pool':>16s}{'without DREAM':>16s}{'always-' + strongest:>24s}"
           f"{'oracle':>16s}   pool's members")
@@ -389,20 +421,20 @@ def main() -> None:
     for r in rows:
         print(f"{r['window']:6d}{r['scored']:8d} {cell(r, 'pool'):>15s} {cell(r, 'twin'):>15s} "
               f"{cell(r, 'strongest'):>23s} {cell(r, 'oracle'):>15s}   {r['members']}")
-    cycles = dream.cycles if dream is not None else []
+    cycles = dream.done if dream is not None else []
     for c in cycles:
         rep = c.get("report") or {}
         after = (rep.get("class_after") or {}).get("success")
-        print(f"DREAM {c['cycle']}: requests {c['started_at']} → {c.get('finished_at')}, {c.get('seconds', 0):.0f} s, "
-              + (f"{rep['train']} verified examples, {rep['student']} on {rep['calibrated_on']}: "
-                 f"{(rep.get('class_before') or {}).get('success', 0):.0%} → {after:.0%}" if rep else
-                 f"failed: {c.get('error')}"))
+        print(f"DREAM {c['n']}: requests {c.get('started_at', '?')} → {c['finished_at']}, {c.get('seconds') or 0:.0f} s, "
+              f"{c['outcome']}; " + (f"{rep['train']} verified examples, {rep['student']} on {rep['calibrated_on']}: "
+                                     f"{(rep.get('class_before') or {}).get('success') or 0:.0%} → {after or 0:.0%}"
+                                     if rep.get("train") is not None else f"{c.get('error')}"))
     plot(rows, args.out / "lifelong.png")
     result = {"command": " ".join(["python"] + sys.argv), "requests": len(records), "window": args.window,
               "classes": list(CLASSES), "seed": args.seed, "strongest": strongest, "members": names,
               "windows": rows,
               "dream": [{k: v for k, v in c.items() if k != "trained_on"} for c in cycles] if dream is not None
-              else "not run (no --dream-class)",
+              else "not run (no --dream-class)", "dream_settings": settings if dream is not None else None,
               "pool_without_dream": "the twin row of each window" if twin is not None else
               ("equal to the pool row (no DREAM ran)" if dream is None else "not measured (use --twin)"),
               "scored_out_as_trained": sum(r["trained"] for r in records),

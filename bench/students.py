@@ -1,21 +1,26 @@
-"""Can a narrow student learn a task class from the pool's own use? A K-1 tree against two controls.
+"""Can a narrow student learn a task class from the pool's own use? A student against two controls.
 
-For one family (default `arithmetic-d3`), fixed before anything is measured:
+For one family (default `arithmetic-d3`; also `arithmetic-d4`, `copy`), fixed before anything is measured:
 1. Held out: ≥ 200 problems (`k1.pool.learn.students.families.heldout`, split by problem: a + b and b + a on
    one side). Nothing below ever asks a held-out problem or its commuted twin.
-2. Served prompts: `--served` problems of the training side, put to the teacher (SmolLM2 from the default pool,
-   greedy) as the pool serves them; practice prompts: `--practice` more made from their templates (self-instruct:
-   new numbers of the same shape). Kept: the answers the class's strict verifier accepts (first line); the
-   verifier never writes an answer. The teacher's answers are cached in --out.
-3. Students, each trained with the engine on the kept examples (the same recipe, `--steps` steps of the `small`
-   preset): the K-1 tree student; the format-only control (the same prompts, every number in the answers
-   replaced by a wrong one of the same shape); and the constant control (the most common kept answer).
-4. Every student and the teacher answer the held-out problems; success (strict) and ATP per call.
-With `--second FAMILY` the student then continues on a second family's kept examples (the engine's sparse
-update again) and both families' held-out problems are measured again: does the first class survive?
+2. Served prompts: `--served` problems of the training side, put to the teacher (SmolLM2 from the default pool)
+   as the pool serves them, greedy and `--served-samples` more at T = 0.8, under `--teacher-system` if given;
+   practice prompts: `--practice` more made from their templates (self-instruct: new numbers of the same shape,
+   or new strings to copy), answered with the first `--shots` accepted served answers shown as finished turns.
+   Kept: the answers the class's strict verifier accepts (first line); the verifier never writes an answer.
+3. Students, each trained on the kept examples with the same recipe: `--kind k1` a K-1 tree (the engine,
+   `--steps` of the `small` preset) or `--kind lora` a LoRA adapter on SmolLM2 (merged); the format-only control
+   (the same prompts, every number or copied string in the answers replaced by a wrong one of the same shape)
+   trained the same way; and the constant control (the most common kept answer).
+4. The teacher (plain prompt, as the pool serves it), every student and the controls answer the held-out
+   problems; success (strict) and ATP per call.
+With `--second FAMILY` the student then continues on a second family's kept examples and both families'
+held-out problems are measured again: does the first class survive?
+Stages (teacher answers, trained students, evaluations) are cached under --out, so a long run can be resumed.
 
-    python bench/students.py --served 100 --practice 300 --steps 600      # about 30 min on a loaded 2-core box
-    python bench/students.py --quick                                       # minutes: 40 + 40 prompts, 200 steps
+    python bench/students.py --family copy --kind lora --served 40 --served-samples 3 --practice 150 --shots 3 \
+        --teacher-system "Reply with only the text to repeat, exactly, nothing else."
+    python bench/students.py --quick                                       # 40 + 40 prompts, 200 steps
 
 Prints a table, then one JSON object on the last line.
 """
@@ -40,14 +45,14 @@ def teacher_examples(teacher, family: str, train_pool: list, held: list, args, c
     from rich.progress import Progress
 
     from k1.pool.learn.students.data import practice_prompts, practise
-    from k1.pool.learn.students.families import MAX_TOKENS, judge
+    from k1.pool.learn.students.families import COPY_PROMPT, MAX_TOKENS, judge
     from k1.tasks.split import problem_key
-    key = (f"{family}-{args.served}-{args.practice}-{args.seed}-{MAX_TOKENS[family]}-{args.served_samples}-"
-           f"{args.shots}-{args.teacher_system}")
-    if cache.is_file():
-        c = json.loads(cache.read_text())
-        if c.get("key") == key:
-            return [(p, a) for p, a in c["examples"]], c["record"]
+    from k1.tasks.task import Task
+    key = f"{family}-{args.served}-{args.seed}-{MAX_TOKENS[family]}-{args.served_samples}-{args.teacher_system}"
+    pkey = f"{key}-{args.practice}-{args.shots}"
+    c = json.loads(cache.read_text()) if cache.is_file() else {}
+    if c.get("key") == key and c.get("practice_key") == pkey:
+        return [(p, a) for p, a in c["examples"]], c["record"]
     held_keys = {problem_key(t) for t in held}
     by_prompt = {t.prompt: t for t in train_pool}
     served_tasks = random.Random(f"served-{args.seed}").sample(train_pool, args.served)
@@ -56,6 +61,9 @@ def teacher_examples(teacher, family: str, train_pool: list, held: list, args, c
     practice_tasks = []
     for p in made:  # a practice prompt is a task only if it is on the training side by problem
         t = by_prompt.get(p)
+        if t is None and family == "copy":  # a fresh string: a new problem (held-out strings are excluded below)
+            s = p.removeprefix(COPY_PROMPT.format(s=""))
+            t = Task(f"copy-{s}", "copy", p, {"answer": s})
         if t is not None and problem_key(t) not in held_keys and t not in served_tasks:
             practice_tasks.append(t)
         if len(practice_tasks) == args.practice:
@@ -68,10 +76,13 @@ def teacher_examples(teacher, family: str, train_pool: list, held: list, args, c
         return None if t is None else float(judge(t, answer))
 
     with Progress(disable=args.quiet) as bar:
-        job = bar.add_task(f"teacher on {len(served_tasks)} served {family} prompts", total=len(served_tasks))
-        served, rec_s = practise(teacher, [t.prompt for t in served_tasks], verifier, max_tokens=MAX_TOKENS[family],
-                                 samples=args.served_samples, seed=args.seed, system=args.teacher_system,
-                                 progress=lambda: bar.advance(job))
+        if c.get("key") == key:  # the served stage is done: only the practice is asked again
+            served, rec_s = [(p, a) for p, a in c["served"]], c["record"]["served"]
+        else:
+            job = bar.add_task(f"teacher on {len(served_tasks)} served {family} prompts", total=len(served_tasks))
+            served, rec_s = practise(teacher, [t.prompt for t in served_tasks], verifier,
+                                     max_tokens=MAX_TOKENS[family], samples=args.served_samples, seed=args.seed,
+                                     system=args.teacher_system, progress=lambda: bar.advance(job))
         job = bar.add_task(f"teacher on {len(practice_tasks)} practice prompts", total=len(practice_tasks))
         practised, rec_p = practise(teacher, [t.prompt for t in practice_tasks], verifier,
                                     max_tokens=MAX_TOKENS[family], seed=args.seed, system=args.teacher_system,
@@ -80,7 +91,8 @@ def teacher_examples(teacher, family: str, train_pool: list, held: list, args, c
     rec = {"served": rec_s, "practice": rec_p, "asked": rec_s["asked"] + rec_p["asked"], "kept": len(kept),
            "atp": rec_s["atp"] + rec_p["atp"], "shots": min(args.shots, len(served))}
     cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps({"key": key, "examples": kept, "record": rec}))
+    cache.write_text(json.dumps({"key": key, "practice_key": pkey, "served": served, "examples": kept,
+                                 "record": rec}))
     return kept, rec
 
 
@@ -152,7 +164,8 @@ def main() -> None:
     data = {f: teacher_examples(teacher, f, *splits[f], args, args.out / f"teacher-{f}.json") for f in families}
     cache = Cache(args.out / "evals.json")
     recipe = (f"{args.kind}-{args.steps}" if args.kind == "k1" else f"{args.kind}-{args.epochs}-{args.lr}") + \
-        f"-{args.served}-{args.served_samples}-{args.practice}-{args.shots}-{args.teacher_system}-{args.seed}"
+        f"-{args.served}-{args.served_samples}-{args.practice}-{args.shots}-{args.teacher_system}-{args.seed}" + \
+        "".join(f"-n{len(data[f][0])}" for f in families)
     run = args.out / "runs"
 
     def train(name: str, examples: list, base=None) -> dict:

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from k1.errors import BackendError
+from k1.pool.errors import BudgetExhausted
 
 
 def split_prompts(exps: list[dict], task_class: str, holdout: float, seed: int) -> tuple[list, list, list]:
@@ -114,8 +115,8 @@ def dream_student(router, cfg) -> dict:
     router.metabolism.enter_dream(f"training a {cfg.student_kind} student {s.name} on {cfg.task_class}")
     try:
         replay_before = replay(router, replay_prompts, verifier, cfg.max_tokens)
-        before = measure(s, trust, verifier)
-        class_before = _probe(s, probe)
+        before = measure(router.ledger, s, trust, verifier)
+        class_before = _probe(router.ledger, s, probe)
         base = s.run_dir if cfg.student_kind == "k1" else s
         with tempfile.TemporaryDirectory(prefix="k1-dream-") as tmp:
             options = dict(cfg.student_options or {})
@@ -130,16 +131,21 @@ def dream_student(router, cfg) -> dict:
                                      exclude=held_texts, generate=charged, verifier=verifier,
                                      system=cfg.teacher_system, samples=cfg.samples, **options)
             adopt(s, out["member"])
-        after = measure(s, trust, verifier)
-        class_after = _probe(s, probe)
+        after = measure(router.ledger, s, trust, verifier)
+        class_after = _probe(router.ledger, s, probe)
         if probe:  # the student's prior for this class is what it solves after DREAM
             router.store.set_calibration(s.name, class_after["rows"], cfg.task_class)
         for it, grade in after["grades"]:  # trust from prompts neither trained on nor replayed
             router.store.record_outcome(s.name, it["context"] or cfg.task_class, grade, "dream")
         saved = save_student(router, s, cfg.weights_dir)
+    except BudgetExhausted as e:  # others spent the budget meanwhile: one line; no weights or trust were saved
+        raise BudgetExhausted(f"DREAM stopped, nothing saved: {e}") from None
     finally:
         router.metabolism.leave_dream()
-    replay_after = replay(router, replay_prompts, verifier, cfg.max_tokens)
+    try:
+        replay_after = replay(router, replay_prompts, verifier, cfg.max_tokens)
+    except BudgetExhausted as e:
+        raise BudgetExhausted(f"DREAM saved the student ({saved}) but could not replay its workload: {e}") from None
     return {
         "teacher": t.name, "student": s.name, "method": f"student:{cfg.student_kind}", "task_class": cfg.task_class,
         "experiences": len(exps), "train_prompts": len(train_exps), "trust_prompts": len(trust),
