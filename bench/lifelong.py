@@ -318,7 +318,7 @@ def main() -> None:
     ap.add_argument("--crisis-off", action="store_true",
                     help="the pool never enters CRISIS (which holds DREAM back): for a pool that fails most requests")
     ap.add_argument("--dream-args", default="--student-kind lora --student smollm2-lora --teacher smollm2 "
-                    "--practice 60 --shots 3 --max-tokens 16 --epochs 2 --lr 2e-4 --teacher-system "
+                    "--practice 60 --shots 3 --max-tokens 16 --epochs 2 --lr 2e-4 --holdout 0.5 --teacher-system "
                     "'Reply with only the text to repeat, exactly, nothing else.'",
                     help="options for `k1 pool dream` (shell words)")
     ap.add_argument("--lora-student", action="store_true",

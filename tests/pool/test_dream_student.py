@@ -93,6 +93,13 @@ def test_dream_trains_a_k1_student_from_the_pools_use_and_trusts_it_on_unused_pr
     for k, v in student.model.state_dict().items():
         assert torch.equal(other.model.state_dict()[k], v)
     r2.close()
+    # a second cycle continues from the weights the member holds now, not from its run's checkpoint
+    w1 = {k: v.clone() for k, v in student.model.state_dict().items()}
+    dream(router, student_kind="k1", task_class="arithmetic", holdout=0.3, max_tokens=4, student_options={"steps": 1},
+          weights_dir=tmp_path / "w")
+    w2 = student.model.state_dict()
+    dist = lambda a, b: sum((a[k].float() - b[k].float()).norm() ** 2 for k in a) ** 0.5
+    assert dist(w2, w1) < dist(w2, w0)
 
 
 def rep_held(router, rep):

@@ -314,6 +314,8 @@ def dream(ctx: typer.Context, pool: Optional[Path] = POOL_OPT,
                                        "templates of served ones, answered by the teacher, kept if verified."),
           shots: int = typer.Option(0, "--shots", help="With --practice: accepted answers shown to the teacher."),
           steps: int | None = typer.Option(None, "--steps", help="With --student-kind k1: training steps."),
+          holdout: float = typer.Option(0.25, "--holdout", help="Share of the experiences (of the problems, with "
+                                        "--student-kind) held out to measure the student on."),
           as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")):
     """Consolidate: distil the teacher into the student on the most important experiences; measured before/after.
 
@@ -342,7 +344,7 @@ def dream(ctx: typer.Context, pool: Optional[Path] = POOL_OPT,
         rep = run_dream(router, teacher=teacher, student=student, k=k, epochs=epochs, lr=lr, temperature=temperature,
                         max_tokens=max_tokens, quiet=as_json, task_class=task_class, verifier=verifier,
                         verified_only=verified_only, teacher_system=teacher_system, ce_weight=ce_weight, val=val,
-                        batch_size=batch_size, student_kind=student_kind, practice=practice, shots=shots,
+                        batch_size=batch_size, holdout=holdout, student_kind=student_kind, practice=practice, shots=shots,
                         student_options={"steps": steps} if steps is not None and student_kind == "k1" else None)
         rep["task_classifier"] = router.refit_task_classes()
     finally:

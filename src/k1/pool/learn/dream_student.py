@@ -123,8 +123,9 @@ def dream_student(router, cfg) -> dict:
             if cfg.student_kind == "lora":
                 options.setdefault("epochs", cfg.epochs)
                 options.setdefault("lr", cfg.lr)
-            else:
+            else:  # from the weights the member holds now (earlier DREAM cycles included), not its run's checkpoint
                 options.setdefault("quiet", cfg.quiet)
+                options.setdefault("init", {k: v.detach().clone() for k, v in s.model.state_dict().items()})
             out = student_from_store(router, cfg.task_class, Path(tmp) / "student", kind=cfg.student_kind,
                                      name=s.name, teacher=t.name, practice=cfg.practice, shots=cfg.shots,
                                      base=base, seed=cfg.seed, max_tokens=cfg.max_tokens, experiences=train_exps,
