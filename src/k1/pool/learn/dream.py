@@ -10,12 +10,13 @@
    mixed with cross-entropy — when both share a tokenizer; otherwise sequence-level distillation:
    cross-entropy on the teacher's answer with the prompt positions masked out. A validation split of the
    training experiences picks the epoch to keep.
-4. Measure on the held-out experiences before and after: the student's bits per byte of the teacher's
-   answers, its top-1 agreement with them (teacher-forced), and a verifier's success where one is given.
-5. Update the student's trust from that measurement (one outcome per held-out item, source "dream"), save
-   the student's weights (safetensors, applied again when the pool is reopened), and replay the held-out
-   prompts through the pool's own choice (greedy) and attempts before and after, as quiet calls charged to
-   the ledger as DREAM's: the cost change is measured.
+4. Measure on the first half of the held-out experiences (the trust prompts) before and after: the student's
+   bits per byte of the teacher's answers, its top-1 agreement with them (teacher-forced), and a verifier's
+   success where one is given.
+5. Update the student's trust from that measurement (one outcome per trust prompt, source "dream"), save
+   the student's weights (safetensors, applied again when the pool is reopened), and replay the other half of
+   the held-out prompts (never used for trust) through the pool's own choice (greedy) and attempts before and
+   after, as quiet calls charged to the ledger as DREAM's: the cost change is measured.
 Every number in the returned report is computed here.
 """
 
@@ -292,9 +293,12 @@ def dream(router, config: DreamConfig | None = None, /, **overrides) -> dict:
                 for j in range(cfg.samples):
                     it["samples"].append(ask(it["prompt"], cfg.sample_temperature, cfg.seed * 1_000_003 + i * 1009 + j).text)
                     bar.advance(task)
-        prompts = [it["prompt"] for it in items["held"]]
+        # trust from prompts the replay does not reuse: the held-out experiences' first half grades the student,
+        # the second half is replayed
+        n_trust = -(-len(items["held"]) // 2)
+        trust, prompts = items["held"][:n_trust], [it["prompt"] for it in items["held"][n_trust:]]
         replay_before = replay(router, prompts, cfg.verifier, cfg.max_tokens)
-        before = measure(router.ledger, s, items["held"], cfg.verifier)
+        before = measure(router.ledger, s, trust, cfg.verifier)
         class_before = _probe(router.ledger, s, probe)
         if verified:
             train_items = kept_answers(items["train"], cfg.verifier, cfg.first_line)
@@ -307,7 +311,7 @@ def dream(router, config: DreamConfig | None = None, /, **overrides) -> dict:
                       quiet=cfg.quiet, batch_size=cfg.batch_size, topk=cfg.topk, ce_weight=cfg.ce_weight, schedule=cfg.schedule,
                       validate=validate, patience=cfg.patience, eos=verified and cfg.first_line)
         losses = rec["losses"]
-        after = measure(router.ledger, s, items["held"], cfg.verifier)
+        after = measure(router.ledger, s, trust, cfg.verifier)
         class_after = _probe(router.ledger, s, probe)
         if probe:  # the student's prior for this class is now what it solves after DREAM
             store.set_calibration(s.name, class_after["rows"], cfg.task_class)
@@ -328,6 +332,7 @@ def dream(router, config: DreamConfig | None = None, /, **overrides) -> dict:
         "teacher": t.name, "student": s.name, "method": "logit-kd" if logit_kd else "sequence-kd",
         "temperature": cfg.temperature if logit_kd else None, "experiences": len(chosen), "train": len(train_items),
         "train_prompts": len(items["train"]), "validation": len(items["val"]), "held_out": len(items["held"]),
+        "trust_prompts": len(trust), "replay_prompts": len(prompts),
         "verified_only": verified, "samples": cfg.samples, "teacher_calls": calls,
         "ce_weight": cfg.ce_weight if logit_kd else 1.0, "topk": cfg.topk, "batch_size": cfg.batch_size, "epochs": cfg.epochs,
         "steps": rec["steps"], "val": rec["val"], "best_epoch": rec["best_epoch"],
