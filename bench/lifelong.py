@@ -334,6 +334,7 @@ def main() -> None:
     from rich.progress import Progress
 
     t0 = time.time()
+    args.out = args.out.resolve()  # the pool files written here name their stores by absolute path
     args.out.mkdir(parents=True, exist_ok=True)
     from k1.pool.config import read_pool_config
     from k1.pool.default import default_pool_file
