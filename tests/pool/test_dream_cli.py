@@ -112,6 +112,10 @@ def test_cli_dream_trains_a_lora_student_from_the_pools_own_use(used_pool):
     assert rep["trust_prompts"] >= 1 and rep["replay_prompts"] >= 1 and rep["train_prompts"] == 8 - 2
     assert 1 <= rep["train"] == rep["from_store"] <= 4  # only the adder's accepted answers on the training side
     assert rep["weights"] and rep["after"]["verifier_success"] is not None
+    r = CliRunner().invoke(app, ["pool", "dream", "--pool", str(used_pool), "--task-class", "arithmetic",
+                                 "--student-kind", "lora", "--epochs", "1", "--max-tokens", "4"])
+    assert r.exit_code == 0, r.output
+    assert "trust from 1" in " ".join(r.stdout.split()) and "published" in r.stdout
 
 
 def test_cli_dream_student_errors_are_one_line(used_pool):
