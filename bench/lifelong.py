@@ -260,7 +260,27 @@ class Cycles:
     report (`<store home>/dream/last-cycle.json`, read as soon as the cycle ends, before a next one replaces it)."""
 
     def __init__(self, store_home: Path):
-        self.home, self.done, self.running = store_home, [], None
+        import threading
+
+        self.home, self.done, self.running, self.at = store_home, [], None, 0
+        self.lock, self.stop = threading.Lock(), threading.Event()
+
+    def watch(self, url: str, every_s: float = 0.3) -> None:
+        """Look every `every_s` seconds in a thread of its own (a cycle can end and the next begin within one
+        request); `at` is the request the stream is at."""
+        import threading
+
+        import httpx
+
+        def loop():
+            with httpx.Client() as client:
+                while not self.stop.wait(every_s):
+                    try:
+                        with self.lock:
+                            self.poll(client, url, self.at)
+                    except (httpx.HTTPError, ValueError):
+                        pass  # the server is busy or stopping: look again
+        threading.Thread(target=loop, daemon=True).start()
 
     def poll(self, client, url: str, at: int) -> dict | None:
         """→ the cycle that just ended (once), else None."""
@@ -367,18 +387,27 @@ def main() -> None:
             strongest = args.strongest or ("smollm2" if "smollm2" in names else names[0])
             with Progress(disable=args.quiet) as bar:
                 job = bar.add_task("stream", total=len(items))
-                dream_job = None
+                dream_job, seen = None, 0
+                if dream is not None:
+                    dream.watch(server.url)
+
+                def follow() -> None:  # the watcher's news: prompts trained on, and a bar per DREAM cycle
+                    nonlocal dream_job, seen, trained
+                    with dream.lock:
+                        new, running = dream.done[seen:], dream.running
+                    seen += len(new)
+                    for done in new:
+                        trained |= set(done.get("trained_on", []))
+                        if dream_job is not None:
+                            bar.update(dream_job, total=1, completed=1, description=f"DREAM {done['n']}: {done['outcome']}")
+                            dream_job = None
+                    if running is not None and dream_job is None:
+                        dream_job = bar.add_task(f"DREAM {running['n']} on {args.dream_class}", total=None)
+
                 for i, it in enumerate(items):
                     if dream is not None:
-                        done = dream.poll(client, server.url, i)
-                        if dream.running is not None and dream_job is None:
-                            dream_job = bar.add_task(f"DREAM {dream.running['n']} on {args.dream_class}", total=None)
-                        if done is not None:
-                            trained |= set(done.get("trained_on", []))
-                            if dream_job is not None:
-                                bar.update(dream_job, total=1, completed=1,
-                                           description=f"DREAM {done['n']}: {done['outcome']}")
-                            dream_job = None
+                        dream.at = i
+                        follow()
                     rec: dict = {"i": i, "cls": it["cls"], "prompt": it["prompt"], "repeat": it["repeat"],
                                  "trained": it["prompt"] in trained}
                     a = ask(client, server.url, it, "auto", f"lifelong-{it['cls']}")
@@ -402,12 +431,15 @@ def main() -> None:
                     records.append(rec)
                     bar.advance(job)
                 t_wait = time.time()  # a cycle still running ends (and is recorded) before the servers stop
-                while dream is not None and dream.running is not None and time.time() - t_wait < 3600:
-                    if dream.poll(client, server.url, len(items)) is None:
-                        time.sleep(2)
-                if dream_job is not None:
-                    bar.update(dream_job, total=1, completed=1)
+                if dream is not None:
+                    dream.at = len(items)
+                    while dream.running is not None and time.time() - t_wait < 3600:
+                        time.sleep(1)
+                    follow()
+                    dream.stop.set()
     finally:
+        if dream is not None:
+            dream.stop.set()
         server.stop()
         if twin is not None:
             twin.stop()
