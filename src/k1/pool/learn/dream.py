@@ -235,7 +235,7 @@ def dream(router, config: DreamConfig | None = None, /, **overrides) -> dict:
     if cfg.student_kind is not None:
         from k1.pool.learn.dream_student import dream_student
 
-        return dream_student(router, cfg)
+        return dream_student(router, cfg, pick_pair=pick_pair, measure=measure, probe=_probe, replay=replay)
     t_start = time.perf_counter()
     rng = random.Random(cfg.seed)
     store = router.store

@@ -53,6 +53,10 @@ def _item(e: dict, max_tokens: int) -> dict:
             "answer": e.get("response") or "", "context": e["context"], "max_tokens": max_tokens}
 
 
+def _public(m: dict) -> dict:
+    return {k: v for k, v in m.items() if k != "grades"}
+
+
 def adopt(member, spec: dict) -> None:
     """Load the trained student's weights (its pool-file entry `spec`) into `member` in place."""
     from k1.pool.learn.weights import forget_cached_states
@@ -70,10 +74,11 @@ def adopt(member, spec: dict) -> None:
     forget_cached_states(member)
 
 
-def dream_student(router, cfg) -> dict:
-    """One DREAM run that trains `cfg.student_kind` students (module docstring); → the report."""
+def dream_student(router, cfg, *, pick_pair, measure, probe, replay) -> dict:
+    """One DREAM run that trains `cfg.student_kind` students (module docstring); → the report. `dream()` passes
+    its own choice of teacher and student, held-out measurement, calibration probe and replay (so the two ways
+    of DREAM measure alike, and this file does not import dream.py back)."""
     from k1.pool.learn.calibrate import MAX_PER_CLASS, CalTask, calibration_tasks
-    from k1.pool.learn.dream import _probe, _public, measure, pick_pair, replay
     from k1.pool.learn.students.data import problem_key
     from k1.pool.learn.students.from_pool import student_from_store
     from k1.pool.learn.verifiers import class_verifier
@@ -91,7 +96,7 @@ def dream_student(router, cfg) -> dict:
     if not isinstance(s, want):
         raise BackendError(f"a {cfg.student_kind!r} student must be a {'k1' if cfg.student_kind == 'k1' else 'hf'} "
                            f"member; {s.name!r} is {s.kind!r} (name one with --student)")
-    probe = [c for c in calibration_tasks(cfg.class_tasks) if c.cls == cfg.task_class]
+    tasks = [c for c in calibration_tasks(cfg.class_tasks) if c.cls == cfg.task_class]
     reserved = {question(c.text).strip() for c in calibration_tasks(MAX_PER_CLASS)}
     exps = [e for e in router.store.experiences()
             if e["context"] == cfg.task_class and question(e["prompt"]).strip() not in reserved]
@@ -103,8 +108,8 @@ def dream_student(router, cfg) -> dict:
     replay_prompts = [_item(e, cfg.max_tokens)["prompt"] for e in replay_exps]
     held_texts = {question(e["prompt"]).strip() for e in trust_exps + replay_exps}
     calibrated_on = "reserved calibration tasks"
-    if not probe:  # a class the calibration set has no tasks of: the trust prompts are its calibration
-        probe = [CalTask(cfg.task_class, f"dream-trust-{i}", it["prompt"] if isinstance(it["prompt"], list) else
+    if not tasks:  # a class the calibration set has no tasks of: the trust prompts are its calibration
+        tasks = [CalTask(cfg.task_class, f"dream-trust-{i}", it["prompt"] if isinstance(it["prompt"], list) else
                          [{"role": "user", "content": question(it["prompt"])}],
                          lambda a, q=it["prompt_text"]: verifier(q, a) or 0.0) for i, it in enumerate(trust)]
         calibrated_on = "trust prompts"
@@ -116,7 +121,7 @@ def dream_student(router, cfg) -> dict:
     try:
         replay_before = replay(router, replay_prompts, verifier, cfg.max_tokens)
         before = measure(router.ledger, s, trust, verifier)
-        class_before = _probe(router.ledger, s, probe)
+        class_before = probe(router.ledger, s, tasks)
         base = s.run_dir if cfg.student_kind == "k1" else s
         with tempfile.TemporaryDirectory(prefix="k1-dream-") as tmp:
             options = dict(cfg.student_options or {})
@@ -133,8 +138,8 @@ def dream_student(router, cfg) -> dict:
                                      system=cfg.teacher_system, samples=cfg.samples, **options)
             adopt(s, out["member"])
         after = measure(router.ledger, s, trust, verifier)
-        class_after = _probe(router.ledger, s, probe)
-        if probe:  # the student's prior for this class is what it solves after DREAM
+        class_after = probe(router.ledger, s, tasks)
+        if tasks:  # the student's prior for this class is what it solves after DREAM
             router.store.set_calibration(s.name, class_after["rows"], cfg.task_class)
         for it, grade in after["grades"]:  # trust from prompts neither trained on nor replayed
             router.store.record_outcome(s.name, it["context"] or cfg.task_class, grade, "dream")
@@ -155,8 +160,8 @@ def dream_student(router, cfg) -> dict:
         "before": _public(before), "after": _public(after), "replay_before": replay_before,
         "replay_after": replay_after,
         "replay_atp_change": replay_after["atp"] / replay_before["atp"] - 1 if replay_before["atp"] else None,
-        "calibrated_on": calibrated_on, "class_before": {k: v for k, v in class_before.items() if k != "rows"} if probe else None,
-        "class_after": {k: v for k, v in class_after.items() if k != "rows"} if probe else None,
+        "calibrated_on": calibrated_on, "class_before": {k: v for k, v in class_before.items() if k != "rows"} if tasks else None,
+        "class_after": {k: v for k, v in class_after.items() if k != "rows"} if tasks else None,
         "record": out["member"].get("record"), "trained_on": out["prompts"], "weights": str(saved) if saved else None,
         "seconds": time.perf_counter() - t_start,
     }
