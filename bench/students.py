@@ -1,21 +1,26 @@
-"""Can a narrow student learn a task class from the pool's own use? A K-1 tree against two controls.
+"""Can a narrow student learn a task class from the pool's own use? A student against two controls.
 
-For one family (default `arithmetic-d3`), fixed before anything is measured:
+For one family (default `arithmetic-d3`; also `arithmetic-d4`, `copy`), fixed before anything is measured:
 1. Held out: ≥ 200 problems (`k1.pool.learn.students.families.heldout`, split by problem: a + b and b + a on
    one side). Nothing below ever asks a held-out problem or its commuted twin.
-2. Served prompts: `--served` problems of the training side, put to the teacher (SmolLM2 from the default pool,
-   greedy) as the pool serves them; practice prompts: `--practice` more made from their templates (self-instruct:
-   new numbers of the same shape). Kept: the answers the class's strict verifier accepts (first line); the
-   verifier never writes an answer. The teacher's answers are cached in --out.
-3. Students, each trained with the engine on the kept examples (the same recipe, `--steps` steps of the `small`
-   preset): the K-1 tree student; the format-only control (the same prompts, every number in the answers
-   replaced by a wrong one of the same shape); and the constant control (the most common kept answer).
-4. Every student and the teacher answer the held-out problems; success (strict) and ATP per call.
-With `--second FAMILY` the student then continues on a second family's kept examples (the engine's sparse
-update again) and both families' held-out problems are measured again: does the first class survive?
+2. Served prompts: `--served` problems of the training side, put to the teacher (SmolLM2 from the default pool)
+   as the pool serves them, greedy and `--served-samples` more at T = 0.8, under `--teacher-system` if given;
+   practice prompts: `--practice` more made from their templates (self-instruct: new numbers of the same shape,
+   or new strings to copy), answered with the first `--shots` accepted served answers shown as finished turns.
+   Kept: the answers the class's strict verifier accepts (first line); the verifier never writes an answer.
+3. Students, each trained on the kept examples with the same recipe: `--kind k1` a K-1 tree (the engine,
+   `--steps` of the `small` preset) or `--kind lora` a LoRA adapter on SmolLM2 (merged); the format-only control
+   (the same prompts, every number or copied string in the answers replaced by a wrong one of the same shape)
+   trained the same way; and the constant control (the most common kept answer).
+4. The teacher (plain prompt, as the pool serves it), every student and the controls answer the held-out
+   problems; success (strict) and ATP per call.
+With `--second FAMILY` the student then continues on a second family's kept examples and both families'
+held-out problems are measured again: does the first class survive?
+Stages (teacher answers, trained students, evaluations) are cached under --out, so a long run can be resumed.
 
-    python bench/students.py --served 100 --practice 300 --steps 600      # about 30 min on a loaded 2-core box
-    python bench/students.py --quick                                       # minutes: 40 + 40 prompts, 200 steps
+    python bench/students.py --family copy --kind lora --served 40 --served-samples 3 --practice 150 --shots 3 \
+        --teacher-system "Reply with only the text to repeat, exactly, nothing else."
+    python bench/students.py --quick                                       # 40 + 40 prompts, 200 steps
 
 Prints a table, then one JSON object on the last line.
 """
@@ -29,72 +34,112 @@ import time
 from pathlib import Path
 
 
-def teacher_examples(teacher, family: str, train_pool: list, held: list, served: int, practice: int, seed: int,
-                     cache: Path, quiet: bool) -> tuple[list, dict]:
-    """The kept (prompt, answer) pairs and what producing them cost (cached per family, counts and seed)."""
+def teacher_examples(teacher, family: str, train_pool: list, held: list, args, cache: Path) -> tuple[list, dict]:
+    """The kept (prompt, answer) pairs and what producing them cost (cached per family and settings).
+
+    Served prompts are answered as the pool serves them (plain prompt, greedy, plus `--served-samples` samples;
+    under `--teacher-system` if given); practice prompts are answered with the first `--shots` accepted served
+    answers shown to the teacher as finished turns. Every kept answer is one the strict verifier accepted."""
     import random
 
     from rich.progress import Progress
 
     from k1.pool.learn.students.data import practice_prompts, practise
-    from k1.pool.learn.students.families import MAX_TOKENS, judge
+    from k1.pool.learn.students.families import COPY_PROMPT, MAX_TOKENS, judge
     from k1.tasks.split import problem_key
-    key = f"{family}-{served}-{practice}-{seed}-{MAX_TOKENS[family]}"
-    if cache.is_file():
-        c = json.loads(cache.read_text())
-        if c.get("key") == key:
-            return [(p, a) for p, a in c["examples"]], c["record"]
+    from k1.tasks.task import Task
+    key = f"{family}-{args.served}-{args.seed}-{MAX_TOKENS[family]}-{args.served_samples}-{args.teacher_system}"
+    pkey = f"{key}-{args.practice}-{args.shots}"
+    c = json.loads(cache.read_text()) if cache.is_file() else {}
+    if c.get("key") == key and c.get("practice_key") == pkey:
+        return [(p, a) for p, a in c["examples"]], c["record"]
     held_keys = {problem_key(t) for t in held}
     by_prompt = {t.prompt: t for t in train_pool}
-    served_tasks = random.Random(f"served-{seed}").sample(train_pool, served)
-    made = practice_prompts([t.prompt for t in served_tasks], practice * 3, seed=seed,
+    served_tasks = random.Random(f"served-{args.seed}").sample(train_pool, args.served)
+    made = practice_prompts([t.prompt for t in served_tasks], args.practice * 3, seed=args.seed,
                             exclude={t.prompt for t in held})
     practice_tasks = []
     for p in made:  # a practice prompt is a task only if it is on the training side by problem
         t = by_prompt.get(p)
+        if t is None and family == "copy":  # a fresh string: a new problem (held-out strings are excluded below)
+            s = p.removeprefix(COPY_PROMPT.format(s=""))
+            t = Task(f"copy-{s}", "copy", p, {"answer": s})
         if t is not None and problem_key(t) not in held_keys and t not in served_tasks:
             practice_tasks.append(t)
-        if len(practice_tasks) == practice:
+        if len(practice_tasks) == args.practice:
             break
-    tasks = served_tasks + practice_tasks
-    task_of = {t.prompt: t for t in tasks}
+    task_of = {t.prompt: t for t in served_tasks + practice_tasks}
 
     def verifier(prompt_text: str, answer: str):
         q = prompt_text.removeprefix("user: ").removesuffix("\nassistant:")
         t = task_of.get(q)
         return None if t is None else float(judge(t, answer))
 
-    with Progress(disable=quiet) as bar:
-        job = bar.add_task(f"teacher on {len(tasks)} {family} prompts", total=len(tasks))
-        kept, rec = practise(teacher, [t.prompt for t in tasks], verifier, max_tokens=MAX_TOKENS[family],
-                             progress=lambda: bar.advance(job))
-    rec.update(served=len(served_tasks), practice=len(practice_tasks))
+    with Progress(disable=args.quiet) as bar:
+        if c.get("key") == key:  # the served stage is done: only the practice is asked again
+            served, rec_s = [(p, a) for p, a in c["served"]], c["record"]["served"]
+        else:
+            job = bar.add_task(f"teacher on {len(served_tasks)} served {family} prompts", total=len(served_tasks))
+            served, rec_s = practise(teacher, [t.prompt for t in served_tasks], verifier,
+                                     max_tokens=MAX_TOKENS[family], samples=args.served_samples, seed=args.seed,
+                                     system=args.teacher_system, progress=lambda: bar.advance(job))
+        job = bar.add_task(f"teacher on {len(practice_tasks)} practice prompts", total=len(practice_tasks))
+        practised, rec_p = practise(teacher, [t.prompt for t in practice_tasks], verifier,
+                                    max_tokens=MAX_TOKENS[family], seed=args.seed, system=args.teacher_system,
+                                    shots=served[:args.shots], progress=lambda: bar.advance(job))
+    kept = served + practised
+    rec = {"served": rec_s, "practice": rec_p, "asked": rec_s["asked"] + rec_p["asked"], "kept": len(kept),
+           "atp": rec_s["atp"] + rec_p["atp"], "shots": min(args.shots, len(served))}
     cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps({"key": key, "examples": kept, "record": rec}))
+    cache.write_text(json.dumps({"key": key, "practice_key": pkey, "served": served, "examples": kept,
+                                 "record": rec}))
     return kept, rec
+
+
+class Cache:
+    """Results kept in --out between runs (a stage of a long bench is not redone): one JSON file, keyed."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.data = json.loads(path.read_text()) if path.is_file() else {}
+
+    def get(self, key: str, make):
+        if key not in self.data:
+            self.data[key] = make()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps(self.data))
+        return self.data[key]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--family", default="arithmetic-d3")
     ap.add_argument("--second", default=None, help="a second family the student learns next (retention)")
+    ap.add_argument("--kind", choices=("k1", "lora"), default="k1",
+                    help="k1: a K-1 tree (small preset); lora: a LoRA adapter on the teacher (SmolLM2), merged")
     ap.add_argument("--held", type=int, default=200)
     ap.add_argument("--served", type=int, default=100)
+    ap.add_argument("--served-samples", type=int, default=0, help="more answers per served prompt at T=0.8")
     ap.add_argument("--practice", type=int, default=300)
-    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--shots", type=int, default=0, help="accepted served answers shown to the teacher in practice")
+    ap.add_argument("--teacher-system", default=None, help="a system message the teacher answers under")
+    ap.add_argument("--steps", type=int, default=600, help="k1: training steps")
+    ap.add_argument("--epochs", type=int, default=2, help="lora: passes over the examples")
+    ap.add_argument("--lr", type=float, default=2e-4, help="lora: learning rate")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="40 served + 40 practice prompts, 200 steps")
     ap.add_argument("--skip-teacher-eval", action="store_true", help="do not measure the teacher on the held-out set")
+    ap.add_argument("--teacher", default=None, help="a Hugging Face folder as teacher (default: the default pool's SmolLM2)")
     ap.add_argument("--out", type=Path, default=Path("runs/bench/students"))
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
     if args.quick:
         args.served, args.practice, args.steps = 40, 40, 200
     import torch
+    from rich.progress import Progress
 
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
-    from k1.pool.default import default_pool_file
     from k1.pool.learn.students import train_student
     from k1.pool.learn.students.evaluate import (
         ConstantMember,
@@ -103,21 +148,57 @@ def main() -> None:
         format_only,
     )
     from k1.pool.learn.students.families import heldout
+    from k1.pool.members.hf import HFMember
     from k1.pool.members.k1 import K1Member
-    from k1.pool.pool import load_pool
 
-    t0 = time.process_time()
-    pool = load_pool(default_pool_file(quiet=args.quiet))
-    teacher = pool["smollm2"]
+    t0, w0 = time.process_time(), time.time()
+    if args.teacher:
+        teacher = HFMember.from_pretrained(args.teacher, name="teacher")
+    else:
+        from k1.pool.default import default_pool_file
+        from k1.pool.pool import load_pool
+
+        teacher = load_pool(default_pool_file(quiet=args.quiet))["smollm2"]
     families = [args.family] + ([args.second] if args.second else [])
     splits = {f: heldout(f, args.held, seed=args.seed) for f in families}
-    data = {}
-    for f in families:
-        train_pool, held = splits[f]
-        data[f] = teacher_examples(teacher, f, train_pool, held, args.served, args.practice, args.seed,
-                                   args.out / f"teacher-{f}.json", args.quiet)
-    results: dict = {"families": {}}
+    data = {f: teacher_examples(teacher, f, *splits[f], args, args.out / f"teacher-{f}.json") for f in families}
+    cache = Cache(args.out / "evals.json")
+    recipe = (f"{args.kind}-{args.steps}" if args.kind == "k1" else f"{args.kind}-{args.epochs}-{args.lr}") + \
+        f"-{args.served}-{args.served_samples}-{args.practice}-{args.shots}-{args.teacher_system}-{args.seed}" + \
+        "".join(f"-n{len(data[f][0])}" for f in families)
     run = args.out / "runs"
+
+    def train(name: str, examples: list, base=None) -> dict:
+        """Train (or reuse, for the same recipe and data) one student; → its pool-file entry."""
+        out = run / f"{name}-{recipe}"
+        marker = out.parent / f"{out.name}.done"
+        if marker.is_file():
+            return json.loads(marker.read_text())
+        if args.kind == "k1":
+            spec = train_student("k1", examples, out, name=name, steps=args.steps, seed=args.seed, base=base,
+                                 quiet=args.quiet)
+        else:
+            spec = train_student("lora", examples, out, name=name, base=base or teacher, epochs=args.epochs,
+                                 lr=args.lr, seed=args.seed)
+        marker.write_text(json.dumps(spec))
+        return spec
+
+    def load(spec: dict):
+        if spec["kind"] == "k1":
+            return K1Member.from_run(spec["run"], name=spec["name"])
+        return HFMember.from_pretrained(spec["path"], name=spec["name"])
+
+    def measure(key: str, member_fn, tasks: list, family: str) -> dict:
+        def make():
+            member = member_fn()
+            with Progress(disable=args.quiet) as bar:
+                job = bar.add_task(f"{key} on {len(tasks)} held-out", total=len(tasks))
+                r = evaluate(member, tasks, family, progress=lambda: bar.advance(job))
+            member.close() if member is not teacher else None
+            return r
+        return cache.get(f"{key}|{family}|{len(tasks)}", make)
+
+    results: dict = {"families": {}, "kind": args.kind}
     f1 = args.family
     kept, rec = data[f1]
     if not kept:
@@ -125,14 +206,11 @@ def main() -> None:
     row: dict = {"teacher_practice": rec, "examples": len(kept)}
     held = splits[f1][1]
     if not args.skip_teacher_eval:
-        row["teacher"] = evaluate(teacher, held, f1)
-    spec = train_student("k1", kept, run / f"{f1}-student-{args.seed}", name="student", steps=args.steps,
-                         seed=args.seed)
-    student = K1Member.from_run(spec["run"], name="student")
-    row["student"] = evaluate(student, held, f1)
-    fspec = train_student("k1", format_only(kept, args.seed), run / f"{f1}-format-{args.seed}", name="format-only",
-                          steps=args.steps, seed=args.seed)
-    row["format_only"] = evaluate(K1Member.from_run(fspec["run"], name="format-only"), held, f1)
+        row["teacher"] = measure("teacher", lambda: teacher, held, f1)
+    spec = train(f"{f1}-student", kept)
+    row["student"] = measure(f"student-{recipe}", lambda: load(spec), held, f1)
+    fspec = train(f"{f1}-format", format_only(kept, args.seed))
+    row["format_only"] = measure(f"format-{recipe}", lambda: load(fspec), held, f1)
     row["constant"] = {"answer": constant_answer(kept), **evaluate(ConstantMember(constant_answer(kept)), held, f1)}
     results["families"][f1] = row
     if args.second:
@@ -140,26 +218,25 @@ def main() -> None:
         kept2, rec2 = data[f2]
         row2: dict = {"teacher_practice": rec2, "examples": len(kept2)}
         held2 = splits[f2][1]
-        row2["student_before"] = evaluate(student, held2, f2)
-        if kept2:
-            spec2 = train_student("k1", kept2, run / f"{f2}-after-{f1}-{args.seed}", name="student2",
-                                  base=spec["run"], steps=args.steps, seed=args.seed)
-            s2 = K1Member.from_run(spec2["run"], name="student2")
-            row2["student_after"] = evaluate(s2, held2, f2)
-            first_after = evaluate(s2, held, f1)
+        row2["student_before"] = measure(f"student-{recipe}", lambda: load(spec), held2, f2)
+        if kept2:  # the second class continues from the first student's weights
+            base = spec["run"] if args.kind == "k1" else load(spec)
+            spec2 = train(f"{f2}-after-{f1}", kept2, base=base)
+            row2["student_after"] = measure(f"student2-{recipe}", lambda: load(spec2), held2, f2)
+            first_after = measure(f"student2-{recipe}", lambda: load(spec2), held, f1)
             row2["first_class_after"] = first_after
             before = row["student"]["success"]
             row2["first_class_kept"] = first_after["success"] / before if before else None
         results["families"][f2] = row2
-    pool.close()
+    teacher.close()
 
-    print(f"{'family':16s}{'who':14s}{'success':>10s}{'of':>6s}{'ATP/call':>12s}  answers")
+    print(f"{'family':16s}{'who':18s}{'success':>10s}{'of':>6s}{'ATP/call':>12s}  answers")
     for f, r in results["families"].items():
         for who in ("teacher", "student", "format_only", "constant", "student_before", "student_after",
                     "first_class_after"):
             if who in r:
                 x = r[who]
-                print(f"{f:16s}{who:14s}{x['success']:10.1%}{x['n']:6d}{x['atp_per_call']:12.4f}  "
+                print(f"{f:16s}{who:18s}{x['success']:10.1%}{x['n']:6d}{x['atp_per_call']:12.4f}  "
                       f"{'; '.join(a[1] for a in x['answers'][:3])}")
     teach = results["families"][f1].get("teacher")
     if teach is None and rec["asked"]:  # the teacher on its training-side prompts (same family, other problems)
@@ -168,10 +245,12 @@ def main() -> None:
         results["families"][f1]["teacher_practice_rate"] = teach
         print(f"teacher on {rec['asked']} training-side prompts: {teach['success']:.1%} accepted, "
               f"{teach['atp_per_call']:.2f} ATP per call")
+    print(f"kept {rec['kept']} verified examples: {rec['served']['kept']} of {rec['served']['asked']} served prompts, "
+          f"{rec['practice']['kept']} of {rec['practice']['asked']} practice prompts ({rec['shots']} shots)")
     if teach and teach["atp_per_call"]:
         results["student_atp_share"] = results["families"][f1]["student"]["atp_per_call"] / teach["atp_per_call"]
         print(f"student ATP per call: {results['student_atp_share']:.2%} of the teacher's")
-    results.update(command=" ".join(["python"] + sys.argv), cpu_s=time.process_time() - t0,
+    results.update(command=" ".join(["python"] + sys.argv), cpu_s=time.process_time() - t0, wall_s=time.time() - w0,
                    settings={k: str(v) for k, v in vars(args).items()})
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "students.json").write_text(json.dumps(results, indent=1))

@@ -36,9 +36,11 @@ def test_logit_distillation_moves_the_student_to_the_teacher(tmp_path, trained_t
     assert rep["last_loss"] < rep["first_loss"]
     # the student's trust was updated from the measurement, and the teacher's calls were charged
     assert any(m == "student" for (m, _c) in r.store.trust())
-    assert [o["source"] for o in r.store.outcome_history()].count("dream") == rep["held_out"]
+    # trust from the held-out prompts the replay does not reuse: one outcome per trust prompt
+    assert rep["trust_prompts"] == rep["replay_prompts"] == 2 and rep["held_out"] == 4
+    assert [o["source"] for o in r.store.outcome_history()].count("dream") == rep["trust_prompts"]
     assert sum(1 for row in r.store.ledger() if row["context"] == "dream") == rep["experiences"]
-    assert rep["replay_before"]["calls"] == rep["replay_after"]["calls"] == rep["held_out"]
+    assert rep["replay_before"]["calls"] == rep["replay_after"]["calls"] == rep["replay_prompts"]
     assert [s["to_state"] for s in r.store.state_log()][-2:] == ["DREAM", "WAKE"]
     # the weights persist: a new router over the same store applies them to a fresh student
     fresh = tiny_hf_member("student", seed=2, hidden=32, layers=1)

@@ -63,8 +63,11 @@ def test_class_verifiers_judge_what_they_can_check():
     assert facts("user: What is the capital of France?\nassistant:", "Paris.") == 1.0
     assert facts("user: Who are you?\nassistant:", "Paris.") is None
     assert class_verifier("prose")("Once upon a", " time there was") == 1.0
-    with pytest.raises(K1Error, match="no verifier for task class 'copy'"):
-        class_verifier("copy")
+    copy = class_verifier("copy")
+    assert copy("user: Repeat this exactly: ab12x\nassistant:", '"ab12x".') == 1.0
+    assert copy("Repeat this exactly: ab12x", "Sure! ab12x") == 0.0 and copy("Name a colour.", "ab12x") is None
+    with pytest.raises(K1Error, match="no verifier for task class 'chat'"):
+        class_verifier("chat")
 
 
 def test_cli_dream_verified_only_trains_on_verified_answers(tmp_path, used_pool):
@@ -91,8 +94,37 @@ def test_cli_dream_verified_only_trains_on_verified_answers(tmp_path, used_pool)
 
 
 def test_cli_dream_verified_only_errors_are_one_line(used_pool):
-    for extra, msg in ((["--task-class", "copy"], "no verifier for task class 'copy'"),
+    for extra, msg in ((["--task-class", "chat"], "no verifier for task class 'chat'"),
                        ([], "--verified-only needs --task-class")):
         p = subprocess.run([sys.executable, "-m", "k1.cli", "pool", "dream", "--pool", str(used_pool),
                             "--verified-only", *extra], capture_output=True, text=True, timeout=300)
         assert p.returncode == 2 and msg in p.stderr and "Traceback" not in p.stderr
+
+
+def test_cli_dream_trains_a_lora_student_from_the_pools_own_use(used_pool):
+    from k1.cli import app
+
+    r = CliRunner().invoke(app, ["pool", "dream", "--pool", str(used_pool), "--task-class", "arithmetic",
+                                 "--student-kind", "lora", "--epochs", "1", "--max-tokens", "4", "--json"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout.strip().splitlines()[-1])
+    assert rep["method"] == "student:lora" and rep["student"] == "student" and rep["teacher"] == "adder"
+    assert rep["trust_prompts"] >= 1 and rep["replay_prompts"] >= 1 and rep["train_prompts"] == 8 - 2
+    assert 1 <= rep["train"] == rep["from_store"] <= 4  # only the adder's accepted answers on the training side
+    assert rep["weights"] and rep["after"]["verifier_success"] is not None
+    r = CliRunner().invoke(app, ["pool", "dream", "--pool", str(used_pool), "--task-class", "arithmetic",
+                                 "--student-kind", "lora", "--epochs", "1", "--max-tokens", "4"])
+    assert r.exit_code == 0, r.output
+    assert "trust from 1" in " ".join(r.stdout.split()) and "published" in r.stdout
+
+
+def test_cli_dream_student_errors_are_one_line(used_pool):
+    from k1.cli import app
+    from k1.errors import ConfigError
+
+    p = subprocess.run([sys.executable, "-m", "k1.cli", "pool", "dream", "--pool", str(used_pool), "--student-kind",
+                        "k1"], capture_output=True, text=True, timeout=300, check=False)
+    assert p.returncode == 2 and "--student-kind needs --task-class" in p.stderr and "Traceback" not in p.stderr
+    r = CliRunner().invoke(app, ["pool", "dream", "--pool", str(used_pool), "--student-kind", "gpt", "--task-class",
+                                 "arithmetic"])
+    assert isinstance(r.exception, ConfigError) and "choose k1 or lora" in str(r.exception)

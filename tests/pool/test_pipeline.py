@@ -113,7 +113,7 @@ def test_dream_the_budget_cannot_pay_buys_nothing(tmp_path, big, small):
     assert (r.store.spent(), len(r.store.ledger(100_000))) == before  # not one teacher call bought and lost
     # others spend the budget while DREAM runs (here: its up-front check passed on a budget that cannot pay)
     r.ledger.afford = lambda *a, **k: None
-    r.ledger.budget_atp = r.store.spent() + 2.5 * big.estimate_cost(big.prompt_tokens("What is 0 + 1?") + 16, 3)
+    r.ledger.budget_atp = r.store.spent() + 1.5 * big.estimate_cost(big.prompt_tokens("What is 0 + 1?") + 16, 3)
     with pytest.raises(BudgetExhausted, match=r"^DREAM stopped, nothing saved: .+ may cost up to") as e:
         dream(r, teacher="big", student="small", k=6, holdout=0.34, epochs=1, max_tokens=3)
     assert "\n" not in str(e.value) and r.store.spent() > before[0]  # some teacher calls ran, and were charged

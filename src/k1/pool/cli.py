@@ -316,6 +316,16 @@ def dream(ctx: typer.Context, pool: Optional[Path] = POOL_OPT,
           val: float = typer.Option(0.0, "--val", help="Share of the training experiences kept for validation: "
                                     "the best epoch is kept, training stops early."),
           batch_size: int = typer.Option(8, "--batch-size", help="Examples per optimizer step."),
+          student_kind: str | None = typer.Option(None, "--student-kind", help="Train the student from the "
+                                                     "pool's own use instead: 'k1' (the engine trains the K-1 "
+                                                     "student further) or 'lora' (an adapter on an hf student); "
+                                                     "needs --task-class."),
+          practice: int = typer.Option(0, "--practice", help="With --student-kind: self-instruct prompts from the "
+                                       "templates of served ones, answered by the teacher, kept if verified."),
+          shots: int = typer.Option(0, "--shots", help="With --practice: accepted answers shown to the teacher."),
+          steps: int | None = typer.Option(None, "--steps", help="With --student-kind k1: training steps."),
+          holdout: float = typer.Option(0.25, "--holdout", help="Share of the experiences (of the problems, with "
+                                        "--student-kind) held out to measure the student on."),
           as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")):
     """Consolidate: distil the teacher into the student on the most important experiences; measured before/after.
 
@@ -326,6 +336,12 @@ def dream(ctx: typer.Context, pool: Optional[Path] = POOL_OPT,
     from k1.pool.learn.verifiers import class_verifier
 
     verifier = None
+    if student_kind is not None and student_kind not in ("k1", "lora"):
+        raise ConfigError(f"--student-kind {student_kind!r}: choose k1 or lora")
+    if student_kind is not None and task_class is None:
+        raise ConfigError("--student-kind needs --task-class CLASS: a student learns one class, judged by its verifier")
+    if student_kind is not None:
+        verifier = class_verifier(task_class)
     if verified_only:
         if task_class is None:
             raise ConfigError("--verified-only needs --task-class CLASS: the class's verifier judges the teacher's answers")
@@ -338,7 +354,8 @@ def dream(ctx: typer.Context, pool: Optional[Path] = POOL_OPT,
         rep = run_dream(router, teacher=teacher, student=student, k=k, epochs=epochs, lr=lr, temperature=temperature,
                         max_tokens=max_tokens, quiet=as_json, task_class=task_class, verifier=verifier,
                         verified_only=verified_only, teacher_system=teacher_system, ce_weight=ce_weight, val=val,
-                        batch_size=batch_size)
+                        batch_size=batch_size, holdout=holdout, student_kind=student_kind, practice=practice, shots=shots,
+                        student_options={"steps": steps} if steps is not None and student_kind == "k1" else None)
         rep["task_classifier"] = router.refit_task_classes()
     finally:
         router.pool.close()
@@ -352,6 +369,18 @@ def dream(ctx: typer.Context, pool: Optional[Path] = POOL_OPT,
         print(json.dumps(rep, default=str))
         return
     b, a = rep["before"], rep["after"]
+    if student_kind is not None:
+        console.print(f"DREAM {rep['teacher']} → {rep['student']} ({rep['method']}, {rep['train']} verified examples "
+                      f"from {rep['train_prompts']} served prompts and practice; trust from {rep['trust_prompts']}, "
+                      f"replay on {rep['replay_prompts']} other prompts; {rep['seconds']:.0f} s)")
+        console.print(f"student on its trust prompts: success {_pct(b['verifier_success'])} → "
+                      f"{_pct(a['verifier_success'])}; replayed ATP {rep['replay_before']['atp']:.3f} → "
+                      f"{rep['replay_after']['atp']:.3f}")
+        if rep.get("class_after"):
+            console.print(f"{task_class} calibration: {rep['class_before']['success']:.0%} → "
+                          f"{rep['class_after']['success']:.0%} of {rep['class_after']['n']}")
+        console.print(f"weights → {rep['weights']} (published: a serving pool takes them up)")
+        return
     console.print(f"DREAM {rep['teacher']} → {rep['student']} ({rep['method']}, {rep['train']} "
                   f"{'verified ' if rep['verified_only'] else ''}train / "
                   f"{rep['held_out']} held-out experiences, {rep['seconds']:.0f} s)")
@@ -367,6 +396,10 @@ def dream(ctx: typer.Context, pool: Optional[Path] = POOL_OPT,
                       f"{rep['class_after']['success']:.0%} of {rep['class_after']['n']} held-out tasks "
                       "(its calibration for the class now says so)")
     console.print(f"weights → {rep['weights']}")
+
+
+def _pct(x) -> str:
+    return "—" if x is None else f"{x:.0%}"
 
 
 @app.command()

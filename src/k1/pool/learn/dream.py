@@ -10,12 +10,13 @@
    mixed with cross-entropy — when both share a tokenizer; otherwise sequence-level distillation:
    cross-entropy on the teacher's answer with the prompt positions masked out. A validation split of the
    training experiences picks the epoch to keep.
-4. Measure on the held-out experiences before and after: the student's bits per byte of the teacher's
-   answers, its top-1 agreement with them (teacher-forced), and a verifier's success where one is given.
-5. Update the student's trust from that measurement (one outcome per held-out item, source "dream"), save
-   the student's weights (safetensors, applied again when the pool is reopened), and replay the held-out
-   prompts through the pool's own choice (greedy) and attempts before and after, as quiet calls charged to
-   the ledger as DREAM's: the cost change is measured.
+4. Measure on the first half of the held-out experiences (the trust prompts) before and after: the student's
+   bits per byte of the teacher's answers, its top-1 agreement with them (teacher-forced), and a verifier's
+   success where one is given.
+5. Update the student's trust from that measurement (one outcome per trust prompt, source "dream"), save
+   the student's weights (safetensors, applied again when the pool is reopened), and replay the other half of
+   the held-out prompts (never used for trust) through the pool's own choice (greedy) and attempts before and
+   after, as quiet calls charged to the ledger as DREAM's: the cost change is measured.
 Every number in the returned report is computed here.
 """
 
@@ -184,7 +185,9 @@ class DreamConfig:
     logits are read after the instructed prompt). With `task_class`, only that class's experiences are
     consolidated, and the student is also measured before and after on `class_tasks` calibration tasks of the
     class (judged by their verifiers; never trained on, and no training prompt equals one of them): that
-    measurement replaces its calibration for the class, so its trust follows it."""
+    measurement replaces its calibration for the class, so its trust follows it. With `student_kind`, DREAM
+    trains a student from the pool's own use instead, its trust from prompts neither trained on nor replayed
+    (`dream_student.py`)."""
 
     # who: the most trusted teacher and a cheaper trainable student, unless named
     teacher: str | None = None
@@ -213,6 +216,14 @@ class DreamConfig:
     patience: int = 2
     schedule: str = "cosine"
     seed: int = 0
+    # a student built from the pool's own use instead (`dream_student.py`): "k1" (a K-1 tree trained further by
+    # the engine) or "lora" (an adapter on an hf student, merged); `practice` self-instruct prompts answered by
+    # the teacher (with `shots` accepted answers shown to it), kept where the verifier accepts; options for the
+    # trainer (e.g. {"steps": 600} for "k1")
+    student_kind: str | None = None
+    practice: int = 0
+    shots: int = 0
+    student_options: dict | None = None
     # where the student's weights go (default: beside the store), and whether to show progress
     weights_dir: str | Path | None = None
     quiet: bool = True
@@ -221,6 +232,10 @@ class DreamConfig:
 def dream(router, config: DreamConfig | None = None, /, **overrides) -> dict:
     """One DREAM run (module docstring); `overrides` replace fields of `config` (default `DreamConfig()`)."""
     cfg = replace(config or DreamConfig(), **overrides)
+    if cfg.student_kind is not None:
+        from k1.pool.learn.dream_student import dream_student
+
+        return dream_student(router, cfg, pick_pair=pick_pair, measure=measure, probe=_probe, replay=replay)
     t_start = time.perf_counter()
     rng = random.Random(cfg.seed)
     store = router.store
@@ -278,9 +293,12 @@ def dream(router, config: DreamConfig | None = None, /, **overrides) -> dict:
                 for j in range(cfg.samples):
                     it["samples"].append(ask(it["prompt"], cfg.sample_temperature, cfg.seed * 1_000_003 + i * 1009 + j).text)
                     bar.advance(task)
-        prompts = [it["prompt"] for it in items["held"]]
+        # trust from prompts the replay does not reuse: the held-out experiences' first half grades the student,
+        # the second half is replayed
+        n_trust = -(-len(items["held"]) // 2)
+        trust, prompts = items["held"][:n_trust], [it["prompt"] for it in items["held"][n_trust:]]
         replay_before = replay(router, prompts, cfg.verifier, cfg.max_tokens)
-        before = measure(router.ledger, s, items["held"], cfg.verifier)
+        before = measure(router.ledger, s, trust, cfg.verifier)
         class_before = _probe(router.ledger, s, probe)
         if verified:
             train_items = kept_answers(items["train"], cfg.verifier, cfg.first_line)
@@ -293,7 +311,7 @@ def dream(router, config: DreamConfig | None = None, /, **overrides) -> dict:
                       quiet=cfg.quiet, batch_size=cfg.batch_size, topk=cfg.topk, ce_weight=cfg.ce_weight, schedule=cfg.schedule,
                       validate=validate, patience=cfg.patience, eos=verified and cfg.first_line)
         losses = rec["losses"]
-        after = measure(router.ledger, s, items["held"], cfg.verifier)
+        after = measure(router.ledger, s, trust, cfg.verifier)
         class_after = _probe(router.ledger, s, probe)
         if probe:  # the student's prior for this class is now what it solves after DREAM
             store.set_calibration(s.name, class_after["rows"], cfg.task_class)
@@ -314,6 +332,7 @@ def dream(router, config: DreamConfig | None = None, /, **overrides) -> dict:
         "teacher": t.name, "student": s.name, "method": "logit-kd" if logit_kd else "sequence-kd",
         "temperature": cfg.temperature if logit_kd else None, "experiences": len(chosen), "train": len(train_items),
         "train_prompts": len(items["train"]), "validation": len(items["val"]), "held_out": len(items["held"]),
+        "trust_prompts": len(trust), "replay_prompts": len(prompts),
         "verified_only": verified, "samples": cfg.samples, "teacher_calls": calls,
         "ce_weight": cfg.ce_weight if logit_kd else 1.0, "topk": cfg.topk, "batch_size": cfg.batch_size, "epochs": cfg.epochs,
         "steps": rec["steps"], "val": rec["val"], "best_epoch": rec["best_epoch"],

@@ -6,6 +6,7 @@ them. They judge as calibration does, and only what they can check:
   "How much is 3 times 4?"); the answer is computed here and judged by the loop's strict verifier (the integer
   stated at the end of the first line, and every equation on that line true and about the problem asked);
 - `code`: the loop's Python tasks, found by their prompt, run against their asserts in the sandbox;
+- `copy`: "Repeat this exactly: S" — the first line must be S (quotes and a final period allowed);
 - `facts`, `prose`: the calibration set's questions (an expected word) and phrases (the next word).
 A prompt a verifier cannot check gets None (DREAM then does not train on it). Other classes have none.
 """
@@ -63,6 +64,13 @@ def _code() -> Verifier:
     return judge
 
 
+def _copy(prompt: str, answer: str) -> float | None:
+    from k1.pool.learn.students.families import copied
+
+    m = re.fullmatch(r"Repeat this exactly: (\S+)", question(prompt).strip())
+    return None if m is None else float(copied(answer, m.group(1)))
+
+
 def _lookup(table: dict[str, Callable[[str], float]]) -> Verifier:
     def judge(prompt: str, answer: str) -> float | None:
         f = table.get(question(prompt).strip())
@@ -81,7 +89,8 @@ def _prose() -> Verifier:
 
 
 BUILDERS: dict[str, Callable[[], Verifier]] = {"arithmetic": lambda: _arithmetic, "code": _code,
-                                              "facts": _facts, "prose": _prose}
+                                              "facts": _facts, "prose": _prose,
+                                              "copy": lambda: _copy}
 
 
 def class_verifier(task_class: str) -> Verifier:

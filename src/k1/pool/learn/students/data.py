@@ -7,7 +7,11 @@
   of a served prompt are replaced by fresh ones of the same shape; prompts in `exclude` (held-out, calibration)
   are never made.
 - `practise`: a member answers practice prompts (greedy, then samples); an answer is kept only where the
-  verifier accepts it.
+  verifier accepts it. `shots` are earlier accepted examples put before each prompt as finished turns (the
+  teacher is shown how the pool's accepted answers look, in its context only; the student learns the plain
+  prompt, as `DreamConfig.teacher_system` does with a system message).
+- `problem_key(task_class, prompt)`: the problem a served prompt asks (`k1.tasks.split.problem_key`), so DREAM
+  splits the pool's own prompts by problem (a + b and b + a, one Python template, on one side only).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import random
 import re
 import string
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 
 Example = tuple[object, str]  # (prompt as served: chat messages or text, accepted answer)
 
@@ -74,20 +78,47 @@ def practice_prompts(served: list[str], n: int, seed: int = 0, exclude: set[str]
     return out
 
 
+def problem_key(task_class: str | None, prompt) -> Hashable:
+    """The problem a served prompt (text or chat messages) asks: one key for "3 + 4" and "4 + 3", one per Python
+    template, else the question itself."""
+    from k1.pool.members.base import prompt_text
+    from k1.pool.route.taskclass import question
+    from k1.tasks.split import problem_key as task_key
+    from k1.tasks.task import Task, python_tasks
+
+    q = question(prompt if isinstance(prompt, str) else prompt_text(prompt)).strip()
+    if task_class == "code":
+        t = {t.prompt: t for t in python_tasks()}.get(q)
+        if t is not None:
+            return task_key(t)
+    if task_class == "arithmetic" or re.search(r"\d\s*(\+|-|\*|×|plus|minus|times)\s*\d", q):
+        key = task_key(Task("served", "arithmetic", q, {}))
+        if key[0] == "arithmetic":
+            return key
+    return (task_class, q)
+
+
 def practise(member, prompts: list, verifier: Callable[[str, str], float | None], *, max_tokens: int = 16,
              samples: int = 0, temperature: float = 0.8, seed: int = 0, system: str | None = None,
+             shots: list[Example] = (), generate: Callable | None = None,
              progress: Callable[[], None] | None = None) -> tuple[list[Example], dict]:
     """`member` answers every prompt (chat messages for a plain string), greedy and `samples` more times; kept:
-    the first accepted answer per prompt. → (examples, {"asked", "kept", "atp"})."""
+    the first accepted answer per prompt (as the answer to the plain prompt). `generate(member, messages,
+    **options)` makes each call (DREAM charges them to the ledger; default `member.generate`).
+    → (examples, {"asked", "kept", "atp"})."""
     from k1.pool.members.base import prompt_text
 
+    call = generate or (lambda m, msgs, **o: m.generate(msgs, **o))
+    demo = []
+    for p, a in shots:
+        demo += [*_user_turns(p), {"role": "assistant", "content": a}]
     kept, atp = [], 0.0
     for i, p in enumerate(prompts):
         msgs = [{"role": "user", "content": p}] if isinstance(p, str) else p
-        asked = ([{"role": "system", "content": system}] if system else []) + msgs
+        asked = ([{"role": "system", "content": system}] if system else []) + demo + msgs
         for j in range(samples + 1):
-            g = member.generate(asked, max_tokens=max_tokens, temperature=0.0 if j == 0 else temperature,
-                                seed=None if j == 0 else seed * 1_000_003 + i * 1009 + j)
+            g = call(member, asked, max_tokens=max_tokens, temperature=0.0 if j == 0 else temperature,
+                     seed=None if j == 0 else seed * 1_000_003 + i * 1009 + j)
             atp += g.cost.atp
             if (verifier(prompt_text(msgs), g.text) or 0) >= 0.5 and first_line(g.text):
                 kept.append((msgs, first_line(g.text)))
@@ -95,3 +126,12 @@ def practise(member, prompts: list, verifier: Callable[[str, str], float | None]
         if progress is not None:
             progress()
     return kept, {"asked": len(prompts), "kept": len(kept), "atp": atp}
+
+
+def _user_turns(prompt) -> list[dict]:
+    """Chat messages of a prompt, without any system message (a plain string is one user turn)."""
+    if isinstance(prompt, str):
+        from k1.pool.route.taskclass import question
+
+        return [{"role": "user", "content": question(prompt)}]
+    return [m for m in prompt if m.get("role") != "system"]

@@ -28,9 +28,10 @@ def training_text(examples: list[Example]) -> str:
 
 def train_k1_student(examples: list[Example], out_dir: str | Path, *, base_run: str | Path | None = None,
                      preset: str = "small", steps: int = 400, seed: int = 0, batch_size: int = 16,
-                     overrides: list[str] | None = None, quiet: bool = True) -> Path:
+                     overrides: list[str] | None = None, quiet: bool = True, init: dict | None = None) -> Path:
     """Train a K-1 tree on `examples` into the run directory `out_dir` (a fresh tree of `preset`, or a copy of
-    `base_run` trained further); → `out_dir`, ready for `k1 pool add k1:OUT_DIR`."""
+    `base_run` trained further — from `init`, a state dict of the same tree, where given: the weights a served
+    student holds now, DREAM's earlier cycles included); → `out_dir`, ready for `k1 pool add k1:OUT_DIR`."""
     from k1.engine.config import load_config
     from k1.engine.run.generate import load_run_model
     from k1.engine.run.rundir import RunDir
@@ -50,7 +51,9 @@ def train_k1_student(examples: list[Example], out_dir: str | Path, *, base_run: 
         cfg = RunDir(Path(base_run)).read_config(extra={"name": out_dir.name, "data": data, "train": train})
     body = corpus.read_text()
     trainer = Trainer(cfg, out_dir, corpus=text_corpus(body, body, cfg.data.tokenizer, domain="student"), quiet=quiet)
-    if base_run is not None:
+    if init is not None:
+        trainer.state.model.load_state_dict(init)
+    elif base_run is not None:
         model, _, _ = load_run_model(Path(base_run))
         trainer.state.model.load_state_dict(model.state_dict())
     trainer.fit()
