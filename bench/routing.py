@@ -3,6 +3,7 @@ gating, top-1 routing and top-k routing for the same number of tokens on the bui
 
     python bench/routing.py                      # default preset, 250 steps each, CPU, k = 2
     python bench/routing.py --steps 100 --threads 1 --k 2
+    python bench/routing.py --threads 1 --set model.route_z=1e-3   # with the router z-loss on the routed rows
 
 Quality is the validation bits per byte at the end of `Trainer.fit` (routing's balance term is added to the
 training loss only, never to evaluation). Speed is tokens/s over the training steps of each run (run one after
@@ -32,6 +33,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--threads", type=int)
     ap.add_argument("--k", type=int, default=2, help="children per level for the top-k row")
     ap.add_argument("--out", type=Path, default=Path("runs/bench/routing"))
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override for every row, e.g. --set model.route_z=1e-3 (repeatable)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -42,7 +45,7 @@ def main(argv=None) -> dict:
     for name, routing in (("soft", "soft"), ("top1", "top1"), (topk, "topk")):
         cfg = load_config(preset=args.preset, overrides=[
             f"train.steps={args.steps}", f"model.kinds={json.dumps(kinds)}", f'model.routing="{routing}"',
-            f"model.route_k={args.k}", f'policy="{args.policy}"', "train.checkpoint_every=0"])
+            f"model.route_k={args.k}", f'policy="{args.policy}"', "train.checkpoint_every=0", *args.set])
         tr = Trainer(cfg, args.out / name, quiet=True, recorders=[])
         s = tr.fit()
         T = cfg.train.batch_size * cfg.model.context
@@ -56,7 +59,7 @@ def main(argv=None) -> dict:
               f"speedup_{topk}_vs_soft": round(rows[topk]["tokens_per_s"] / rows["soft"]["tokens_per_s"], 3),
               f"flops_ratio_{topk}_vs_soft": round(rows[topk]["train_flops_per_token"] / rows["soft"]["train_flops_per_token"], 3),
               f"bpb_gap_{topk}_minus_soft": round(rows[topk]["val_bpb"] - rows["soft"]["val_bpb"], 4),
-              "preset": args.preset, "kinds": kinds, "steps": args.steps, "policy": args.policy,
+              "preset": args.preset, "overrides": args.set, "kinds": kinds, "steps": args.steps, "policy": args.policy,
               "threads": torch.get_num_threads(), "command": "python " + " ".join(sys.argv)}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"routing-{args.preset}-{args.steps}.json").write_text(json.dumps(result, indent=1))
