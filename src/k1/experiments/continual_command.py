@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def continual(
         quick: bool = typer.Option(False, "--quick", help="A smoke test: 7 representative strategies, 40 steps "
-                                                          "per domain, 1 seed (3 min 36 s on 2 idle CPU cores; "
+                                                          "per domain, 1 seed (4 min 13 s on 2 idle CPU cores; "
                                                           "slower cores have taken about 3× as long)."),
         out: Path = typer.Option(Path("runs/continual"), help="Output directory."),
         seeds: Optional[int] = typer.Option(None, help="Number of seeds (train.seed, +1, +2, ...); mean ± std "
