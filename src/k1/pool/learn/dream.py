@@ -36,7 +36,7 @@ from k1.common.trust import beta_mean
 from k1.errors import BackendError
 from k1.pool.errors import BudgetExhausted
 from k1.pool.learn.distill import batch_loss, batches, cache_teacher, example, train
-from k1.pool.learn.weights import forget_cached_states, save_student
+from k1.pool.learn.weights import forget_cached_states, publish_student
 from k1.pool.members.base import Member, prompt_text
 from k1.pool.members.local import LocalMember
 from k1.pool.route.attempts import attempts
@@ -313,12 +313,8 @@ def dream(router, config: DreamConfig | None = None, /, **overrides) -> dict:
         losses = rec["losses"]
         after = measure(router.ledger, s, trust, cfg.verifier)
         class_after = _probe(router.ledger, s, probe)
-        if probe:  # the student's prior for this class is now what it solves after DREAM
-            store.set_calibration(s.name, class_after["rows"], cfg.task_class)
-        # the student's trust follows the measurement: one graded outcome per held-out item
-        for it, grade in after["grades"]:
-            store.record_outcome(s.name, it["context"] or "dream", grade, "dream")
-        saved = save_student(router, s, cfg.weights_dir)
+        saved = publish_student(router, s, after["grades"], class_after["rows"] if probe else None, cfg.task_class,
+                                "dream", cfg.weights_dir)
     except BudgetExhausted as e:  # others spent the budget meanwhile: one line; no weights or trust were saved
         raise BudgetExhausted(f"DREAM stopped, nothing saved: {e}") from None
     finally:

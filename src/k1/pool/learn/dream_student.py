@@ -82,7 +82,7 @@ def dream_student(router, cfg, *, pick_pair, measure, probe, replay) -> dict:
     from k1.pool.learn.students.data import problem_key
     from k1.pool.learn.students.from_pool import student_from_store
     from k1.pool.learn.verifiers import class_verifier
-    from k1.pool.learn.weights import save_student
+    from k1.pool.learn.weights import publish_student
     from k1.pool.members.hf import HFMember
     from k1.pool.members.k1 import K1Member
     from k1.pool.route.taskclass import question
@@ -139,11 +139,9 @@ def dream_student(router, cfg, *, pick_pair, measure, probe, replay) -> dict:
             adopt(s, out["member"])
         after = measure(router.ledger, s, trust, verifier)
         class_after = probe(router.ledger, s, tasks)
-        if tasks:  # the student's prior for this class is what it solves after DREAM
-            router.store.set_calibration(s.name, class_after["rows"], cfg.task_class)
-        for it, grade in after["grades"]:  # trust from prompts neither trained on nor replayed
-            router.store.record_outcome(s.name, it["context"] or cfg.task_class, grade, "dream")
-        saved = save_student(router, s, cfg.weights_dir)
+        # trust from prompts neither trained on nor replayed
+        saved = publish_student(router, s, after["grades"], class_after["rows"] if tasks else None, cfg.task_class,
+                                cfg.task_class, cfg.weights_dir)
     except BudgetExhausted as e:  # others spent the budget meanwhile: one line; no weights or trust were saved
         raise BudgetExhausted(f"DREAM stopped, nothing saved: {e}") from None
     finally:

@@ -20,6 +20,17 @@ def _model(m):
     return getattr(m, "model", None) if isinstance(m, LocalMember) else None
 
 
+def publish_student(router, member: LocalMember, grades, class_rows, task_class: str | None, fallback_class: str,
+                    weights_dir: str | Path | None) -> Path | None:
+    """What DREAM commits once its student is measured: the class's prior (what it solves now, when probed), its
+    trust (one graded outcome per held-out item), then its weights. → where the weights went."""
+    if class_rows is not None:
+        router.store.set_calibration(member.name, class_rows, task_class)
+    for it, grade in grades:
+        router.store.record_outcome(member.name, it["context"] or fallback_class, grade, "dream")
+    return save_student(router, member, weights_dir)
+
+
 def save_student(router, member: LocalMember, weights_dir: str | Path | None) -> Path | None:
     """Write the student's weights beside the store and remember them (reapplied by `apply_dream_weights`)."""
     from safetensors.torch import save_model
