@@ -108,7 +108,11 @@ def controls(router, cfg, pairs: list, out_dir: Path, items: list[dict], verifie
     """The constant answer and a format-only student (trained as the student was, from the same `base`) on
     `items`; → {"constant": {"answer", ...success}, "format_only": {...success, "examples"}}."""
     from k1.pool.learn.students import train_student
-    from k1.pool.learn.students.evaluate import ConstantMember, constant_answer, format_only
+    from k1.pool.learn.students.evaluate import (
+        ConstantMember,
+        constant_answer,
+        format_only,
+    )
 
     answer = constant_answer(pairs)
     const = held_out_success(router.ledger, ConstantMember(answer, name=f"{name}-constant"), items, verifier)
