@@ -1,6 +1,8 @@
 """Can a narrow student learn a task class from the pool's own use? A student against two controls.
 
-For one family (default `arithmetic-d3`; also `arithmetic-d4`, `copy`), fixed before anything is measured:
+For one family (default `arithmetic-d3`; also `arithmetic-d4`, `copy`, `prose-cloze` — whose practice prompts
+are further first sentences of training-side documents, a prose template having no numbers to vary), fixed
+before anything is measured:
 1. Held out: ≥ 200 problems (`k1.pool.learn.students.families.heldout`, split by problem: a + b and b + a on
    one side). Nothing below ever asks a held-out problem or its commuted twin.
 2. Served prompts: `--served` problems of the training side, put to the teacher (SmolLM2 from the default pool)
@@ -65,6 +67,9 @@ def teacher_examples(teacher, family: str, train_pool: list, held: list, args, c
     made = practice_prompts([t.prompt for t in served_tasks], args.practice * 3, seed=args.seed,
                             exclude={t.prompt for t in held})
     practice_tasks = []
+    if family == "prose-cloze":  # a prose template has no numbers to vary: more first sentences of training documents
+        rest = [t for t in train_pool if t not in served_tasks]
+        made = [t.prompt for t in random.Random(f"practice-{args.seed}").sample(rest, min(len(rest), args.practice))]
     for p in made:  # a practice prompt is a task only if it is on the training side by problem
         t = by_prompt.get(p)
         if t is None and family == "copy":  # a fresh string: a new problem (held-out strings are excluded below)
