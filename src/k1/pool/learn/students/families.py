@@ -5,9 +5,9 @@
 - `copy`: repeat a random string the model has never seen (letters and digits, 6 to 10 characters); success is
   the first line being exactly that string (surrounding quotes, spaces and a final period allowed);
 - `code`: the loop's Python tasks (only 64 exist: 8 templates × 8 numbers), split by template;
-- `prose-cloze`: the prose class's shape ("Once upon a" → "time") on the built-in prose corpus (Wikipedia lead
-  sections, CC BY-SA): the first sentence of a document without its last word; success is the answer's first
-  word being the corpus's word. Strict and one-sided: a fitting word that is not the corpus's is judged wrong, so
+- `prose-cloze`: the prose class's task ("Once upon a" → "time") on the built-in prose corpus (Wikipedia lead
+  sections, CC BY-SA): "Continue this text: " and the first sentence of a document without its last word;
+  success is the answer's first word being the corpus's word. Strict and one-sided: a fitting word that is not the corpus's is judged wrong, so
   it measures knowing this text (what a base model such as Gemma-3-270M does well), not writing good prose. One
   document is one problem.
 `heldout(family, n)` cuts a family into (train pool, held-out) by problem with a fixed seed, so a + b and b + a,
@@ -28,6 +28,7 @@ FAMILIES = ("arithmetic-d3", "arithmetic-d4", "copy", "code", "prose-cloze")
 MAX_TOKENS = {"arithmetic-d3": 32, "arithmetic-d4": 32, "copy": 24, "code": 96,  # room for "To add … = 58."
               "prose-cloze": 4}  # one word, as the pool's prose calibration asks
 COPY_PROMPT = "Repeat this exactly: {s}"
+CLOZE_PROMPT = "Continue this text: {text}"  # the bare sentence, as prose calibration asks, makes Gemma restart it
 
 
 def copy_tasks(n: int = 2000, seed: int = 0) -> list[Task]:
@@ -64,7 +65,7 @@ def cloze_tasks(cache_dir=None) -> list[Task]:
             words = m.group(1).split() if m else []
             if not 6 <= len(words) <= 30 or not re.fullmatch(r"[A-Za-z]{3,}", words[-1]):
                 continue
-            prompt = " ".join(words[:-1])
+            prompt = CLOZE_PROMPT.format(text=" ".join(words[:-1]))
             if prompt not in seen:
                 seen.add(prompt)
                 out.append(Task(f"cloze-{len(out)}", "cloze", prompt, {"answer": words[-1]}))
