@@ -23,8 +23,8 @@ One task class at a time, and nothing but what the pool did:
    passes there (a class without calibration tasks, such as copy, is calibrated on the trust prompts). The cost change is measured by replaying the **replay prompts** through the pool's own choice.
 4. With `controls`, the two controls answer the same trust prompts beside the student (`evaluate.py`): the
    constant answer (the most common training answer) and a format-only student (trained from the same weights
-   with the same recipe on the same prompts, every number or copied string in the answers wrong). A student
-   that beats neither has learnt the answer's form, not the class. Their calls are DREAM's measurement
+   with the same recipe on the same prompts, every number, copied string or prose word in the answers wrong).
+   A student that beats neither has learnt the answer's form, not the class. Their calls are DREAM's measurement
    ("dream-measure" on the ledger); the control is never served.
 """
 
