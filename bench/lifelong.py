@@ -210,9 +210,10 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def lora_student_pool(out: Path) -> Path:
+def lora_student_pool(out: Path, keep: list[str] | None = None) -> Path:
     """The default pool plus `smollm2-lora` (SmolLM2's weights, role "student": DREAM's LoRA student), on a copy
-    of the default store (the shared one is not touched); → the pool file."""
+    of the default store (the shared one is not touched), with only the members in `keep` if given; → the pool
+    file."""
     from k1.pool.config import read_pool_config
     from k1.pool.default import default_pool_file
 
@@ -224,6 +225,16 @@ def lora_student_pool(out: Path) -> Path:
     text = re.sub(r'(?m)^store = ".*"$', f'store = "{store}"', base.read_text())
     text += (f'\n[[members]]\nname = "smollm2-lora"\nkind = "hf"\npath = "{teacher.path}"\n'
              'roles = ["student"]\n')
+    if keep:
+        import tomllib
+
+        import tomli_w
+
+        data = tomllib.loads(text)
+        data["members"] = [m for m in data["members"] if m["name"] in keep]
+        if missing := set(keep) - {m["name"] for m in data["members"]}:
+            raise SystemExit(f"--members: no member {', '.join(sorted(missing))} in the pool")
+        text = tomli_w.dumps(data)
     path = out / "pool.toml"
     path.write_text(text)
     return path
@@ -344,6 +355,8 @@ def main() -> None:
                     help="options for `k1 pool dream` (shell words)")
     ap.add_argument("--lora-student", action="store_true",
                     help="the default pool plus smollm2-lora (DREAM's LoRA student) on a copy of its store")
+    ap.add_argument("--members", default=None,
+                    help="with --lora-student: keep only these members (comma-separated), e.g. smollm2,smollm2-lora")
     ap.add_argument("--out", type=Path, default=Path("runs/bench/lifelong"))
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
@@ -361,7 +374,7 @@ def main() -> None:
     from k1.pool.default import default_pool_file
 
     if args.lora_student:
-        args.pool = lora_student_pool(args.out)
+        args.pool = lora_student_pool(args.out, args.members.split(",") if args.members else None)
     store = Path(read_pool_config(args.pool or default_pool_file(quiet=True)).pool.store)
     items = stream(args.requests, args.seed)
     twin = None
