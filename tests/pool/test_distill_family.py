@@ -167,3 +167,21 @@ def _held_prompts(store_path, rep):
 
 def _trust_questions(store_path, rep):
     return [question(e["prompt"]) for e in _split(store_path, rep)[0]]
+
+
+def test_the_pools_prose_verifier_judges_the_cloze_family_and_practice_makes_more_of_it():
+    """DREAM can learn the measured prose family inside the pool: `prose` judges "Continue this text: …" on the
+    corpus (and nothing it has no word for), and practice from a served cloze prompt is another corpus problem."""
+    from k1.pool.learn.students.data import practice_prompts, problem_key
+    from k1.pool.learn.students.families import cloze_tasks
+    from k1.pool.learn.verifiers import class_verifier
+
+    v = class_verifier("prose")
+    t = cloze_tasks()[7]
+    word = t.check["answer"]
+    assert v(f"user: {t.prompt}\nassistant:", f" {word}.") == 1.0 and v(t.prompt, "the") == 0.0
+    assert v("Continue this text: no such sentence", word) is None and v("Once upon a", "time") == 1.0
+    made = practice_prompts([t.prompt], 20, exclude={t.prompt})
+    assert len(made) == 20 and t.prompt not in made
+    assert all(v(p, "x") == 0.0 for p in made)  # each one the verifier can judge
+    assert len({problem_key("prose", p) for p in made}) == 20
