@@ -15,7 +15,7 @@ A prompt a verifier cannot check gets None (DREAM then does not train on it). Ot
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from k1.errors import K1Error
 from k1.pool.route.taskclass import question
@@ -24,7 +24,7 @@ Verifier = Callable[[str, str], "float | None"]
 
 _OPS = {"+": "+", "plus": "+", "-": "-", "minus": "-", "*": "*", "x": "*", "×": "*", "times": "*",
         "multiplied by": "*"}
-_SUM = re.compile(r"(-?\d+)\s*(\+|-|\*|×|x|plus|minus|times|multiplied by)\s*(-?\d+)", re.I)
+_SUM = re.compile(r"(-?\d+)\s*(\+|-|\*|×|x|plus|minus|times|multiplied by)\s*(-?\d+)", re.IGNORECASE)
 
 
 class NoVerifier(K1Error):
