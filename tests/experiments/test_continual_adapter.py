@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -122,6 +124,38 @@ def test_a_tokens_gradient_reaches_only_its_own_slot_and_its_own_rows(tiny, monk
         touched = table.abs().sum(1).nonzero().flatten().tolist()
         assert touched and set(touched) <= set(x[row].tolist()), "only the rows of the row's own tokens"
         assert ad.head[own].grad.any()
+
+
+def _delta_in_by_segment(ad: ShiftAdapters, idx, e):
+    """The first `delta_in`: a masked sum over the open segments, one pass each (the reference)."""
+    out = torch.zeros_like(e)
+    for seg in range(1, ad.segment + 1):
+        out = out + (ad.route == seg).unsqueeze(-1).to(e.dtype) * ad.table[seg - 1][idx]
+    return out
+
+
+def test_the_one_gather_delta_in_gives_the_masked_sums_values_and_gradients_bit_for_bit():
+    g = torch.Generator().manual_seed(0)
+    for segment in (0, 1, 3):
+        ad = ShiftAdapters(width=8, vocab_size=32, slots=4)
+        with torch.no_grad():
+            for p in ad.parameters():
+                p.copy_(torch.randn(p.shape, generator=g))
+        ad.segment = segment
+        idx = torch.randint(0, 32, (3, 20), generator=g)
+        ad.route = torch.randint(0, segment + 1, (3, 20), generator=g) if segment else None
+        e = torch.randn(3, 20, 8, generator=g)
+        w = torch.randn(3, 20, 8, generator=g)
+        grads = []
+        for f in (ad.delta_in, functools.partial(_delta_in_by_segment, ad)):
+            ad.zero_grad()
+            out = f(idx, e)
+            if out.requires_grad:
+                (out * w).sum().backward()
+            grads.append((out.detach(), [p.grad if p.grad is not None else torch.zeros_like(p) for p in ad.table]))
+        (new, g_new), (old, g_old) = grads
+        assert torch.equal(new, old) and all(torch.equal(a, b) for a, b in zip(g_new, g_old)), segment
+        assert segment == 0 or any(t.any() for t in g_new)
 
 
 def test_only_the_current_slot_learns_and_older_ones_stay_bit_identical(tiny, monkeypatch):

@@ -61,13 +61,14 @@ class ShiftAdapters(nn.Module):
         self.pairs[int(self.segment)].view(-1).index_add_(0, flat, torch.ones_like(flat, dtype=self.pairs.dtype))
 
     def delta_in(self, idx: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-        """The embedding residual [B, T, C]: each token's row of its own slot's table (0 for segment 0)."""
-        out = torch.zeros_like(e)
-        if self.route is not None:
-            for seg in range(1, int(self.segment) + 1):
-                mask = (self.route == seg).unsqueeze(-1).to(e.dtype)  # [B, T, 1]
-                out = out + mask * self.table[seg - 1][idx]
-        return out
+        """The embedding residual [B, T, C]: each token's row of its own slot's table (0 for segment 0).
+
+        One gather from the open slots' tables stacked under a row of zeros (segment 0), indexed by (segment,
+        token): the same values and gradients as a masked sum over the segments, in one op."""
+        if self.route is None or self.segment == 0:
+            return torch.zeros_like(e)
+        rows = torch.stack([torch.zeros_like(self.table[0]), *(self.table[s] for s in range(self.segment))])
+        return rows[self.route, idx].to(e.dtype)  # [S + 1, V, C] at ([B, T], [B, T]) → [B, T, C]
 
     def delta_out(self, y: torch.Tensor) -> torch.Tensor:
         """The logits residual [B, T, V]: each token's normed hidden state through its own slot's head rows."""

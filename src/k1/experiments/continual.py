@@ -189,6 +189,7 @@ PRIMARY = [
     ("k1-ewc-shared", "tree-naive", "forgetting_max"),  # shielding the shared part removes forgetting
     ("k1-route", "random-path-route", "forgetting_max"),  # the choice matters over hard routes
     ("k1-route-adapter", "k1-route", "forgetting_max"),  # the per-shift adapter removes forgetting (round 2)
+    ("k1-usage-route", "random-path-route", "forgetting_max"),  # usage-relative choice over hard routes (round 3)
 ]
 
 
