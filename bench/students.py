@@ -14,8 +14,11 @@ For one family (default `arithmetic-d3`; also `arithmetic-d4`, `copy`), fixed be
    trained the same way; and the constant control (the most common kept answer).
 4. The teacher (plain prompt, as the pool serves it), every student and the controls answer the held-out
    problems; success (strict) and ATP per call.
-With `--second FAMILY` the student then continues on a second family's kept examples and both families'
-held-out problems are measured again: does the first class survive?
+With `--second FAMILY` the student then continues on a second family's kept examples (`--second-system`,
+`--second-practice`: the teacher's settings there; `--replay N`: N of the first family's kept examples mixed in)
+and both families' held-out problems are measured again: does the first class survive?
+A K-1 student (`--kind k1`) trains on whole examples with the loss on the answer only (`k1tree.py`); `--k1-preset`,
+`--k1-batch` and `--k1-set KEY=VALUE` choose its engine config.
 Stages (teacher answers, trained students, evaluations) are cached under --out, so a long run can be resumed.
 
     python bench/students.py --family copy --kind lora --served 40 --served-samples 3 --practice 150 --shots 3 \
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import time
 from pathlib import Path
@@ -40,8 +44,6 @@ def teacher_examples(teacher, family: str, train_pool: list, held: list, args, c
     Served prompts are answered as the pool serves them (plain prompt, greedy, plus `--served-samples` samples;
     under `--teacher-system` if given); practice prompts are answered with the first `--shots` accepted served
     answers shown to the teacher as finished turns. Every kept answer is one the strict verifier accepted."""
-    import random
-
     from rich.progress import Progress
 
     from k1.pool.learn.students.data import practice_prompts, practise
@@ -96,6 +98,14 @@ def teacher_examples(teacher, family: str, train_pool: list, held: list, args, c
     return kept, rec
 
 
+def family_args(args, family: str):
+    """The teacher's settings for `family`: the second family's own system message and practice count, if given."""
+    if family != args.second or family == args.family:
+        return args
+    return argparse.Namespace(**{**vars(args), "teacher_system": args.second_system,
+                                 "practice": args.practice if args.second_practice is None else args.second_practice})
+
+
 class Cache:
     """Results kept in --out between runs (a stage of a long bench is not redone): one JSON file, keyed."""
 
@@ -124,6 +134,14 @@ def main() -> None:
     ap.add_argument("--shots", type=int, default=0, help="accepted served answers shown to the teacher in practice")
     ap.add_argument("--teacher-system", default=None, help="a system message the teacher answers under")
     ap.add_argument("--steps", type=int, default=600, help="k1: training steps")
+    ap.add_argument("--k1-preset", default="small", help="k1: the engine preset a fresh student starts from")
+    ap.add_argument("--k1-batch", type=int, default=16, help="k1: examples per training step")
+    ap.add_argument("--k1-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="k1: an engine config override for a fresh student (repeatable), e.g. optim.lr=1e-2")
+    ap.add_argument("--replay", type=int, default=0,
+                    help="with --second: this many of the first family's kept examples mixed into the second's")
+    ap.add_argument("--second-system", default=None, help="with --second: the teacher's system message there")
+    ap.add_argument("--second-practice", type=int, default=None, help="with --second: practice prompts there")
     ap.add_argument("--epochs", type=int, default=2, help="lora: passes over the examples")
     ap.add_argument("--lr", type=float, default=2e-4, help="lora: learning rate")
     ap.add_argument("--seed", type=int, default=0)
@@ -161,9 +179,11 @@ def main() -> None:
         teacher = load_pool(default_pool_file(quiet=args.quiet))["smollm2"]
     families = [args.family] + ([args.second] if args.second else [])
     splits = {f: heldout(f, args.held, seed=args.seed) for f in families}
-    data = {f: teacher_examples(teacher, f, *splits[f], args, args.out / f"teacher-{f}.json") for f in families}
+    data = {f: teacher_examples(teacher, f, *splits[f], family_args(args, f), args.out / f"teacher-{f}.json")
+            for f in families}
     cache = Cache(args.out / "evals.json")
-    recipe = (f"{args.kind}-{args.steps}" if args.kind == "k1" else f"{args.kind}-{args.epochs}-{args.lr}") + \
+    recipe = (f"{args.kind}-{args.steps}-{args.k1_preset}-{args.k1_batch}-{'-'.join(args.k1_set)}" if args.kind == "k1"
+              else f"{args.kind}-{args.epochs}-{args.lr}") + \
         f"-{args.served}-{args.served_samples}-{args.practice}-{args.shots}-{args.teacher_system}-{args.seed}" + \
         "".join(f"-n{len(data[f][0])}" for f in families)
     run = args.out / "runs"
@@ -176,7 +196,8 @@ def main() -> None:
             return json.loads(marker.read_text())
         if args.kind == "k1":
             spec = train_student("k1", examples, out, name=name, steps=args.steps, seed=args.seed, base=base,
-                                 quiet=args.quiet)
+                                 quiet=args.quiet, preset=args.k1_preset, batch_size=args.k1_batch,
+                                 overrides=args.k1_set)
         else:
             spec = train_student("lora", examples, out, name=name, base=base or teacher, epochs=args.epochs,
                                  lr=args.lr, seed=args.seed)
@@ -221,9 +242,12 @@ def main() -> None:
         row2["student_before"] = measure(f"student-{recipe}", lambda: load(spec), held2, f2)
         if kept2:  # the second class continues from the first student's weights
             base = spec["run"] if args.kind == "k1" else load(spec)
-            spec2 = train(f"{f2}-after-{f1}", kept2, base=base)
-            row2["student_after"] = measure(f"student2-{recipe}", lambda: load(spec2), held2, f2)
-            first_after = measure(f"student2-{recipe}", lambda: load(spec2), held, f1)
+            replayed = random.Random(f"replay-{args.seed}").sample(kept, min(args.replay, len(kept)))
+            row2["replayed_first_class_examples"] = len(replayed)
+            spec2 = train(f"{f2}-after-{f1}-r{len(replayed)}", kept2 + replayed, base=base)
+            key2 = f"student2-{recipe}-r{len(replayed)}-{args.second_system}-{args.second_practice}"
+            row2["student_after"] = measure(key2, lambda: load(spec2), held2, f2)
+            first_after = measure(key2, lambda: load(spec2), held, f1)
             row2["first_class_after"] = first_after
             before = row["student"]["success"]
             row2["first_class_kept"] = first_after["success"] / before if before else None

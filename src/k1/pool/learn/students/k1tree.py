@@ -100,7 +100,8 @@ class ExampleSampler:
 
 def train_k1_student(examples: list[Example], out_dir: str | Path, *, base_run: str | Path | None = None,
                      preset: str = "small", steps: int = 400, seed: int = 0, batch_size: int = 16,
-                     overrides: list[str] | None = None, quiet: bool = True, init: dict | None = None) -> Path:
+                     overrides: list[str] | None = None, quiet: bool = True, init: dict | None = None,
+                     checkpoint_every: int | None = None) -> Path:
     """Train a K-1 tree on `examples` into the run directory `out_dir` (a fresh tree of `preset`, or a copy of
     `base_run` trained further — from `init`, a state dict of the same tree, where given: the weights a served
     student holds now, DREAM's earlier cycles included); → `out_dir`, ready for `k1 pool add k1:OUT_DIR`.
@@ -120,7 +121,7 @@ def train_k1_student(examples: list[Example], out_dir: str | Path, *, base_run: 
     corpus = write_corpus([text], out_dir.parent / f"{out_dir.name}-corpus" / "student.txt", min_bytes=64_000)
     data = {"source": "files", "domains": ["student"], "paths": {"student": str(corpus)}, "max_train_bytes": None}
     train = {"steps": steps, "seed": seed, "device": "cpu", "batch_size": batch_size, "eval_every": steps,
-             "log_every": max(1, steps // 4), "checkpoint_every": steps, "recorders": ["metrics", "attribution"]}
+             "log_every": max(1, steps // 4), "checkpoint_every": checkpoint_every or steps, "recorders": ["metrics", "attribution"]}
     extra = {"name": out_dir.name, "data": data, "train": train, "safety": {"enabled": False}}
     if base_run is None:
         cfg = load_config(preset=preset, overrides=[f"model.context={CONTEXT}", *(overrides or [])], extra=extra)
