@@ -62,14 +62,17 @@ def test_sampler_resumes_and_covers_every_example_each_pass():
     assert torch.equal(x1, x2) and torch.equal(y1, y2)
 
 
-def test_examples_longer_than_the_context_are_left_out_with_a_clear_error_when_none_fits():
+def test_a_long_prompt_keeps_its_last_tokens_and_an_answer_that_cannot_fit_is_a_clear_error():
     import pytest
 
     from k1.errors import DataError
 
     tok = load_tokenizer("byte")
-    ex = _copy_examples(3) + [([{"role": "user", "content": "Repeat this exactly: " + "z" * 200}], "z" * 200)]
-    assert len(example_rows(ex, tok, 64)) == 3
+    ex = _copy_examples(2) + [([{"role": "user", "content": "Repeat this exactly: " + "z" * 200}], "z" * 200)]
+    rows = example_rows(ex, tok, 24)
+    assert len(rows) == 2 and all(len(ids) == 25 for ids, _ in rows)  # the prompt's last tokens, the whole answer
+    ids, n = rows[1]
+    assert bytes(ids[:n]).decode() == "ly: s1x7\nassistant:" and bytes(ids[n:]).decode() == " s1x7\n"
     with pytest.raises(DataError, match="fits the student's context"):
         example_rows(ex[-1:], tok, 64)
 

@@ -47,16 +47,19 @@ def training_text(examples: list[Example]) -> str:
 
 def example_rows(examples: list[Example], tokenizer, context: int) -> list[tuple[list[int], int]]:
     """(ids of served prompt + answer, number of prompt ids) per example — the prompt's ids are those the
-    served member reads (`encode(prompt_text(prompt))`); examples longer than context + 1 ids are left out."""
+    served member reads (`encode(prompt_text(prompt))`). A longer example than context + 1 ids keeps its last
+    context + 1, as the served member reads a long prompt through its last `context` tokens; one whose answer
+    alone does not fit is left out."""
     from k1.pool.members.base import prompt_text
 
     rows = []
     for p, a in examples:
         head, tail = tokenizer.encode(prompt_text(p)), tokenizer.encode(answer_text(a))
-        if head and tail and len(head) + len(tail) <= context + 1:
-            rows.append((head + tail, len(head)))
+        cut = max(0, len(head) + len(tail) - (context + 1))
+        if head and tail and cut < len(head):
+            rows.append(((head + tail)[cut:], len(head) - cut))
     if not rows:
-        raise DataError(f"none of the {len(examples)} examples fits the student's context of {context} tokens")
+        raise DataError(f"no answer of the {len(examples)} examples fits the student's context of {context} tokens")
     return rows
 
 
