@@ -185,7 +185,7 @@ def main() -> None:
     recipe = (f"{args.kind}-{args.steps}-{args.k1_preset}-{args.k1_batch}-{'-'.join(args.k1_set)}" if args.kind == "k1"
               else f"{args.kind}-{args.epochs}-{args.lr}") + \
         f"-{args.served}-{args.served_samples}-{args.practice}-{args.shots}-{args.teacher_system}-{args.seed}" + \
-        "".join(f"-n{len(data[f][0])}" for f in families)
+        f"-n{len(data[args.family][0])}"  # the first class's student does not depend on the second family
     run = args.out / "runs"
 
     def train(name: str, examples: list, base=None) -> dict:
@@ -244,8 +244,8 @@ def main() -> None:
             base = spec["run"] if args.kind == "k1" else load(spec)
             replayed = random.Random(f"replay-{args.seed}").sample(kept, min(args.replay, len(kept)))
             row2["replayed_first_class_examples"] = len(replayed)
-            spec2 = train(f"{f2}-after-{f1}-r{len(replayed)}", kept2 + replayed, base=base)
-            key2 = f"student2-{recipe}-r{len(replayed)}-{args.second_system}-{args.second_practice}"
+            spec2 = train(f"{f2}-n{len(kept2)}-after-{f1}-r{len(replayed)}", kept2 + replayed, base=base)
+            key2 = f"student2-{recipe}-n{len(kept2)}-r{len(replayed)}-{args.second_system}-{args.second_practice}"
             row2["student_after"] = measure(key2, lambda: load(spec2), held2, f2)
             first_after = measure(key2, lambda: load(spec2), held, f1)
             row2["first_class_after"] = first_after
