@@ -142,6 +142,7 @@ def main() -> None:
                     help="with --second: this many of the first family's kept examples mixed into the second's")
     ap.add_argument("--second-system", default=None, help="with --second: the teacher's system message there")
     ap.add_argument("--second-practice", type=int, default=None, help="with --second: practice prompts there")
+    ap.add_argument("--second-steps", type=int, default=None, help="with --second, k1: training steps there")
     ap.add_argument("--epochs", type=int, default=2, help="lora: passes over the examples")
     ap.add_argument("--lr", type=float, default=2e-4, help="lora: learning rate")
     ap.add_argument("--seed", type=int, default=0)
@@ -188,14 +189,14 @@ def main() -> None:
         f"-n{len(data[args.family][0])}"  # the first class's student does not depend on the second family
     run = args.out / "runs"
 
-    def train(name: str, examples: list, base=None) -> dict:
+    def train(name: str, examples: list, base=None, steps: int | None = None) -> dict:
         """Train (or reuse, for the same recipe and data) one student; → its pool-file entry."""
         out = run / f"{name}-{recipe}"
         marker = out.parent / f"{out.name}.done"
         if marker.is_file():
             return json.loads(marker.read_text())
         if args.kind == "k1":
-            spec = train_student("k1", examples, out, name=name, steps=args.steps, seed=args.seed, base=base,
+            spec = train_student("k1", examples, out, name=name, steps=steps or args.steps, seed=args.seed, base=base,
                                  quiet=args.quiet, preset=args.k1_preset, batch_size=args.k1_batch,
                                  overrides=args.k1_set)
         else:
@@ -244,8 +245,11 @@ def main() -> None:
             base = spec["run"] if args.kind == "k1" else load(spec)
             replayed = random.Random(f"replay-{args.seed}").sample(kept, min(args.replay, len(kept)))
             row2["replayed_first_class_examples"] = len(replayed)
-            spec2 = train(f"{f2}-n{len(kept2)}-after-{f1}-r{len(replayed)}", kept2 + replayed, base=base)
-            key2 = f"student2-{recipe}-n{len(kept2)}-r{len(replayed)}-{args.second_system}-{args.second_practice}"
+            steps2 = args.second_steps or args.steps
+            spec2 = train(f"{f2}-n{len(kept2)}-after-{f1}-r{len(replayed)}-s{steps2}", kept2 + replayed, base=base,
+                          steps=steps2)
+            key2 = (f"student2-{recipe}-n{len(kept2)}-r{len(replayed)}-s{steps2}-{args.second_system}-"
+                    f"{args.second_practice}")
             row2["student_after"] = measure(key2, lambda: load(spec2), held2, f2)
             first_after = measure(key2, lambda: load(spec2), held, f1)
             row2["first_class_after"] = first_after
@@ -262,6 +266,10 @@ def main() -> None:
                 x = r[who]
                 print(f"{f:16s}{who:18s}{x['success']:10.1%}{x['n']:6d}{x['atp_per_call']:12.4f}  "
                       f"{'; '.join(a[1] for a in x['answers'][:3])}")
+    for f, r in results["families"].items():
+        if r.get("first_class_kept") is not None:
+            print(f"after learning {f} ({r['replayed_first_class_examples']} {f1} examples replayed): the student keeps "
+                  f"{r['first_class_kept']:.1%} of its {f1} success")
     teach = results["families"][f1].get("teacher")
     if teach is None and rec["asked"]:  # the teacher on its training-side prompts (same family, other problems)
         teach = {"success": rec["kept"] / rec["asked"], "atp_per_call": rec["atp"] / rec["asked"], "n": rec["asked"],
