@@ -23,6 +23,9 @@ Stages (teacher answers, trained students, evaluations) are cached under --out, 
 
     python bench/students.py --family copy --kind lora --served 40 --served-samples 3 --practice 150 --shots 3 \
         --teacher-system "Reply with only the text to repeat, exactly, nothing else."
+    python bench/students.py --family copy --kind k1 --served 40 --served-samples 3 --practice 500 --shots 3 \
+        --teacher-system "Reply with only the text to repeat, exactly, nothing else." --steps 6000 --k1-preset tiny \
+        --k1-set model.width=48 --k1-set model.mlp_width=96 --k1-set model.n_heads=4 --k1-set optim.lr=1e-2
     python bench/students.py --quick                                       # 40 + 40 prompts, 200 steps
 
 Prints a table, then one JSON object on the last line.
