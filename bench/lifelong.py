@@ -10,8 +10,11 @@ who reports outcomes.
 Each window of `--window` requests is scored on its prompts that no student was trained on before the window
 (`trained` below; the stream never asks the same arithmetic or copy problem twice), for:
 - the pool (`model="auto"`, feedback on);
-- always-strongest: the same prompts pinned to `--strongest` (no feedback, so trust is not touched);
+- always-strongest: the same prompts pinned to `--strongest`;
 - the oracle: every member pinned on the same prompts; the cheapest member that succeeds (with `--oracle`).
+  Pinned calls come from a probe tenant (`probe = true` in the server's keys file): answered and charged, and the
+  pool learns nothing from them (no experience, trust, self-verification or metabolic outcome), so the baselines
+  never teach the pool they are measured against.
 - the same pool without DREAM (with `--twin`): a second `k1 pool serve` on a copy of the store taken before the
   stream, asked the same requests with the same feedback, where DREAM never runs.
 
@@ -46,7 +49,21 @@ from pathlib import Path
 
 CLASSES = ("arithmetic", "code", "facts", "prose", "copy")
 MAX_TOKENS = {"arithmetic": 16, "code": 64, "facts": 16, "prose": 4, "copy": 16}
-KEY = "lifelong-bench"
+KEY = "lifelong-bench-0123456789"  # the stream's tenant (admin: it reads DREAM's cycles from /v1/pool)
+PROBE_KEY = "lifelong-probe-0123456789"  # the baselines' tenant: answered and charged, the pool learns nothing
+KEYS = f"""[[tenant]]
+name = "stream"
+key = "{KEY}"
+admin = true
+concurrency = 8
+
+[[tenant]]
+name = "baselines"
+key = "{PROBE_KEY}"
+probe = true
+trusted = true  # may name the stream's classes (copy is not in the pool's fixed set)
+concurrency = 8
+"""
 
 
 def _route():
@@ -114,10 +131,13 @@ class Server:
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "K1_POOL_API_KEY": KEY}
+        env = {k: v for k, v in os.environ.items() if k != "K1_POOL_API_KEY"} | {"OMP_NUM_THREADS": "1"}
         if store is not None:
             env["K1_POOL_STORE"] = str(store)
-        cmd = [sys.executable, "-m", "k1", "pool", "serve", "--port", str(self.port)]
+        keys = Path(log).with_name(Path(log).stem + "-keys.toml")
+        keys.write_text(KEYS)
+        keys.chmod(0o600)
+        cmd = [sys.executable, "-m", "k1", "pool", "serve", "--port", str(self.port), "--keys-file", str(keys)]
         if pool_file is not None:
             cmd += ["--pool", str(pool_file)]
         if dream is not None:
@@ -149,14 +169,14 @@ class Server:
         self.log.close()
 
 
-def auth() -> dict:
-    return {"Authorization": f"Bearer {KEY}"}
+def auth(key: str = KEY) -> dict:
+    return {"Authorization": f"Bearer {key}"}
 
 
-def ask(client, url: str, item: dict, model: str, session: str) -> dict:
+def ask(client, url: str, item: dict, model: str, session: str, key: str = KEY) -> dict:
     body = {"model": model, "messages": [{"role": "user", "content": item["prompt"]}], "temperature": 0,
             "max_tokens": MAX_TOKENS[item["cls"]], "user": session, "metadata": {"context": item["cls"]}}
-    r = client.post(f"{url}/chat/completions", json=body, headers=auth(), timeout=600)
+    r = client.post(f"{url}/chat/completions", json=body, headers=auth(key), timeout=600)
     if r.status_code != 200:
         raise SystemExit(f"the server answered {r.status_code}: {r.text[:300]}")
     b = r.json()
@@ -210,9 +230,10 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def lora_student_pool(out: Path) -> Path:
+def lora_student_pool(out: Path, keep: list[str] | None = None) -> Path:
     """The default pool plus `smollm2-lora` (SmolLM2's weights, role "student": DREAM's LoRA student), on a copy
-    of the default store (the shared one is not touched); → the pool file."""
+    of the default store (the shared one is not touched), with only the members in `keep` if given; → the pool
+    file."""
     from k1.pool.config import read_pool_config
     from k1.pool.default import default_pool_file
 
@@ -222,8 +243,21 @@ def lora_student_pool(out: Path) -> Path:
     store = out / "pool.sqlite"
     copy_store(Path(cfg.pool.store), store)
     text = re.sub(r'(?m)^store = ".*"$', f'store = "{store}"', base.read_text())
+    # the baselines' calls are charged too: a budget the stream and its baselines cannot reach (the default
+    # pool's 20,000 ATP would run out within 1,000 requests with every member pinned)
+    text = re.sub(r'(?m)^budget_atp = .*$', 'budget_atp = 1000000.0', text)
     text += (f'\n[[members]]\nname = "smollm2-lora"\nkind = "hf"\npath = "{teacher.path}"\n'
              'roles = ["student"]\n')
+    if keep:
+        import tomllib
+
+        import tomli_w
+
+        data = tomllib.loads(text)
+        data["members"] = [m for m in data["members"] if m["name"] in keep]
+        if missing := set(keep) - {m["name"] for m in data["members"]}:
+            raise SystemExit(f"--members: no member {', '.join(sorted(missing))} in the pool")
+        text = tomli_w.dumps(data)
     path = out / "pool.toml"
     path.write_text(text)
     return path
@@ -344,6 +378,8 @@ def main() -> None:
                     help="options for `k1 pool dream` (shell words)")
     ap.add_argument("--lora-student", action="store_true",
                     help="the default pool plus smollm2-lora (DREAM's LoRA student) on a copy of its store")
+    ap.add_argument("--members", default=None,
+                    help="with --lora-student: keep only these members (comma-separated), e.g. smollm2,smollm2-lora")
     ap.add_argument("--out", type=Path, default=Path("runs/bench/lifelong"))
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
@@ -361,7 +397,7 @@ def main() -> None:
     from k1.pool.default import default_pool_file
 
     if args.lora_student:
-        args.pool = lora_student_pool(args.out)
+        args.pool = lora_student_pool(args.out, args.members.split(",") if args.members else None)
     store = Path(read_pool_config(args.pool or default_pool_file(quiet=True)).pool.store)
     items = stream(args.requests, args.seed)
     twin = None
@@ -418,7 +454,7 @@ def main() -> None:
                     a["ok"] = judge(it, a["text"])
                     feedback(client, server.url, a)
                     rec["pool"] = a
-                    asked = {m: lanes.submit(ask, client, server.url, it, m, "lifelong-baseline")
+                    asked = {m: lanes.submit(ask, client, server.url, it, m, "lifelong-baseline", PROBE_KEY)
                              for m in (names if args.oracle else [strongest]) if m != a["member"]}
                     if tw is not None:
                         b = tw.result()

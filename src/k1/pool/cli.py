@@ -324,6 +324,9 @@ def dream(ctx: typer.Context, pool: Optional[Path] = POOL_OPT,
                                        "templates of served ones, answered by the teacher, kept if verified."),
           shots: int = typer.Option(0, "--shots", help="With --practice: accepted answers shown to the teacher."),
           steps: int | None = typer.Option(None, "--steps", help="With --student-kind k1: training steps."),
+          controls: bool = typer.Option(False, "--controls", help="With --student-kind: also measure the constant "
+                                        "answer and a format-only student (same recipe, wrong numbers) on the "
+                                        "trust prompts beside the student."),
           holdout: float = typer.Option(0.25, "--holdout", help="Share of the experiences (of the problems, with "
                                         "--student-kind) held out to measure the student on."),
           as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")):
@@ -340,6 +343,8 @@ def dream(ctx: typer.Context, pool: Optional[Path] = POOL_OPT,
         raise ConfigError(f"--student-kind {student_kind!r}: choose k1 or lora")
     if student_kind is not None and task_class is None:
         raise ConfigError("--student-kind needs --task-class CLASS: a student learns one class, judged by its verifier")
+    if controls and student_kind is None:
+        raise ConfigError("--controls needs --student-kind: the controls are measured beside a student")
     if student_kind is not None:
         verifier = class_verifier(task_class)
     if verified_only:
@@ -355,7 +360,8 @@ def dream(ctx: typer.Context, pool: Optional[Path] = POOL_OPT,
                         max_tokens=max_tokens, quiet=as_json, task_class=task_class, verifier=verifier,
                         verified_only=verified_only, teacher_system=teacher_system, ce_weight=ce_weight, val=val,
                         batch_size=batch_size, holdout=holdout, student_kind=student_kind, practice=practice, shots=shots,
-                        student_options={"steps": steps} if steps is not None and student_kind == "k1" else None)
+                        student_options={"steps": steps} if steps is not None and student_kind == "k1" else None,
+                        controls=controls)
         rep["task_classifier"] = router.refit_task_classes()
     finally:
         router.pool.close()
@@ -373,9 +379,17 @@ def dream(ctx: typer.Context, pool: Optional[Path] = POOL_OPT,
         console.print(f"DREAM {rep['teacher']} → {rep['student']} ({rep['method']}, {rep['train']} verified examples "
                       f"from {rep['train_prompts']} served prompts and practice; trust from {rep['trust_prompts']}, "
                       f"replay on {rep['replay_prompts']} other prompts; {rep['seconds']:.0f} s)")
+        if rep.get("same_tokenizer") is False:
+            console.print(f"sequence-level: {rep['student']} learnt the text of {rep['teacher']}'s verified answers "
+                          "(another tokenizer)")
         console.print(f"student on its trust prompts: success {_pct(b['verifier_success'])} → "
                       f"{_pct(a['verifier_success'])}; replayed ATP {rep['replay_before']['atp']:.3f} → "
                       f"{rep['replay_after']['atp']:.3f}")
+        if rep.get("controls"):
+            c = rep["controls"]
+            console.print(f"controls on the same prompts: constant answer {c['constant']['answer']!r} "
+                          f"{_pct(c['constant']['verifier_success'])}, format-only student "
+                          f"{_pct(c['format_only']['verifier_success'])}")
         if rep.get("class_after"):
             console.print(f"{task_class} calibration: {rep['class_before']['success']:.0%} → "
                           f"{rep['class_after']['success']:.0%} of {rep['class_after']['n']}")

@@ -11,7 +11,12 @@ concurrency = 4        # requests in flight at once; more get 429 at once (nobod
 budget_share = 0.5     # at most this share of [pool] budget_atp
 # trusted = false      # true: the classes it states teach the task classifier, its feedback moves global state
 # admin = false        # true: /v1/pool's recent prompts, every request's feedback (implies trusted)
+# probe = false        # true: its calls are answered and charged, and the pool learns nothing from them
 ```
+
+A `probe` tenant measures the pool without teaching it (a bench's baselines, pinned members on the same
+prompts): its calls leave no experience, outcome, trust, self-verification, metabolic outcome or context
+history, as DREAM's replays do.
 
 Each tenant has its own sessions, its own KV prefix cache (the cache salt is its name), feedback only for its
 own requests, a concurrency limit and a budget share. What one tenant can and cannot see of another is in
@@ -39,6 +44,7 @@ class Tenant:
     trusted: bool = False
     concurrency: int = 1 << 30
     budget_share: float = 1.0
+    probe: bool = False  # answered and charged; the pool learns nothing from its calls
 
     @property
     def cache_salt(self) -> str:
@@ -62,6 +68,7 @@ class _TenantSpec(BaseModel):
     trusted: bool = False
     concurrency: int = Field(default=4, ge=1, le=1024)
     budget_share: float = Field(default=1.0, gt=0, le=1)
+    probe: bool = False
 
 
 class _KeysFile(BaseModel):
@@ -117,4 +124,4 @@ class Tenants:
             raise ConfigError("; ".join(f"keys file {path}: {'.'.join(map(str, x['loc'])) or '<root>'}: "
                                         f"{x['msg'].removeprefix('Value error, ')}" for x in e.errors())) from None
         return cls({t.key: Tenant(t.name, admin=t.admin, trusted=t.trusted or t.admin, concurrency=t.concurrency,
-                                  budget_share=t.budget_share) for t in cfg.tenant})
+                                  budget_share=t.budget_share, probe=t.probe) for t in cfg.tenant})

@@ -224,6 +224,8 @@ class DreamConfig:
     practice: int = 0
     shots: int = 0
     student_options: dict | None = None
+    # with student_kind: the constant answer and a format-only student measured on the trust prompts beside it
+    controls: bool = False
     # where the student's weights go (default: beside the store), and whether to show progress
     weights_dir: str | Path | None = None
     quiet: bool = True
@@ -235,7 +237,8 @@ def dream(router, config: DreamConfig | None = None, /, **overrides) -> dict:
     if cfg.student_kind is not None:
         from k1.pool.learn.dream_student import dream_student
 
-        return dream_student(router, cfg, pick_pair=pick_pair, measure=measure, probe=_probe, replay=replay)
+        return dream_student(router, cfg, pick_pair=pick_pair, measure=measure, probe=_probe, replay=replay,
+                             same_tokenizer=same_tokenizer)
     t_start = time.perf_counter()
     rng = random.Random(cfg.seed)
     store = router.store

@@ -14,10 +14,18 @@ One task class at a time, and nothing but what the pool did:
    - "lora": a LoRA adapter on the student (a Hugging Face member), merged.
    The trained weights replace the member's in place, are saved beside the store and published, so a serving
    pool (`StudentPoll`) takes them up without a restart.
+   The student learns the accepted answers' *text*, never the teacher's logits: this is sequence-level
+   distillation, so the teacher may be of another family with another tokenizer (Gemma-3-270M teaching a
+   SmolLM2 student; the report's `same_tokenizer` says which case ran).
 3. Trust comes from the **trust prompts only** — never trained on, never replayed: one verifier-graded outcome per
    prompt (source "dream"); the class's calibration tasks are asked before and after and the student's
    calibration for the class is replaced by the after-measurement, so it enters `auto` for the class only if it
    passes there (a class without calibration tasks, such as copy, is calibrated on the trust prompts). The cost change is measured by replaying the **replay prompts** through the pool's own choice.
+4. With `controls`, the two controls answer the same trust prompts beside the student (`evaluate.py`): the
+   constant answer (the most common training answer) and a format-only student (trained from the same weights
+   with the same recipe on the same prompts, every number, copied string or prose word in the answers wrong).
+   A student that beats neither has learnt the answer's form, not the class. Their calls are DREAM's measurement
+   ("dream-measure" on the ledger); the control is never served.
 """
 
 from __future__ import annotations
@@ -74,10 +82,55 @@ def adopt(member, spec: dict) -> None:
     forget_cached_states(member)
 
 
-def dream_student(router, cfg, *, pick_pair, measure, probe, replay) -> dict:
+def held_out_success(ledger, member, items: list[dict], verifier) -> dict:
+    """`member` answers every item (greedy; charged as "dream-measure") → the verifier's mean success."""
+    ok = []
+    for it in items:
+        g = ledger.call(member, it["prompt"], kind="dream-measure", session="dream", max_tokens=it["max_tokens"])
+        v = verifier(it["prompt_text"], g.text)
+        if v is not None:
+            ok.append(float(v))
+    return {"verifier_success": sum(ok) / len(ok) if ok else None, "items": len(items), "judged": len(ok)}
+
+
+def _load(spec: dict, name: str):
+    if spec["kind"] == "k1":
+        from k1.pool.members.k1 import K1Member
+
+        return K1Member.from_run(spec["run"], name=name)
+    from k1.pool.members.hf import HFMember
+
+    return HFMember.from_pretrained(spec["path"], name=name)
+
+
+def controls(router, cfg, pairs: list, out_dir: Path, items: list[dict], verifier, *, name: str, base,
+             options: dict) -> dict:
+    """The constant answer and a format-only student (trained as the student was, from the same `base`) on
+    `items`; → {"constant": {"answer", ...success}, "format_only": {...success, "examples"}}."""
+    from k1.pool.learn.students import train_student
+    from k1.pool.learn.students.evaluate import (
+        ConstantMember,
+        constant_answer,
+        format_only,
+    )
+
+    answer = constant_answer(pairs)
+    const = held_out_success(router.ledger, ConstantMember(answer, name=f"{name}-constant"), items, verifier)
+    wrong = format_only(pairs, cfg.seed)
+    spec = train_student(cfg.student_kind, wrong, out_dir, name=f"{name}-format-only", base=base, seed=cfg.seed,
+                         **options)
+    member = _load(spec, f"{name}-format-only")
+    try:
+        fmt = held_out_success(router.ledger, member, items, verifier)
+    finally:
+        member.close()
+    return {"constant": {"answer": answer, **const}, "format_only": {"examples": len(wrong), **fmt}}
+
+
+def dream_student(router, cfg, *, pick_pair, measure, probe, replay, same_tokenizer=None) -> dict:
     """One DREAM run that trains `cfg.student_kind` students (module docstring); → the report. `dream()` passes
-    its own choice of teacher and student, held-out measurement, calibration probe and replay (so the two ways
-    of DREAM measure alike, and this file does not import dream.py back)."""
+    its own choice of teacher and student, held-out measurement, calibration probe, replay and tokenizer check
+    (so the two ways of DREAM measure alike, and this file does not import dream.py back)."""
     from k1.pool.learn.calibrate import MAX_PER_CLASS, CalTask, calibration_tasks
     from k1.pool.learn.students.data import problem_key
     from k1.pool.learn.students.from_pool import student_from_store
@@ -136,6 +189,11 @@ def dream_student(router, cfg, *, pick_pair, measure, probe, replay) -> dict:
                                      base=base, seed=cfg.seed, max_tokens=cfg.max_tokens, experiences=train_exps,
                                      exclude=held_texts, generate=charged, verifier=verifier,
                                      system=cfg.teacher_system, samples=cfg.samples, **options)
+            ctrl = None
+            if cfg.controls:  # before the student's weights are adopted: the control starts from the same ones
+                ctrl = controls(router, cfg, out["pairs"], Path(tmp) / "format-only",
+                                [it for it in trust if it["answer"]], verifier, name=s.name, base=base,
+                                options=options)
             adopt(s, out["member"])
         after = measure(router.ledger, s, trust, verifier)
         class_after = probe(router.ledger, s, tasks)
@@ -152,6 +210,9 @@ def dream_student(router, cfg, *, pick_pair, measure, probe, replay) -> dict:
         raise BudgetExhausted(f"DREAM saved the student ({saved}) but could not replay its workload: {e}") from None
     return {
         "teacher": t.name, "student": s.name, "method": f"student:{cfg.student_kind}", "task_class": cfg.task_class,
+        "distillation": "sequence-level",
+        "same_tokenizer": bool(same_tokenizer(t, s)) if same_tokenizer is not None else None,
+        "controls": ctrl,
         "experiences": len(exps), "train_prompts": len(train_exps), "trust_prompts": len(trust),
         "replay_prompts": len(replay_prompts), "held_out": len(trust), "train": out["examples"],
         "from_store": out["from_store"], "practice": out["practice"], "verified_only": True,

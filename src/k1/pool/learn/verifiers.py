@@ -7,14 +7,15 @@ them. They judge as calibration does, and only what they can check:
   stated at the end of the first line, and every equation on that line true and about the problem asked);
 - `code`: the loop's Python tasks, found by their prompt, run against their asserts in the sandbox;
 - `copy`: "Repeat this exactly: S" — the first line must be S (quotes and a final period allowed);
-- `facts`, `prose`: the calibration set's questions (an expected word) and phrases (the next word).
+- `facts`, `prose`: the calibration set's questions (an expected word) and phrases (the next word); `prose`
+  also judges "Continue this text: …" on a first sentence of the built-in prose corpus (its last word).
 A prompt a verifier cannot check gets None (DREAM then does not train on it). Other classes have none.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from k1.errors import K1Error
 from k1.pool.route.taskclass import question
@@ -23,7 +24,7 @@ Verifier = Callable[[str, str], "float | None"]
 
 _OPS = {"+": "+", "plus": "+", "-": "-", "minus": "-", "*": "*", "x": "*", "×": "*", "times": "*",
         "multiplied by": "*"}
-_SUM = re.compile(r"(-?\d+)\s*(\+|-|\*|×|x|plus|minus|times|multiplied by)\s*(-?\d+)", re.I)
+_SUM = re.compile(r"(-?\d+)\s*(\+|-|\*|×|x|plus|minus|times|multiplied by)\s*(-?\d+)", re.IGNORECASE)
 
 
 class NoVerifier(K1Error):
@@ -84,8 +85,34 @@ def _facts() -> Verifier:
 
 
 def _prose() -> Verifier:
+    """The calibration phrases, and "Continue this text: …" on a first sentence of the built-in prose corpus
+    (`students.families.cloze_tasks`): the answer's first word against the corpus's."""
     from k1.pool.learn.calibrate import PROSE, _next_word
-    return _lookup({p: _next_word(w) for p, w in PROSE})
+    from k1.pool.learn.students.families import CLOZE_PROMPT, next_word
+
+    phrases = _lookup({p: _next_word(w) for p, w in PROSE})
+    prefix = CLOZE_PROMPT.format(text="")
+
+    def judge(prompt: str, answer: str) -> float | None:
+        v = phrases(prompt, answer)
+        q = question(prompt).strip()
+        if v is not None or not q.startswith(prefix):
+            return v
+        want = cloze_words().get(q)
+        return None if want is None else float(next_word(answer, want))
+    return judge
+
+
+_CLOZE: dict[str, str] = {}
+
+
+def cloze_words() -> dict[str, str]:
+    """prompt → the corpus's word, for every prose-cloze problem (read once per process)."""
+    if not _CLOZE:
+        from k1.pool.learn.students.families import cloze_tasks
+
+        _CLOZE.update({t.prompt: t.check["answer"] for t in cloze_tasks()})
+    return _CLOZE
 
 
 BUILDERS: dict[str, Callable[[], Verifier]] = {"arithmetic": lambda: _arithmetic, "code": _code,

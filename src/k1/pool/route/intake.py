@@ -46,8 +46,11 @@ def begin(rt, prompt: Prompt, model: str, session: str, task_class: str | None, 
         raise UnknownModel(model, rt.pool.names)
     check_class(rt, task_class, tenant)
     sid, head, ref = session_of(tenant, session), text[:CLASSIFY_CHARS], rt.reference()
-    with if_free(rt.gates.get(ref.name) if ref is not None else None) as free:  # a busy reference is not waited for
-        r = rt.contexts.read(sid, head, reference=ref if free else None)
+    if tenant.probe:  # a probe leaves no context history: the reading a replay gets
+        r = ContextReading("probe", 0.0, 0.0, None)
+    else:
+        with if_free(rt.gates.get(ref.name) if ref is not None else None) as free:  # a busy reference is not waited for
+            r = rt.contexts.read(sid, head, reference=ref if free else None)
     cls = task_class or rt.task_classes.classify(head)
     with rt.state_lock:
         state = rt.metabolism.before_call(rt.ledger.left())
@@ -60,7 +63,8 @@ def begin(rt, prompt: Prompt, model: str, session: str, task_class: str | None, 
         cls, max(1, len(text.encode("utf-8", "replace")) // 4), kw["max_tokens"],
         policy.mode or rt.settings.selection, rt.settings.cost_weight * policy.cost_scale)
     return Call(uuid.uuid4().hex, sid, prompt, text, r, cls, state, decision, None if model == "auto" else model,
-                stream, kw, tenant, verifier, class_source="caller" if task_class else "classifier")
+                stream, kw, tenant, verifier, class_source="caller" if task_class else "classifier",
+                quiet=tenant.probe)
 
 
 def replay_call(rt, prompt: Prompt, max_tokens: int, kind: str = "dream") -> Call:

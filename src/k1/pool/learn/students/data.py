@@ -55,7 +55,14 @@ def _fresh_number(tok: str, rng: random.Random) -> str:
 
 def practice_prompt(served: str, rng: random.Random) -> str:
     """One practice prompt in the template of `served`: its integers replaced by others with as many digits;
-    a prompt with none has its last word (a string to copy) replaced by a random one of the same length."""
+    a prose cloze ("Continue this text: …") gets another first sentence of the prose corpus; a prompt with
+    neither has its last word (a string to copy) replaced by a random one of the same length."""
+    from k1.pool.learn.students.families import CLOZE_PROMPT
+
+    if served.startswith(CLOZE_PROMPT.format(text="")):
+        from k1.pool.learn.verifiers import cloze_words
+
+        return rng.choice(sorted(cloze_words()))
     if re.search(r"\d", served) and not re.search(r"Repeat this exactly:", served):
         return re.sub(r"\d+", lambda m: _fresh_number(m.group(0), rng), served)
     m = re.search(r"(\S+)\s*$", served)

@@ -61,15 +61,27 @@ def wrong_answer(answer: str, rng: random.Random, copy_of: str | None = None) ->
 
 
 def format_only(examples: list[Example], seed: int = 0) -> list[Example]:
-    """The format-only control's training set: the same prompts, answers with wrong numbers or strings."""
+    """The format-only control's training set: the same prompts, answers with wrong numbers or strings (an
+    answer without numbers, as prose's: its first word replaced by another training answer's)."""
     from k1.pool.members.base import prompt_text
 
     rng = random.Random(f"format-only-{seed}")
+    first = lambda a: (_WORD.match(a) or [""])[0].strip()
+    words = sorted({first(a) for _, a in examples if not re.search(r"\d", a) and first(a)})
     out = []
     for p, a in examples:
         m = re.search(r"Repeat this exactly: (\S+)", prompt_text(p))
-        out.append((p, wrong_answer(a, rng, m.group(1) if m and m.group(1) in a else None)))
+        copy_of = m.group(1) if m and m.group(1) in a else None
+        w = first(a)
+        if not copy_of and not re.search(r"\d", a) and w and len(words) > 1:  # prose: another answer's word
+            other = rng.choice([x for x in words if x.lower() != w.lower()])
+            out.append((p, a.replace(w, other, 1)))
+            continue
+        out.append((p, wrong_answer(a, rng, copy_of)))
     return out
+
+
+_WORD = re.compile(r"(?<=^)\s*[A-Za-z]+")
 
 
 def evaluate(member, tasks: list[Task], family: str, progress: Callable[[], None] | None = None) -> dict:

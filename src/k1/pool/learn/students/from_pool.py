@@ -28,7 +28,7 @@ def student_from_store(router, task_class: str, out_dir: str | Path, *, kind: st
                        generate: Callable | None = None, verifier: Callable | None = None, system: str | None = None,
                        samples: int = 0, **options) -> dict:
     """→ {"member": the pool-file entry, "examples": n, "from_store": n, "practice": practise's record or None,
-    "prompts": the questions trained on}."""
+    "prompts": the questions trained on, "pairs": the (prompt, accepted answer) pairs themselves}."""
     from k1.pool.learn.calibrate import MAX_PER_CLASS, calibration_tasks
     from k1.pool.learn.students import train_student
     from k1.pool.learn.students.data import (
@@ -65,4 +65,5 @@ def student_from_store(router, task_class: str, out_dir: str | Path, *, kind: st
     from k1.pool.members.base import prompt_text
 
     return {"member": member, "examples": len(examples), "from_store": n_store, "practice": rec,
-            "prompts": sorted({question(prompt_text(p) if isinstance(p, list) else p) for p, _ in examples})}
+            "prompts": sorted({question(prompt_text(p) if isinstance(p, list) else p) for p, _ in examples}),
+            "pairs": examples}
