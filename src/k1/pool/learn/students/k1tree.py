@@ -109,9 +109,9 @@ def train_k1_student(examples: list[Example], out_dir: str | Path, *, base_run: 
     `base_run` trained further — from `init`, a state dict of the same tree, where given: the weights a served
     student holds now, DREAM's earlier cycles included); → `out_dir`, ready for `k1 pool add k1:OUT_DIR`.
 
-    The safety rail's loss-spike rollback is off for a student: its answer-only loss on a few hundred examples
-    falls towards zero, where a batch at three times the running mean is noise, and a rollback would restore
-    the untrained tree (the only snapshot before the run's single evaluation)."""
+    The safety rails (rollback on a loss spike or a non-finite loss) are off for a student: its answer-only loss
+    on a few hundred examples falls towards zero, where a batch at three times the running mean is noise, and a
+    rollback would restore the untrained tree (the only snapshot before the run's single evaluation)."""
     from k1.data import load_tokenizer
     from k1.engine.config import load_config
     from k1.engine.run.generate import load_run_model
