@@ -185,3 +185,23 @@ def test_the_pools_prose_verifier_judges_the_cloze_family_and_practice_makes_mor
     assert len(made) == 20 and t.prompt not in made
     assert all(v(p, "x") == 0.0 for p in made)  # each one the verifier can judge
     assert len({problem_key("prose", p) for p in made}) == 20
+
+
+def test_a_sliding_window_cache_past_its_window_is_read_afresh_not_a_crash():
+    """Gemma 3's sliding-window layers cannot cut a cached prompt back once it is longer than the window: reusing
+    a shared prefix of such a prompt raised "crop was called … sliding window size was already reached"."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    from k1.pool.members.hf import HFMember
+
+    torch.manual_seed(0)
+    tok = gemma_tokenizer()
+    cfg = Gemma3TextConfig(vocab_size=260, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=1024,
+                           sliding_window=64, pad_token_id=257, bos_token_id=258, eos_token_id=259)
+    model = Gemma3ForCausalLM(cfg).eval()
+    cached, fresh = HFMember(model, tok, name="g"), HFMember(model, tok, name="g-fresh", prefix_cache=0)
+    shared = "The same long opening of two prompts, read once and kept. " * 3  # about 180 tokens, past the window
+    cached.generate(shared + "First question, much longer than the second one.", max_tokens=3)
+    again = cached.generate(shared + "Second.", max_tokens=3)
+    assert again.text == fresh.generate(shared + "Second.", max_tokens=3).text

@@ -114,10 +114,13 @@ class HFMember(LocalMember):
     def new_session(self) -> HFSession:
         return HFSession(self)
 
-    def resume_session(self, ids, state, n) -> HFSession:
+    def resume_session(self, ids, state, n) -> HFSession | None:
         past = copy.deepcopy(state)  # the stored state stays as it was for the next reuse
         if n < past.get_seq_length():
-            past.crop(n - past.get_seq_length())  # crop() takes a negative count of tokens to drop
+            try:
+                past.crop(n - past.get_seq_length())  # crop() takes a negative count of tokens to drop
+            except (RuntimeError, ValueError):  # a sliding-window cache already past its window cannot be cut back
+                return None
         return HFSession(self, past, ids[:n])
 
     def info(self) -> dict:

@@ -66,8 +66,9 @@ class LocalMember(Member):
     def new_session(self) -> DecodeSession:
         """A decode session with an empty cache."""
 
-    def resume_session(self, ids: list[int], state, n: int) -> DecodeSession:
-        """A session whose cache holds `ids[:n]`, copied from a stored `state` (prefix reuse)."""
+    def resume_session(self, ids: list[int], state, n: int) -> DecodeSession | None:
+        """A session whose cache holds `ids[:n]`, copied from a stored `state` (prefix reuse); None where the
+        stored state cannot be cut back to `n` tokens (then the prompt is read afresh)."""
         raise NotImplementedError
 
     def session(self, prompt_ids: list[int]) -> DecodeSession:
@@ -75,7 +76,9 @@ class LocalMember(Member):
         if self.prefix_cache is not None:
             n, state = self.prefix_cache.lookup(prompt_ids, self.cache_salt)
             if n:
-                return self.resume_session(prompt_ids, state, n)
+                resumed = self.resume_session(prompt_ids, state, n)
+                if resumed is not None:
+                    return resumed
         return self.new_session()
 
     def remember(self, s: DecodeSession) -> None:
