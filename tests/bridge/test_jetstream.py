@@ -163,3 +163,33 @@ def test_while_nats_is_down_sends_are_unavailable_and_a_resend_is_delivered_once
         nats_proc.kill()
         nats_proc.wait()
     assert got == ["before", "while down", "after"]
+
+
+def test_the_test_nats_server_has_room_for_every_tests_stream(tmp_path):
+    """Each test hub reserves a 1 GiB stream and nats-server's default store limit is 75 % of the free disk: a
+    full test session on a disk with under ~40 GB free was refused ('insufficient storage resources available')
+    from the 40th stream on. The test server reserves accounting room for them (the streams stay tiny)."""
+    import nats
+    from nats.js.api import StorageType, StreamConfig
+
+    from k1.bridge.testing import start_nats
+
+    try:
+        p, u = start_nats(tmp_path / "nats")
+    except RuntimeError as e:
+        pytest.skip(f"JetStream backend not tested: {e}")
+
+    async def go():
+        nc = await nats.connect(u)
+        try:
+            for i in range(64):
+                await nc.jetstream().add_stream(StreamConfig(name=f"R{i}", subjects=[f"r{i}.>"], max_bytes=1 << 30,
+                                                             storage=StorageType.FILE))
+        finally:
+            await nc.close()
+
+    try:
+        asyncio.run(go())
+    finally:
+        p.kill()
+        p.wait()

@@ -57,7 +57,7 @@ def start_nats(store_dir: Path, port: int = 0) -> tuple[subprocess.Popen, str]:
     store_dir = Path(store_dir)
     store_dir.mkdir(parents=True, exist_ok=True)
     conf = store_dir / "nats.conf"
-    conf.write_text(f'listen: "127.0.0.1:{port}"\nmax_payload: 8MB\njetstream {{ store_dir: "{store_dir}" }}\n')
+    conf.write_text(f'listen: "127.0.0.1:{port}"\nmax_payload: 8MB\njetstream {{ store_dir: "{store_dir}", max_file_store: 1TB }}\n')
     p = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     end = time.monotonic() + 10
     while time.monotonic() < end:
