@@ -93,16 +93,6 @@ def held_out_success(ledger, member, items: list[dict], verifier) -> dict:
     return {"verifier_success": sum(ok) / len(ok) if ok else None, "items": len(items), "judged": len(ok)}
 
 
-def _load(spec: dict, name: str):
-    if spec["kind"] == "k1":
-        from k1.pool.members.k1 import K1Member
-
-        return K1Member.from_run(spec["run"], name=name)
-    from k1.pool.members.hf import HFMember
-
-    return HFMember.from_pretrained(spec["path"], name=name)
-
-
 def controls(router, cfg, pairs: list, out_dir: Path, items: list[dict], verifier, *, name: str, base,
              options: dict) -> dict:
     """The constant answer and a format-only student (trained as the student was, from the same `base`) on
@@ -113,13 +103,14 @@ def controls(router, cfg, pairs: list, out_dir: Path, items: list[dict], verifie
         constant_answer,
         format_only,
     )
+    from k1.pool.pool import load_member
 
     answer = constant_answer(pairs)
     const = held_out_success(router.ledger, ConstantMember(answer, name=f"{name}-constant"), items, verifier)
     wrong = format_only(pairs, cfg.seed)
     spec = train_student(cfg.student_kind, wrong, out_dir, name=f"{name}-format-only", base=base, seed=cfg.seed,
                          **options)
-    member = _load(spec, f"{name}-format-only")
+    member = load_member({k: v for k, v in spec.items() if k != "record"})
     try:
         fmt = held_out_success(router.ledger, member, items, verifier)
     finally:
