@@ -258,3 +258,44 @@ def test_rounds_reads_runs_from_several_folders_and_marks_the_primary_test(tmp_p
                  "--order", f"Y={tmp_path / 'old'}+{tmp_path / 'new'}:k1-route-adapter"])
     out = capsys.readouterr().out
     assert "| X | k1-route-adapter − k1-route | 8 | -0.037 ± 0.002 | 8/8 | 0.0078 | 0.0156 |" in out  # Holm over 2
+
+
+def _adam_step_read_on_host(state: AdapterState, lr: float, finite: bool, steps: list[int]) -> None:
+    """The first `AdapterState.step`: the finite flag read on the host (a sync every training step), the step
+    count a Python int (the reference)."""
+    ad, seg = state.adapters, state.adapters.segment
+    if seg == 0 or not finite:
+        return
+    current = {id(p) for p in ad.slot_parameters(seg - 1)}
+    steps[0] += 1
+    b1, b2 = state.betas
+    with torch.no_grad():
+        for p, m, v in zip(ad.parameters(), state.m, state.v):
+            if id(p) not in current or p.grad is None:
+                continue
+            m.mul_(b1).add_(p.grad, alpha=1 - b1)
+            v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+            mh, vh = m / (1 - b1 ** steps[0]), v / (1 - b2 ** steps[0])
+            p.sub_(lr * mh / (vh.sqrt() + state.eps))
+
+
+def test_the_adapter_step_skips_a_non_finite_step_on_the_device_bit_for_bit():
+    g = torch.Generator().manual_seed(0)
+    runs = []
+    for on_device in (True, False):
+        ad = ShiftAdapters(width=8, vocab_size=32, slots=3)
+        state, steps = AdapterState(ad), [0]
+        state.open_slot()
+        state.open_slot()
+        g.manual_seed(0)
+        for i, finite in enumerate([True, True, False, True, True]):
+            for p in ad.parameters():
+                p.grad = torch.randn(p.shape, generator=g)
+            if on_device:
+                state.step(1e-2, torch.tensor(finite))
+            else:
+                _adam_step_read_on_host(state, 1e-2, finite, steps)
+        runs.append(([p.detach().clone() for p in ad.parameters()], [m.clone() for m in state.m + state.v]))
+    (p_new, mv_new), (p_old, mv_old) = runs
+    assert all(torch.equal(a, b) for a, b in zip(p_new, p_old)) and all(torch.equal(a, b) for a, b in zip(mv_new, mv_old))
+    assert any(p.any() for p in p_new), "the current slot moved"

@@ -46,7 +46,7 @@ class ShiftAdapters(nn.Module):
 
     def assign(self, idx: torch.Tensor) -> torch.Tensor:
         """[B, T] long: per token, the open segment under whose token-pair model its prefix is likeliest."""
-        open_ = int(self.segment) + 1
+        open_ = self.segment + 1
         c = self.pairs[:open_] + 0.1  # add-0.1 smoothing
         logp = (c / c.sum(-1, keepdim=True)).log()  # [S, V, V]: log p(next | previous) per segment
         ll = logp[:, idx[:, :-1], idx[:, 1:]].cumsum(-1)  # [S, B, T-1]: log-likelihood of the prefix
@@ -58,7 +58,7 @@ class ShiftAdapters(nn.Module):
         """Count a training batch's token pairs into the current segment's model."""
         V = self.pairs.shape[-1]
         flat = (idx[:, :-1] * V + idx[:, 1:]).flatten()
-        self.pairs[int(self.segment)].view(-1).index_add_(0, flat, torch.ones_like(flat, dtype=self.pairs.dtype))
+        self.pairs[self.segment].view(-1).index_add_(0, flat, torch.ones_like(flat, dtype=self.pairs.dtype))
 
     def delta_in(self, idx: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         """The embedding residual [B, T, C]: each token's row of its own slot's table (0 for segment 0).
@@ -74,7 +74,7 @@ class ShiftAdapters(nn.Module):
         """The logits residual [B, T, V]: each token's normed hidden state through its own slot's head rows."""
         out = None
         if self.route is not None:
-            for seg in range(1, int(self.segment) + 1):
+            for seg in range(1, self.segment + 1):
                 mask = (self.route == seg).unsqueeze(-1).to(y.dtype)
                 d = mask * (y @ self.head[seg - 1].t())
                 out = d if out is None else out + d
@@ -101,24 +101,33 @@ class AdapterState:
         self.adapters, self.betas, self.eps = adapters, betas, eps
         self.m = [torch.zeros_like(p) for p in adapters.parameters()]
         self.v = [torch.zeros_like(p) for p in adapters.parameters()]
-        self.steps = 0  # Adam steps of the current slot (its moments restart when a slot opens)
+        # Adam steps of the current slot (its moments restart when a slot opens), a float64 count on the
+        # parameters' device, so a step that was not finite is skipped without reading the flag on the host
+        self.steps = torch.zeros((), dtype=torch.float64)
+
+    def to(self, device) -> None:
+        self.adapters.to(device)
+        self.m, self.v = [t.to(device) for t in self.m], [t.to(device) for t in self.v]
+        self.steps = self.steps.to(device)
 
     @torch.no_grad()
-    def step(self, lr: float) -> None:
-        """One Adam step of the current slot's parameters; every other slot keeps its values."""
-        ad, seg = self.adapters, int(self.adapters.segment)
+    def step(self, lr: float, ok: torch.Tensor | bool = True) -> None:
+        """One Adam step of the current slot's parameters where `ok` (the engine's finite flag, left on the
+        device); every other slot, and every slot on a step that was not finite, keeps its values."""
+        ad, seg = self.adapters, self.adapters.segment
         if seg == 0:
             return
+        ok = torch.as_tensor(ok, device=self.steps.device)
         current = {id(p) for p in ad.slot_parameters(seg - 1)}
-        self.steps += 1
+        self.steps = self.steps + ok
         b1, b2 = self.betas
+        c1, c2 = 1 - b1 ** self.steps, 1 - b2 ** self.steps
         for p, m, v in zip(ad.parameters(), self.m, self.v):
             if id(p) not in current or p.grad is None:
                 continue
-            m.mul_(b1).add_(p.grad, alpha=1 - b1)
-            v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
-            mh, vh = m / (1 - b1 ** self.steps), v / (1 - b2 ** self.steps)
-            p.sub_(lr * mh / (vh.sqrt() + self.eps))
+            m.copy_(torch.where(ok, m.mul(b1).add(p.grad, alpha=1 - b1), m))
+            v.copy_(torch.where(ok, v.mul(b2).addcmul(p.grad, p.grad, value=1 - b2), v))
+            p.copy_(torch.where(ok, p.sub(lr * (m / c1) / ((v / c2).sqrt() + self.eps)), p))
 
     def zero_grad(self) -> None:
         for p in self.adapters.parameters():
@@ -129,7 +138,7 @@ class AdapterState:
         if self.adapters.segment >= self.adapters.slots:
             return False
         self.adapters.segment += 1
-        self.steps = 0
+        self.steps = torch.zeros_like(self.steps)
         for m, v in zip(self.m, self.v):
             m.zero_()
             v.zero_()
@@ -137,14 +146,14 @@ class AdapterState:
 
     def state_dict(self) -> dict:
         return {"adapters": {k: v.detach().clone() for k, v in self.adapters.state_dict().items()},
-                "segment": int(self.adapters.segment), "m": list(self.m), "v": list(self.v), "steps": self.steps}
+                "segment": int(self.adapters.segment), "m": list(self.m), "v": list(self.v), "steps": int(self.steps)}
 
     def load_state_dict(self, s: dict) -> None:
         self.adapters.load_state_dict(s["adapters"])
         self.adapters.segment = int(s["segment"])
         self.m = [t.clone() for t in s["m"]]
         self.v = [t.clone() for t in s["v"]]
-        self.steps = int(s["steps"])
+        self.steps = torch.tensor(float(s["steps"]), dtype=torch.float64, device=self.steps.device)
 
 
 class AdapterOnShift(ShiftHook):
@@ -161,7 +170,7 @@ class AdapterOnShift(ShiftHook):
                 h.remove()
             if self.model is not None:
                 self.model.output_adapter = None
-            self.ad.adapters.to(state.device)
+            self.ad.to(state.device)
             self.handles, self.model = self.ad.adapters.attach(state.model), state.model
         state.optimizer.shared_scale = 0.0 if self.ad.adapters.segment > 0 else 1.0
 
@@ -171,8 +180,7 @@ class AdapterOnShift(ShiftHook):
 
     def on_step_end(self, state, r):
         if getattr(r, "trial", None) is None:
-            if bool(r.finite):
-                self.ad.step(r.lr)
+            self.ad.step(r.lr, r.finite)  # a step that was not finite moves nothing, read on the device
             self.ad.adapters.observe(r.inputs.to(state.device))
         self.ad.zero_grad()
         super().on_step_end(state, r)
