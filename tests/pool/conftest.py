@@ -24,7 +24,8 @@ def hf_dir(tmp_path_factory):
 def failing_server():
     """A real HTTP server on 127.0.0.1 that answers every request with 500; → its base URL."""
     import http.server
-    import threading
+
+    from k1.pool.testing import serve_http
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self):
@@ -39,12 +40,8 @@ def failing_server():
         def log_message(self, *a):
             pass
 
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}/v1"
-    srv.shutdown()
-    srv.server_close()
+    with serve_http(Handler) as base:
+        yield f"{base}/v1"
 
 
 @pytest.fixture
@@ -90,8 +87,9 @@ def hostile_server():
     2^40 − 1 tokens, `/overlong/v1` 5,000 completion tokens. → a function mode → base URL."""
     import http.server
     import json
-    import threading
     import time
+
+    from k1.pool.testing import serve_http
 
     def event(obj) -> bytes:
         return f"data: {json.dumps(obj)}\n\n".encode()
@@ -138,12 +136,8 @@ def hostile_server():
         def log_message(self, *a):
             pass
 
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    srv.daemon_threads = True
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield lambda mode: f"http://127.0.0.1:{srv.server_address[1]}/{mode}/v1"
-    srv.shutdown()
-    srv.server_close()
+    with serve_http(Handler) as base:
+        yield lambda mode: f"{base}/{mode}/v1"
 
 
 @pytest.fixture(scope="session")

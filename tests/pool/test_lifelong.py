@@ -16,7 +16,8 @@ def copier():
     """A real OpenAI-compatible server on 127.0.0.1 standing in for a remote model that repeats the string of
     "Repeat this exactly: S" only when told how (a system message or earlier turns), else rambles."""
     import http.server
-    import threading
+
+    from k1.pool.testing import serve_http
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self):
@@ -36,11 +37,8 @@ def copier():
         def log_message(self, *a):
             pass
 
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}/v1"
-    srv.shutdown()
-    srv.server_close()
+    with serve_http(Handler) as base:
+        yield f"{base}/v1"
 
 
 def test_lifelong_quick_stream_over_http_with_dream_inside(tmp_path, k1_run, hf_dir, copier):

@@ -3,6 +3,9 @@ built from a config (no download), and small K-1 members on the synthetic corpus
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
 CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
@@ -61,6 +64,23 @@ def serving_within(url: str, proc, timeout_s: float) -> bool:
             pass
         time.sleep(0.2)
     return False
+
+
+@contextmanager
+def serve_http(handler) -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 answering with `handler` (an `http.server.BaseHTTPRequestHandler` class)
+    in a thread of its own; → its base URL, "http://127.0.0.1:PORT". Stopped and closed on exit."""
+    import http.server
+    import threading
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}"
+    finally:
+        srv.shutdown()
+        srv.server_close()
 
 
 def free_port() -> int:
