@@ -25,12 +25,16 @@ from k1.testing.tiny import write_tiny_config_file
 DOMAINS = ["prose", "code", "science"]
 
 
+def tiny_setup(tmp_path, strategy: str = "gpt-naive"):
+    """The tiny preset on the synthetic corpus, as `k1 continual` would run `strategy` with 4 steps per domain."""
+    cfg = tiny_config(tmp_path / "data", ["train.batch_size=4", "train.eval_batches=1", "optim.warmup_steps=2"])
+    cfg, _ = check_run(cfg, DOMAINS, [strategy], 1, 4)
+    return cfg, load_corpus(cfg.data)
+
+
 @pytest.fixture
 def tiny(tmp_path):
-    """The tiny preset on the synthetic corpus, as `k1 continual` would run it with 4 steps per domain."""
-    cfg = tiny_config(tmp_path / "data", ["train.batch_size=4", "train.eval_batches=1", "optim.warmup_steps=2"])
-    cfg, _ = check_run(cfg, DOMAINS, ["gpt-naive"], 1, 4)
-    return cfg, load_corpus(cfg.data)
+    return tiny_setup(tmp_path)
 
 
 # ---- metrics -----------------------------------------------------------------------------------------

@@ -7,16 +7,13 @@ import functools
 import pytest
 import torch
 
-from k1.data import load_corpus
 from k1.engine.run.state import TrainState
 from k1.experiments.adapter import AdapterState, ShiftAdapters
-from k1.experiments.continual import check_run, run_one
+from k1.experiments.continual import run_one
 from k1.experiments.plugins import ContinualConfig, make_detector
 from k1.experiments.shift import InputShiftDetector, ShiftDetector
 from k1.experiments.strategies import strategy_config
-from k1.testing import tiny_config
-
-DOMAINS = ["prose", "code", "science"]
+from tests.experiments.test_continual import tiny_setup
 
 
 def source(seed: int, lo: int, hi: int):
@@ -36,9 +33,7 @@ def source(seed: int, lo: int, hi: int):
 
 @pytest.fixture
 def tiny(tmp_path):
-    cfg = tiny_config(tmp_path / "data", ["train.batch_size=4", "train.eval_batches=1", "optim.warmup_steps=2"])
-    cfg, _ = check_run(cfg, DOMAINS, ["k1-adapter"], 1, 4)
-    return cfg, load_corpus(cfg.data)
+    return tiny_setup(tmp_path, "k1-adapter")
 
 
 # ---- the input-shift detector -----------------------------------------------------------------------------
