@@ -24,12 +24,15 @@ auto`, a `[pool.dream]` table added to the pool file): when `--dream-after` new 
 from `--dream-args`) in a separate process on its store while it keeps answering, and takes up the student
 DREAM publishes without a restart. The bench follows the cycles through `GET /v1/pool`; a prompt a finished
 DREAM trained on is not scored in any later window. `--lora-student` serves the default pool plus `smollm2-lora` (a copy of SmolLM2 with
-the role "student", which DREAM trains as a LoRA student) on a copy of the default store.
+the role "student", which DREAM trains as a LoRA student) on a copy of the default store; `--tree-student` adds
+`k1-copy` instead (an untrained K-1 tree of bench/students.py's copy recipe, which DREAM trains by the engine's
+sparse attributed update, and which ends its answers at the line end).
 
     python bench/lifelong.py --quick                    # 200 requests, windows of 100, the default pool
     python bench/lifelong.py --requests 1000 --oracle   # the full stream
     python bench/lifelong.py --pool FILE --quick        # any pool file (the tests use tiny members)
     python bench/lifelong.py --lora-student --dream-class copy --crisis-off --quick --twin   # DREAM inside
+    python bench/lifelong.py --tree-student --members smollm2,k1-copy --dream-class copy --quick --twin
 
 Writes lifelong.json and lifelong.png under --out; prints a table, then one JSON object on the last line.
 """
@@ -230,10 +233,31 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def lora_student_pool(out: Path, keep: list[str] | None = None) -> Path:
-    """The default pool plus `smollm2-lora` (SmolLM2's weights, role "student": DREAM's LoRA student), on a copy
-    of the default store (the shared one is not touched), with only the members in `keep` if given; → the pool
-    file."""
+LORA_DREAM_ARGS = ("--student-kind lora --student smollm2-lora --teacher smollm2 --practice 60 --shots 3 "
+                   "--max-tokens 16 --epochs 2 --lr 2e-4 --holdout 0.5 --teacher-system "
+                   "'Reply with only the text to repeat, exactly, nothing else.'")
+TREE_RECIPE = ["model.width=48", "model.mlp_width=96", "model.n_heads=4", "optim.lr=1e-2", "model.context=128"]
+TREE_DREAM_ARGS = ("--student-kind k1 --student k1-copy --teacher smollm2 --practice 300 --shots 3 --steps 3000 "
+                   "--max-tokens 16 --holdout 0.5 --teacher-system "
+                   "'Reply with only the text to repeat, exactly, nothing else.'")
+
+
+def fresh_tree(out: Path) -> Path:
+    """An untrained K-1 tree of the copy student's recipe (bench/students.py's `--k1-preset tiny --k1-set …`:
+    151,591 parameters, 7 agents), as a run directory DREAM trains further: `k1 train` for one step."""
+    run = out / "k1-copy-init"
+    if not (run / "summary.json").is_file():  # written when the run ends
+        sets = [w for kv in TREE_RECIPE for w in ("--set", kv)]
+        subprocess.run([sys.executable, "-m", "k1", "train", "--preset", "tiny", *sets, "--steps", "1",
+                        "--out", str(run), "--quiet"], check=True, stdout=subprocess.DEVNULL)
+    return run
+
+
+def student_pool(out: Path, keep: list[str] | None = None, lora: bool = True, tree: bool = False) -> Path:
+    """The default pool plus DREAM's students — `smollm2-lora` (SmolLM2's weights, role "student": a LoRA
+    student) and, with `tree`, `k1-copy` (an untrained K-1 tree, `fresh_tree`, ending its answers at the line end)
+    — on a copy of the default store (the shared one is not touched), with only the members in `keep` if given;
+    → the pool file."""
     from k1.pool.config import read_pool_config
     from k1.pool.default import default_pool_file
 
@@ -246,8 +270,12 @@ def lora_student_pool(out: Path, keep: list[str] | None = None) -> Path:
     # the baselines' calls are charged too: a budget the stream and its baselines cannot reach (the default
     # pool's 20,000 ATP would run out within 1,000 requests with every member pinned)
     text = re.sub(r'(?m)^budget_atp = .*$', 'budget_atp = 1000000.0', text)
-    text += (f'\n[[members]]\nname = "smollm2-lora"\nkind = "hf"\npath = "{teacher.path}"\n'
-             'roles = ["student"]\n')
+    if lora:
+        text += (f'\n[[members]]\nname = "smollm2-lora"\nkind = "hf"\npath = "{teacher.path}"\n'
+                 'roles = ["student"]\n')
+    if tree:
+        text += (f'\n[[members]]\nname = "k1-copy"\nkind = "k1"\nrun = "{fresh_tree(out)}"\n'
+                 'roles = ["student"]\nstop = ["\\n"]\n')
     if keep:
         import tomllib
 
@@ -372,14 +400,16 @@ def main() -> None:
     ap.add_argument("--dream-every-s", type=float, default=60.0, help="at least this long between DREAM starts")
     ap.add_argument("--crisis-off", action="store_true",
                     help="the pool never enters CRISIS (which holds DREAM back): for a pool that fails most requests")
-    ap.add_argument("--dream-args", default="--student-kind lora --student smollm2-lora --teacher smollm2 "
-                    "--practice 60 --shots 3 --max-tokens 16 --epochs 2 --lr 2e-4 --holdout 0.5 --teacher-system "
-                    "'Reply with only the text to repeat, exactly, nothing else.'",
-                    help="options for `k1 pool dream` (shell words)")
+    ap.add_argument("--dream-args", default=None,
+                    help="options for `k1 pool dream` (shell words; default: LoRA_DREAM_ARGS, or with --tree-student "
+                    "TREE_DREAM_ARGS)")
     ap.add_argument("--lora-student", action="store_true",
                     help="the default pool plus smollm2-lora (DREAM's LoRA student) on a copy of its store")
+    ap.add_argument("--tree-student", action="store_true",
+                    help="the default pool plus k1-copy (an untrained K-1 tree DREAM trains) on a copy of its store")
     ap.add_argument("--members", default=None,
-                    help="with --lora-student: keep only these members (comma-separated), e.g. smollm2,smollm2-lora")
+                    help="with --lora-student or --tree-student: keep only these members (comma-separated), e.g. "
+                    "smollm2,smollm2-lora")
     ap.add_argument("--out", type=Path, default=Path("runs/bench/lifelong"))
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
@@ -396,8 +426,11 @@ def main() -> None:
     from k1.pool.config import read_pool_config
     from k1.pool.default import default_pool_file
 
-    if args.lora_student:
-        args.pool = lora_student_pool(args.out, args.members.split(",") if args.members else None)
+    if args.dream_args is None:
+        args.dream_args = TREE_DREAM_ARGS if args.tree_student else LORA_DREAM_ARGS
+    if args.lora_student or args.tree_student:
+        args.pool = student_pool(args.out, args.members.split(",") if args.members else None,
+                                 lora=args.lora_student, tree=args.tree_student)
     store = Path(read_pool_config(args.pool or default_pool_file(quiet=True)).pool.store)
     items = stream(args.requests, args.seed)
     twin = None

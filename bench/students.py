@@ -262,7 +262,7 @@ def main() -> None:
 
     def load(spec: dict):
         if spec["kind"] == "k1":
-            return K1Member.from_run(spec["run"], name=spec["name"])
+            return K1Member.from_run(spec["run"], name=spec["name"], stop=spec.get("stop", []))  # as the pool serves it
         return HFMember.from_pretrained(spec["path"], name=spec["name"])
 
     def measure(key: str, member_fn, tasks: list, family: str) -> dict:

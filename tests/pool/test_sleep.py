@@ -404,3 +404,28 @@ def test_a_store_failing_as_a_cycle_starts_leaves_no_lease_behind(tmp_path, hf_d
     assert s.proc is None and r.store.lease_holder("dream") is None  # not held for ever by a live server
     r.pool.close()
     r.close()
+
+
+def test_a_cycle_on_one_class_consumes_that_classs_experiences_only(tmp_path):
+    """Per-class cycles: each class counts its new verified experiences from its own last cycle, so a cycle on
+    code leaves arithmetic's count as it was (one global mark reset every class's); a failed cycle consumes
+    nothing."""
+    from k1.pool.sleep.scheduler import cycle_record, new_verified
+
+    s = PoolStore(tmp_path / "p.sqlite")
+    cfg = DreamSettings(mode="auto", after=3, every_s=1, per_class=True)
+    for i, cls in enumerate(["code"] * 4 + ["arithmetic"] * 2):
+        _experience(s, i, task_class=cls)
+    first = cycle_record(s, cfg, last_cycle(s), "4 new", "x")
+    assert first["task_class"] == "code" and first["marks"] == {"code": first["watermark"]}
+    s.set_meta(CYCLE_KEY, json.dumps({**first, "outcome": "ok", "started": time.time() - 10}))
+    _experience(s, 10, task_class="arithmetic")
+    assert due(s, cfg, "WAKE", 1.0) == (True, "3 new verified experiences of class arithmetic (WAKE)")
+    _experience(s, 11, task_class="code")
+    second = cycle_record(s, cfg, last_cycle(s), "3 new", "x")
+    assert second["task_class"] == "arithmetic" and second["marks"]["code"] == first["watermark"]
+    s.set_meta(CYCLE_KEY, json.dumps({**second, "outcome": "failed (exit 1)", "started": time.time() - 10}))
+    assert new_verified(s, cfg, last_cycle(s)) == (3, "arithmetic")  # the failed cycle consumed nothing
+    s.set_meta(CYCLE_KEY, json.dumps({**second, "outcome": "ok", "started": time.time() - 10}))
+    assert new_verified(s, cfg, last_cycle(s)) == (1, "code")  # arithmetic consumed; code's one since its cycle
+    s.close()

@@ -1,6 +1,7 @@
 """The K-1 tree student's training: whole examples, the loss on the answer only, the served prompt byte for byte,
 and still the engine's sparse update (only a root → culprit path of agents moves in a step)."""
 
+import pytest
 import torch
 
 from k1.data import load_tokenizer
@@ -103,14 +104,40 @@ def test_the_served_member_reads_what_the_student_trained_on_and_one_step_moves_
     assert sum(lv.n_agents for lv in member.model.levels) > len(moved_per_level)  # sparse: most agents stay
 
 
-def test_a_tiny_tree_reproduces_its_verified_answers_in_seconds(tmp_path):
+@pytest.fixture(scope="module")
+def fitted_copy_student(tmp_path_factory):
+    """A tiny tree trained for 200 steps on 30 verified copy answers: (its run directory, the examples)."""
+    from k1.pool.learn.students.families import copy_tasks
+
+    ex = [([{"role": "user", "content": t.prompt}], t.check["answer"]) for t in copy_tasks(30, seed=1)]
+    run = train_k1_student(ex, tmp_path_factory.mktemp("copy") / "s", preset="tiny", steps=200,
+                           overrides=["optim.lr=1e-2"])
+    return run, ex
+
+
+def test_a_tiny_tree_reproduces_its_verified_answers_in_seconds(fitted_copy_student):
     """The answer-only loss on whole examples makes a tiny tree fit its training answers exactly (the random
     windows over the concatenated text of before left it at the answers' first characters). Fitting is not
     learning the class — held-out success is measured by bench/students.py — but without it nothing is learnt."""
-    from k1.pool.learn.students.families import copy_tasks
     from k1.pool.members.k1 import K1Member
 
-    ex = [([{"role": "user", "content": t.prompt}], t.check["answer"]) for t in copy_tasks(30, seed=1)]
-    m = K1Member.from_run(train_k1_student(ex, tmp_path / "s", preset="tiny", steps=200, overrides=["optim.lr=1e-2"]))
+    run, ex = fitted_copy_student
+    m = K1Member.from_run(run)
     fit = sum(m.generate(p, max_tokens=12).text.split("\n")[0].strip() == a for p, a in ex)
     assert fit >= 27, fit
+
+
+def test_a_served_tree_student_stops_at_the_line_end_it_was_trained_to_write(fitted_copy_student):
+    """Its pool-file entry carries stop = ["\\n"]: the answer ends at the trained line end (finish "stop") instead
+    of filler up to max_tokens, for fewer tokens charged; the same run without it writes max_tokens tokens."""
+    from k1.pool.learn.students.k1tree import k1_member_spec
+    from k1.pool.members.k1 import K1Member
+    from k1.pool.pool import load_member
+
+    run, ex = fitted_copy_student
+    served, plain = load_member(k1_member_spec(run, "student")), K1Member.from_run(run)
+    assert served.stop == ["\n"] and plain.stop == []
+    p, a = ex[0]
+    g, h = served.generate(p, max_tokens=40), plain.generate(p, max_tokens=40)
+    assert g.text.strip() == a and "\n" not in g.text and g.finish_reason == "stop"
+    assert h.completion_tokens == 40 and g.completion_tokens < h.completion_tokens and g.cost.atp < h.cost.atp

@@ -46,6 +46,9 @@ class K1Spec(_Spec):
     """A K-1 run directory (its latest checkpoint)."""
     kind: Literal["k1"] = "k1"
     run: str
+    # strings every answer of this member ends at: a tree has no end-of-text token, so one trained on one-line
+    # answers (a DREAM student: " ANSWER\n") ends them at "\n" instead of writing filler up to max_tokens
+    stop: list[Annotated[str, Field(min_length=1, max_length=16)]] = []
 
 
 class HFSpec(_Spec):

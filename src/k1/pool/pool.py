@@ -27,7 +27,7 @@ def load_member(spec) -> Member:
         spec = validate_as(PoolConfig, {"members": [spec]}, "member").members[0]
     if spec.kind == "k1":
         from k1.pool.members.k1 import K1Member
-        return K1Member.from_run(spec.run, name=spec.name, roles=spec.roles)
+        return K1Member.from_run(spec.run, name=spec.name, roles=spec.roles, stop=spec.stop)
     if spec.kind == "hf":
         import torch
 

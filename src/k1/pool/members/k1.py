@@ -17,13 +17,15 @@ from k1.pool.members.local import LocalMember
 
 class K1Member(LocalMember):
     """A K-1 model (`AgentTree` or `DenseGPT`) with its tokenizer. Every agent runs on every token, so
-    the FLOPs count all agents; generation slides the model's short context like `k1 generate` does."""
+    the FLOPs count all agents; generation slides the model's short context like `k1 generate` does. A tree has
+    no end-of-text token: `stop` strings (the pool file's `stop`) end every answer, besides a caller's own."""
 
     kind = "k1"
 
     def __init__(self, model, tokenizer, name: str = "k1", roles=(), run_dir: Path | None = None,
-                 prefix_cache: int = 8):
+                 prefix_cache: int = 8, stop=()):
         super().__init__(name, roles)
+        self.stop = list(stop)
         self.enable_prefix_cache(prefix_cache)
         self.model, self.tokenizer, self.run_dir = model.eval(), tokenizer, run_dir
         self.context = model.cfg.context
@@ -34,14 +36,14 @@ class K1Member(LocalMember):
         self.attn_flops_per_key = 4 * C * n_attn
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, name: str | None = None, roles=()) -> "K1Member":
+    def from_run(cls, run_dir: str | Path, name: str | None = None, roles=(), stop=()) -> "K1Member":
         from k1.engine.run.generate import load_run_model
 
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
             raise CheckpointError(f"K-1 member: {run_dir} is not a directory; give a k1 run directory")
         model, tok, cfg = load_run_model(run_dir)
-        return cls(model, tok, name=name or cfg.name or run_dir.name, roles=roles, run_dir=run_dir)
+        return cls(model, tok, name=name or cfg.name or run_dir.name, roles=roles, run_dir=run_dir, stop=stop)
 
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text))
@@ -54,6 +56,9 @@ class K1Member(LocalMember):
 
     def resume_session(self, ids, state, n) -> K1Window:
         return K1Window(self.model, cache=state.cropped(n), ids=ids[:n])
+
+    def stream(self, prompt, *, stop: list[str] | None = None, **options):
+        return super().stream(prompt, stop=[*self.stop, *(stop or [])], **options)
 
     @torch.no_grad()
     def score(self, prompt, continuation: str) -> Score:
@@ -83,7 +88,7 @@ class K1Member(LocalMember):
         return Score(bits_per_byte=nll / math.log(2) / n_bytes, n_bytes=n_bytes, n_tokens=len(cont), cost=cost)
 
     def info(self) -> dict:
-        return {**super().info(), "context": self.context, "parameters": self.model.num_parameters(),
+        return {**super().info(), "context": self.context, "stop": self.stop, "parameters": self.model.num_parameters(),
                 "run_dir": str(self.run_dir) if self.run_dir else None}
 
     def close(self) -> None:

@@ -53,6 +53,18 @@ def counted_from(last: dict | None) -> int:
     return last["watermark"] if last["outcome"].startswith("ok") else last.get("since", 0)
 
 
+def class_marks(last: dict | None) -> dict[str, int] | None:
+    """Per-class cycles: {task class: the experience id its new experiences count from} — where that class's last
+    cycle that ran to the end began (a class never consolidated counts from 0): a cycle on one class consumes
+    that class's experiences only. None for a record written before per-class marks (every class then counts
+    from `counted_from`)."""
+    if last is None:
+        return {}
+    if "marks" not in last:
+        return None
+    return last["marks"] if last["outcome"].startswith("ok") else last.get("since_marks", {})
+
+
 def due(store, settings: DreamSettings, state: str, budget_left: float, now: float | None = None) -> tuple[bool, str]:
     """→ (whether a DREAM cycle is due, why or why not)."""
     now = time.time() if now is None else now
@@ -71,8 +83,13 @@ def due(store, settings: DreamSettings, state: str, budget_left: float, now: flo
 
 def new_verified(store, settings: DreamSettings, last: dict | None) -> tuple[int, str | None]:
     """(new verified experiences since the last cycle, None) — or, `per_class`, those of the task class (of
-    `classes`, if given) that has the most, and that class."""
-    counts, _ = store.verified_since(counted_from(last))
+    `classes`, if given) that has the most since its own last cycle (`class_marks`), and that class."""
+    marks = class_marks(last) if settings.per_class else None
+    if marks is None:
+        counts, _ = store.verified_since(counted_from(last))
+    else:
+        counts, _ = store.verified_since(0)
+        counts = {c: store.verified_since(marks[c])[0].get(c, 0) if c in marks else n for c, n in counts.items()}
     if not settings.per_class:
         return sum(counts.values()), None
     if settings.classes:
@@ -82,6 +99,19 @@ def new_verified(store, settings: DreamSettings, last: dict | None) -> tuple[int
         return 0, None
     cls = max(sorted(counts), key=lambda c: counts[c])
     return counts[cls], cls
+
+
+def cycle_record(store, settings: DreamSettings, last: dict | None, why: str, holder: str) -> dict:
+    """The store's record of a cycle about to start: its number, why, what it counts from and — if it ends well —
+    where the next cycles count from (`watermark`; per class, `marks`: this class's moves, the others' stay)."""
+    _, newest = store.verified_since(counted_from(last))
+    rec = {"n": (last or {}).get("n", 0) + 1, "started": time.time(), "reason": why, "replica": holder,
+           "since": counted_from(last), "watermark": newest, "outcome": "running"}
+    if settings.per_class:
+        _, cls = new_verified(store, settings, last)
+        before = class_marks(last) or {}
+        rec.update(task_class=cls, since_marks=before, marks={**before, cls: newest} if cls else before)
+    return rec
 
 
 def _versions(router) -> dict[str, int]:
@@ -160,10 +190,7 @@ class Sleep:
                 raise
 
     def _spawn(self, lease: HeldLease, why: str) -> None:
-        last = last_cycle(self.store)
-        _, newest = self.store.verified_since(counted_from(last))
-        self.cycle = {"n": (last or {}).get("n", 0) + 1, "started": time.time(), "reason": why,
-                      "replica": lease.holder, "since": counted_from(last), "watermark": newest, "outcome": "running",
+        self.cycle = {**cycle_record(self.store, self.settings, last_cycle(self.store), why, lease.holder),
                       "before": _versions(self.router)}
         self.store.set_meta(CYCLE_KEY, json.dumps(self.cycle))
         out = self.store.home / "dream"
@@ -171,10 +198,8 @@ class Sleep:
         self.log_path, self.out_path = out / "last-cycle.log", out / "last-cycle.json"  # stderr, stdout
         env = {**os.environ, HOLDER_ENV: lease.holder, TTL_ENV: str(self.settings.lease_s), PARENT_ENV: str(os.getpid())}
         cmd = [self.python, "-m", "k1", "pool", "dream", "--pool", self.pool_file, "--json", *self.settings.args]
-        _, cls = new_verified(self.store, self.settings, last)
-        if cls is not None:
-            cmd += ["--task-class", cls]
-            self.cycle["task_class"] = cls
+        if self.cycle.get("task_class") is not None:
+            cmd += ["--task-class", self.cycle["task_class"]]
         self.lease = lease
         try:
             with open(self.log_path, "wb") as err, open(self.out_path, "wb") as f:

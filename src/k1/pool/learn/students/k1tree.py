@@ -144,5 +144,6 @@ def train_k1_student(examples: list[Example], out_dir: str | Path, *, base_run: 
 
 
 def k1_member_spec(run_dir: str | Path, name: str) -> dict:
-    """The pool-file entry of a trained student (what `k1 pool add k1:RUN` writes)."""
-    return {"name": name, "kind": "k1", "run": str(Path(run_dir).resolve()), "roles": ["student"]}
+    """The pool-file entry of a trained student (what `k1 pool add k1:RUN` writes, and the line end that closes
+    every answer it was trained on: it stops there instead of writing filler up to max_tokens)."""
+    return {"name": name, "kind": "k1", "run": str(Path(run_dir).resolve()), "roles": ["student"], "stop": ["\n"]}
