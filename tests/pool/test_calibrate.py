@@ -152,7 +152,7 @@ def test_cli_add_and_calibrate(tmp_path, hf_dir):
     # bad input: a ConfigError (one line on the command line), and the pool file is left as it was
     before = pool_file.read_text()
     for args, msg in ((["hf:/no/such/dir"], "does not exist"), ([f"hf:{hf_dir}", "--name", "a"], "already has a member 'a'"),
-                      (["nonsense"], "k1:RUN_DIR")):
+                      (["nonsense"], "k1:RUN_DIR"), ([f"hf:{hf_dir}", "--name", "c", "--stop", "\\n"], "--stop is for k1")):
         r = CliRunner().invoke(app, ["pool", "add", *args, "--pool", str(pool_file)])
         assert isinstance(r.exception, ConfigError) and msg in str(r.exception)
     assert pool_file.read_text() == before

