@@ -292,15 +292,17 @@ def student_pool(out: Path, keep: list[str] | None = None, lora: bool = True, tr
 
 
 def copy_store(src: Path, dst: Path) -> None:
-    """A consistent copy of a SQLite store (the backup API, not a file copy that could catch a write)."""
-    import sqlite3
+    """A fresh SQLite store at `dst` holding every row of the store at `src` (`k1.pool.store_copy`)."""
+    from k1.pool import store_copy
+    from k1.pool.store import PoolStore
 
     dst.unlink(missing_ok=True)
-    a, b = sqlite3.connect(src), sqlite3.connect(dst)
-    with b:
-        a.backup(b)
-    a.close()
-    b.close()
+    a, b = PoolStore(src), PoolStore(dst)
+    try:
+        store_copy.copy_store(a, b)
+    finally:
+        a.close()
+        b.close()
 
 
 def dream_pool(pool_file: Path, settings: dict, out: Path, metabolic: dict | None = None) -> Path:

@@ -215,8 +215,7 @@ def main() -> None:
         format_only,
     )
     from k1.pool.learn.students.families import heldout
-    from k1.pool.members.hf import HFMember
-    from k1.pool.members.k1 import K1Member
+    from k1.pool.pool import load_member
 
     if args.student_base and args.kind != "lora":
         sys.exit("--student-base names the model a LoRA student adapts: use it with --kind lora")
@@ -260,10 +259,8 @@ def main() -> None:
         marker.write_text(json.dumps(spec))
         return spec
 
-    def load(spec: dict):
-        if spec["kind"] == "k1":
-            return K1Member.from_run(spec["run"], name=spec["name"], stop=spec.get("stop", []))  # as the pool serves it
-        return HFMember.from_pretrained(spec["path"], name=spec["name"])
+    def load(spec: dict):  # as the pool serves it (a tree's `stop` included)
+        return load_member({k: v for k, v in spec.items() if k != "record"})
 
     def measure(key: str, member_fn, tasks: list, family: str) -> dict:
         def make():

@@ -14,6 +14,7 @@ A prompt a verifier cannot check gets None (DREAM then does not train on it). Ot
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 
@@ -103,16 +104,12 @@ def _prose() -> Verifier:
     return judge
 
 
-_CLOZE: dict[str, str] = {}
-
-
+@functools.cache
 def cloze_words() -> dict[str, str]:
     """prompt → the corpus's word, for every prose-cloze problem (read once per process)."""
-    if not _CLOZE:
-        from k1.pool.learn.students.families import cloze_tasks
+    from k1.pool.learn.students.families import cloze_tasks
 
-        _CLOZE.update({t.prompt: t.check["answer"] for t in cloze_tasks()})
-    return _CLOZE
+    return {t.prompt: t.check["answer"] for t in cloze_tasks()}
 
 
 BUILDERS: dict[str, Callable[[], Verifier]] = {"arithmetic": lambda: _arithmetic, "code": _code,
